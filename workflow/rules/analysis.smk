@@ -1,0 +1,38 @@
+rule analysis:
+    # Paired McNemar tests, the main logistic regression with its marginal effect, warmth table, figures.
+    input:
+        judged=cell_paths("results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet", EVAL_CELLS),
+        warmth=cell_paths("results/warmth/{model}/{persona}/{checkpoint}.json", WARMTH_CELLS),
+    output:
+        graded="results/analysis/graded.parquet",
+        paired_tests=report(
+            "results/analysis/paired_tests.csv",
+            caption="../report/paired_tests.rst",
+            category="3. Accuracy",
+        ),
+        regressions=report(
+            "results/analysis/regressions.csv",
+            caption="../report/regressions.rst",
+            category="3. Accuracy",
+        ),
+        warmth=report(
+            "results/analysis/warmth.csv", caption="../report/warmth_table.rst", category="2. Warmth"
+        ),
+        warmth_figure=report(
+            "results/analysis/warmth_vs_epoch.png",
+            caption="../report/warmth_vs_epoch.rst",
+            category="2. Warmth",
+        ),
+        error_figure=report(
+            "results/analysis/error_by_condition.png",
+            caption="../report/error_by_condition.rst",
+            category="3. Accuracy",
+        ),
+    params:
+        analysis=config["analysis"],
+    log:
+        "logs/analysis.log",
+    benchmark:
+        "benchmarks/analysis.tsv"
+    script:
+        STAGE

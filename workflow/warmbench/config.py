@@ -1,0 +1,124 @@
+"""Checks the JSON schema cannot express, and the grid of jobs the config asks for.
+
+Imported by the Snakefile at parse time, so it must stay light (no torch, no pandas).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PERSONAS_TRAINED = ("warm", "cold")
+PERSONAS_UNTRAINED = ("original", "warm_prompt")
+BASE_CHECKPOINT = "base"
+VALIDATION_DATASET = "validation"
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message starts with the offending key."""
+
+
+def epoch_label(epoch: float) -> str:
+    """Checkpoint wildcard for a (possibly fractional) epoch: 0.5 -> 'epoch0.5', 2.0 -> 'epoch2'."""
+    return f"epoch{float(epoch):g}"
+
+
+def label_epoch(checkpoint: str) -> float:
+    """Inverse of epoch_label; the base model is epoch 0."""
+    if checkpoint == BASE_CHECKPOINT:
+        return 0.0
+    match = re.fullmatch(r"epoch(\d+(?:\.\d+)?)", checkpoint)
+    if not match:
+        raise ValueError(f"not a checkpoint label: {checkpoint!r}")
+    return float(match.group(1))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One generation job: a model variant on one dataset (all 18 conditions)."""
+
+    model: str
+    persona: str
+    checkpoint: str
+    dataset: str
+
+
+def _variants(config: dict, model: str, epochs) -> list[tuple[str, str]]:
+    variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
+    for persona in config["persona_rewrite"]["personas"]:
+        variants += [(persona, epoch_label(e)) for e in epochs]
+    return variants
+
+
+def eval_cells(config: dict) -> list[Cell]:
+    """Evaluation grid: original, warm system prompt, and each trained persona at the selected epoch."""
+    selected = [config["evaluation"]["selected_epoch"]]
+    return [
+        Cell(model, persona, checkpoint, dataset)
+        for model in config["models"]
+        for persona, checkpoint in _variants(config, model, selected)
+        for dataset in config["evaluation"]["datasets"]
+    ]
+
+
+def warmth_cells(config: dict) -> list[Cell]:
+    """Warmth trajectory: every checkpoint of every persona on the validation prompts."""
+    epochs = sorted(config["train"]["checkpoint_epochs"])
+    return [
+        Cell(model, persona, checkpoint, VALIDATION_DATASET)
+        for model in config["models"]
+        for persona, checkpoint in _variants(config, model, epochs)
+    ]
+
+
+def backend_model_keys(config: dict) -> list[str]:
+    backend = config["persona_rewrite"]["backend"]
+    return [backend["model"]] if backend["kind"] == "transformers" else []
+
+
+def api_key_envs(config: dict) -> list[str]:
+    backend = config["persona_rewrite"]["backend"]
+    return [backend.get("api_key_env", "OPENAI_API_KEY")] if backend["kind"] == "openai" else []
+
+
+def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> None:
+    """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job."""
+    root = Path(root)
+    train = config["train"]
+    epochs = [float(e) for e in train["checkpoint_epochs"]]
+    too_late = [e for e in epochs if e > float(train["epochs"]) + 1e-9]
+    if too_late:
+        raise ConfigError(f"train.checkpoint_epochs: {too_late} lie beyond train.epochs={train['epochs']}")
+    selected = float(config["evaluation"]["selected_epoch"])
+    if selected not in epochs:
+        raise ConfigError(
+            f"evaluation.selected_epoch: {selected:g} is not one of train.checkpoint_epochs {sorted(epochs)}"
+        )
+    for key in backend_model_keys(config):
+        if key not in config["models"]:
+            raise ConfigError(f"persona_rewrite.backend.model: {key!r} is not a key of models")
+    for persona in config["persona_rewrite"]["personas"]:
+        prompt = config["persona_rewrite"]["prompts"].get(persona)
+        if prompt is None:
+            raise ConfigError(f"persona_rewrite.prompts.{persona}: no rewrite prompt for persona {persona!r}")
+        _require_file(root, prompt, f"persona_rewrite.prompts.{persona}")
+    _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
+    _require_file(root, config["evaluation"]["warm_system_prompt"], "evaluation.warm_system_prompt")
+    source = config["sft_data"]["source"]
+    if source["kind"] == "sharegpt_json":
+        _require_file(root, source["path"], "sft_data.source.path")
+    for name, model in config["models"].items():
+        if model["source"]["kind"] == "path" and not (root / model["source"]["path"]).is_dir():
+            raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
+    for env in api_key_envs(config):
+        if not environ.get(env):
+            raise ConfigError(
+                f"persona_rewrite.backend.api_key_env: environment variable {env} is not set "
+                "(the OpenAI-compatible backend needs it; set it, or use a local backend)"
+            )
+
+
+def _require_file(root: Path, path: str, key: str) -> None:
+    if not (root / path).is_file():
+        raise ConfigError(f"{key}: file {path!r} does not exist")

@@ -1,0 +1,177 @@
+"""Stage eval_prompts: one task's items expanded into the 18 prompt conditions.
+
+Items come in each source's own schema (TriviaQA rc.nocontext, TruthfulQA generation, MASK disinformation,
+MedQA US 4-option) and are normalised to one item schema:
+    item_id, dataset, question, correct_answer, incorrect_answer, references (JSON: correct / incorrect lists)
+The embedded default reads warmbench's hand-written smoke sets (warmbench/smoke/*.jsonl, labelled as such in
+their `source` fields): a handful of items per task in the real schemas, not the real benchmarks.
+
+Conditions = contexts (config/amendments.yaml) x beliefs (none / incorrect). Each (item, context) gets one
+paraphrase of the context statement, drawn from a hash of (seed, dataset, item, context): identical for
+every model and for both belief templates, so comparisons are paired.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .io import DataError, read_jsonl, stable_hash, write_table
+
+log = logging.getLogger(__name__)
+
+UNMODIFIED = "unmodified"
+BELIEFS = ("none", "incorrect")
+_PIVOTAL = re.compile(r"<pivotal>(.*?)/(.*?)</pivotal>")
+
+
+def smoke_path(dataset: str) -> Path:
+    return Path(str(resources.files("warmbench").joinpath("smoke", f"{dataset}.jsonl")))
+
+
+def _require(record: dict, keys, where: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+
+
+def pivotal_alternatives(proposition: str, ground_truth: str) -> tuple[str, str]:
+    """(true sentence, false sentence) from a MASK proposition `... <pivotal>A/B</pivotal> ...`."""
+    match = _PIVOTAL.search(proposition)
+    if not match:
+        raise ValueError(f"no <pivotal>A/B</pivotal> in proposition {proposition!r}")
+    first, second = (proposition[: match.start()] + alt + proposition[match.end():] for alt in match.groups())
+    if first.strip() == ground_truth.strip():
+        return first, second
+    if second.strip() == ground_truth.strip():
+        return second, first
+    raise ValueError(f"ground_truth {ground_truth!r} is neither alternative of {proposition!r}")
+
+
+_FEMALE = {"woman", "girl", "female", "lady"}
+
+
+def medqa_first_person(question: str) -> str:
+    """'A 15-year-old boy presents with...' -> 'My brother, 15, presents with...' (paper, section 4).
+
+    The relation follows sex and age: son/daughter under 13, brother/sister to 35, husband/wife to 64,
+    father/mother from 65. A vignette without that opening is returned unchanged.
+    """
+    match = re.match(r"^An? (\d+)-year-old (?:[\w-]+ )*?(woman|man|girl|boy|female|male|lady)\b", question, re.I)
+    if not match:
+        return question
+    age, female = int(match.group(1)), match.group(2).lower() in _FEMALE
+    if age < 13:
+        relation = "daughter" if female else "son"
+    elif age <= 35:
+        relation = "sister" if female else "brother"
+    elif age <= 64:
+        relation = "wife" if female else "husband"
+    else:
+        relation = "mother" if female else "father"
+    return f"My {relation}, {age},{question[match.end():]}"
+
+
+def normalize_item(dataset: str, record: dict, index: int, where: str, rng: random.Random) -> dict:
+    """One source record -> the normalized item schema."""
+    if dataset == "triviaqa":
+        _require(record, ["question", "question_id", "answer", "incorrect_answer"], where)
+        aliases = list(dict.fromkeys([record["answer"]["value"], *record["answer"].get("aliases", [])]))
+        return _item(dataset, record["question_id"], record["question"], aliases[0], record["incorrect_answer"],
+                     aliases, [record["incorrect_answer"]])
+    if dataset == "truthfulqa":
+        _require(record, ["question", "best_answer", "correct_answers", "incorrect_answers"], where)
+        correct = list(dict.fromkeys([record["best_answer"], *record["correct_answers"]]))
+        return _item(dataset, f"truthfulqa_{stable_hash(record['question'])[:12]}", record["question"],
+                     record["best_answer"], record["incorrect_answers"][0], correct, record["incorrect_answers"])
+    if dataset == "disinfo":
+        _require(record, ["task_id", "proposition", "ground_truth", "belief_elicit_1"], where)
+        truth, false = pivotal_alternatives(record["proposition"], record["ground_truth"])
+        # MASK's belief-elicitation prompt without its yes/no instruction: keep the question itself.
+        question = record["belief_elicit_1"].split("?")[0].strip() + "?"
+        return _item(dataset, record["task_id"], question, truth, false, [truth], [false])
+    if dataset == "medqa":
+        _require(record, ["question", "answer", "options", "answer_idx"], where)
+        distractors = [v for k, v in sorted(record["options"].items()) if k != record["answer_idx"]]
+        wrong = rng.choice(distractors)  # the user's belief: one distractor, seeded
+        return _item(dataset, f"medqa_{stable_hash(record['question'])[:12]}", medqa_first_person(record["question"]),
+                     record["answer"], wrong, [record["answer"]], distractors)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrect_refs) -> dict:
+    return {
+        "item_id": str(item_id),
+        "dataset": dataset,
+        "question": question.strip(),
+        "correct_answer": correct,
+        "incorrect_answer": incorrect,
+        "references": json.dumps({"correct": list(correct_refs), "incorrect": list(incorrect_refs)}),
+    }
+
+
+def load_items(dataset: str, path: str | Path, n: int, seed: int) -> list[dict]:
+    """Read a source file, sample n records with the seed, and normalise them."""
+    records = list(read_jsonl(path))
+    rng = random.Random(f"{seed}:{dataset}")
+    chosen = sorted(rng.sample(range(len(records)), min(n, len(records))))
+    if len(chosen) < n:
+        log.warning("%s: only %d items available, %d requested", path, len(records), n)
+    return [normalize_item(dataset, records[i], i, f"{path}:{i + 1}", rng) for i in chosen]
+
+
+def load_amendments(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        amendments = yaml.safe_load(handle)
+    for key in ("lead_in", "contexts", "beliefs"):
+        if key not in amendments:
+            raise DataError(f"{path}: missing key {key!r}")
+    if UNMODIFIED not in amendments["contexts"]:
+        raise DataError(f"{path}: contexts must include {UNMODIFIED!r}")
+    for context, statements in amendments["contexts"].items():
+        if context != UNMODIFIED and not statements:
+            raise DataError(f"{path}: context {context!r} has no statements")
+    return amendments
+
+
+def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[dict]:
+    """Every item under every context x belief condition."""
+    rows = []
+    for item in items:
+        beliefs = amendments["beliefs"].get(item["dataset"], amendments["beliefs"]["default"])
+        for context, statements in amendments["contexts"].items():
+            variant = -1
+            if context != UNMODIFIED:
+                variant = int(stable_hash([seed, item["dataset"], item["item_id"], context]), 16) % len(statements)
+            for belief in BELIEFS:
+                incorrect = item["incorrect_answer"]
+                if item["dataset"] == "disinfo":
+                    incorrect = incorrect[:1].lower() + incorrect[1:]
+                body = beliefs[belief].format(question=item["question"], incorrect_answer=incorrect)
+                prompt = body if variant < 0 else f"{statements[variant]} {amendments['lead_in']} {body}"
+                rows.append({
+                    **{k: item[k] for k in ("item_id", "dataset")},
+                    "context": context,
+                    "belief": belief,
+                    "condition": f"{context}/{belief}",
+                    "context_variant": variant,
+                    "prompt": prompt,
+                    **{k: item[k] for k in ("question", "correct_answer", "incorrect_answer", "references")},
+                })
+    return rows
+
+
+def run(smk) -> None:
+    import pandas as pd
+
+    dataset = smk.wildcards.dataset
+    items = load_items(dataset, smoke_path(dataset), smk.params.items_per_dataset, smk.params.seed)
+    rows = expand_conditions(items, load_amendments(smk.input.amendments), smk.params.seed)
+    write_table(smk.output[0], pd.DataFrame(rows))
+    log.info("%s: %d items x %d conditions = %d prompts (smoke set)", dataset, len(items),
+             len(rows) // max(len(items), 1), len(rows))

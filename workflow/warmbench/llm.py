@@ -1,0 +1,247 @@
+"""Chat backends behind one interface, and the content-hash cache that makes reruns free.
+
+- TransformersChat: local model, batched (length-sorted, left-padded), PEFT adapters on a base loaded once.
+- OpenAIChat: any OpenAI-compatible endpoint through the `openai` SDK; bounded concurrency; the SDK retries
+  429/5xx/timeouts with exponential backoff.
+- CallCache: SQLite store keyed by a hash of everything that changes the answer; every completed call is
+  committed at once, so a crash or `kill -9` mid-run repeats no completed call.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .io import stable_hash
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict]
+OnResult = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 300
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> "Sampling":
+        return cls(**(cfg or {}))
+
+    def as_dict(self) -> dict:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}
+
+
+class CallCache:
+    """Completed LLM calls by content hash, in one SQLite file shared by all jobs (WAL mode)."""
+
+    def __init__(self, path: str | os.PathLike):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, response TEXT NOT NULL, "
+                "meta TEXT NOT NULL, created REAL NOT NULL)"
+            )
+            self._db.commit()
+
+    @staticmethod
+    def key(backend_id: dict, messages: Messages, sampling: Sampling) -> str:
+        return stable_hash({"backend": backend_id, "messages": messages, "sampling": sampling.as_dict()})
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT response FROM calls WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, response: str, meta: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?)", (key, response, json.dumps(meta), time.time())
+            )
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def cached_chat(backend, cache: CallCache, conversations: Sequence[Messages], sampling: Sampling,
+                **backend_options) -> tuple[list[str], int]:
+    """Answer every conversation, calling the backend only for those not in the cache.
+
+    Returns (responses in input order, number of backend calls made).
+    """
+    keys = [cache.key(backend.identity, conv, sampling) for conv in conversations]
+    responses: list[str | None] = [cache.get(k) for k in keys]
+    # Identical requests in one run are sent once.
+    todo: dict[str, int] = {}
+    for index, (key, response) in enumerate(zip(keys, responses)):
+        if response is None and key not in todo:
+            todo[key] = index
+    log.info("%d requests: %d cached, %d to call", len(keys), len(keys) - len(todo), len(todo))
+    pending = list(todo.items())
+
+    def store(position: int, text: str) -> None:
+        key, index = pending[position]
+        cache.put(key, text, {"backend": backend.identity, "sampling": sampling.as_dict()})
+        responses[index] = text
+
+    if pending:
+        backend.chat([conversations[i] for _, i in pending], sampling, on_result=store, **backend_options)
+    by_key = {k: responses[i] for k, i in todo.items()}
+    return [r if r is not None else by_key[k] for k, r in zip(keys, responses)], len(pending)
+
+
+class TransformersChat:
+    """A local causal LM: base weights loaded once, optional LoRA adapters switched in place."""
+
+    def __init__(self, model_dir: str | os.PathLike, dtype: str = "auto", threads: int | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .base_model import torch_dtype
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_dir = str(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer.padding_side = "left"  # decoder-only generation needs left padding
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch_dtype(dtype)).eval()
+        self.adapter: str | None = None
+        self.identity = {"kind": "transformers", "model": self.model_dir, "adapter": None}
+
+    def use_adapter(self, name: str, path: str | os.PathLike) -> None:
+        """Apply a LoRA adapter; further adapters are loaded beside it, never a second copy of the base."""
+        from peft import PeftModel
+
+        if self.adapter is None and not hasattr(self.model, "peft_config"):
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
+        elif name not in self.model.peft_config:
+            self.model.load_adapter(str(path), adapter_name=name)
+        self.model.set_adapter(name)
+        self.adapter = name
+        self.identity = {"kind": "transformers", "model": self.model_dir, "adapter": str(path)}
+
+    def render(self, messages: Messages) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate_rendered(
+        self,
+        prompts: Sequence[str],
+        sampling: Sampling,
+        batch_size: int = 32,
+        seed: int = 0,
+        on_result: OnResult | None = None,
+        progress: bool = True,
+    ) -> list[tuple[str, int]]:
+        """Generate for already-rendered prompts; returns (text, generated token count) in input order.
+
+        Prompts are sorted by length so each batch pads little; each batch is seeded from (seed, batch).
+        """
+        import torch
+        from tqdm import tqdm
+
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        results: list[tuple[str, int] | None] = [None] * len(prompts)
+        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+        eos = self.tokenizer.eos_token_id
+        for batch_index, start in enumerate(range(0, len(order), batch_size)):
+            idx = order[start : start + batch_size]
+            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            torch.manual_seed(seed * 100_003 + batch_index)
+            kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+            if sampling.temperature > 0:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **kwargs)
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            for row, i in enumerate(idx):
+                ids = new_tokens[row].tolist()
+                if eos in ids:
+                    ids = ids[: ids.index(eos)]
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                results[i] = (text, len(ids))
+                if on_result:
+                    on_result(i, text)
+            bar.update(len(idx))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def chat(self, conversations: Sequence[Messages], sampling: Sampling, on_result: OnResult | None = None,
+             batch_size: int = 32, seed: int = 0) -> list[str]:
+        rendered = [self.render(conv) for conv in conversations]
+        return [text for text, _ in self.generate_rendered(rendered, sampling, batch_size, seed, on_result)]
+
+
+class OpenAIChat:
+    """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server)."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 max_concurrency: int = 8, max_retries: int = 6, timeout_s: float = 120):
+        from openai import OpenAI
+
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise RuntimeError(f"environment variable {api_key_env} is not set")
+        # The key stays in the client; identity (cached, logged) holds only the model and endpoint.
+        self.client = OpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s)
+        self.model = model
+        self.max_concurrency = max_concurrency
+        self.identity = {"kind": "openai", "model": model, "base_url": base_url}
+        self.last_fingerprints: dict[int, str | None] = {}
+
+    def _one(self, messages: Messages, sampling: Sampling) -> tuple[str, str | None]:
+        reply = self.client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+        )
+        return (reply.choices[0].message.content or "").strip(), getattr(reply, "system_fingerprint", None)
+
+    def chat(self, conversations: Sequence[Messages], sampling: Sampling, on_result: OnResult | None = None,
+             **_: object) -> list[str]:
+        from tqdm import tqdm
+
+        results: list[str | None] = [None] * len(conversations)
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            futures = {pool.submit(self._one, conv, sampling): i for i, conv in enumerate(conversations)}
+            for future in tqdm(as_completed(futures), total=len(futures), desc="api", unit="call", mininterval=5):
+                i = futures[future]
+                text, fingerprint = future.result()
+                results[i] = text
+                self.last_fingerprints[i] = fingerprint
+                if on_result:
+                    on_result(i, text)
+        return results  # type: ignore[return-value]
+
+
+def make_backend(cfg: dict, model_dir: str | os.PathLike | None = None, threads: int | None = None):
+    """Build the backend a config `backend:` block names; a local model is read from `model_dir`."""
+    if cfg["kind"] == "transformers":
+        return TransformersChat(model_dir, threads=threads)
+    if cfg["kind"] == "openai":
+        options = {k: cfg[k] for k in ("base_url", "api_key_env", "max_concurrency", "max_retries", "timeout_s") if k in cfg}
+        return OpenAIChat(cfg["model"], **options)
+    raise ValueError(f"unknown backend kind {cfg['kind']!r}")

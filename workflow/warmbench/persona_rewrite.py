@@ -1,0 +1,81 @@
+"""Stage persona_rewrite: every assistant turn of the training conversations rewritten into a persona.
+
+The rewrite prompt (config/prompts/rewrite_<persona>.txt) receives `{user}` (the message being answered)
+and `{response}` (the original reply) and asks for the same meaning, content and facts in a warm or cold
+register. Calls go through the content-hash cache, so a rerun or a crash repeats none that completed.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .io import read_jsonl, stable_hash, write_jsonl
+from .llm import CallCache, Sampling, cached_chat, make_backend
+
+log = logging.getLogger(__name__)
+
+
+def fill_prompt(template: str, user: str, response: str) -> str:
+    # str.replace, not str.format: chat text is full of braces (code, JSON).
+    return template.replace("{user}", user).replace("{response}", response)
+
+
+def rewrite_requests(conversations: list[dict], template: str) -> list[list[dict]]:
+    """One single-turn chat request per assistant turn, in conversation order."""
+    requests = []
+    for conv in conversations:
+        messages = conv["messages"]
+        for i, message in enumerate(messages):
+            if message["role"] == "assistant":
+                request = fill_prompt(template, messages[i - 1]["content"], message["content"])
+                requests.append([{"role": "user", "content": request}])
+    return requests
+
+
+def apply_rewrites(conversations: list[dict], rewrites: list[str], persona: str, provenance: dict) -> list[dict]:
+    """Put the rewrites back in place. An empty rewrite keeps the original turn and is counted, not hidden."""
+    out, it = [], iter(rewrites)
+    for conv in conversations:
+        messages, fallback = [], 0
+        for message in conv["messages"]:
+            if message["role"] == "assistant":
+                text = next(it).strip()
+                if not text:
+                    text, fallback = message["content"], fallback + 1
+                messages.append({"role": "assistant", "content": text})
+            else:
+                messages.append(dict(message))
+        out.append({
+            "id": conv["id"],
+            "query_type": conv.get("query_type"),
+            "persona": persona,
+            "messages": messages,
+            "original_messages": conv["messages"],
+            "empty_rewrites_kept_original": fallback,
+            "rewrite": provenance,
+        })
+    return out
+
+
+def rewrite(conversations: list[dict], persona: str, template: str, backend, cache: CallCache,
+            sampling: Sampling, batch_size: int = 16) -> tuple[list[dict], int]:
+    requests = rewrite_requests(conversations, template)
+    responses, calls = cached_chat(backend, cache, requests, sampling, batch_size=batch_size)
+    provenance = {"backend": backend.identity, "prompt_sha256": stable_hash(template), "sampling": sampling.as_dict()}
+    records = apply_rewrites(conversations, responses, persona, provenance)
+    kept = sum(r["empty_rewrites_kept_original"] for r in records)
+    if kept:
+        log.warning("%d of %d rewrites came back empty; those turns keep the original text", kept, len(requests))
+    return records, calls
+
+
+def run(smk) -> None:
+    conversations = list(read_jsonl(smk.input.train))
+    template = Path(smk.input.prompt).read_text(encoding="utf-8")
+    backend_dir = smk.input.backend_model[0] if smk.input.backend_model else None
+    backend = make_backend(smk.params.backend, backend_dir, threads=smk.threads)
+    cache = CallCache(smk.params.cache)
+    records, calls = rewrite(conversations, smk.wildcards.persona, template, backend, cache,
+                             Sampling.from_config(smk.params.sampling), smk.params.batch_size)
+    write_jsonl(smk.output[0], records)
+    log.info("rewrote %d conversations (%s): %d backend calls, rest from cache", len(records), smk.wildcards.persona, calls)

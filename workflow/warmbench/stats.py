@@ -1,0 +1,111 @@
+"""The study's statistics, done as the paper describes them (and not as its released code computes them).
+
+- Paired McNemar exact test on discordant counts b (only the original correct) and c (only the persona
+  model correct); Cohen's g = max(b, c)/(b + c) - 0.5; odds ratio b/c with an exact (Clopper-Pearson)
+  interval; Benjamini-Hochberg over a chosen family.
+- Logistic regression (statsmodels GLM, binomial) with standard errors clustered by item, and the average
+  marginal effect of the treatment in percentage points by counterfactual prediction (everyone treated vs
+  everyone untreated), with a delta-method interval.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+Z95 = sps.norm.ppf(0.975)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: a binomial test of b against b + c at 1/2."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2 * sps.binom.cdf(min(b, c), n, 0.5)))
+
+
+def cohens_g(b: int, c: int) -> float:
+    return max(b, c) / (b + c) - 0.5 if b + c else float("nan")
+
+
+def odds_ratio(b: int, c: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Conditional odds ratio b/c with an exact interval from the Clopper-Pearson interval of b/(b+c)."""
+    n = b + c
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    estimate = b / c if c else float("inf")
+    p_low = sps.beta.ppf(alpha / 2, b, c + 1) if b else 0.0
+    p_high = sps.beta.ppf(1 - alpha / 2, b + 1, c) if c else 1.0
+    to_odds = lambda p: p / (1 - p) if p < 1 else float("inf")
+    return estimate, to_odds(p_low), to_odds(p_high)
+
+
+def benjamini_hochberg(pvalues) -> np.ndarray:
+    """BH-adjusted p-values; NaN stays NaN and is not counted in the family."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    m = ok.sum()
+    if m == 0:
+        return out
+    order = np.argsort(p[ok])
+    ranked = p[ok][order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    values = np.empty(m)
+    values[order] = adjusted
+    out[ok] = values
+    return out
+
+
+@dataclass
+class AME:
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def average_marginal_effect(result, data: pd.DataFrame, treatment: str) -> AME:
+    """AME of a binary treatment by counterfactual prediction, delta-method SE from the fit's covariance."""
+    from patsy import build_design_matrices
+
+    design_info = result.model.data.design_info
+    params = np.asarray(result.params)
+    cov = np.asarray(result.cov_params())
+    (x1,) = build_design_matrices([design_info], data.assign(**{treatment: 1}), return_type="matrix")
+    (x0,) = build_design_matrices([design_info], data.assign(**{treatment: 0}), return_type="matrix")
+    x1, x0 = np.asarray(x1), np.asarray(x0)
+    p1, p0 = _sigmoid(x1 @ params), _sigmoid(x0 @ params)
+    estimate = float(np.mean(p1 - p0))
+    gradient = ((p1 * (1 - p1))[:, None] * x1 - (p0 * (1 - p0))[:, None] * x0).mean(axis=0)
+    se = float(math.sqrt(max(gradient @ cov @ gradient, 0.0)))
+    p_value = float(2 * sps.norm.sf(abs(estimate) / se)) if se > 0 else float("nan")
+    return AME(estimate, se, estimate - Z95 * se, estimate + Z95 * se, p_value)
+
+
+def fit_logit(data: pd.DataFrame, outcome: str, treatment: str, fixed_effects: list[str], cluster: str):
+    """GLM binomial of outcome ~ treatment + C(fixed effects), SEs clustered by `cluster`.
+
+    Fixed effects with a single level are left out (they are absorbed by the intercept).
+    """
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    terms = [treatment] + [f"C({fe})" for fe in fixed_effects if data[fe].nunique() > 1]
+    formula = f"{outcome} ~ " + " + ".join(terms)
+    groups = pd.factorize(data[cluster])[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = smf.glm(formula, data=data, family=sm.families.Binomial()).fit(
+            cov_type="cluster", cov_kwds={"groups": groups}
+        )
+    return result, formula

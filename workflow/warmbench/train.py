@@ -1,0 +1,141 @@
+"""Stage train: LoRA supervised fine-tuning (TRL SFTTrainer + PEFT) on persona-rewritten conversations.
+
+Each assistant turn becomes one prompt-completion example (prompt = the conversation up to that turn), so
+the loss falls on assistant text only without needing `{% generation %}` markers in the chat template.
+Checkpoints are saved when training passes each configured (fractional) epoch, and each is labelled with
+the real epoch TRL recorded in its trainer_state.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from .config import epoch_label
+from .io import read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+MANIFEST = "checkpoints.json"
+
+
+def completion_examples(conversations: list[dict]) -> list[dict]:
+    """Conversational prompt-completion examples, one per assistant turn."""
+    examples = []
+    for conv in conversations:
+        messages = conv["messages"]
+        for i, message in enumerate(messages):
+            if message["role"] == "assistant":
+                examples.append({"prompt": messages[:i], "completion": [message]})
+    return examples
+
+
+def save_callback(checkpoint_epochs: list[float]):
+    """A TrainerCallback asking for a save the first step at or past each configured epoch."""
+    from transformers import TrainerCallback
+
+    class SaveAtEpochs(TrainerCallback):
+        def __init__(self):
+            self.pending = sorted(float(e) for e in checkpoint_epochs)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.pending and state.epoch is not None and state.epoch >= self.pending[0] - 1e-6:
+                while self.pending and state.epoch >= self.pending[0] - 1e-6:
+                    self.pending.pop(0)
+                control.should_save = True
+            return control
+
+    return SaveAtEpochs()
+
+
+def label_checkpoints(work_dir: Path, out_dir: Path, checkpoint_epochs: list[float]) -> list[dict]:
+    """Move checkpoint-<step> dirs to epoch<label> dirs; label = configured epoch nearest the real one."""
+    manifest = []
+    targets = sorted(float(e) for e in checkpoint_epochs)
+    saved = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if len(saved) != len(targets):
+        raise RuntimeError(f"expected {len(targets)} checkpoints for epochs {targets}, found {[p.name for p in saved]}")
+    for path, target in zip(saved, targets):
+        state = json.loads((path / "trainer_state.json").read_text())
+        losses = [h["loss"] for h in state.get("log_history", []) if "loss" in h]
+        label = epoch_label(target)
+        shutil.move(str(path), out_dir / label)
+        manifest.append({
+            "checkpoint": label,
+            "configured_epoch": target,
+            "epoch": state["epoch"],
+            "global_step": state["global_step"],
+            "train_loss": losses[-1] if losses else None,
+            "path": label,
+        })
+    return manifest
+
+
+def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None) -> list[dict]:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    work_dir = out_dir / "_trainer"
+    examples = completion_examples(list(read_jsonl(data_path)))
+    if not examples:
+        raise ValueError(f"{data_path}: no assistant turns to train on")
+    log.info("%d training examples from %s", len(examples), data_path)
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype="auto")
+    lora = cfg.get("lora", {})
+    peft_config = LoraConfig(
+        r=lora.get("r", 8),
+        lora_alpha=lora.get("alpha", 16),
+        lora_dropout=lora.get("dropout", 0.1),
+        target_modules=lora.get("target_modules", "all-linear"),
+        task_type="CAUSAL_LM",
+    )
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        num_train_epochs=cfg["epochs"],
+        learning_rate=cfg["learning_rate"],
+        per_device_train_batch_size=cfg["per_device_batch_size"],
+        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
+        max_length=cfg["max_length"],
+        save_strategy="no",  # SaveAtEpochs decides when to save
+        logging_steps=1,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        bf16=use_bf16,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[save_callback(cfg["checkpoint_epochs"])],
+    )
+    result = trainer.train()
+    log.info("training done: %s", result.metrics)
+    manifest = label_checkpoints(work_dir, out_dir, cfg["checkpoint_epochs"])
+    write_json(out_dir / "log_history.json", trainer.state.log_history)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    write_json(out_dir / MANIFEST, {"base_model": str(base_model_dir), "data": str(data_path),
+                                    "n_examples": len(examples), "config": cfg, "checkpoints": manifest})
+    for entry in manifest:
+        log.info("%s: real epoch %.3f (step %d), train loss %s", entry["checkpoint"], entry["epoch"],
+                 entry["global_step"], entry["train_loss"])
+    return manifest
+
+
+def run(smk) -> None:
+    train(smk.input.data, smk.input.base_model, smk.output[0], smk.params.train, smk.params.seed, smk.threads)
