@@ -80,7 +80,10 @@ def iter_sharegpt(path: str | Path, stats: ParseStats | None = None, chunk_size:
                 if not started and pos < len(buffer):
                     if buffer[pos] != "[":
                         raise DataError(f"{path}:{consumed_lines}: expected a JSON array of conversations")
-                    started, pos = True, pos + 1
+                    # consume the bracket so a retry after reading more does not parse the whole array
+                    consumed_lines += buffer.count("\n", 0, pos + 1)
+                    started, buffer, consumed_chars = True, buffer[pos + 1 :], consumed_chars + pos + 1
+                    pos = 0
                     continue
                 if pos < len(buffer) or eof:
                     break
@@ -166,15 +169,15 @@ def build_split(records, cfg: dict, seed: int) -> SftSplit:
     """Filter, label, and sample a balanced train/validation split from ShareGPT records."""
     funnel = Counter()
     candidates: list[dict] = []
-    max_chars = cfg.get("max_response_chars")
+    max_chars = cfg.get("max_message_chars")
     for record in records:
         funnel["records"] += 1
         messages = normalize_conversation(record, cfg["max_turns"])
         if messages is None:
             funnel["dropped_not_user_assistant"] += 1
             continue
-        if max_chars and any(len(m["content"]) > max_chars for m in messages if m["role"] == "assistant"):
-            funnel["dropped_response_too_long"] += 1
+        if max_chars and any(len(m["content"]) > max_chars for m in messages):
+            funnel["dropped_message_too_long"] += 1
             continue
         candidates.append({"id": str(record.get("id", funnel["records"])), "messages": messages})
 

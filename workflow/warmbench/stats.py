@@ -78,7 +78,8 @@ def average_marginal_effect(result, data: pd.DataFrame, treatment: str) -> AME:
     """AME of a binary treatment by counterfactual prediction, delta-method SE from the fit's covariance."""
     from patsy import build_design_matrices
 
-    design_info = result.model.data.design_info
+    # the fitted formula's design (statsmodels keeps it as `model_spec`), so categorical levels are coded alike
+    design_info = result.model.data.model_spec
     params = np.asarray(result.params)
     cov = np.asarray(result.cov_params())
     (x1,) = build_design_matrices([design_info], data.assign(**{treatment: 1}), return_type="matrix")

@@ -1,0 +1,17 @@
+from warmbench.bench import read_benchmarks, summarize
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def test_summary_per_rule_from_snakemake_benchmark_files(tmp_path):
+    (tmp_path / "generate" / "m" / "warm").mkdir(parents=True)
+    (tmp_path / "generate" / "m" / "warm" / "trivia.tsv").write_text(HEADER + "10.5\t0:00:10\t900.0\t1\t1\t1\t0\t0\t90\t9\n")
+    (tmp_path / "generate" / "m" / "warm" / "medqa.tsv").write_text(HEADER + "4.5\t0:00:04\t1200.0\t1\t1\t1\t0\t0\t90\t4\n")
+    (tmp_path / "analysis.tsv").write_text(HEADER + "2.0\t0:00:02\tNA\t1\t1\t1\t0\t0\t90\t2\n")
+    jobs = read_benchmarks(tmp_path)
+    assert sorted(jobs["rule"]) == ["analysis", "generate", "generate"]
+    table = summarize(jobs)
+    assert table.loc["generate", "jobs"] == 2
+    assert table.loc["generate", "wall_s"] == 15.0
+    assert table.loc["generate", "peak_rss_mib"] == 1200.0
+    assert table.index[0] == "generate"  # heaviest rule first

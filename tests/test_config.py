@@ -1,0 +1,99 @@
+"""Config validation: a wrong key or type fails before any job, with a message naming it."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from warmbench import config as wb
+from conftest import REPO
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def dry_run(tmp_path, cfg, env=None):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path)], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_default_and_test_configs_are_valid():
+    for path in (REPO / "config" / "config.yaml", REPO / "tests" / "config" / "config.yaml"):
+        cfg = yaml.safe_load(path.read_text())
+        validate(cfg, str(SCHEMA))
+        wb.check(cfg, root=REPO, environ={})
+
+
+def test_unknown_key_fails_before_any_job_and_names_it(tmp_path):
+    cfg = default_config()
+    cfg["train"]["epochz"] = 3
+    result = dry_run(tmp_path, cfg)
+    assert result.returncode != 0
+    assert "epochz" in result.stderr + result.stdout
+    assert "Job stats" not in result.stdout + result.stderr
+
+
+def test_semantic_error_fails_before_any_job_and_names_the_key(tmp_path):
+    cfg = default_config()
+    cfg["evaluation"]["selected_epoch"] = 3
+    result = dry_run(tmp_path, cfg)
+    assert result.returncode != 0
+    assert "evaluation.selected_epoch" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda c: c["evaluation"].update(items_per_dataset="many"), "'many' is not of type 'integer'"),
+    (lambda c: c["evaluation"].update(datasets=["triviaqa", "mmlux"]), "'mmlux' is not one of"),
+    (lambda c: c["models"].update({"Bad-Name": c["models"]["smollm2"]}), "Bad-Name"),
+    (lambda c: c["models"]["smollm2"]["source"].update(kind="hub"), "kind"),
+    (lambda c: c["train"]["lora"].update(rank=8), "rank"),
+])
+def test_schema_errors_name_the_offender(mutate, needle):
+    cfg = default_config()
+    mutate(cfg)
+    with pytest.raises(Exception) as err:
+        validate(cfg, str(SCHEMA))
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda c: c["train"].update(checkpoint_epochs=[0.5, 3]), "train.checkpoint_epochs"),
+    (lambda c: c["evaluation"].update(selected_epoch=1.5), "evaluation.selected_epoch"),
+    (lambda c: c["persona_rewrite"]["backend"].update(model="llama"), "persona_rewrite.backend.model"),
+    (lambda c: c["persona_rewrite"]["prompts"].update(warm="config/prompts/nope.txt"), "persona_rewrite.prompts.warm"),
+    (lambda c: c["evaluation"].update(amendments="missing.yaml"), "evaluation.amendments"),
+])
+def test_semantic_checks_name_the_key(mutate, key):
+    cfg = default_config()
+    validate(cfg, str(SCHEMA))
+    mutate(cfg)
+    with pytest.raises(wb.ConfigError, match=key.replace(".", r"\.")):
+        wb.check(cfg, root=REPO, environ={})
+
+
+def test_missing_api_key_fails_before_any_job(tmp_path):
+    cfg = default_config()
+    cfg["persona_rewrite"]["backend"] = {"kind": "openai", "model": "gpt-4o-2024-08-06", "api_key_env": "WARMBENCH_TEST_KEY"}
+    result = dry_run(tmp_path, cfg, env={k: v for k, v in __import__("os").environ.items() if k != "WARMBENCH_TEST_KEY"})
+    assert result.returncode != 0
+    assert "WARMBENCH_TEST_KEY is not set" in result.stderr + result.stdout
+    assert "Job stats" not in result.stdout + result.stderr
+
+
+def test_grid_of_jobs():
+    cfg = default_config()
+    validate(cfg, str(SCHEMA))
+    cells = wb.eval_cells(cfg)
+    assert {(c.persona, c.checkpoint) for c in cells} == {
+        ("original", "base"), ("warm_prompt", "base"), ("warm", "epoch2"), ("cold", "epoch2")}
+    assert len(cells) == 4 * len(cfg["evaluation"]["datasets"])
+    warmth = {(c.persona, c.checkpoint) for c in wb.warmth_cells(cfg)}
+    assert ("warm", "epoch0.5") in warmth and ("cold", "epoch1") in warmth and len(warmth) == 2 + 2 * 3
+    assert wb.label_epoch(wb.epoch_label(0.5)) == 0.5 and wb.epoch_label(2.0) == "epoch2"

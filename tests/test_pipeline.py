@@ -1,0 +1,123 @@
+"""The whole DAG, for real, on the smallest config (tests/config/config.yaml), in a scratch copy of the repo."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+CONFIG = "tests/config/config.yaml"
+
+
+def snakemake(workdir, *args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("workflow", "config", "tests/config"):
+        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    result = snakemake(work, "--cores", "2", "--configfile", CONFIG, timeout=1500)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return work
+
+
+def load_config():
+    return yaml.safe_load((REPO / CONFIG).read_text())
+
+
+def test_every_final_output_is_well_formed(run_dir):
+    cfg = load_config()
+    out = run_dir / "results" / "analysis"
+    graded = pd.read_parquet(out / "graded.parquet")
+    n_items, n_datasets = cfg["evaluation"]["items_per_dataset"], len(cfg["evaluation"]["datasets"])
+    assert len(graded) == 4 * n_datasets * n_items * 18  # original, warm_prompt, warm, cold
+    assert set(graded["persona"]) == {"original", "warm_prompt", "warm", "cold"}
+    assert graded.groupby(["persona", "dataset", "item_id"])["condition"].nunique().eq(18).all()
+    assert set(graded["verdict"].dropna()) <= {"CORRECT", "INCORRECT", "REFUSAL"}
+    assert graded["response"].str.len().gt(0).mean() > 0.9
+    for column in ("rendered_prompt", "prompt_hash", "sampling", "seed", "judge", "model_source"):
+        assert graded[column].notna().all(), column
+    assert (graded.loc[graded["persona"] == "warm", "adapter"].str.contains("epoch1")).all()
+
+    paired = pd.read_csv(out / "paired_tests.csv")
+    assert list(paired.columns[:15]) == ["model", "persona", "dataset", "test_type", "condition", "n_pairs",
+                                         "base_accuracy", "persona_accuracy", "b", "c", "p_value", "p_fdr",
+                                         "cohens_g", "odds_ratio", "odds_ratio_ci_low"]
+    assert set(paired["test_type"]) <= {"normal", "sycophancy"} and paired["p_value"].between(0, 1).all()
+    regressions = pd.read_csv(out / "regressions.csv")
+    assert set(regressions["regression"]) == {"warm_vs_original", "cold_vs_original", "warm_prompt_vs_original"}
+
+    warmth = pd.read_csv(out / "warmth.csv")
+    assert len(warmth) == 2 + 2 * len(cfg["train"]["checkpoint_epochs"])
+    assert warmth["warmth"].notna().all() and warmth["warmth_se"].gt(0).all()
+    assert warmth.loc[warmth["persona"] == "original", "warmth_vs_original"].eq(0).all()
+    assert sorted(warmth.loc[warmth["persona"] == "warm", "epoch"]) == pytest.approx([0.5, 1.0])
+
+    for png in ("warmth_vs_epoch.png", "error_by_condition.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_data_and_checkpoints(run_dir):
+    rewrites = [json.loads(l) for l in (run_dir / "results/persona_rewrite/warm.jsonl").read_text().splitlines()]
+    assert rewrites and all(r["rewrite"]["backend"]["kind"] == "transformers" for r in rewrites)
+    manifest = json.loads((run_dir / "results/train/smollm2/warm/checkpoints.json").read_text())
+    assert [c["checkpoint"] for c in manifest["checkpoints"]] == ["epoch0.5", "epoch1"]
+    summary = pd.read_csv(run_dir / "results/sft_data/summary.csv")
+    assert summary["train"].sum() == len(rewrites)
+
+
+def test_every_rule_logged(run_dir):
+    for rule in ("base_model", "persona_rewrite", "train", "eval_prompts", "generate", "judge", "warmth"):
+        logs = list((run_dir / "logs" / rule).rglob("*.log"))
+        assert logs and all("done in" in p.read_text() for p in logs), rule
+    assert "done in" in (run_dir / "logs" / "analysis.log").read_text()
+
+
+def test_rerun_has_nothing_to_do_and_report_builds(run_dir):
+    dry = snakemake(run_dir, "-n", "--configfile", CONFIG)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    report = snakemake(run_dir, "--configfile", CONFIG, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (run_dir / "report.html").read_text(errors="ignore")
+    for name in ("warmth_vs_epoch.png", "error_by_condition.png", "paired_tests.csv", "regressions.csv"):
+        assert name in html
+
+
+def test_adding_a_model_reruns_only_its_jobs_and_the_aggregates(run_dir):
+    cfg = load_config()
+    cfg["models"]["smollm2_copy"] = cfg["models"]["smollm2"]
+    (run_dir / "two_models.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(run_dir, "-n", "--configfile", "two_models.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    text = dry.stdout + dry.stderr
+    models = set(re.findall(r"wildcards: .*?model=(\w+)", text))
+    assert models == {"smollm2_copy"}
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], re.M))
+    assert "sft_data" not in stats and "persona_rewrite" not in stats and "eval_prompts" not in stats
+    assert stats["analysis"] == "1" and stats["base_model"] == "1" and stats["train"] == "2"
+
+
+def test_lint_reports_nothing_but_the_documented_environment_finding(run_dir):
+    lint = snakemake(run_dir, "--lint", "--configfile", CONFIG)
+    findings = re.findall(r"^\s*\* (.+?):?$", lint.stdout + lint.stderr, re.M)
+    assert findings, "lint ran no checks?"
+    assert set(findings) == {"Specify a conda environment or container for each rule."}  # see config/README.md
+
+
+def test_bench_pipeline_sums_the_real_benchmarks(run_dir):
+    bench = subprocess.run([sys.executable, "-m", "warmbench.cli", "bench", "pipeline", "--benchmarks",
+                            str(run_dir / "benchmarks")], capture_output=True, text=True, timeout=60)
+    assert bench.returncode == 0, bench.stderr
+    lines = bench.stdout.strip().splitlines()
+    assert lines[-1].startswith("TOTAL:") and "peak job RSS" in lines[-1]
+    assert any(line.startswith("generate") for line in lines)

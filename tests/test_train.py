@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from warmbench.io import write_jsonl
+from warmbench.train import MANIFEST, completion_examples, train
+
+
+def test_one_example_per_assistant_turn_with_the_conversation_so_far():
+    conv = {"messages": [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
+                         {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}]}
+    examples = completion_examples([conv])
+    assert [e["completion"][0]["content"] for e in examples] == ["a1", "a2"]
+    assert examples[1]["prompt"] == conv["messages"][:3]
+
+
+@pytest.mark.slow
+def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_model_dir):
+    from peft import PeftConfig
+
+    data = [{"id": str(i), "messages": [{"role": "user", "content": f"Tell me about {w}."},
+                                        {"role": "assistant", "content": f"Oh, {w} is lovely, friend!"}]}
+            for i, w in enumerate(["cats", "rain", "tea", "maps", "jazz", "moss", "kites", "soup"])]
+    write_jsonl(tmp_path / "warm.jsonl", data)
+    cfg = {"epochs": 2, "checkpoint_epochs": [0.5, 1, 2], "learning_rate": 1e-3, "max_length": 64,
+           "per_device_batch_size": 2, "gradient_accumulation_steps": 1, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    out = tmp_path / "train"
+    manifest = train(tmp_path / "warm.jsonl", tiny_model_dir, out, cfg, seed=0, threads=2)
+    assert [m["checkpoint"] for m in manifest] == ["epoch0.5", "epoch1", "epoch2"]
+    assert [m["epoch"] for m in manifest] == pytest.approx([0.5, 1.0, 2.0])  # real epochs, from trainer_state
+    assert [m["global_step"] for m in manifest] == [2, 4, 8]
+    for m in manifest:
+        assert PeftConfig.from_pretrained(out / m["path"]).r == 4
+        assert json.loads((out / m["path"] / "trainer_state.json").read_text())["global_step"] == m["global_step"]
+    assert json.loads((out / MANIFEST).read_text())["n_examples"] == 8
+    assert not (out / "_trainer").exists()
