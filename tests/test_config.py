@@ -97,3 +97,10 @@ def test_grid_of_jobs():
     warmth = {(c.persona, c.checkpoint) for c in wb.warmth_cells(cfg)}
     assert ("warm", "epoch0.5") in warmth and ("cold", "epoch1") in warmth and len(warmth) == 2 + 2 * 3
     assert wb.label_epoch(wb.epoch_label(0.5)) == 0.5 and wb.epoch_label(2.0) == "epoch2"
+
+
+def test_canonical_key_order_makes_params_order_insensitive():
+    a = {"b": 1, "a": {"y": [{"d": 1, "c": 2}], "x": None}}
+    b = {"a": {"x": None, "y": [{"c": 2, "d": 1}]}, "b": 1}
+    assert repr(wb.canonical(a)) == repr(wb.canonical(b))
+    assert list(wb.canonical(a)) == ["a", "b"]

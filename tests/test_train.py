@@ -34,3 +34,16 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
         assert json.loads((out / m["path"] / "trainer_state.json").read_text())["global_step"] == m["global_step"]
     assert json.loads((out / MANIFEST).read_text())["n_examples"] == 8
     assert not (out / "_trainer").exists()
+
+    # the adapter really changes the model: logits differ from the base on a prompt
+    import torch
+
+    from warmbench.llm import TransformersChat
+
+    chat = TransformersChat(tiny_model_dir, threads=2)
+    ids = chat.tokenizer(chat.render([{"role": "user", "content": "Tell me about cats."}]), return_tensors="pt")
+    with torch.inference_mode():
+        base = chat.model(**ids).logits
+        chat.use_adapter("warm", out / "epoch2")
+        tuned = chat.model(**ids).logits
+    assert (tuned - base).abs().max() > 1e-3

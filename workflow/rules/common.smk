@@ -8,6 +8,9 @@ from warmbench import config as wb
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+_canonical = wb.canonical(config)  # sorted keys: reordering a YAML file must not rerun jobs
+config.clear()
+config.update(_canonical)
 try:
     wb.check(config, root=Path.cwd())  # paths in config are relative to the working directory
 except wb.ConfigError as err:
@@ -41,16 +44,17 @@ def get_rewrite_backend_model(wildcards):
     return [f"resources/models/{key}" for key in wb.backend_model_keys(config)]
 
 
+# Optional inputs are lists (empty when absent), so rules can always index them as input.<name>[0].
 def get_adapter(wildcards):
     # Trained personas read their LoRA checkpoints; the original model and the warm system prompt read none.
     if wildcards.persona in wb.PERSONAS_TRAINED:
-        return f"results/train/{wildcards.model}/{wildcards.persona}"
+        return [f"results/train/{wildcards.model}/{wildcards.persona}"]
     return []
 
 
 def get_system_prompt(wildcards):
     if wildcards.persona == "warm_prompt":
-        return config["evaluation"]["warm_system_prompt"]
+        return [config["evaluation"]["warm_system_prompt"]]
     return []
 
 

@@ -1,5 +1,6 @@
 rule generate:
     # One job per (model, persona, checkpoint, dataset): base weights loaded once, all conditions batched.
+    # threads: 1 so two CPU jobs run side by side (job start-up, imports and loading, is single-threaded).
     input:
         prompts=get_prompts,
         base_model=get_base_model,
@@ -16,6 +17,6 @@ rule generate:
         "logs/generate/{model}/{persona}/{checkpoint}/{dataset}.log",
     benchmark:
         "benchmarks/generate/{model}/{persona}/{checkpoint}/{dataset}.tsv"
-    threads: 2
+    threads: 1
     script:
         STAGE

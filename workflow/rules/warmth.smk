@@ -13,6 +13,6 @@ rule warmth:
         "logs/warmth/{model}/{persona}/{checkpoint}.log",
     benchmark:
         "benchmarks/warmth/{model}/{persona}/{checkpoint}.tsv"
-    threads: 2
+    threads: 1
     script:
         STAGE

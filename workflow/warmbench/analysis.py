@@ -14,6 +14,7 @@ from .stats import average_marginal_effect, benjamini_hochberg, cohens_g, fit_lo
 log = logging.getLogger(__name__)
 
 PAIR_KEY = ["model", "dataset", "item_id", "condition"]
+SEPARATION_LOGIT = 10.0
 FDR_FAMILIES = {"table": ["model", "persona", "dataset"], "study": []}
 
 
@@ -72,12 +73,16 @@ def persona_regressions(graded: pd.DataFrame) -> pd.DataFrame:
             rows.append({**base, "term": "treated", "note": f"fit failed: {err}"})
             continue
         ci = result.conf_int()
+        # Tiny or extreme data separate perfectly: the fit "converges" to huge log-odds. Say so in the table.
+        separated = bool((result.params.abs() > SEPARATION_LOGIT).any())
+        note = "quasi-separation: some |log-odds| > 10, estimates unreliable" if separated else None
         for term in result.params.index:
             rows.append({
                 **base, "formula": formula, "term": term, "estimate": result.params[term],
                 "ci_low": ci.loc[term, 0], "ci_high": ci.loc[term, 1], "p_value": result.pvalues[term],
                 **({"ame_pp": 100 * ame.estimate, "ame_ci_low": 100 * ame.ci_low, "ame_ci_high": 100 * ame.ci_high,
                     "ame_p_value": ame.p_value} if term == "treated" else {}),
+                "note": note,
             })
     columns = ["regression", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp", "ame_ci_low",
                "ame_ci_high", "ame_p_value", "n_obs", "n_clusters", "formula", "note"]

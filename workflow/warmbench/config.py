@@ -19,6 +19,19 @@ class ConfigError(ValueError):
     """An invalid config; the message starts with the offending key."""
 
 
+def canonical(value):
+    """The same config with every mapping's keys sorted.
+
+    Snakemake compares dict-valued params in order, so without this, reordering keys in a YAML file
+    (or writing it with another tool) would rerun every job.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def epoch_label(epoch: float) -> str:
     """Checkpoint wildcard for a (possibly fractional) epoch: 0.5 -> 'epoch0.5', 2.0 -> 'epoch2'."""
     return f"epoch{float(epoch):g}"
