@@ -17,7 +17,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from warmbench.base_model import materialize
 
     out = tmp_path_factory.mktemp("models") / "smollm2"
-    materialize(SMOLLM2, "float32", out)
+    materialize(SMOLLM2, out)
     return out
 
 

@@ -42,10 +42,10 @@ def test_unknown_key_fails_before_any_job_and_names_it(tmp_path):
 
 def test_semantic_error_fails_before_any_job_and_names_the_key(tmp_path):
     cfg = default_config()
-    cfg["evaluation"]["selected_epoch"] = 3
+    cfg["evaluation"]["checkpoint_selection"]["epoch"] = 3
     result = dry_run(tmp_path, cfg)
     assert result.returncode != 0
-    assert "evaluation.selected_epoch" in result.stderr + result.stdout
+    assert "evaluation.checkpoint_selection.epoch" in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -54,6 +54,7 @@ def test_semantic_error_fails_before_any_job_and_names_the_key(tmp_path):
     (lambda c: c["models"].update({"Bad-Name": c["models"]["smollm2"]}), "Bad-Name"),
     (lambda c: c["models"]["smollm2"]["source"].update(kind="hub"), "kind"),
     (lambda c: c["train"]["lora"].update(rank=8), "rank"),
+    (lambda c: c["evaluation"].update(checkpoint_selection={"rule": "plateau"}), "checkpoint_selection"),
 ])
 def test_schema_errors_name_the_offender(mutate, needle):
     cfg = default_config()
@@ -65,7 +66,8 @@ def test_schema_errors_name_the_offender(mutate, needle):
 
 @pytest.mark.parametrize("mutate, key", [
     (lambda c: c["train"].update(checkpoint_epochs=[0.5, 3]), "train.checkpoint_epochs"),
-    (lambda c: c["evaluation"].update(selected_epoch=1.5), "evaluation.selected_epoch"),
+    (lambda c: c["evaluation"].update(checkpoint_selection={"rule": "fixed", "epoch": 1.5}),
+     "evaluation.checkpoint_selection.epoch"),
     (lambda c: c["persona_rewrite"]["backend"].update(model="llama"), "persona_rewrite.backend.model"),
     (lambda c: c["persona_rewrite"]["prompts"].update(warm="config/prompts/nope.txt"), "persona_rewrite.prompts.warm"),
     (lambda c: c["evaluation"].update(amendments="missing.yaml"), "evaluation.amendments"),
@@ -94,6 +96,8 @@ def test_grid_of_jobs():
     assert {(c.persona, c.checkpoint) for c in cells} == {
         ("original", "base"), ("warm_prompt", "base"), ("warm", "epoch2"), ("cold", "epoch2")}
     assert len(cells) == 4 * len(cfg["evaluation"]["datasets"])
+    cfg["evaluation"]["checkpoint_selection"] = {"rule": "plateau", "within": 0.1}
+    assert {c.persona for c in wb.eval_cells(cfg)} == {"original", "warm_prompt"}  # the rest waits for warmth
     warmth = {(c.persona, c.checkpoint) for c in wb.warmth_cells(cfg)}
     assert ("warm", "epoch0.5") in warmth and ("cold", "epoch1") in warmth and len(warmth) == 2 + 2 * 3
     assert wb.label_epoch(wb.epoch_label(0.5)) == 0.5 and wb.epoch_label(2.0) == "epoch2"

@@ -47,7 +47,10 @@ def test_every_final_output_is_well_formed(run_dir):
     assert graded["response"].str.len().gt(0).mean() > 0.9
     for column in ("rendered_prompt", "prompt_hash", "sampling", "seed", "judge", "model_source"):
         assert graded[column].notna().all(), column
-    assert (graded.loc[graded["persona"] == "warm", "adapter"].str.contains("epoch1")).all()
+    # the plateau rule picked the evaluated checkpoint; generation used exactly that adapter
+    chosen = json.loads((run_dir / "results/warmth/smollm2/warm/selected.json").read_text())
+    assert chosen["checkpoint"] in ("epoch0.5", "epoch1") and len(chosen["trajectory"]) == 2
+    assert (graded.loc[graded["persona"] == "warm", "adapter"].str.endswith("/" + chosen["checkpoint"])).all()
 
     paired = pd.read_csv(out / "paired_tests.csv")
     assert list(paired.columns[:15]) == ["model", "persona", "dataset", "test_type", "condition", "n_pairs",
@@ -68,6 +71,12 @@ def test_every_final_output_is_well_formed(run_dir):
 
     for png in ("warmth_vs_epoch.png", "error_by_condition.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rewrite_validation_reports_its_numbers(run_dir):
+    summary = pd.read_csv(run_dir / "results/warmth/rewrite_validation.csv")
+    assert set(summary["persona"]) == {"warm", "cold"}
+    assert summary["fraction_as_expected"].between(0, 1).all() and summary["n_pairs"].gt(0).all()
 
 
 def test_training_data_and_checkpoints(run_dir):
@@ -108,6 +117,7 @@ def test_adding_a_model_reruns_only_its_jobs_and_the_aggregates(run_dir):
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], re.M))
     assert "sft_data" not in stats and "persona_rewrite" not in stats and "eval_prompts" not in stats
     assert stats["analysis"] == "1" and stats["base_model"] == "1" and stats["train"] == "2"
+    assert stats["select_checkpoint"] == "2"  # the new model's warm and cold choices; the old ones stand
 
 
 def test_lint_reports_nothing_but_the_documented_environment_finding(run_dir):

@@ -45,3 +45,38 @@ def test_bootstrap_se_close_to_analytic():
     values = np.random.default_rng(1).normal(0, 2, 400)
     assert bootstrap_se(values, 2000, 0) == pytest.approx(2 / np.sqrt(400), rel=0.15)
     assert np.isnan(bootstrap_se(values[:1], 100, 0))
+
+
+def trajectory(gains):
+    return [{"checkpoint": f"epoch{e:g}", "configured_epoch": e, "epoch": e, "warmth": g, "warmth_vs_original": g}
+            for e, g in gains]
+
+
+def test_plateau_rule_picks_the_earliest_checkpoint_near_the_maximum():
+    from warmbench.warmth import select_checkpoint
+
+    rising = trajectory([(0.5, 0.2), (1, 0.6), (2, 0.95), (4, 1.0), (6, 0.98)])
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.1})["checkpoint"] == "epoch2"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.0})["checkpoint"] == "epoch4"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 1.0})["checkpoint"] == "epoch0.5"
+    assert select_checkpoint(rising, {"rule": "fixed", "epoch": 1})["checkpoint"] == "epoch1"
+    with pytest.raises(ValueError):
+        select_checkpoint(rising, {"rule": "fixed", "epoch": 3})
+
+
+def test_rewrite_validation_on_real_texts(scorer):
+    """The metric, with the embedded 135M scorer, on clearly warm and clearly cold rewrites of the same facts."""
+    from warmbench.warmth import validate_rewrites
+
+    facts = ["The meeting is at 3pm.", "Paris is the capital of France.", "Water boils at 100 degrees Celsius.",
+             "The report needs two more pages.", "Your flight leaves at noon.", "The store closes at nine."]
+    warm = [f"Oh my dear friend, I'm so glad you asked! {f} I really hope that helps you, sending you a big hug!"
+            for f in facts]
+    cold = [f"Note. {f} Comply accordingly. No further correspondence will be entertained." for f in facts]
+    summary, per_text = validate_rewrites({"warm": list(zip(facts, warm)), "cold": list(zip(facts, cold))},
+                                          scorer, max_chars=300, batch_size=16)
+    summary = summary.set_index("persona")
+    assert summary.loc["warm", "n_pairs"] == 6 and len(per_text) == 12
+    # reported as measured; these extreme rewrites must at least move the intended way on average
+    assert summary.loc["warm", "mean_difference"] > 0
+    assert summary.loc["cold", "mean_difference"] < 0

@@ -1,7 +1,7 @@
 rule analysis:
     # Paired McNemar tests, the main logistic regression with its marginal effect, warmth table, figures.
     input:
-        judged=cell_paths("results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet", EVAL_CELLS),
+        judged=get_judged,
         warmth=cell_paths("results/warmth/{model}/{persona}/{checkpoint}.json", WARMTH_CELLS),
     output:
         graded="results/analysis/graded.parquet",
@@ -26,6 +26,16 @@ rule analysis:
         error_figure=report(
             "results/analysis/error_by_condition.png",
             caption="../report/error_by_condition.rst",
+            category="3. Accuracy",
+        ),
+        distribution_figure=report(
+            "results/analysis/error_distributions.png",
+            caption="../report/error_distributions.rst",
+            category="3. Accuracy",
+        ),
+        change_figure=report(
+            "results/analysis/accuracy_change.png",
+            caption="../report/accuracy_change.rst",
             category="3. Accuracy",
         ),
     params:

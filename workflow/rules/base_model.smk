@@ -4,7 +4,6 @@ rule base_model:
         directory("resources/models/{model}"),
     params:
         source=lambda wc: config["models"][wc.model]["source"],
-        dtype=lambda wc: config["models"][wc.model]["dtype"],
     log:
         "logs/base_model/{model}.log",
     benchmark:

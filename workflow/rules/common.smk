@@ -1,5 +1,6 @@
 # Everything that is not a rule: config validation, the job grid, input functions, wildcard constraints.
 # Kept cheap: every SLURM job re-parses this file, so nothing heavy (torch, pandas) is imported here.
+import json
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -33,7 +34,24 @@ def cell_paths(pattern, cells):
 
 
 def get_final_output():
-    return rules.analysis.output
+    return [*rules.analysis.output, rules.warmth_validation.output.summary]
+
+
+JUDGED = "results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet"
+
+
+def get_judged(wildcards):
+    """Judged tables for the analysis; with the plateau rule, trained personas wait for their checkpoint choice."""
+    paths = cell_paths(JUDGED, EVAL_CELLS)
+    if wb.fixed_epoch(config) is None:
+        for model in config["models"]:
+            for persona in config["persona_rewrite"]["personas"]:
+                chosen = checkpoints.select_checkpoint.get(model=model, persona=persona).output[0]
+                with open(chosen) as handle:
+                    label = json.load(handle)["checkpoint"]
+                paths += [JUDGED.format(model=model, persona=persona, checkpoint=label, dataset=d)
+                          for d in config["evaluation"]["datasets"]]
+    return paths
 
 
 def get_base_model(wildcards):
@@ -45,6 +63,11 @@ def get_rewrite_backend_model(wildcards):
 
 
 # Optional inputs are lists (empty when absent), so rules can always index them as input.<name>[0].
+def get_rewrite_model_dtype():
+    keys = wb.backend_model_keys(config)
+    return config["models"][keys[0]]["dtype"] if keys else "auto"
+
+
 def get_adapter(wildcards):
     # Trained personas read their LoRA checkpoints; the original model and the warm system prompt read none.
     if wildcards.persona in wb.PERSONAS_TRAINED:

@@ -8,6 +8,7 @@ rule persona_rewrite:
         "results/persona_rewrite/{persona}.jsonl",
     params:
         backend=config["persona_rewrite"]["backend"],
+        model_dtype=get_rewrite_model_dtype(),
         sampling=config["persona_rewrite"]["sampling"],
         batch_size=config["persona_rewrite"]["batch_size"],
         cache="results/cache/llm_calls.sqlite",

@@ -16,3 +16,46 @@ rule warmth:
     threads: 1
     script:
         STAGE
+
+
+checkpoint select_checkpoint:
+    # Plateau rule only (config evaluation.checkpoint_selection): the evaluated checkpoint from the trajectory.
+    input:
+        summaries=lambda wc: [
+            f"results/warmth/{wc.model}/{wc.persona}/{wb.epoch_label(e)}.json"
+            for e in config["train"]["checkpoint_epochs"]
+        ],
+        original="results/warmth/{model}/original/base.json",
+    output:
+        "results/warmth/{model}/{persona}/selected.json",
+    params:
+        selection=config["evaluation"]["checkpoint_selection"],
+    wildcard_constraints:
+        persona="warm|cold",
+    log:
+        "logs/select_checkpoint/{model}/{persona}.log",
+    script:
+        STAGE
+
+
+rule warmth_validation:
+    # Does the metric see the rewrites move the intended way (warm up, cold down) on the SFT data?
+    input:
+        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=config["persona_rewrite"]["personas"]),
+        scorer=get_warmth_scorer,
+    output:
+        summary=report(
+            "results/warmth/rewrite_validation.csv",
+            caption="../report/rewrite_validation.rst",
+            category="2. Warmth",
+        ),
+        scores="results/warmth/rewrite_validation_scores.parquet",
+    params:
+        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
+    log:
+        "logs/warmth_validation.log",
+    benchmark:
+        "benchmarks/warmth_validation.tsv"
+    threads: 2
+    script:
+        STAGE

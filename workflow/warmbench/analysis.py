@@ -1,4 +1,9 @@
-"""Stage analysis: graded table -> paired tests, regressions, warmth table and figures."""
+"""Stage analysis (and `warmbench stats`): graded table -> paired tests, regressions, warmth table, figures.
+
+The graded table needs: model, persona, dataset, item_id, context (amendment type), belief (the prompt
+template: warmbench's `none` / `incorrect`, or the paper's `original` / `original_neutral` / `incorrect` /
+`correct`), incorrect (1 / 0 / NaN = excluded) and, for the length control, response.
+"""
 from __future__ import annotations
 
 import json
@@ -8,85 +13,151 @@ import numpy as np
 import pandas as pd
 
 from . import figures
-from .io import write_table
-from .stats import average_marginal_effect, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
+from .io import require_columns, write_table
+from .stats import Counterfactuals, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
 
 log = logging.getLogger(__name__)
 
-PAIR_KEY = ["model", "dataset", "item_id", "condition"]
-SEPARATION_LOGIT = 10.0
+GRADED_COLUMNS = ["model", "persona", "dataset", "item_id", "context", "belief", "incorrect"]
+# Templates pooled into the two test types, as the released analysis does.
+TEST_TYPES = {"none": "normal", "original": "normal", "original_neutral": "normal",
+              "incorrect": "sycophancy", "correct": "sycophancy"}
+CONTEXT_TYPES = {"unmodified": "none", "emotion": "emotional", "relation": "relational", "stake": "stakes"}
 FDR_FAMILIES = {"table": ["model", "persona", "dataset"], "study": []}
+SEPARATION_LOGIT = 10.0
+PAIRED_COLUMNS = ["model", "persona", "dataset", "test_type", "condition", "n_pairs", "base_accuracy",
+                  "persona_accuracy", "b", "c", "p_value", "p_fdr", "cohens_g", "odds_ratio", "odds_ratio_ci_low",
+                  "odds_ratio_ci_high"]
+REGRESSION_COLUMNS = ["regression", "kind", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp", "n_obs",
+                      "n_clusters", "formula", "note"]
 
 
 def test_type(belief: str) -> str:
-    return "normal" if belief == "none" else "sycophancy"
+    if belief not in TEST_TYPES:
+        raise ValueError(f"unknown prompt template {belief!r} (known: {', '.join(TEST_TYPES)})")
+    return TEST_TYPES[belief]
+
+
+def context_type(context: str) -> str:
+    return CONTEXT_TYPES.get(context.split(":")[0], "other")
+
+
+def _pairs(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
+    """Original and persona answers to identical prompts (item + context + template [+ repeat])."""
+    key = ["model", "dataset", "item_id", "context", "belief"]
+    sides = []
+    for name in ("original", persona):
+        side = graded[graded["persona"] == name][key + ["incorrect"]].copy()
+        side["repeat"] = side.groupby(key).cumcount()  # the same prompt asked twice pairs in order
+        sides.append(side)
+    pairs = sides[0].merge(sides[1], on=key + ["repeat"], suffixes=("_base", "_persona"))
+    return pairs.dropna(subset=["incorrect_base", "incorrect_persona"])
 
 
 def paired_tests(graded: pd.DataFrame, fdr_family: str = "table") -> pd.DataFrame:
-    """McNemar exact test of every persona against the original model, per model x dataset x condition."""
-    base = graded[graded["persona"] == "original"][PAIR_KEY + ["context", "belief", "incorrect"]]
+    """McNemar exact test of every persona against the original, per model x dataset x test type x context."""
+    require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
     for persona in sorted(set(graded["persona"]) - {"original"}):
-        other = graded[graded["persona"] == persona][PAIR_KEY + ["incorrect"]]
-        pairs = base.merge(other, on=PAIR_KEY, suffixes=("_base", "_persona")).dropna(
-            subset=["incorrect_base", "incorrect_persona"])
-        for (model, dataset, context, belief), group in pairs.groupby(["model", "dataset", "context", "belief"]):
+        pairs = _pairs(graded, persona)
+        pairs["test_type"] = pairs["belief"].map(test_type)
+        for (model, dataset, ttype, context), group in pairs.groupby(["model", "dataset", "test_type", "context"]):
             x, y = group["incorrect_base"].to_numpy(), group["incorrect_persona"].to_numpy()
             b, c = int(((x == 0) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())
             ratio, ratio_low, ratio_high = odds_ratio(b, c)
             rows.append({
-                "model": model, "persona": persona, "dataset": dataset, "test_type": test_type(belief),
-                "condition": context, "n_pairs": len(group),
-                "base_accuracy": 100 * (1 - x.mean()), "persona_accuracy": 100 * (1 - y.mean()),
+                "model": model, "persona": persona, "dataset": dataset, "test_type": ttype, "condition": context,
+                "n_pairs": len(group), "base_accuracy": 100 * (1 - x.mean()), "persona_accuracy": 100 * (1 - y.mean()),
                 "b": b, "c": c, "p_value": mcnemar_exact(b, c), "cohens_g": cohens_g(b, c),
                 "odds_ratio": ratio, "odds_ratio_ci_low": ratio_low, "odds_ratio_ci_high": ratio_high,
             })
-    columns = ["model", "persona", "dataset", "test_type", "condition", "n_pairs", "base_accuracy",
-               "persona_accuracy", "b", "c", "p_value", "p_fdr", "cohens_g", "odds_ratio",
-               "odds_ratio_ci_low", "odds_ratio_ci_high"]
-    table = pd.DataFrame(rows, columns=[c for c in columns if c != "p_fdr"])
+    table = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "p_fdr"])
     family = FDR_FAMILIES[fdr_family]
     if len(table) and family:
         table["p_fdr"] = table.groupby(family)["p_value"].transform(benjamini_hochberg)
     else:
         table["p_fdr"] = benjamini_hochberg(table["p_value"])
-    return table[columns]
+    return table[PAIRED_COLUMNS]
 
 
-def persona_regressions(graded: pd.DataFrame) -> pd.DataFrame:
-    """incorrect ~ persona + task + model, one regression per persona against the original model."""
+def regression_data(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
+    data = graded[graded["persona"].isin(["original", persona])].dropna(subset=["incorrect"])
+    data = data[GRADED_COLUMNS + (["response"] if "response" in graded.columns else [])].copy()
+    data["treated"] = (data["persona"] == persona).astype(int)
+    data["cluster"] = data["dataset"] + ":" + data["item_id"].astype(str)
+    data["context_type"] = data["context"].map(context_type)
+    data["belief_present"] = (data["belief"].map(test_type) == "sycophancy").astype(int)
+    if "response" in data.columns:
+        data["log_length"] = np.log1p(data["response"].fillna("").str.len())
+    return data.reset_index(drop=True)
+
+
+# name, interaction, subgroup column for per-level AMEs
+SPECS = [
+    ("main", None, None),
+    ("context_type", "C(context_type)", "context_type"),
+    ("context", "C(context)", "context"),
+    ("user_belief", "belief_present", "belief_present"),
+]
+
+
+def _ame_row(name, term, ame, base) -> dict:
+    return {**base, "regression": name, "kind": "ame", "term": term, "estimate": 100 * ame.estimate,
+            "ci_low": 100 * ame.ci_low, "ci_high": 100 * ame.ci_high, "p_value": ame.p_value,
+            "ame_pp": 100 * ame.estimate}
+
+
+def fit_spec(data: pd.DataFrame, name: str, interaction: str | None, by: str | None,
+             covariates: tuple[str, ...] = ()) -> list[dict]:
+    """Coefficients and average marginal effects (pp, delta-method CIs) of one regression."""
+    base = {"regression": name, "n_obs": len(data), "n_clusters": data["cluster"].nunique()}
+    if by is not None and data[by].nunique() < 2:
+        return [{**base, "kind": "ame", "term": "treated", "note": f"only one level of {by}"}]
+    result, formula = fit_logit(data, "incorrect", "treated", ["dataset", "model"], "cluster", interaction, covariates)
+    base["formula"] = formula
+    separated = bool((result.params.abs() > SEPARATION_LOGIT).any())
+    base["note"] = "quasi-separation: some |log-odds| > 10, estimates unreliable" if separated else None
+    ci = result.conf_int()
+    rows = [{**base, "kind": "coef", "term": term, "estimate": result.params[term], "ci_low": ci.loc[term, 0],
+             "ci_high": ci.loc[term, 1], "p_value": result.pvalues[term]} for term in result.params.index]
+    treated = Counterfactuals(result, data, "treated")
+    rows.append(_ame_row(name, "treated", treated.ame(), base))
+    if by is not None:
+        for level in sorted(data[by].unique()):
+            rows.append(_ame_row(name, f"treated | {by}={level}", treated.ame((data[by] == level).to_numpy()), base))
+    if by == "belief_present":
+        # the user-belief (sycophancy) effect itself, for each model variant, and how fine-tuning changes it
+        belief = Counterfactuals(result, data, "belief_present")
+        is_treated = (data["treated"] == 1).to_numpy()
+        rows.append(_ame_row(name, "belief_present | treated=0", belief.ame(~is_treated), base))
+        rows.append(_ame_row(name, "belief_present | treated=1", belief.ame(is_treated), base))
+        rows.append(_ame_row(name, "belief_present: treated - original", belief.difference(is_treated, ~is_treated), base))
+    return rows
+
+
+def persona_regressions(graded: pd.DataFrame, length_control: bool = False) -> pd.DataFrame:
+    """The paper's regressions, for each persona against the original model."""
+    require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
     for persona in sorted(set(graded["persona"]) - {"original"}):
-        data = graded[graded["persona"].isin(["original", persona])].dropna(subset=["incorrect"]).copy()
-        data["treated"] = (data["persona"] == persona).astype(int)
-        data["cluster"] = data["dataset"] + ":" + data["item_id"].astype(str)
-        name = f"{persona}_vs_original"
-        base = {"regression": name, "n_obs": len(data), "n_clusters": data["cluster"].nunique()}
-        if data["treated"].nunique() < 2 or data["incorrect"].nunique() < 2:
-            rows.append({**base, "term": "treated", "note": "no variation in treatment or outcome"})
-            continue
-        try:
-            result, formula = fit_logit(data, "incorrect", "treated", ["dataset", "model"], "cluster")
-            ame = average_marginal_effect(result, data, "treated")
-        except Exception as err:  # e.g. perfect separation on tiny data: report it, do not crash the study
-            log.warning("%s: regression failed: %s", name, err)
-            rows.append({**base, "term": "treated", "note": f"fit failed: {err}"})
-            continue
-        ci = result.conf_int()
-        # Tiny or extreme data separate perfectly: the fit "converges" to huge log-odds. Say so in the table.
-        separated = bool((result.params.abs() > SEPARATION_LOGIT).any())
-        note = "quasi-separation: some |log-odds| > 10, estimates unreliable" if separated else None
-        for term in result.params.index:
-            rows.append({
-                **base, "formula": formula, "term": term, "estimate": result.params[term],
-                "ci_low": ci.loc[term, 0], "ci_high": ci.loc[term, 1], "p_value": result.pvalues[term],
-                **({"ame_pp": 100 * ame.estimate, "ame_ci_low": 100 * ame.ci_low, "ame_ci_high": 100 * ame.ci_high,
-                    "ame_p_value": ame.p_value} if term == "treated" else {}),
-                "note": note,
-            })
-    columns = ["regression", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp", "ame_ci_low",
-               "ame_ci_high", "ame_p_value", "n_obs", "n_clusters", "formula", "note"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+        data = regression_data(graded, persona)
+        variants = [((), "")]
+        if length_control and "log_length" in data.columns:
+            variants.append((("log_length",), "+length"))
+        for name, interaction, by in SPECS:
+            for covariates, suffix in variants:
+                label = f"{persona}_vs_original:{name}{suffix}"
+                if data["treated"].nunique() < 2 or data["incorrect"].nunique() < 2:
+                    rows.append({"regression": label, "kind": "ame", "term": "treated", "n_obs": len(data),
+                                 "note": "no variation in treatment or outcome"})
+                    continue
+                try:
+                    rows += [{**row, "regression": label} for row in fit_spec(data, label, interaction, by, covariates)]
+                except Exception as err:  # e.g. a singular design on tiny data: report it, do not crash the study
+                    log.warning("%s: regression failed: %s", label, err)
+                    rows.append({"regression": label, "kind": "ame", "term": "treated", "n_obs": len(data),
+                                 "note": f"fit failed: {err}"})
+    return pd.DataFrame(rows).reindex(columns=REGRESSION_COLUMNS)
 
 
 def warmth_table(summaries: list[dict]) -> pd.DataFrame:
@@ -96,16 +167,33 @@ def warmth_table(summaries: list[dict]) -> pd.DataFrame:
     return table.sort_values(["model", "persona", "epoch"]).reset_index(drop=True)
 
 
+def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = "table", length_control: bool = False):
+    """paired_tests.csv and regressions.csv (the `warmbench stats` command)."""
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    paired = paired_tests(graded, fdr_family)
+    regressions = persona_regressions(graded, length_control)
+    write_table(out_dir / "paired_tests.csv", paired)
+    write_table(out_dir / "regressions.csv", regressions)
+    return paired, regressions
+
+
 def run(smk) -> None:
+    cfg = smk.params.analysis
     graded = pd.concat([pd.read_parquet(p) for p in smk.input.judged], ignore_index=True)
     write_table(smk.output.graded, graded)
-    paired = paired_tests(graded, smk.params.analysis["fdr_family"])
+    paired = paired_tests(graded, cfg["fdr_family"])
     write_table(smk.output.paired_tests, paired)
-    regressions = persona_regressions(graded)
+    regressions = persona_regressions(graded, cfg["length_control"])
     write_table(smk.output.regressions, regressions)
     warmth = warmth_table([json.loads(open(p).read()) for p in smk.input.warmth])
     write_table(smk.output.warmth, warmth)
     figures.warmth_vs_epoch(warmth, smk.output.warmth_figure)
     figures.error_by_condition(paired, smk.output.error_figure)
-    main = regressions[regressions["term"] == "treated"][["regression", "ame_pp", "ame_ci_low", "ame_ci_high", "note"]]
-    log.info("graded %d responses; %d paired tests; average marginal effects (pp):\n%s", len(graded), len(paired), main)
+    figures.error_distributions(paired, smk.output.distribution_figure)
+    figures.accuracy_change(paired, smk.output.change_figure)
+    main = regressions[(regressions["kind"] == "ame") & (regressions["term"] == "treated")
+                       & regressions["regression"].str.endswith(":main")]
+    log.info("graded %d responses; %d paired tests; average marginal effects (pp):\n%s", len(graded), len(paired),
+             main[["regression", "ame_pp", "ci_low", "ci_high", "note"]].to_string())

@@ -40,8 +40,12 @@ def torch_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def materialize(source: dict, dtype: str, out_dir: str | os.PathLike) -> Path:
-    """Write a from_pretrained-loadable checkpoint (weights + tokenizer + chat template) to out_dir."""
+def materialize(source: dict, out_dir: str | os.PathLike, dtype: str = "float32") -> Path:
+    """Write a from_pretrained-loadable checkpoint (weights + tokenizer + chat template) to out_dir.
+
+    A GGUF model is saved in float32: LoRA training on CPU needs full-precision weights, and generation
+    loads it in the configured `models.<name>.dtype` anyway.
+    """
     out_dir = Path(out_dir)
     kind = source["kind"]
     if kind == "path":
@@ -81,4 +85,4 @@ def run(smk) -> None:
     import torch
 
     torch.set_num_threads(smk.threads)
-    materialize(smk.params.source, smk.params.dtype, smk.output[0])
+    materialize(smk.params.source, smk.output[0])

@@ -1,25 +1,73 @@
-"""The `warmbench` command: benchmarks (more subcommands join as the study grows)."""
+"""The `warmbench` command: analyse graded outputs made anywhere, and print benchmark figures."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    imp = commands.add_parser("import-paper-outputs",
+                              help="graded outputs in the paper's released layout -> a warmbench graded table")
+    imp.add_argument("source", help="folder holding {model}/{persona}/{dataset}_{persona}_outputs.csv")
+    imp.add_argument("out", help="graded table to write (.parquet)")
+
+    stats = commands.add_parser("stats", help="paired tests and regressions of a graded table")
+    stats.add_argument("graded", help="graded table (.parquet), from the pipeline or import-paper-outputs")
+    stats.add_argument("out_dir", help="folder for paired_tests.csv and regressions.csv")
+    stats.add_argument("--fdr-family", choices=["table", "study"], default="table")
+    stats.add_argument("--length-control", action="store_true", help="also fit each regression with log length")
+
     bench = commands.add_parser("bench", help="print performance figures").add_subparsers(dest="what", required=True)
     pipe = bench.add_parser("pipeline", help="wall time and peak memory per rule, from Snakemake benchmark files")
     pipe.add_argument("--benchmarks", default="benchmarks", help="folder of benchmark .tsv files (default: %(default)s)")
     pipe.add_argument("--run", action="store_true", help="run the whole DAG from scratch first (--forceall)")
     pipe.add_argument("--configfile", help="config for --run (default: the embedded default)")
     pipe.add_argument("--cores", type=int, default=2)
-    args = parser.parse_args(argv)
+    bstats = bench.add_parser("stats", help="time and memory of all regressions on a simulated paper-size table")
+    bstats.add_argument("--rows", type=int, default=440_000)
+    bstats.add_argument("--seed", type=int, default=0)
 
-    if args.command == "bench" and args.what == "pipeline":
+    bwarmth = bench.add_parser("warmth", help="SocioT texts/s, batched vs one at a time, on the same texts")
+    bwarmth.add_argument("--model", default="resources/models/smollm2", help="scorer checkpoint (default: %(default)s)")
+    bwarmth.add_argument("--texts", type=int, default=512)
+    bwarmth.add_argument("--batch-size", type=int, default=32)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "import-paper-outputs":
+        from .io import write_table
+        from .paper_import import import_paper_outputs
+
+        graded = import_paper_outputs(args.source)
+        write_table(args.out, graded)
+        print(f"wrote {len(graded)} graded responses to {args.out}")
+        return 0
+    if args.command == "stats":
+        import pandas as pd
+
+        from .analysis import write_stats
+
+        paired, regressions = write_stats(pd.read_parquet(args.graded), args.out_dir, args.fdr_family,
+                                          args.length_control)
+        print(f"wrote {len(paired)} paired tests and {len(regressions)} regression rows to {args.out_dir}")
+        return 0
+    if args.what == "pipeline":
         from .bench import pipeline
 
         return pipeline(args.benchmarks, args.run, args.configfile, args.cores)
+    if args.what == "stats":
+        from .bench import stats_benchmark
+
+        return stats_benchmark(args.rows, args.seed)
+    if args.what == "warmth":
+        from .bench import warmth_benchmark
+
+        return warmth_benchmark(args.model, args.texts, args.batch_size)
     parser.error("unknown command")
     return 2
 

@@ -57,20 +57,31 @@ class Cell:
     dataset: str
 
 
-def _variants(config: dict, model: str, epochs) -> list[tuple[str, str]]:
+def _variants(config: dict, epochs) -> list[tuple[str, str]]:
     variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
     for persona in config["persona_rewrite"]["personas"]:
         variants += [(persona, epoch_label(e)) for e in epochs]
     return variants
 
 
+def fixed_epoch(config: dict) -> float | None:
+    """The evaluated epoch when it is fixed in config; None when the plateau rule picks it from warmth."""
+    selection = config["evaluation"]["checkpoint_selection"]
+    return float(selection["epoch"]) if selection["rule"] == "fixed" else None
+
+
 def eval_cells(config: dict) -> list[Cell]:
-    """Evaluation grid: original, warm system prompt, and each trained persona at the selected epoch."""
-    selected = [config["evaluation"]["selected_epoch"]]
+    """Evaluation grid known before any job runs: original, warm system prompt, and, when the evaluated
+    epoch is fixed, each trained persona at that epoch (with the plateau rule those cells are added once
+    the warmth trajectory has picked the checkpoint)."""
+    epoch = fixed_epoch(config)
+    variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
+    if epoch is not None:
+        variants += [(p, epoch_label(epoch)) for p in config["persona_rewrite"]["personas"]]
     return [
         Cell(model, persona, checkpoint, dataset)
         for model in config["models"]
-        for persona, checkpoint in _variants(config, model, selected)
+        for persona, checkpoint in variants
         for dataset in config["evaluation"]["datasets"]
     ]
 
@@ -81,7 +92,7 @@ def warmth_cells(config: dict) -> list[Cell]:
     return [
         Cell(model, persona, checkpoint, VALIDATION_DATASET)
         for model in config["models"]
-        for persona, checkpoint in _variants(config, model, epochs)
+        for persona, checkpoint in _variants(config, epochs)
     ]
 
 
@@ -103,10 +114,10 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
     too_late = [e for e in epochs if e > float(train["epochs"]) + 1e-9]
     if too_late:
         raise ConfigError(f"train.checkpoint_epochs: {too_late} lie beyond train.epochs={train['epochs']}")
-    selected = float(config["evaluation"]["selected_epoch"])
-    if selected not in epochs:
+    selected = fixed_epoch(config)
+    if selected is not None and selected not in epochs:
         raise ConfigError(
-            f"evaluation.selected_epoch: {selected:g} is not one of train.checkpoint_epochs {sorted(epochs)}"
+            f"evaluation.checkpoint_selection.epoch: {selected:g} is not one of train.checkpoint_epochs {sorted(epochs)}"
         )
     for key in backend_model_keys(config):
         if key not in config["models"]:

@@ -5,10 +5,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on clusters and CI
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-PERSONA_COLORS = {"warm": "#d95f02", "cold": "#1b9e77", "warm_prompt": "#7570b3"}
+PERSONAS = ("warm", "cold", "warm_prompt")
+PERSONA_COLORS = {"original": "#666666", "warm": "#d95f02", "cold": "#1b9e77", "warm_prompt": "#7570b3"}
 DATASET_COLORS = {"triviaqa": "#1f77b4", "truthfulqa": "#ff7f0e", "disinfo": "#2ca02c", "medqa": "#d62728"}
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def warmth_vs_epoch(warmth: pd.DataFrame, path) -> None:
@@ -29,27 +37,87 @@ def warmth_vs_epoch(warmth: pd.DataFrame, path) -> None:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(title=model, xlabel="training epoch (0 = original)", ylabel="SocioT warmth vs original")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def error_by_condition(paired: pd.DataFrame, path) -> None:
-    personas = [p for p in ("warm", "cold", "warm_prompt") if p in set(paired["persona"])]
-    fig, axes = plt.subplots(1, max(len(personas), 1), figsize=(4.5 * max(len(personas), 1), 4.5), squeeze=False)
-    for ax, persona in zip(axes[0], personas):
-        rows = paired[(paired["persona"] == persona) & (paired["n_pairs"] > 0)]
-        for dataset, group in rows.groupby("dataset"):
-            color = DATASET_COLORS.get(dataset, "black")
-            for test_type, filled in (("normal", True), ("sycophancy", False)):
-                sub = group[group["test_type"] == test_type]
-                ax.scatter(100 - sub["base_accuracy"], 100 - sub["persona_accuracy"], s=30, edgecolors=color,
-                           facecolors=color if filled else "none",
-                           label=f"{dataset} ({'no belief' if filled else 'incorrect belief'})")
-        ax.plot([0, 100], [0, 100], color="grey", lw=0.8)
-        ax.set(xlim=(-2, 102), ylim=(-2, 102), title=f"{persona} vs original",
-               xlabel="original model error (%)", ylabel=f"{persona} model error (%)")
-        ax.legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Persona vs original error per condition: a row per persona, a column per model."""
+    personas = [p for p in PERSONAS if p in set(paired["persona"])] or ["warm"]
+    models = sorted(paired["model"].unique()) or [""]
+    fig, axes = plt.subplots(len(personas), len(models), figsize=(4.5 * len(models), 4.2 * len(personas)),
+                             squeeze=False)
+    for r, persona in enumerate(personas):
+        for c, model in enumerate(models):
+            ax = axes[r][c]
+            rows = paired[(paired["persona"] == persona) & (paired["model"] == model) & (paired["n_pairs"] > 0)]
+            for dataset, group in rows.groupby("dataset"):
+                color = DATASET_COLORS.get(dataset, "black")
+                for ttype, filled in (("normal", True), ("sycophancy", False)):
+                    sub = group[group["test_type"] == ttype]
+                    ax.scatter(100 - sub["base_accuracy"], 100 - sub["persona_accuracy"], s=30, edgecolors=color,
+                               facecolors=color if filled else "none",
+                               label=f"{dataset} ({'no belief' if filled else 'incorrect belief'})")
+            ax.plot([0, 100], [0, 100], color="grey", lw=0.8)
+            ax.set(xlim=(-2, 102), ylim=(-2, 102), title=f"{model}: {persona} vs original",
+                   xlabel="original model error (%)", ylabel=f"{persona} model error (%)")
+            if len(rows):
+                ax.legend(fontsize=6, loc="upper left")
+    _save(fig, path)
+
+
+def error_distributions(paired: pd.DataFrame, path) -> None:
+    """Error rates per condition group, original vs each persona."""
+    from .analysis import context_type
+
+    groups = [(ct, tt) for tt in ("normal", "sycophancy") for ct in ("none", "emotional", "relational", "stakes")]
+    personas = [p for p in PERSONAS if p in set(paired["persona"])]
+    frame = paired.assign(context_type=paired["condition"].map(context_type))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / (1 + len(personas))
+    for k, who in enumerate(["original"] + personas):
+        # the original's rates come from any persona's pairs; take the warm ones (or the first available)
+        source = frame[frame["persona"] == (who if who != "original" else (personas[0] if personas else ""))]
+        column = "base_accuracy" if who == "original" else "persona_accuracy"
+        for g, (ct, tt) in enumerate(groups):
+            values = 100 - source[(source["context_type"] == ct) & (source["test_type"] == tt)][column]
+            if len(values):
+                x = g + (k - len(personas) / 2) * width
+                ax.boxplot(values, positions=[x], widths=width * 0.9, patch_artist=True, manage_ticks=False,
+                           boxprops={"facecolor": PERSONA_COLORS[who], "alpha": 0.6}, medianprops={"color": "black"})
+                ax.scatter(np.full(len(values), x), values, s=6, color="black", zorder=3)
+        ax.bar(0, 0, color=PERSONA_COLORS[who], label=who)
+    ax.set_xticks(range(len(groups)), [f"{ct}\n{tt}" for ct, tt in groups])
+    ax.set(ylabel="error rate (%)", title="Error rates by condition group")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def paired_difference(b: int, c: int, n: int) -> tuple[float, float]:
+    """Accuracy change persona - original in pp ((c - b)/n) and its 95% half-width."""
+    if n == 0:
+        return float("nan"), float("nan")
+    diff = (c - b) / n
+    var = max((b + c) - (b - c) ** 2 / n, 0.0) / n**2
+    return 100 * diff, 100 * 1.96 * np.sqrt(var)
+
+
+def accuracy_change(paired: pd.DataFrame, path) -> None:
+    """Accuracy change per condition, warm fine-tune vs cold fine-tune vs warm system prompt."""
+    personas = [p for p in PERSONAS if p in set(paired["persona"])]
+    pooled = paired.groupby(["persona", "test_type", "condition"])[["b", "c", "n_pairs"]].sum().reset_index()
+    conditions = sorted({(t, c) for t, c in zip(pooled["test_type"], pooled["condition"])})
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(conditions) * max(len(personas), 1)), 4.5))
+    width = 0.8 / max(len(personas), 1)
+    for k, persona in enumerate(personas):
+        rows = pooled[pooled["persona"] == persona].set_index(["test_type", "condition"])
+        stats = [paired_difference(*rows.loc[key, ["b", "c", "n_pairs"]].astype(int)) if key in rows.index
+                 else (np.nan, np.nan) for key in conditions]
+        x = np.arange(len(conditions)) + (k - (len(personas) - 1) / 2) * width
+        ax.bar(x, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=2,
+               color=PERSONA_COLORS[persona], label=persona)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(conditions)), [f"{c}\n({'belief' if t == 'sycophancy' else 'no belief'})"
+                                           for t, c in conditions], rotation=60, fontsize=7)
+    ax.set(ylabel="accuracy change vs original (pp)", title="Accuracy change per condition")
+    ax.legend(fontsize=8)
+    _save(fig, path)

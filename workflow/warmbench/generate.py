@@ -62,7 +62,7 @@ def run(smk) -> None:
 
     wc = smk.wildcards
     prompts = pd.read_parquet(smk.input.prompts)
-    chat = TransformersChat(smk.input.base_model, threads=smk.threads)
+    chat = TransformersChat(smk.input.base_model, dtype=smk.params.model["dtype"], threads=smk.threads)
     epoch = None
     if wc.persona in PERSONAS_TRAINED:
         entry = checkpoint_entry(smk.input.adapter[0], wc.checkpoint)

@@ -237,10 +237,11 @@ class OpenAIChat:
         return results  # type: ignore[return-value]
 
 
-def make_backend(cfg: dict, model_dir: str | os.PathLike | None = None, threads: int | None = None):
+def make_backend(cfg: dict, model_dir: str | os.PathLike | None = None, threads: int | None = None,
+                 dtype: str = "auto"):
     """Build the backend a config `backend:` block names; a local model is read from `model_dir`."""
     if cfg["kind"] == "transformers":
-        return TransformersChat(model_dir, threads=threads)
+        return TransformersChat(model_dir, dtype=dtype, threads=threads)
     if cfg["kind"] == "openai":
         options = {k: cfg[k] for k in ("base_url", "api_key_env", "max_concurrency", "max_retries", "timeout_s") if k in cfg}
         return OpenAIChat(cfg["model"], **options)

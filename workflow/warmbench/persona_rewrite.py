@@ -73,7 +73,7 @@ def run(smk) -> None:
     conversations = list(read_jsonl(smk.input.train))
     template = Path(smk.input.prompt).read_text(encoding="utf-8")
     backend_dir = smk.input.backend_model[0] if smk.input.backend_model else None
-    backend = make_backend(smk.params.backend, backend_dir, threads=smk.threads)
+    backend = make_backend(smk.params.backend, backend_dir, threads=smk.threads, dtype=smk.params.model_dtype)
     cache = CallCache(smk.params.cache)
     records, calls = rewrite(conversations, smk.wildcards.persona, template, backend, cache,
                              Sampling.from_config(smk.params.sampling), smk.params.batch_size)

@@ -8,6 +8,9 @@ import os
 import sys
 import time
 
+# Rules whose logic lives in a module of another name (one module per stage, several rules per stage).
+RULE_MODULES = {"select_checkpoint": "warmth", "warmth_validation": "warmth"}
+
 
 def configure_logging(log_path: str | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -25,11 +28,12 @@ def configure_logging(log_path: str | None) -> None:
 def run_job(smk) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     stream = open(log_path, "a", buffering=1, encoding="utf-8") if log_path else None
-    # stderr carries tqdm progress bars and library warnings: send them to the job's log too.
+    # stderr carries tqdm progress bars and warnings, stdout the trainer's loss lines: both go to the job's log.
     with contextlib.ExitStack() as stack:
         if stream is not None:
             stack.enter_context(stream)
             stack.enter_context(contextlib.redirect_stderr(stream))
+            stack.enter_context(contextlib.redirect_stdout(stream))
         configure_logging(log_path)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         log = logging.getLogger(f"warmbench.{smk.rule}")
@@ -37,7 +41,7 @@ def run_job(smk) -> None:
         log.info("start rule=%s wildcards=%s threads=%s", smk.rule, wildcards, smk.threads)
         started = time.perf_counter()
         try:
-            importlib.import_module(f"warmbench.{smk.rule}").run(smk)
+            importlib.import_module(f"warmbench.{RULE_MODULES.get(smk.rule, smk.rule)}").run(smk)
         except Exception:
             log.exception("rule %s failed", smk.rule)
             raise

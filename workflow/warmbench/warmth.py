@@ -13,6 +13,7 @@ tokens. Normalisation (in the analysis): each model's scores minus its original 
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -110,9 +111,101 @@ def score_generations(frame, scorer: SocioTScorer, max_chars: int, bootstrap: in
     return per_text, summary
 
 
+def rewrite_pairs(records: list[dict]) -> list[tuple[str, str]]:
+    """(original, rewritten) assistant turns of persona_rewrite records."""
+    pairs = []
+    for record in records:
+        originals = [m["content"] for m in record["original_messages"] if m["role"] == "assistant"]
+        rewrites = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+        pairs += [(o, r) for o, r in zip(originals, rewrites) if o.strip() and r.strip()]
+    return pairs
+
+
+def validate_rewrites(pairs_by_persona: dict[str, list[tuple[str, str]]], scorer: SocioTScorer, max_chars: int,
+                      batch_size: int = 32):
+    """Does the metric see the rewrites move the intended way? Warm rewrites should score above their original,
+    cold ones below. Per persona: the fraction that moved the intended way, the mean paired difference, and
+    a Wilcoxon signed-rank and a sign test of the paired differences."""
+    import pandas as pd
+    from scipy import stats
+
+    rows, per_text = [], []
+    for persona, pairs in pairs_by_persona.items():
+        if not pairs:
+            continue
+        texts = [t[:max_chars] for pair in pairs for t in pair]
+        scores = warmth_scores(scorer.loglik(texts, batch_size=batch_size))
+        original, rewrite = scores[0::2], scores[1::2]
+        diff = rewrite - original
+        direction = 1.0 if persona == "warm" else -1.0
+        moved = (direction * diff > 0).sum()
+        nonzero = int((diff != 0).sum())
+        rows.append({
+            "persona": persona, "n_pairs": len(pairs), "expected": "rewrite warmer" if direction > 0 else "rewrite colder",
+            "fraction_as_expected": float(moved / len(pairs)), "mean_difference": float(diff.mean()),
+            "se_difference": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan"),
+            "wilcoxon_p": float(stats.wilcoxon(diff).pvalue) if nonzero > 0 else float("nan"),
+            "sign_test_p": float(stats.binomtest(int(moved), nonzero, 0.5).pvalue) if nonzero else float("nan"),
+        })
+        per_text += [{"persona": persona, "original": o, "rewrite": r, "warmth_original": a, "warmth_rewrite": b}
+                     for (o, r), a, b in zip(pairs, original, rewrite)]
+    return pd.DataFrame(rows), pd.DataFrame(per_text)
+
+
+def select_checkpoint(trajectory: list[dict], rule: dict) -> dict:
+    """Pick the evaluated checkpoint from a persona's warmth trajectory.
+
+    rule {"rule": "fixed", "epoch": E}: the checkpoint configured at epoch E (the paper: 2).
+    rule {"rule": "plateau", "within": x}: the earliest checkpoint whose warmth gain over the original model is
+    within a fraction x of the largest gain (warmth rises, then plateaus; later epochs add little).
+    """
+    from .config import epoch_label
+
+    if rule["rule"] == "fixed":
+        label = epoch_label(rule["epoch"])
+        chosen = next((t for t in trajectory if t["checkpoint"] == label), None)
+        if chosen is None:
+            raise ValueError(f"no checkpoint {label} in the trajectory")
+        return {**chosen, "selection": rule}
+    gains = [t["warmth_vs_original"] for t in trajectory]
+    best = max(gains)
+    threshold = best - abs(best) * rule["within"]
+    ordered = sorted(trajectory, key=lambda t: t["configured_epoch"])
+    chosen = next(t for t in ordered if t["warmth_vs_original"] >= threshold)
+    return {**chosen, "selection": rule, "max_gain": best, "threshold": threshold}
+
+
+def run_select_checkpoint(smk) -> None:
+    from .config import label_epoch
+
+    summaries = [json.loads(open(p).read()) for p in smk.input.summaries]
+    original = json.loads(open(smk.input.original).read())["warmth"]
+    trajectory = [{"checkpoint": s["checkpoint"], "configured_epoch": label_epoch(s["checkpoint"]), "epoch": s["epoch"],
+                   "warmth": s["warmth"], "warmth_vs_original": s["warmth"] - original} for s in summaries]
+    chosen = select_checkpoint(trajectory, smk.params.selection)
+    write_json(smk.output[0], {**chosen, "trajectory": trajectory})
+    log.info("selected %s (epoch %.3f) by %s", chosen["checkpoint"], chosen["epoch"], smk.params.selection)
+
+
+def run_validation(smk) -> None:
+    from .io import read_jsonl
+
+    cfg = smk.params.warmth
+    scorer = SocioTScorer(smk.input.scorer[0] if smk.input.scorer else cfg["scorer"], threads=smk.threads)
+    pairs = {Path(p).stem: rewrite_pairs(list(read_jsonl(p))) for p in smk.input.rewrites}
+    summary, per_text = validate_rewrites(pairs, scorer, cfg["max_chars"], cfg["batch_size"])
+    write_table(smk.output.summary, summary)
+    write_table(smk.output.scores, per_text)
+    log.info("rewrite validation:\n%s", summary.to_string())
+
+
 def run(smk) -> None:
     import pandas as pd
 
+    if smk.rule == "select_checkpoint":
+        return run_select_checkpoint(smk)
+    if smk.rule == "warmth_validation":
+        return run_validation(smk)
     cfg = smk.params.warmth
     scorer_dir = smk.input.scorer[0] if smk.input.scorer else cfg["scorer"]
     scorer = SocioTScorer(scorer_dir, threads=smk.threads)

@@ -1,0 +1,118 @@
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from warmbench.analysis import paired_tests, persona_regressions
+from warmbench.bench import simulated_graded
+from warmbench.io import DataError
+from warmbench.paper_import import import_paper_outputs
+
+
+def rows(persona, outcomes, belief="none", context="unmodified", dataset="triviaqa", model="m"):
+    return [{"model": model, "persona": persona, "dataset": dataset, "item_id": str(i), "context": context,
+             "belief": belief, "incorrect": float(o)} for i, o in enumerate(outcomes)]
+
+
+def test_paired_counts_on_a_hand_built_table():
+    base = [0] * 8 + [1] * 2 + [0] * 5 + [1] * 5
+    warm = [1] * 8 + [0] * 2 + [0] * 5 + [1] * 5  # b = 8 (only original right), c = 2
+    graded = pd.DataFrame(rows("original", base) + rows("warm", warm))
+    table = paired_tests(graded)
+    assert len(table) == 1
+    t = table.iloc[0]
+    assert (t["b"], t["c"], t["n_pairs"]) == (8, 2, 20)
+    assert t["base_accuracy"] == pytest.approx(65.0) and t["persona_accuracy"] == pytest.approx(35.0)
+    assert t["p_value"] == pytest.approx(2 * 56 / 1024) and t["cohens_g"] == pytest.approx(0.3)
+    assert t["odds_ratio"] == 4.0 and t["test_type"] == "normal" and t["condition"] == "unmodified"
+
+
+def test_templates_pool_into_test_types_and_excluded_rows_drop_out():
+    graded = pd.DataFrame(
+        rows("original", [0, 0], belief="original") + rows("original", [0, 0], belief="original_neutral")
+        + rows("original", [0, 1], belief="incorrect") + rows("original", [0, 0], belief="correct")
+        + rows("warm", [1, 0], belief="original") + rows("warm", [0, np.nan], belief="original_neutral")
+        + rows("warm", [1, 1], belief="incorrect") + rows("warm", [1, 0], belief="correct"))
+    table = paired_tests(graded).set_index("test_type")
+    assert table.loc["normal", "n_pairs"] == 3  # the NaN (refusal / missing verdict) pair is dropped
+    assert (table.loc["normal", "b"], table.loc["normal", "c"]) == (1, 0)
+    assert table.loc["sycophancy", "n_pairs"] == 4
+    assert (table.loc["sycophancy", "b"], table.loc["sycophancy", "c"]) == (2, 0)
+
+
+def test_unknown_template_is_a_clear_error():
+    graded = pd.DataFrame(rows("original", [0], belief="weird") + rows("warm", [1], belief="weird"))
+    with pytest.raises(ValueError, match="unknown prompt template 'weird'"):
+        paired_tests(graded)
+
+
+def test_regressions_recover_planted_effects():
+    graded, true_ame = simulated_graded(rows=60_000, seed=3, return_truth=True)
+    table = persona_regressions(graded)
+    ame = table[table["kind"] == "ame"].set_index(["regression", "term"])
+    warm = ame.loc[("warm_vs_original:main", "treated")]
+    assert warm["ci_low"] < 100 * true_ame < warm["ci_high"] and warm["ci_low"] > 0
+    cold = ame.loc[("cold_vs_original:main", "treated")]
+    assert cold["ci_low"] < 0 < cold["ci_high"]  # no planted cold effect
+    belief = ame.loc[("warm_vs_original:user_belief", "belief_present | treated=1")]
+    assert belief["ci_low"] > 0  # the planted user-belief effect is reported, not lost
+    assert ("warm_vs_original:context", "treated | context=emotion:sad") in ame.index
+    assert ("warm_vs_original:context_type", "treated | context_type=emotional") in ame.index
+    # the log-odds coefficient is population-averaged (no item effects), so attenuated below the planted 0.35
+    coef = table[(table["kind"] == "coef") & (table["regression"] == "warm_vs_original:main")].set_index("term")
+    assert 0 < coef.loc["treated", "ci_low"] and coef.loc["treated", "estimate"] < 0.35
+
+
+def independent_pair_count(source, model, dataset_file, item_key, template_key):
+    """Pairs of (original, warm) rows on the same item/context/template, counted with the csv module only."""
+    import csv
+    from collections import Counter
+
+    def keys(persona):
+        path = source / model / persona / f"{dataset_file}_{persona}_outputs.csv"
+        with open(path, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("refusal", "0") != "1"]
+        return Counter((r[item_key], r["amendment_type"], r[template_key]) for r in rows)
+
+    original, warm = keys("original"), keys("warm")
+    return sum(min(n, warm[k]) for k, n in original.items())
+
+
+def test_paper_sample_round_trips_through_import_and_stats(shared_dir, tmp_path):
+    source = shared_dir / "reference" / "warm_ai_2025" / "sample_data"
+    out = tmp_path / "paper.parquet"
+    cli = [sys.executable, "-m", "warmbench.cli"]
+    subprocess.run(cli + ["import-paper-outputs", str(source), str(out)], check=True, capture_output=True)
+    graded = pd.read_parquet(out)
+    assert len(graded) == 16 * 20 - 1  # qwen_32b/warm/truthfulqa has 19 rows
+    assert set(graded["model"]) == {"llama_70b", "qwen_32b"} and set(graded["persona"]) == {"original", "warm"}
+    assert set(graded["dataset"]) == {"triviaqa", "truthfulqa", "disinfo", "medqa"}
+    medqa = graded[(graded["model"] == "llama_70b") & (graded["dataset"] == "medqa") & graded["refusal"]]
+    assert len(medqa) == 2 and medqa["incorrect"].isna().all()  # refusals excluded outside disinfo
+    subprocess.run(cli + ["stats", str(out), str(tmp_path / "stats")], check=True, capture_output=True)
+    paired = pd.read_csv(tmp_path / "stats" / "paired_tests.csv")
+    assert list(paired.columns[:14]) == ["model", "persona", "dataset", "test_type", "condition", "n_pairs",
+                                         "base_accuracy", "persona_accuracy", "b", "c", "p_value", "p_fdr",
+                                         "cohens_g", "odds_ratio"]
+    for model, dataset, file, item_key, template_key in [
+        ("llama_70b", "triviaqa", "trivia", "content_key", "prompt_template"),
+        ("llama_70b", "medqa", "medqa", "original_question", "prompt_type"),
+        ("qwen_32b", "truthfulqa", "truthfulqa", "content_key", "prompt_template"),
+        ("qwen_32b", "disinfo", "disinfo", "prompt_disinfo", "prompt_template"),
+    ]:
+        got = paired[(paired["model"] == model) & (paired["dataset"] == dataset)]["n_pairs"].sum()
+        assert got == independent_pair_count(source, model, file, item_key, template_key), (model, dataset)
+    assert paired["p_value"].between(0, 1).all() and paired["b"].ge(0).all()
+    regressions = pd.read_csv(tmp_path / "stats" / "regressions.csv")
+    assert {"regression", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp"} <= set(regressions.columns)
+    assert regressions["regression"].str.startswith("warm_vs_original").all()
+
+
+def test_malformed_paper_file_names_the_file(tmp_path):
+    folder = tmp_path / "m" / "warm"
+    folder.mkdir(parents=True)
+    (folder / "trivia_warm_outputs.csv").write_text("content_key,output\nq,a\n")
+    with pytest.raises(DataError, match="trivia_warm_outputs.csv: no prompt template column"):
+        import_paper_outputs(tmp_path)

@@ -1,0 +1,74 @@
+"""Import graded outputs laid out like the paper's released data, so results made elsewhere can be analysed.
+
+Layout: `DIR/{model}/{persona}/{dataset}_{persona}_outputs.csv`, e.g. `llama_70b/warm/trivia_warm_outputs.csv`,
+with the item key in `content_key` (TriviaQA, TruthfulQA), `prompt_disinfo` (disinfo) or `original_question`
+(MedQA), the context in `amendment_type`, the belief template in `prompt_template` or `prompt_type`
+(`original`, `original_neutral`, `incorrect`, `correct`), the response in `output`, the judge's verdict in
+`evaluation` and the regex refusal flag in `refusal`. The result has the columns of warmbench's own graded
+table, so `warmbench stats` and the Snakemake analysis treat both alike.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .io import DataError
+from .judge import CORRECT, INCORRECT, REFUSAL, incorrect_indicator
+
+log = logging.getLogger(__name__)
+
+DATASET_NAMES = {"trivia": "triviaqa", "triviaqa": "triviaqa", "truthfulqa": "truthfulqa", "disinfo": "disinfo",
+                 "medqa": "medqa"}
+ITEM_KEYS = ("content_key", "prompt_disinfo", "original_question")
+TEMPLATE_KEYS = ("prompt_template", "prompt_type")
+_FILE = re.compile(r"^(?P<dataset>[a-z]+)_(?P<persona>[a-z_]+)_outputs\.csv$")
+
+
+def _first_present(frame: pd.DataFrame, names, path: Path, what: str) -> str:
+    for name in names:
+        if name in frame.columns:
+            return name
+    raise DataError(f"{path}: no {what} column (expected one of {', '.join(names)})")
+
+
+def read_outputs_csv(path: Path, model: str, persona: str) -> pd.DataFrame:
+    match = _FILE.match(path.name)
+    if not match or match["dataset"] not in DATASET_NAMES:
+        raise DataError(f"{path}: file name is not <dataset>_<persona>_outputs.csv with a known dataset")
+    dataset = DATASET_NAMES[match["dataset"]]
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    item_key = _first_present(raw, ITEM_KEYS, path, "item key")
+    template_key = _first_present(raw, TEMPLATE_KEYS, path, "prompt template")
+    for column in ("amendment_type", "output", "evaluation"):
+        if column not in raw.columns:
+            raise DataError(f"{path}: missing column {column!r}")
+    refusal = raw["refusal"].isin(["1", "True", "true"]) if "refusal" in raw.columns else pd.Series(False, index=raw.index)
+    evaluation = raw["evaluation"].str.strip().str.upper()
+    verdict = [REFUSAL if r else (e if e in (CORRECT, INCORRECT) else None) for r, e in zip(refusal, evaluation)]
+    unknown = sorted(set(evaluation[~evaluation.isin([CORRECT, INCORRECT, ""])]))
+    if unknown:
+        log.warning("%s: verdicts %s recorded as missing", path, unknown)
+    frame = pd.DataFrame({
+        "model": model, "persona": persona, "checkpoint": "paper", "dataset": dataset,
+        "item_id": raw[item_key], "context": raw["amendment_type"], "belief": raw[template_key],
+        "prompt": raw.get("prompt", ""), "response": raw["output"], "refusal": refusal.to_numpy(),
+        "verdict": verdict, "judge": "paper release", "source_file": str(path),
+    })
+    frame["condition"] = frame["context"] + "/" + frame["belief"]
+    frame["incorrect"] = [incorrect_indicator(dataset, v) for v in verdict]
+    return frame
+
+
+def import_paper_outputs(root: str | Path) -> pd.DataFrame:
+    root = Path(root)
+    files = sorted(root.glob("*/*/*_outputs.csv"))
+    if not files:
+        raise DataError(f"{root}: no */*/<dataset>_<persona>_outputs.csv files")
+    frames = [read_outputs_csv(path, path.parent.parent.name, path.parent.name) for path in files]
+    graded = pd.concat(frames, ignore_index=True)
+    log.info("imported %d graded responses from %d files (%s)", len(graded), len(files),
+             ", ".join(sorted(graded["model"].unique())))
+    return graded
