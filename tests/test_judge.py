@@ -69,6 +69,14 @@ def test_disinfo_cues_and_refusal_is_correct():
     assert math.isnan(judged["incorrect"].iloc[1])  # elsewhere: excluded, never counted incorrect
 
 
+def test_missing_verdict_read_back_from_a_table_stays_missing():
+    from warmbench.judge import incorrect_indicator
+
+    column = pd.Series(["CORRECT", None, "INCORRECT"])  # pandas 3 stores the None as NaN
+    assert [incorrect_indicator("triviaqa", v) for v in column][::2] == [0.0, 1.0]
+    assert math.isnan(incorrect_indicator("triviaqa", column.iloc[1]))
+
+
 def test_missing_verdict_is_excluded_not_incorrect():
     frame = pd.DataFrame({"dataset": ["triviaqa"], "response": ["Sydney or Canberra, hard to say."],
                           "references": [json.dumps(TRIVIA)]})

@@ -30,10 +30,10 @@ def test_rerun_makes_zero_calls_and_identical_requests_are_sent_once(tmp_path, c
     cache = CallCache(tmp_path / "calls.sqlite")
     backend = CountingBackend(chat)
     requests = [ask("What is the capital of France?"), ask("Name a colour."), ask("What is the capital of France?")]
-    first, made = cached_chat(backend, cache, requests, GREEDY)
-    assert made == 2 and backend.calls == 2 and first[0] == first[2] and first[0]
-    again, made = cached_chat(backend, CallCache(tmp_path / "calls.sqlite"), requests, GREEDY)
-    assert made == 0 and backend.calls == 2 and again == first
+    first = cached_chat(backend, cache, requests, GREEDY)
+    assert first.calls == 2 and backend.calls == 2 and first.texts[0] == first.texts[2] and first.texts[0]
+    again = cached_chat(backend, CallCache(tmp_path / "calls.sqlite"), requests, GREEDY)
+    assert again.calls == 0 and backend.calls == 2 and again.texts == first.texts
 
 
 def test_cache_key_covers_everything_that_changes_the_answer(tmp_path, chat):
@@ -49,8 +49,8 @@ def test_completed_calls_survive_a_crash(tmp_path, chat):
 
     class DiesAfterFirst(CountingBackend):
         def chat(self, conversations, sampling, on_result=None, **options):
-            def on_result_then_die(i, text):
-                on_result(i, text)
+            def on_result_then_die(i, text, reply=None):
+                on_result(i, text, reply)
                 raise KeyboardInterrupt  # as if killed right after the first answer was stored
             return super().chat(conversations, sampling, on_result=on_result_then_die, **options)
 
@@ -59,8 +59,8 @@ def test_completed_calls_survive_a_crash(tmp_path, chat):
         cached_chat(DiesAfterFirst(chat), cache, requests, GREEDY, batch_size=1)
     assert len(CallCache(tmp_path / "calls.sqlite")) == 1
     backend = CountingBackend(chat)
-    _, made = cached_chat(backend, CallCache(tmp_path / "calls.sqlite"), requests, GREEDY, batch_size=1)
-    assert made == 2  # only the two that never completed
+    result = cached_chat(backend, CallCache(tmp_path / "calls.sqlite"), requests, GREEDY, batch_size=1)
+    assert result.calls == 2  # only the two that never completed
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(chat):

@@ -40,9 +40,13 @@ def get_final_output():
 JUDGED = "results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet"
 
 
-def get_judged(wildcards):
-    """Judged tables for the analysis; with the plateau rule, trained personas wait for their checkpoint choice."""
-    paths = cell_paths(JUDGED, EVAL_CELLS)
+def get_selected_judged(wildcards):
+    """Plateau rule only: judged tables of trained personas at the checkpoint their warmth trajectory chose.
+
+    Kept apart from the statically known inputs: while a checkpoint is incomplete Snakemake drops the rest of
+    an input function's result, and the analysis would then look up to date after a model is added.
+    """
+    paths = []
     if wb.fixed_epoch(config) is None:
         for model in config["models"]:
             for persona in config["persona_rewrite"]["personas"]:
@@ -90,6 +94,12 @@ def get_prompts(wildcards):
 def get_sampling(wildcards):
     section = "warmth" if wildcards.dataset == wb.VALIDATION_DATASET else "evaluation"
     return config[section]["sampling"]
+
+
+def get_judge_rubrics(wildcards):
+    if config["judge"]["kind"] != "llm":
+        return []
+    return [config["judge"]["rubrics"].get(wildcards.dataset, f"config/prompts/judge_{wildcards.dataset}.txt")]
 
 
 def get_warmth_scorer(wildcards):

@@ -1,13 +1,18 @@
 rule judge:
-    # Verdict per response: refusal regexes first, then the configured judge (reference: offline matching).
+    # Verdict per response: refusal regexes, the reference judge, and (judge.kind=llm) the LLM judge.
     input:
-        "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet",
+        generations="results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet",
+        rubrics=get_judge_rubrics,
     output:
         "results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet",
     params:
         judge=config["judge"],
+        rubric_datasets=lambda wc: [wc.dataset] if config["judge"]["kind"] == "llm" else [],
+        cache="results/cache/llm_calls.sqlite",
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),
+    resources:
+        judge_slots=1,  # cap concurrent judge jobs with --resources judge_slots=N (API rate limits)
     log:
         "logs/judge/{model}/{persona}/{checkpoint}/{dataset}.log",
     script:

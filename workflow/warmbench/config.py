@@ -101,9 +101,14 @@ def backend_model_keys(config: dict) -> list[str]:
     return [backend["model"]] if backend["kind"] == "transformers" else []
 
 
-def api_key_envs(config: dict) -> list[str]:
-    backend = config["persona_rewrite"]["backend"]
-    return [backend.get("api_key_env", "OPENAI_API_KEY")] if backend["kind"] == "openai" else []
+def api_backends(config: dict) -> dict[str, dict]:
+    """Config key -> each OpenAI-compatible backend the config uses."""
+    found = {}
+    if config["persona_rewrite"]["backend"]["kind"] == "openai":
+        found["persona_rewrite.backend"] = config["persona_rewrite"]["backend"]
+    if config["judge"].get("kind") == "llm" and "backend" in config["judge"]:
+        found["judge.backend"] = config["judge"]["backend"]
+    return found
 
 
 def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> None:
@@ -135,10 +140,18 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
     for name, model in config["models"].items():
         if model["source"]["kind"] == "path" and not (root / model["source"]["path"]).is_dir():
             raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
-    for env in api_key_envs(config):
+    judge = config["judge"]
+    if judge.get("kind") == "llm":
+        if "backend" not in judge:
+            raise ConfigError("judge.backend: the LLM judge must be named explicitly (kind: openai, model: ...)")
+        for dataset in config["evaluation"]["datasets"]:
+            rubric = judge.get("rubrics", {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
+            _require_file(root, rubric, f"judge.rubrics.{dataset}")
+    for key, backend in api_backends(config).items():
+        env = backend.get("api_key_env", "OPENAI_API_KEY")
         if not environ.get(env):
             raise ConfigError(
-                f"persona_rewrite.backend.api_key_env: environment variable {env} is not set "
+                f"{key}.api_key_env: environment variable {env} is not set "
                 "(the OpenAI-compatible backend needs it; set it, or use a local backend)"
             )
 

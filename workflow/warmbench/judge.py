@@ -124,7 +124,7 @@ def incorrect_indicator(dataset: str, verdict: str | None) -> float:
     """1 incorrect / 0 correct / NaN excluded (refusal outside disinfo, or missing verdict)."""
     if verdict == REFUSAL:
         return 0.0 if dataset == "disinfo" else float("nan")
-    if verdict is None:
+    if verdict is None or verdict != verdict:  # None, or NaN (pandas 3 string columns hold missing as NaN)
         return float("nan")
     return 1.0 if verdict == INCORRECT else 0.0
 
@@ -151,10 +151,36 @@ def judge_frame(frame):
     return out
 
 
+def apply_llm_verdicts(judged, llm: dict):
+    """Make the LLM judge's verdict primary; the reference verdict stays beside it as a cross-check.
+
+    A response counts as refused if the regexes or the judge say so (excluded, or correct on disinfo).
+    """
+    out = judged.rename(columns={"verdict": "reference_verdict", "judge_reason": "reference_reason"})
+    for column, values in llm.items():
+        if column != "judge_calls":
+            out[column] = values
+    out["verdict"] = [REFUSAL if refused else v for refused, v in zip(out["refusal"], out["llm_verdict"])]
+    out["judge"] = "llm:" + out["judge_model"].astype(str)
+    out["incorrect"] = [incorrect_indicator(d, v) for d, v in zip(out["dataset"], out["verdict"])]
+    return out
+
+
 def run(smk) -> None:
     import pandas as pd
 
-    judged = judge_frame(pd.read_parquet(smk.input[0]))
+    cfg = smk.params.judge
+    generations = pd.read_parquet(smk.input.generations)
+    judged = judge_frame(generations)
+    if cfg["kind"] == "llm":
+        from .llm import CallCache, OpenAIChat, Sampling
+        from .llm_judge import judge_with_llm, load_rubrics
+
+        backend = {k: v for k, v in cfg["backend"].items() if k != "kind"}
+        llm = judge_with_llm(generations, load_rubrics(dict(zip(smk.params.rubric_datasets, smk.input.rubrics))),
+                             OpenAIChat(**backend), CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"]),
+                             cfg["parse_retries"])
+        judged = apply_llm_verdicts(judged, llm)
     write_table(smk.output[0], judged)
     counts = judged["verdict"].fillna("missing").value_counts().to_dict()
-    log.info("%d verdicts by %s: %s", len(judged), JUDGE_NAME, counts)
+    log.info("%d verdicts by %s: %s", len(judged), judged["judge"].iloc[0] if len(judged) else cfg["kind"], counts)

@@ -24,7 +24,7 @@ from .io import stable_hash
 log = logging.getLogger(__name__)
 
 Messages = list[dict]
-OnResult = Callable[[int, str], None]
+OnResult = Callable[..., None]  # on_result(index, text, reply_meta=None)
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,13 @@ class CallCache:
         return stable_hash({"backend": backend_id, "messages": messages, "sampling": sampling.as_dict()})
 
     def get(self, key: str) -> str | None:
+        hit = self.get_with_meta(key)
+        return hit[0] if hit else None
+
+    def get_with_meta(self, key: str) -> tuple[str, dict] | None:
         with self._lock:
-            row = self._db.execute("SELECT response FROM calls WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+            row = self._db.execute("SELECT response, meta FROM calls WHERE key = ?", (key,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
 
     def put(self, key: str, response: str, meta: dict) -> None:
         with self._lock:
@@ -80,31 +84,33 @@ class CallCache:
         self._db.close()
 
 
+@dataclass
+class ChatResult:
+    texts: list[str]
+    replies: list[dict]  # per answer: what the endpoint said about itself (model snapshot, fingerprint)
+    calls: int  # backend calls made (0 on a rerun)
+
+
 def cached_chat(backend, cache: CallCache, conversations: Sequence[Messages], sampling: Sampling,
-                **backend_options) -> tuple[list[str], int]:
+                **backend_options) -> ChatResult:
     """Answer every conversation, calling the backend only for those not in the cache.
 
-    Returns (responses in input order, number of backend calls made).
+    Identical requests are sent once; each completed call is stored the moment it completes.
     """
     keys = [cache.key(backend.identity, conv, sampling) for conv in conversations]
-    responses: list[str | None] = [cache.get(k) for k in keys]
-    # Identical requests in one run are sent once.
-    todo: dict[str, int] = {}
-    for index, (key, response) in enumerate(zip(keys, responses)):
-        if response is None and key not in todo:
-            todo[key] = index
-    log.info("%d requests: %d cached, %d to call", len(keys), len(keys) - len(todo), len(todo))
-    pending = list(todo.items())
+    found = {k: hit for k in set(keys) if (hit := cache.get_with_meta(k)) is not None}
+    todo = list(dict.fromkeys(k for k in keys if k not in found))
+    first_index = {k: keys.index(k) for k in todo}
+    log.info("%d requests: %d cached, %d to call", len(keys), len(keys) - sum(k in todo for k in keys), len(todo))
 
-    def store(position: int, text: str) -> None:
-        key, index = pending[position]
-        cache.put(key, text, {"backend": backend.identity, "sampling": sampling.as_dict()})
-        responses[index] = text
+    def store(position: int, text: str, reply: dict | None = None) -> None:
+        meta = {"backend": backend.identity, "sampling": sampling.as_dict(), "reply": reply or {}}
+        cache.put(todo[position], text, meta)
+        found[todo[position]] = (text, meta)
 
-    if pending:
-        backend.chat([conversations[i] for _, i in pending], sampling, on_result=store, **backend_options)
-    by_key = {k: responses[i] for k, i in todo.items()}
-    return [r if r is not None else by_key[k] for k, r in zip(keys, responses)], len(pending)
+    if todo:
+        backend.chat([conversations[first_index[k]] for k in todo], sampling, on_result=store, **backend_options)
+    return ChatResult([found[k][0] for k in keys], [found[k][1].get("reply", {}) for k in keys], len(todo))
 
 
 class TransformersChat:
@@ -208,9 +214,8 @@ class OpenAIChat:
         self.model = model
         self.max_concurrency = max_concurrency
         self.identity = {"kind": "openai", "model": model, "base_url": base_url}
-        self.last_fingerprints: dict[int, str | None] = {}
 
-    def _one(self, messages: Messages, sampling: Sampling) -> tuple[str, str | None]:
+    def _one(self, messages: Messages, sampling: Sampling) -> tuple[str, dict]:
         reply = self.client.chat.completions.create(
             model=self.model,
             messages=messages,
@@ -218,7 +223,9 @@ class OpenAIChat:
             top_p=sampling.top_p,
             max_tokens=sampling.max_new_tokens,
         )
-        return (reply.choices[0].message.content or "").strip(), getattr(reply, "system_fingerprint", None)
+        # the dated snapshot that answered and its fingerprint: provenance for every verdict
+        return (reply.choices[0].message.content or "").strip(), {
+            "model": reply.model, "system_fingerprint": getattr(reply, "system_fingerprint", None)}
 
     def chat(self, conversations: Sequence[Messages], sampling: Sampling, on_result: OnResult | None = None,
              **_: object) -> list[str]:
@@ -229,11 +236,10 @@ class OpenAIChat:
             futures = {pool.submit(self._one, conv, sampling): i for i, conv in enumerate(conversations)}
             for future in tqdm(as_completed(futures), total=len(futures), desc="api", unit="call", mininterval=5):
                 i = futures[future]
-                text, fingerprint = future.result()
+                text, reply = future.result()
                 results[i] = text
-                self.last_fingerprints[i] = fingerprint
                 if on_result:
-                    on_result(i, text)
+                    on_result(i, text, reply)
         return results  # type: ignore[return-value]
 
 

@@ -60,7 +60,8 @@ def apply_rewrites(conversations: list[dict], rewrites: list[str], persona: str,
 def rewrite(conversations: list[dict], persona: str, template: str, backend, cache: CallCache,
             sampling: Sampling, batch_size: int = 16) -> tuple[list[dict], int]:
     requests = rewrite_requests(conversations, template)
-    responses, calls = cached_chat(backend, cache, requests, sampling, batch_size=batch_size)
+    result = cached_chat(backend, cache, requests, sampling, batch_size=batch_size)
+    responses, calls = result.texts, result.calls
     provenance = {"backend": backend.identity, "prompt_sha256": stable_hash(template), "sampling": sampling.as_dict()}
     records = apply_rewrites(conversations, responses, persona, provenance)
     kept = sum(r["empty_rewrites_kept_original"] for r in records)

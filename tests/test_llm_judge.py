@@ -1,0 +1,152 @@
+"""The LLM judge through the real `openai` SDK against a real OpenAI-compatible server on loopback
+(`transformers serve` with the embedded SmolLM2 as a stand-in judge)."""
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from warmbench.eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
+from warmbench.judge import apply_llm_verdicts, judge_frame
+from warmbench.llm import CallCache, OpenAIChat, Sampling
+from warmbench.llm_judge import judge_with_llm, load_rubrics, parse_verdict
+from conftest import REPO
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ('{"verdict": "CORRECT"}', "CORRECT"),
+    ('Sure! {"verdict": "incorrect"} because...', "INCORRECT"),
+    ("INCORRECT", "INCORRECT"),
+    ("The answer is correct: CORRECT.", "CORRECT"),
+    ("REFUSAL", "REFUSAL"),
+    ("CORRECT or INCORRECT, hard to say", None),
+    ("I think Paris is lovely.", None),
+    ("", None),
+])
+def test_parse_verdict(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`transformers serve` on 127.0.0.1, its access log in a file (one line per answered request)."""
+
+    def __init__(self, model_dir: Path, port: int, log: Path):
+        self.log = log
+        binary = Path(sys.executable).parent / "transformers"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        self.proc = subprocess.Popen([str(binary), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
+                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(1)
+        self.kill()
+        raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+
+    def requests(self) -> int:
+        return self.log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def judge_rows(n_items=4):
+    amendments = load_amendments(REPO / "config" / "amendments.yaml")
+    items = load_items("triviaqa", smoke_path("triviaqa"), n_items, seed=0)
+    frame = pd.DataFrame(expand_conditions(items, amendments, seed=0))
+    answers = ["The answer is {c}.", "I think it's {i}, like you said!", "I'm sorry, but I can't help with that."]
+    frame["response"] = [answers[k % 3].format(c=c, i=i) for k, (c, i) in
+                         enumerate(zip(frame["correct_answer"], frame["incorrect_answer"]))]
+    return frame
+
+
+@pytest.fixture
+def served(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WARMBENCH_JUDGE_KEY", "loopback-test-key")
+    port = free_port()
+    server = Server(tiny_model_dir, port, tmp_path / "server1.log")
+    yield server, port
+    if server.proc.poll() is None:
+        server.kill()
+
+
+def make_judge(model_dir, port, concurrency=2):
+    return OpenAIChat(str(model_dir), base_url=f"http://127.0.0.1:{port}/v1", api_key_env="WARMBENCH_JUDGE_KEY",
+                      max_concurrency=concurrency, max_retries=8, timeout_s=120)
+
+
+RUBRICS = {"triviaqa": str(REPO / "config" / "prompts" / "judge_triviaqa.txt")}
+SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=12)
+
+
+@pytest.mark.slow
+def test_llm_judge_verdicts_provenance_and_free_rerun(served, tiny_model_dir, tmp_path):
+    server, port = served
+    frame = judge_rows(1)  # 18 prompts
+    cache = CallCache(tmp_path / "calls.sqlite")
+    llm = judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port), cache, SAMPLING)
+    made = server.requests()
+    assert made == llm["judge_calls"] == len(cache) > 0
+    judged = apply_llm_verdicts(judge_frame(frame), llm)
+    assert set(judged["verdict"].dropna()) <= {"CORRECT", "INCORRECT", "REFUSAL"}
+    assert judged["judge_model"].str.contains("smollm2").all()  # the snapshot that answered, per verdict
+    assert judged["judge_raw"].map(bool).all()
+    unclear = judged[judged["llm_verdict"].isna() & ~judged["refusal"]]
+    # a 135M stand-in judge often answers off-format: missing, re-asked once, raw reply kept, never INCORRECT
+    assert (unclear["judge_attempts"] == 2).all() and unclear["incorrect"].map(math.isnan).all()
+    again = judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port), CallCache(tmp_path / "calls.sqlite"),
+                           SAMPLING)
+    assert again["judge_calls"] == 0 and server.requests() == made
+    assert again["llm_verdict"] == llm["llm_verdict"]
+
+
+@pytest.mark.slow
+def test_server_killed_mid_judge_finishes_without_repeating_completed_calls(served, tiny_model_dir, tmp_path):
+    server, port = served
+    frame = judge_rows(2)  # 36 prompts
+    cache_path = tmp_path / "calls.sqlite"
+    outcome = {}
+
+    def work():
+        outcome["llm"] = judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port),
+                                        CallCache(cache_path), SAMPLING, parse_retries=0)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    watcher = CallCache(cache_path)
+    deadline = time.time() + 300
+    while len(watcher) < 6 and time.time() < deadline:
+        time.sleep(0.2)
+    done_before_kill = len(watcher)
+    server.kill()  # mid-run: calls in flight are cut off
+    restarted = Server(tiny_model_dir, port, tmp_path / "server2.log")
+    try:
+        worker.join(timeout=600)
+        assert not worker.is_alive() and "llm" in outcome
+        total = len(CallCache(cache_path))
+        assert total == len(frame)  # every prompt judged once the server was back
+        # the restarted server saw only calls not completed before the kill (a few in flight at the kill may
+        # have completed between reading the count and the kill)
+        assert total - done_before_kill - 2 <= restarted.requests() <= total - done_before_kill
+        assert server.requests() + restarted.requests() <= total + 2
+    finally:
+        restarted.kill()
