@@ -97,7 +97,8 @@ def test_grid_of_jobs():
         ("original", "base"), ("warm_prompt", "base"), ("warm", "epoch2"), ("cold", "epoch2")}
     assert len(cells) == 4 * len(cfg["evaluation"]["datasets"])
     cfg["evaluation"]["checkpoint_selection"] = {"rule": "plateau", "within": 0.1}
-    assert {c.persona for c in wb.eval_cells(cfg)} == {"original", "warm_prompt"}  # the rest waits for warmth
+    assert {(c.persona, c.checkpoint) for c in wb.eval_cells(cfg)} == {
+        ("original", "base"), ("warm_prompt", "base"), ("warm", "selected"), ("cold", "selected")}
     warmth = {(c.persona, c.checkpoint) for c in wb.warmth_cells(cfg)}
     assert ("warm", "epoch0.5") in warmth and ("cold", "epoch1") in warmth and len(warmth) == 2 + 2 * 3
     assert wb.label_epoch(wb.epoch_label(0.5)) == 0.5 and wb.epoch_label(2.0) == "epoch2"

@@ -48,9 +48,11 @@ def test_every_final_output_is_well_formed(run_dir):
     for column in ("rendered_prompt", "prompt_hash", "sampling", "seed", "judge", "model_source"):
         assert graded[column].notna().all(), column
     # the plateau rule picked the evaluated checkpoint; generation used exactly that adapter
-    chosen = json.loads((run_dir / "results/warmth/smollm2/warm/selected.json").read_text())
+    chosen = json.loads((run_dir / "results/warmth/smollm2/warm/chosen_checkpoint.json").read_text())
     assert chosen["checkpoint"] in ("epoch0.5", "epoch1") and len(chosen["trajectory"]) == 2
-    assert (graded.loc[graded["persona"] == "warm", "adapter"].str.endswith("/" + chosen["checkpoint"])).all()
+    warm = graded[graded["persona"] == "warm"]
+    assert warm["adapter"].str.endswith("/" + chosen["checkpoint"]).all()
+    assert (warm["checkpoint"] == chosen["checkpoint"]).all() and (warm["epoch"] == chosen["epoch"]).all()
 
     paired = pd.read_csv(out / "paired_tests.csv")
     assert list(paired.columns[:15]) == ["model", "persona", "dataset", "test_type", "condition", "n_pairs",
@@ -118,7 +120,7 @@ def test_adding_a_model_reruns_only_its_jobs_and_the_aggregates(run_dir):
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], re.M))
     assert "sft_data" not in stats and "persona_rewrite" not in stats and "eval_prompts" not in stats
     assert stats["analysis"] == "1" and stats["base_model"] == "1" and stats["train"] == "2"
-    assert "select_checkpoint" in stats  # the new model's choices (the old ones stand); more appear as they resolve
+    assert stats["select_checkpoint"] == "2"  # the new model's warm and cold choices; the old ones stand
 
 
 def test_lint_reports_nothing_but_the_documented_environment_finding(run_dir):

@@ -1,8 +1,7 @@
 rule analysis:
     # Paired McNemar tests, the main logistic regression with its marginal effect, warmth table, figures.
     input:
-        judged=cell_paths(JUDGED, EVAL_CELLS),
-        judged_selected=get_selected_judged,
+        judged=cell_paths("results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet", EVAL_CELLS),
         warmth=cell_paths("results/warmth/{model}/{persona}/{checkpoint}.json", WARMTH_CELLS),
     output:
         graded="results/analysis/graded.parquet",

@@ -1,6 +1,5 @@
 # Everything that is not a rule: config validation, the job grid, input functions, wildcard constraints.
 # Kept cheap: every SLURM job re-parses this file, so nothing heavy (torch, pandas) is imported here.
-import json
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -25,7 +24,7 @@ WARMTH_CELLS = wb.warmth_cells(config)
 wildcard_constraints:
     model="|".join(config["models"]),
     persona="original|warm_prompt|warm|cold",
-    checkpoint=r"base|epoch\d+(\.\d+)?",
+    checkpoint=r"base|selected|epoch\d+(\.\d+)?",
     dataset="|".join(config["evaluation"]["datasets"] + [wb.VALIDATION_DATASET]),
 
 
@@ -35,27 +34,6 @@ def cell_paths(pattern, cells):
 
 def get_final_output():
     return [*rules.analysis.output, rules.warmth_validation.output.summary]
-
-
-JUDGED = "results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet"
-
-
-def get_selected_judged(wildcards):
-    """Plateau rule only: judged tables of trained personas at the checkpoint their warmth trajectory chose.
-
-    Kept apart from the statically known inputs: while a checkpoint is incomplete Snakemake drops the rest of
-    an input function's result, and the analysis would then look up to date after a model is added.
-    """
-    paths = []
-    if wb.fixed_epoch(config) is None:
-        for model in config["models"]:
-            for persona in config["persona_rewrite"]["personas"]:
-                chosen = checkpoints.select_checkpoint.get(model=model, persona=persona).output[0]
-                with open(chosen) as handle:
-                    label = json.load(handle)["checkpoint"]
-                paths += [JUDGED.format(model=model, persona=persona, checkpoint=label, dataset=d)
-                          for d in config["evaluation"]["datasets"]]
-    return paths
 
 
 def get_base_model(wildcards):
@@ -76,6 +54,13 @@ def get_adapter(wildcards):
     # Trained personas read their LoRA checkpoints; the original model and the warm system prompt read none.
     if wildcards.persona in wb.PERSONAS_TRAINED:
         return [f"results/train/{wildcards.model}/{wildcards.persona}"]
+    return []
+
+
+def get_selection(wildcards):
+    # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory.
+    if wildcards.checkpoint == wb.SELECTED_CHECKPOINT:
+        return [f"results/warmth/{wildcards.model}/{wildcards.persona}/chosen_checkpoint.json"]
     return []
 
 

@@ -5,6 +5,7 @@ rule generate:
         prompts=get_prompts,
         base_model=get_base_model,
         adapter=get_adapter,
+        selection=get_selection,
         system_prompt=get_system_prompt,
     output:
         "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet",

@@ -18,8 +18,8 @@ rule warmth:
         STAGE
 
 
-checkpoint select_checkpoint:
-    # Plateau rule only (config evaluation.checkpoint_selection): the evaluated checkpoint from the trajectory.
+rule select_checkpoint:
+    # With the plateau rule (evaluation.checkpoint_selection), pick the evaluated checkpoint from warmth.
     input:
         summaries=lambda wc: [
             f"results/warmth/{wc.model}/{wc.persona}/{wb.epoch_label(e)}.json"
@@ -27,7 +27,7 @@ checkpoint select_checkpoint:
         ],
         original="results/warmth/{model}/original/base.json",
     output:
-        "results/warmth/{model}/{persona}/selected.json",
+        "results/warmth/{model}/{persona}/chosen_checkpoint.json",
     params:
         selection=config["evaluation"]["checkpoint_selection"],
     wildcard_constraints:

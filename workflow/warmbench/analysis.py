@@ -181,8 +181,7 @@ def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = "table", length
 
 def run(smk) -> None:
     cfg = smk.params.analysis
-    judged = [*smk.input.judged, *smk.input.judged_selected]
-    graded = pd.concat([pd.read_parquet(p) for p in judged], ignore_index=True)
+    graded = pd.concat([pd.read_parquet(p) for p in smk.input.judged], ignore_index=True)
     write_table(smk.output.graded, graded)
     paired = paired_tests(graded, cfg["fdr_family"])
     write_table(smk.output.paired_tests, paired)

@@ -12,6 +12,7 @@ from pathlib import Path
 PERSONAS_TRAINED = ("warm", "cold")
 PERSONAS_UNTRAINED = ("original", "warm_prompt")
 BASE_CHECKPOINT = "base"
+SELECTED_CHECKPOINT = "selected"  # the checkpoint the plateau rule picks from the warmth trajectory
 VALIDATION_DATASET = "validation"
 
 
@@ -41,6 +42,8 @@ def label_epoch(checkpoint: str) -> float:
     """Inverse of epoch_label; the base model is epoch 0."""
     if checkpoint == BASE_CHECKPOINT:
         return 0.0
+    if checkpoint == SELECTED_CHECKPOINT:
+        return float("nan")  # known only once selected; generate records the real epoch
     match = re.fullmatch(r"epoch(\d+(?:\.\d+)?)", checkpoint)
     if not match:
         raise ValueError(f"not a checkpoint label: {checkpoint!r}")
@@ -71,13 +74,13 @@ def fixed_epoch(config: dict) -> float | None:
 
 
 def eval_cells(config: dict) -> list[Cell]:
-    """Evaluation grid known before any job runs: original, warm system prompt, and, when the evaluated
-    epoch is fixed, each trained persona at that epoch (with the plateau rule those cells are added once
-    the warmth trajectory has picked the checkpoint)."""
+    """Evaluation grid: original, warm system prompt, and each trained persona at the fixed epoch or, with
+    the plateau rule, at `selected` (its generate job reads which checkpoint the trajectory picked). The
+    grid is the same before and after any job runs, so a dry run shows the whole study."""
     epoch = fixed_epoch(config)
+    trained = epoch_label(epoch) if epoch is not None else SELECTED_CHECKPOINT
     variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    if epoch is not None:
-        variants += [(p, epoch_label(epoch)) for p in config["persona_rewrite"]["personas"]]
+    variants += [(p, trained) for p in config["persona_rewrite"]["personas"]]
     return [
         Cell(model, persona, checkpoint, dataset)
         for model in config["models"]

@@ -63,14 +63,17 @@ def run(smk) -> None:
     wc = smk.wildcards
     prompts = pd.read_parquet(smk.input.prompts)
     chat = TransformersChat(smk.input.base_model, dtype=smk.params.model["dtype"], threads=smk.threads)
-    epoch = None
+    epoch, checkpoint = None, wc.checkpoint
     if wc.persona in PERSONAS_TRAINED:
-        entry = checkpoint_entry(smk.input.adapter[0], wc.checkpoint)
+        if smk.input.selection:  # `selected`: the checkpoint the warmth plateau rule picked
+            checkpoint = json.loads(Path(smk.input.selection[0]).read_text())["checkpoint"]
+            log.info("plateau rule selected %s", checkpoint)
+        entry = checkpoint_entry(smk.input.adapter[0], checkpoint)
         chat.use_adapter(wc.persona, entry["path"])
         epoch = entry["epoch"]
     system_prompt = Path(smk.input.system_prompt[0]).read_text().strip() if smk.input.system_prompt else None
     frame = generate_cell(
-        prompts, chat, model=wc.model, persona=wc.persona, checkpoint=wc.checkpoint,
+        prompts, chat, model=wc.model, persona=wc.persona, checkpoint=checkpoint,
         sampling=Sampling.from_config(smk.params.sampling), batch_size=smk.params.batch_size,
         seed=smk.params.seed, system_prompt=system_prompt, epoch=epoch, model_source=smk.params.model["source"],
     )
