@@ -116,3 +116,21 @@ def test_malformed_paper_file_names_the_file(tmp_path):
     (folder / "trivia_warm_outputs.csv").write_text("content_key,output\nq,a\n")
     with pytest.raises(DataError, match="trivia_warm_outputs.csv: no prompt template column"):
         import_paper_outputs(tmp_path)
+
+
+def test_figures_from_paired_tests(tmp_path):
+    from warmbench import figures
+
+    paired = paired_tests(simulated_graded(rows=6_000, seed=1))
+    for name in ("error_by_condition", "error_distributions", "accuracy_change"):
+        getattr(figures, name)(paired, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_paired_difference_interval():
+    from warmbench.figures import paired_difference
+
+    diff, half = paired_difference(b=8, c=2, n=20)  # 6 more errors among 20 pairs: -30 pp
+    assert diff == pytest.approx(-30.0)
+    assert half == pytest.approx(100 * 1.96 * np.sqrt(10 - 36 / 20) / 20)

@@ -72,8 +72,9 @@ def test_every_final_output_is_well_formed(run_dir):
     assert sorted(warmth.loc[warmth["persona"] == "warm", "epoch"]) == pytest.approx(
         [c["epoch"] for c in manifest["checkpoints"]])
 
-    for png in ("warmth_vs_epoch.png", "error_by_condition.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for figure in ("warmth_vs_epoch", "error_by_condition", "error_distributions", "accuracy_change"):
+        assert (out / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_rewrite_validation_reports_its_numbers(run_dir):

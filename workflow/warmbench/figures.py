@@ -14,8 +14,12 @@ DATASET_COLORS = {"triviaqa": "#1f77b4", "truthfulqa": "#ff7f0e", "disinfo": "#2
 
 
 def _save(fig, path) -> None:
+    """PNG (the report shows it) and a PDF beside it (vector, for papers)."""
+    from pathlib import Path
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    fig.savefig(Path(path).with_suffix(".pdf"))
     plt.close(fig)
 
 
