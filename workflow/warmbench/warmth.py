@@ -61,12 +61,15 @@ class SocioTScorer:
                 ids[row, : len(seq)] = torch.tensor(seq)
                 attention[row, : len(seq)] = 1
                 scored[row, len(self.prefix_ids[p]) : len(seq)] = True
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
-            # token i is predicted from position i-1
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
             mask = scored[:, 1:]
-            per_text = (logprobs * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+                # token i is predicted from position i-1; only scored positions reach the (fused)
+                # log-softmax, so no full-vocabulary copy of every position is made
+                nll = torch.nn.functional.cross_entropy(logits[mask].float(), ids[:, 1:][mask], reduction="none")
+            per_position = torch.zeros(mask.shape, dtype=torch.float32)
+            per_position[mask] = -nll
+            per_text = per_position.sum(-1) / mask.sum(-1).clamp(min=1)
             for (t, p), value in zip(chunk, per_text.tolist()):
                 out[t, p] = value
         return out
