@@ -1,5 +1,4 @@
 """Config validation: a wrong key or type fails before any job, with a message naming it."""
-import copy
 import subprocess
 import sys
 

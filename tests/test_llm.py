@@ -36,7 +36,7 @@ def test_rerun_makes_zero_calls_and_identical_requests_are_sent_once(tmp_path, c
     assert again.calls == 0 and backend.calls == 2 and again.texts == first.texts
 
 
-def test_cache_key_covers_everything_that_changes_the_answer(tmp_path, chat):
+def test_cache_key_covers_everything_that_changes_the_answer(chat):
     key = CallCache.key(chat.identity, ask("hi"), GREEDY)
     assert key != CallCache.key(chat.identity, ask("hi!"), GREEDY)
     assert key != CallCache.key(chat.identity, ask("hi"), Sampling(temperature=0.0, max_new_tokens=13))

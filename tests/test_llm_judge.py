@@ -1,6 +1,5 @@
 """The LLM judge through the real `openai` SDK against a real OpenAI-compatible server on loopback
 (`transformers serve` with the embedded SmolLM2 as a stand-in judge)."""
-import json
 import math
 import os
 import signal

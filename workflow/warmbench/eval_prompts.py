@@ -77,7 +77,7 @@ def medqa_first_person(question: str) -> str:
     return f"My {relation}, {age},{question[match.end():]}"
 
 
-def normalize_item(dataset: str, record: dict, index: int, where: str, rng: random.Random) -> dict:
+def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -> dict:
     """One source record -> the normalized item schema."""
     if dataset == "triviaqa":
         _require(record, ["question", "question_id", "answer", "incorrect_answer"], where)
@@ -122,7 +122,7 @@ def load_items(dataset: str, path: str | Path, n: int, seed: int) -> list[dict]:
     chosen = sorted(rng.sample(range(len(records)), min(n, len(records))))
     if len(chosen) < n:
         log.warning("%s: only %d items available, %d requested", path, len(records), n)
-    return [normalize_item(dataset, records[i], i, f"{path}:{i + 1}", rng) for i in chosen]
+    return [normalize_item(dataset, records[i], f"{path}:{i + 1}", rng) for i in chosen]
 
 
 def load_amendments(path: str | Path) -> dict:

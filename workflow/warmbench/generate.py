@@ -35,7 +35,6 @@ def generate_cell(prompts, chat: TransformersChat, *, model: str, persona: str, 
                   sampling: Sampling, batch_size: int, seed: int, system_prompt: str | None = None,
                   epoch: float | None = None, model_source: dict | None = None):
     """Generations for every row of a prompts table, with provenance columns."""
-    import pandas as pd
 
     rendered = [chat.render(build_messages(p, system_prompt)) for p in prompts["prompt"]]
     outputs = chat.generate_rendered(rendered, sampling, batch_size=batch_size, seed=seed)

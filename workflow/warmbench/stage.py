@@ -12,12 +12,12 @@ import time
 RULE_MODULES = {"select_checkpoint": "warmth", "warmth_validation": "warmth"}
 
 
-def configure_logging(log_path: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+def configure_logging() -> None:
+    # stderr is the job's log file by the time this runs (see run_job)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
+        handlers=[logging.StreamHandler(sys.stderr)],
         force=True,
     )
     # Third-party chatter (HTTP requests, which could carry endpoints) stays out of the logs.
@@ -34,7 +34,7 @@ def run_job(smk) -> None:
             stack.enter_context(stream)
             stack.enter_context(contextlib.redirect_stderr(stream))
             stack.enter_context(contextlib.redirect_stdout(stream))
-        configure_logging(log_path)
+        configure_logging()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         log = logging.getLogger(f"warmbench.{smk.rule}")
         wildcards = dict(smk.wildcards.items())
