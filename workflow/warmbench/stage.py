@@ -8,8 +8,23 @@ import os
 import sys
 import time
 
-# Rules whose logic lives in a module of another name (one module per stage, several rules per stage).
-RULE_MODULES = {"select_checkpoint": "warmth", "warmth_validation": "warmth"}
+# Rules whose entry point is not warmbench.<rule>.run (one module per stage, several rules per stage).
+RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
+                    "warmth_validation": ("warmth", "run_validation"),
+                    "download_dataset": ("download", "run"),
+                    "download_scorer": ("base_model", "run")}
+
+
+# Rules that may reach the Hugging Face hub: Snakemake `localrules`, run on the submit host. Every other job
+# runs offline, so a compute node without internet fails at once, naming what was not pre-fetched.
+ONLINE_RULES = ("download_dataset", "download_scorer", "base_model")
+_OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub file must be downloaded by a "
+                 "local rule first (models: a `models` entry; the warmth scorer: a `models` key or a local path)")
+
+
+def entrypoint(rule: str):
+    module, function = RULE_ENTRYPOINTS.get(rule, (rule, "run"))
+    return getattr(importlib.import_module(f"warmbench.{module}"), function)
 
 
 def configure_logging() -> None:
@@ -36,12 +51,20 @@ def run_job(smk) -> None:
             stack.enter_context(contextlib.redirect_stdout(stream))
         configure_logging()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if smk.rule not in ONLINE_RULES:
+            os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
         log = logging.getLogger(f"warmbench.{smk.rule}")
         wildcards = dict(smk.wildcards.items())
         log.info("start rule=%s wildcards=%s threads=%s", smk.rule, wildcards, smk.threads)
         started = time.perf_counter()
         try:
-            importlib.import_module(f"warmbench.{RULE_MODULES.get(smk.rule, smk.rule)}").run(smk)
+            entrypoint(smk.rule)(smk)
+        except OSError as err:
+            if smk.rule not in ONLINE_RULES and "offline" in str(err).lower():
+                log.error("rule %s: %s (%s)", smk.rule, _OFFLINE_HINT, err)
+                raise RuntimeError(f"rule {smk.rule}: {_OFFLINE_HINT}: {err}") from err
+            log.exception("rule %s failed", smk.rule)
+            raise
         except Exception:
             log.exception("rule %s failed", smk.rule)
             raise

@@ -40,8 +40,25 @@ class SocioTScorer:
             self.tokenizer(f'{p}, "', add_special_tokens=False)["input_ids"] for p in WARM_PREFIXES + COLD_PREFIXES
         ]
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # Models that rescale or cap logits after the LM head must go through their own forward.
+        config = self.model.config
+        self.head_only = not any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
 
-    def loglik(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def _nll(self, ids, attention, mask):
+        """Negative log-likelihood of each scored token (mask: positions 1.. whose token is text)."""
+        import torch
+
+        if self.head_only:
+            # The LM head (a third of a small model's FLOPs) only at scored positions: prefix and pad
+            # positions never get a vocabulary-sized row of logits.
+            hidden = self.model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+            logits = self.model.get_output_embeddings()(hidden[mask])
+        else:
+            logits = self.model(input_ids=ids, attention_mask=attention).logits[:, :-1][mask]
+        # token i is predicted from position i-1; the log-softmax is fused into the loss, in float32
+        return torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][mask], reduction="none")
+
+    def loglik(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
         """Mean per-token log-likelihood of each text under each prefix: array (n_texts, n_prefixes)."""
         import torch
         from tqdm import tqdm
@@ -63,10 +80,7 @@ class SocioTScorer:
                 scored[row, len(self.prefix_ids[p]) : len(seq)] = True
             mask = scored[:, 1:]
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-                # token i is predicted from position i-1; only scored positions reach the (fused)
-                # log-softmax, so no full-vocabulary copy of every position is made
-                nll = torch.nn.functional.cross_entropy(logits[mask].float(), ids[:, 1:][mask], reduction="none")
+                nll = self._nll(ids, attention, mask)
             per_position = torch.zeros(mask.shape, dtype=torch.float32)
             per_position[mask] = -nll
             per_text = per_position.sum(-1) / mask.sum(-1).clamp(min=1)
@@ -194,7 +208,8 @@ def run_validation(smk) -> None:
     from .io import read_jsonl
 
     cfg = smk.params.warmth
-    scorer = SocioTScorer(smk.input.scorer[0] if smk.input.scorer else cfg["scorer"], threads=smk.threads)
+    scorer = SocioTScorer(smk.input.scorer[0] if smk.input.scorer else cfg["scorer"], threads=smk.threads,
+                          dtype=cfg["dtype"])
     pairs = {Path(p).stem: rewrite_pairs(list(read_jsonl(p))) for p in smk.input.rewrites}
     summary, per_text = validate_rewrites(pairs, scorer, cfg["max_chars"], cfg["batch_size"])
     write_table(smk.output.summary, summary)
@@ -205,13 +220,9 @@ def run_validation(smk) -> None:
 def run(smk) -> None:
     import pandas as pd
 
-    if smk.rule == "select_checkpoint":
-        return run_select_checkpoint(smk)
-    if smk.rule == "warmth_validation":
-        return run_validation(smk)
     cfg = smk.params.warmth
     scorer_dir = smk.input.scorer[0] if smk.input.scorer else cfg["scorer"]
-    scorer = SocioTScorer(scorer_dir, threads=smk.threads)
+    scorer = SocioTScorer(scorer_dir, threads=smk.threads, dtype=cfg["dtype"])
     per_text, summary = score_generations(pd.read_parquet(smk.input.generations), scorer, cfg["max_chars"],
                                           cfg["bootstrap"], smk.params.seed, cfg["batch_size"])
     summary["scorer"] = str(scorer_dir)
