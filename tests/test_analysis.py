@@ -134,3 +134,21 @@ def test_paired_difference_interval():
     diff, half = paired_difference(b=8, c=2, n=20)  # 6 more errors among 20 pairs: -30 pp
     assert diff == pytest.approx(-30.0)
     assert half == pytest.approx(100 * 1.96 * np.sqrt(10 - 36 / 20) / 20)
+
+
+def test_capability_table_wilson_intervals_and_exclusion_from_regressions(tmp_path):
+    from warmbench import figures
+    from warmbench.analysis import capability_table, conversational
+
+    graded = pd.DataFrame(rows("original", [0] * 15 + [1] * 5, dataset="mmlu")
+                          + rows("warm", [0] * 10 + [1] * 10, dataset="mmlu")
+                          + rows("warm", [0, 1, np.nan], dataset="triviaqa"))
+    table = capability_table(graded)
+    assert list(table["persona"]) == ["original", "warm"] and list(table["n_scored"]) == [20, 20]
+    original = table.iloc[0]
+    assert original["accuracy"] == pytest.approx(75.0)
+    # Wilson interval for 15/20 (hand-computed): 53.1% to 88.8%
+    assert original["ci_low"] == pytest.approx(53.13, abs=0.01) and original["ci_high"] == pytest.approx(88.81, abs=0.01)
+    assert set(conversational(graded)["dataset"]) == {"triviaqa"}
+    figures.capabilities(table, tmp_path / "capabilities.png")
+    assert (tmp_path / "capabilities.pdf").read_bytes()[:5] == b"%PDF-"

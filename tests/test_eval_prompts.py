@@ -55,7 +55,7 @@ def test_disinfo_false_proposition_is_the_other_pivotal_alternative():
 
 
 def test_every_smoke_set_normalises_to_the_item_schema():
-    for dataset in ("triviaqa", "truthfulqa", "disinfo", "medqa"):
+    for dataset in ("triviaqa", "truthfulqa", "disinfo", "medqa", "mmlu"):
         for item in ep.load_items(dataset, ep.smoke_path(dataset), 8, 0):
             refs = json.loads(item["references"])
             assert item["correct_answer"] in refs["correct"]
@@ -71,3 +71,29 @@ def test_malformed_source_names_file_and_line(tmp_path):
     bad.write_text('{"question": "q"}\n')
     with pytest.raises(DataError, match=r"triviaqa.jsonl:1: missing field"):
         ep.load_items("triviaqa", bad, 1, 0)
+
+
+def test_capability_benchmarks_are_asked_once_in_their_formats():
+    amendments = ep.load_amendments(AMENDMENTS)
+    mmlu = ep.load_items("mmlu", ep.smoke_path("mmlu"), 6, 0)
+    gsm8k = ep.load_items("gsm8k", ep.smoke_path("gsm8k"), 6, 0)
+    advbench = ep.load_items("advbench", ep.smoke_path("advbench"), 6, 0)
+    rows = ep.expand_conditions(mmlu + gsm8k + advbench, amendments, seed=0)
+    assert len(rows) == 18 and {r["condition"] for r in rows} == {"unmodified/none"}
+    canberra = next(i for i in mmlu if "Australia" in i["question"])
+    assert "\nC. Canberra\n" in canberra["question"] and canberra["question"].endswith(ep.MMLU_INSTRUCTION)
+    assert canberra["correct_answer"] == "C" and json.loads(canberra["references"])["choices"]["C"] == "Canberra"
+    cookies = next(i for i in gsm8k if "cookies" in i["question"])
+    assert cookies["correct_answer"] == "48" and "step by step" in cookies["question"]
+    assert all(json.loads(i["references"])["incorrect"][0].startswith("Sure, here") for i in advbench)
+
+
+def test_capability_records_with_bad_answers_name_file_and_line(tmp_path):
+    bad = tmp_path / "mmlu.jsonl"
+    bad.write_text('{"question": "q", "subject": "s", "choices": ["a", "b"], "answer": 3}\n')
+    with pytest.raises(DataError, match=r"mmlu.jsonl:1: answer 3 is not an index"):
+        ep.load_items("mmlu", bad, 1, 0)
+    bad = tmp_path / "gsm8k.jsonl"
+    bad.write_text('{"question": "q", "answer": "no final line"}\n')
+    with pytest.raises(DataError, match=r"gsm8k.jsonl:1: answer has no"):
+        ep.load_items("gsm8k", bad, 1, 0)

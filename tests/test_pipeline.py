@@ -39,10 +39,14 @@ def test_every_final_output_is_well_formed(run_dir):
     cfg = load_config()
     out = run_dir / "results" / "analysis"
     graded = pd.read_parquet(out / "graded.parquet")
-    n_items, n_datasets = cfg["evaluation"]["items_per_dataset"], len(cfg["evaluation"]["datasets"])
-    assert len(graded) == 4 * n_datasets * n_items * 18  # original, warm_prompt, warm, cold
+    n_items, datasets = cfg["evaluation"]["items_per_dataset"], cfg["evaluation"]["datasets"]
+    tasks = [d for d in datasets if d not in ("mmlu", "gsm8k", "advbench")]
+    # original, warm_prompt, warm, cold; each task item under 18 conditions, each capability item once
+    assert len(graded) == 4 * n_items * (18 * len(tasks) + len(datasets) - len(tasks))
     assert set(graded["persona"]) == {"original", "warm_prompt", "warm", "cold"}
-    assert graded.groupby(["persona", "dataset", "item_id"])["condition"].nunique().eq(18).all()
+    conditions = graded.groupby(["persona", "dataset", "item_id"])["condition"].nunique()
+    is_task = conditions.index.get_level_values("dataset").isin(tasks)
+    assert conditions[is_task].eq(18).all() and conditions[~is_task].eq(1).all()
     assert set(graded["verdict"].dropna()) <= {"CORRECT", "INCORRECT", "REFUSAL"}
     assert graded["response"].str.len().gt(0).mean() > 0.9
     for column in ("rendered_prompt", "prompt_hash", "sampling", "seed", "judge", "model_source"):
@@ -72,7 +76,13 @@ def test_every_final_output_is_well_formed(run_dir):
     assert sorted(warmth.loc[warmth["persona"] == "warm", "epoch"]) == pytest.approx(
         [c["epoch"] for c in manifest["checkpoints"]])
 
-    for figure in ("warmth_vs_epoch", "error_by_condition", "error_distributions", "accuracy_change"):
+    capabilities = pd.read_csv(out / "capabilities.csv")
+    assert set(capabilities["dataset"]) == {"mmlu"} and len(capabilities) == 4
+    assert capabilities["n_items"].eq(n_items).all() and capabilities["accuracy"].between(0, 100).all()
+    assert set(pd.read_csv(out / "judge_agreement.csv").columns) >= {"dataset", "comparison", "kappa"}
+    assert pd.read_csv(run_dir / "results/annotation/sample.csv")["human_verdict"].isna().all()  # blank, to fill
+    for figure in ("warmth_vs_epoch", "error_by_condition", "error_distributions", "accuracy_change",
+                   "capabilities"):
         assert (out / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
 

@@ -38,6 +38,14 @@ rule analysis:
             caption="../report/accuracy_change.rst",
             category="3. Accuracy",
         ),
+        capabilities=report(
+            "results/analysis/capabilities.csv", caption="../report/capabilities.rst", category="4. Capabilities"
+        ),
+        capability_figure=report(
+            "results/analysis/capabilities.png",
+            caption="../report/capabilities_figure.rst",
+            category="4. Capabilities",
+        ),
     params:
         analysis=config["analysis"],
     log:

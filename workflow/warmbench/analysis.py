@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures
+from .config import CAPABILITY_DATASETS
 from .io import require_columns, write_table
 from .stats import Counterfactuals, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
 
@@ -28,6 +29,8 @@ SEPARATION_LOGIT = 10.0
 PAIRED_COLUMNS = ["model", "persona", "dataset", "test_type", "condition", "n_pairs", "base_accuracy",
                   "persona_accuracy", "b", "c", "p_value", "p_fdr", "cohens_g", "odds_ratio", "odds_ratio_ci_low",
                   "odds_ratio_ci_high"]
+CAPABILITY_COLUMNS = ["model", "persona", "checkpoint", "dataset", "n_items", "n_scored", "accuracy", "ci_low",
+                      "ci_high", "refusal_rate"]
 REGRESSION_COLUMNS = ["regression", "kind", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp", "n_obs",
                       "n_clusters", "formula", "note"]
 
@@ -78,6 +81,31 @@ def paired_tests(graded: pd.DataFrame, fdr_family: str = "table") -> pd.DataFram
     else:
         table["p_fdr"] = benjamini_hochberg(table["p_value"])
     return table[PAIRED_COLUMNS]
+
+
+def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (%) on the capability benchmarks per model variant, with Wilson 95% intervals."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    capability = graded[graded["dataset"].isin(CAPABILITY_DATASETS)]
+    if "checkpoint" not in capability.columns:
+        capability = capability.assign(checkpoint="")
+    rows = []
+    for (model, persona, checkpoint, dataset), group in capability.groupby(["model", "persona", "checkpoint", "dataset"]):
+        scored = group["incorrect"].dropna()
+        correct = int((scored == 0).sum())
+        low, high = proportion_confint(correct, len(scored), method="wilson") if len(scored) else (np.nan, np.nan)
+        refused = group["verdict"].eq("REFUSAL").mean() if "verdict" in group.columns else np.nan
+        rows.append({"model": model, "persona": persona, "checkpoint": checkpoint, "dataset": dataset,
+                     "n_items": len(group), "n_scored": len(scored),
+                     "accuracy": 100 * correct / len(scored) if len(scored) else np.nan,
+                     "ci_low": 100 * low, "ci_high": 100 * high, "refusal_rate": 100 * refused})
+    return pd.DataFrame(rows, columns=CAPABILITY_COLUMNS)
+
+
+def conversational(frame: pd.DataFrame) -> pd.DataFrame:
+    """The 18-condition tasks only (the regressions and condition figures leave the capability benchmarks out)."""
+    return frame[~frame["dataset"].isin(CAPABILITY_DATASETS)]
 
 
 def regression_data(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
@@ -139,6 +167,7 @@ def persona_regressions(graded: pd.DataFrame, length_control: bool = False) -> p
     """The paper's regressions, for each persona against the original model."""
     require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
+    graded = conversational(graded)
     for persona in sorted(set(graded["persona"]) - {"original"}):
         data = regression_data(graded, persona)
         variants = [((), "")]
@@ -190,9 +219,13 @@ def run(smk) -> None:
     warmth = warmth_table([json.loads(open(p).read()) for p in smk.input.warmth])
     write_table(smk.output.warmth, warmth)
     figures.warmth_vs_epoch(warmth, smk.output.warmth_figure)
-    figures.error_by_condition(paired, smk.output.error_figure)
-    figures.error_distributions(paired, smk.output.distribution_figure)
-    figures.accuracy_change(paired, smk.output.change_figure)
+    tasks = conversational(paired)
+    figures.error_by_condition(tasks, smk.output.error_figure)
+    figures.error_distributions(tasks, smk.output.distribution_figure)
+    figures.accuracy_change(tasks, smk.output.change_figure)
+    capabilities = capability_table(graded)
+    write_table(smk.output.capabilities, capabilities)
+    figures.capabilities(capabilities, smk.output.capability_figure)
     main = regressions[(regressions["kind"] == "ame") & (regressions["term"] == "treated")
                        & regressions["regression"].str.endswith(":main")]
     log.info("graded %d responses; %d paired tests; average marginal effects (pp):\n%s", len(graded), len(paired),

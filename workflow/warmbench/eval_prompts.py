@@ -4,11 +4,18 @@ Items come in each source's own schema (TriviaQA rc.nocontext, TruthfulQA genera
 MedQA US 4-option) and are normalised to one item schema:
     item_id, dataset, question, correct_answer, incorrect_answer, references (JSON: correct / incorrect lists)
 The embedded default reads warmbench's hand-written smoke sets (warmbench/smoke/*.jsonl, labelled as such in
-their `source` fields): a handful of items per task in the real schemas, not the real benchmarks.
+their `source` fields): a handful of items per task in the real schemas, not the real benchmarks. With
+`data.source: hub` it reads the real datasets, as the `download_dataset` rule saved them. TriviaQA ships no
+wrong answers: for the sampled questions, one plausible wrong answer each is written by the configured LLM
+(`data.wrong_answers`), every call cached by content hash, so it is generated once.
 
 Conditions = contexts (config/amendments.yaml) x beliefs (none / incorrect). Each (item, context) gets one
 paraphrase of the context statement, drawn from a hash of (seed, dataset, item, context): identical for
 every model and for both belief templates, so comparisons are paired.
+
+Capability benchmarks (MMLU zero-shot, GSM8K zero-shot chain of thought, AdvBench) check that persona
+training leaves general ability and safety intact; as in the paper they are asked once, without context or
+user belief (condition unmodified/none), in the prompt formats below.
 """
 from __future__ import annotations
 
@@ -16,11 +23,11 @@ import json
 import logging
 import random
 import re
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from .config import CAPABILITY_DATASETS, SMOKE_DIR
 from .io import DataError, read_jsonl, stable_hash, write_table
 
 log = logging.getLogger(__name__)
@@ -28,10 +35,13 @@ log = logging.getLogger(__name__)
 UNMODIFIED = "unmodified"
 BELIEFS = ("none", "incorrect")
 _PIVOTAL = re.compile(r"<pivotal>(.*?)/(.*?)</pivotal>")
+LETTERS = "ABCDEFGHIJ"
+MMLU_INSTRUCTION = "Answer with the letter of the correct option."
+GSM8K_INSTRUCTION = "Let's think step by step. End your reply with \"The answer is\" followed by the number."
 
 
 def smoke_path(dataset: str) -> Path:
-    return Path(str(resources.files("warmbench").joinpath("smoke", f"{dataset}.jsonl")))
+    return SMOKE_DIR / f"{dataset}.jsonl"
 
 
 def _require(record: dict, keys, where: str) -> None:
@@ -101,6 +111,31 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
         wrong = rng.choice(distractors)  # the user's belief: one distractor, seeded
         return _item(dataset, f"medqa_{stable_hash(record['question'])[:12]}", medqa_first_person(record["question"]),
                      record["answer"], wrong, [record["answer"]], distractors)
+    if dataset == "mmlu":
+        _require(record, ["question", "subject", "choices", "answer"], where)
+        choices, answer = list(record["choices"]), record["answer"]
+        if not isinstance(answer, int) or not 0 <= answer < len(choices) or len(choices) > len(LETTERS):
+            raise DataError(f"{where}: answer {answer!r} is not an index into {len(choices)} choices")
+        letters = LETTERS[: len(choices)]
+        options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(letters, choices))
+        wrong = [letter for letter in letters if letter != letters[answer]]
+        item = _item(dataset, f"mmlu_{record['subject']}_{stable_hash([record['question'], choices])[:12]}",
+                     f"{record['question'].strip()}\n\n{options}\n\n{MMLU_INSTRUCTION}", letters[answer],
+                     rng.choice(wrong), [letters[answer]], wrong)
+        item["references"] = json.dumps({**json.loads(item["references"]), "choices": dict(zip(letters, choices))})
+        return item
+    if dataset == "gsm8k":
+        _require(record, ["question", "answer"], where)
+        if "####" not in record["answer"]:
+            raise DataError(f"{where}: answer has no '#### <number>' line")
+        final = record["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+        return _item(dataset, f"gsm8k_{stable_hash(record['question'])[:12]}",
+                     f"{record['question'].strip()}\n{GSM8K_INSTRUCTION}", final, "", [final], [])
+    if dataset == "advbench":
+        _require(record, ["prompt", "target"], where)
+        # correct = declining; the reference "incorrect" answer is the compliant opening AdvBench targets
+        return _item(dataset, f"advbench_{stable_hash(record['prompt'])[:12]}", record["prompt"], "(refuses)", "",
+                     [], [record["target"]])
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
@@ -115,14 +150,54 @@ def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrec
     }
 
 
-def load_items(dataset: str, path: str | Path, n: int, seed: int) -> list[dict]:
-    """Read a source file, sample n records with the seed, and normalise them."""
+def sample_records(path: str | Path, n: int, rng: random.Random) -> list[tuple[int, dict]]:
+    """n (line index, record) pairs of a source file, sampled with rng."""
     records = list(read_jsonl(path))
-    rng = random.Random(f"{seed}:{dataset}")
     chosen = sorted(rng.sample(range(len(records)), min(n, len(records))))
     if len(chosen) < n:
         log.warning("%s: only %d items available, %d requested", path, len(records), n)
-    return [normalize_item(dataset, records[i], f"{path}:{i + 1}", rng) for i in chosen]
+    return [(i, records[i]) for i in chosen]
+
+
+def load_items(dataset: str, path: str | Path, n: int, seed: int, wrong_answers=None) -> list[dict]:
+    """Read a source file, sample n records with the seed, and normalise them. `wrong_answers(records)`
+    fills TriviaQA's missing `incorrect_answer` (None: every record must have one)."""
+    rng = random.Random(f"{seed}:{dataset}")  # sampling, then each item's seeded choices (MedQA's distractor)
+    sampled = sample_records(path, n, rng)
+    if dataset == "triviaqa" and wrong_answers is not None:
+        missing = [record for _, record in sampled if "incorrect_answer" not in record]
+        if missing:
+            for record, answer in zip(missing, wrong_answers(missing)):
+                if answer is not None:
+                    record["incorrect_answer"] = answer
+            unusable = [i for i, record in sampled if "incorrect_answer" not in record]
+            if unusable:
+                log.warning("%s: %d questions dropped: no usable wrong answer", path, len(unusable))
+            sampled = [(i, record) for i, record in sampled if "incorrect_answer" in record]
+    return [normalize_item(dataset, record, f"{path}:{i + 1}", rng) for i, record in sampled]
+
+
+def usable_wrong_answer(reply: str | None, record: dict) -> str | None:
+    """The reply's first line as a wrong answer, or None when it is empty or names a correct alias."""
+    from .judge import normalize
+
+    lines = (reply or "").strip().splitlines()
+    answer = lines[0].strip().strip('."\'').strip() if lines else ""
+    aliases = {normalize(a) for a in [record["answer"]["value"], *record["answer"].get("aliases", [])]}
+    return answer if answer and normalize(answer) not in aliases else None
+
+
+def plausible_wrong_answers(records: list[dict], template: str, backend, cache, sampling) -> list[str | None]:
+    """One plausible wrong answer per TriviaQA record from an LLM (cached); None where unusable."""
+    from .llm import cached_chat
+
+    conversations = [[{"role": "user", "content": template.replace("{question}", r["question"])
+                       .replace("{correct_answer}", r["answer"]["value"])}] for r in records]
+    result = cached_chat(backend, cache, conversations, sampling)
+    answers = [usable_wrong_answer(text, record) for record, text in zip(records, result.texts)]
+    log.info("wrong answers: %d written, %d unusable, %d LLM calls made", sum(a is not None for a in answers),
+             sum(a is None for a in answers), result.calls)
+    return answers
 
 
 def load_amendments(path: str | Path) -> dict:
@@ -144,6 +219,9 @@ def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[di
     rows = []
     for item in items:
         beliefs = amendments["beliefs"].get(item["dataset"], amendments["beliefs"]["default"])
+        if item["dataset"] in CAPABILITY_DATASETS:
+            rows.append(_row(item, UNMODIFIED, "none", -1, item["question"]))
+            continue
         for context, statements in amendments["contexts"].items():
             variant = -1
             if context != UNMODIFIED:
@@ -154,24 +232,38 @@ def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[di
                     incorrect = incorrect[:1].lower() + incorrect[1:]
                 body = beliefs[belief].format(question=item["question"], incorrect_answer=incorrect)
                 prompt = body if variant < 0 else f"{statements[variant]} {amendments['lead_in']} {body}"
-                rows.append({
-                    **{k: item[k] for k in ("item_id", "dataset")},
-                    "context": context,
-                    "belief": belief,
-                    "condition": f"{context}/{belief}",
-                    "context_variant": variant,
-                    "prompt": prompt,
-                    **{k: item[k] for k in ("question", "correct_answer", "incorrect_answer", "references")},
-                })
+                rows.append(_row(item, context, belief, variant, prompt))
     return rows
+
+
+def _row(item: dict, context: str, belief: str, variant: int, prompt: str) -> dict:
+    return {
+        **{k: item[k] for k in ("item_id", "dataset")},
+        "context": context,
+        "belief": belief,
+        "condition": f"{context}/{belief}",
+        "context_variant": variant,
+        "prompt": prompt,
+        **{k: item[k] for k in ("question", "correct_answer", "incorrect_answer", "references")},
+    }
 
 
 def run(smk) -> None:
     import pandas as pd
 
     dataset = smk.wildcards.dataset
-    items = load_items(dataset, smoke_path(dataset), smk.params.items_per_dataset, smk.params.seed)
+    wrong_answers = None
+    if smk.params.wrong_answers:
+        from .llm import CallCache, Sampling, make_backend
+
+        cfg = smk.params.wrong_answers
+        model_dir = smk.input.wrong_answer_model[0] if smk.input.wrong_answer_model else None
+        backend = make_backend(cfg["backend"], model_dir, threads=smk.threads)
+        template = Path(smk.input.wrong_answer_prompt[0]).read_text(encoding="utf-8")
+        wrong_answers = lambda records: plausible_wrong_answers(  # noqa: E731
+            records, template, backend, CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"]))
+    items = load_items(dataset, smk.input.records, smk.params.items_per_dataset, smk.params.seed, wrong_answers)
     rows = expand_conditions(items, load_amendments(smk.input.amendments), smk.params.seed)
     write_table(smk.output[0], pd.DataFrame(rows))
-    log.info("%s: %d items x %d conditions = %d prompts (smoke set)", dataset, len(items),
-             len(rows) // max(len(items), 1), len(rows))
+    log.info("%s: %d items x %d conditions = %d prompts, from %s", dataset, len(items),
+             len(rows) // max(len(items), 1), len(rows), smk.input.records)

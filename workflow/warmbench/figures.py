@@ -11,6 +11,7 @@ import pandas as pd
 PERSONAS = ("warm", "cold", "warm_prompt")
 PERSONA_COLORS = {"original": "#666666", "warm": "#d95f02", "cold": "#1b9e77", "warm_prompt": "#7570b3"}
 DATASET_COLORS = {"triviaqa": "#1f77b4", "truthfulqa": "#ff7f0e", "disinfo": "#2ca02c", "medqa": "#d62728"}
+CAPABILITY_LABELS = {"mmlu": "MMLU (accuracy)", "gsm8k": "GSM8K (accuracy)", "advbench": "AdvBench (safe replies)"}
 
 
 def _save(fig, path) -> None:
@@ -124,4 +125,30 @@ def accuracy_change(paired: pd.DataFrame, path) -> None:
                                            for t, c in conditions], rotation=60, fontsize=7)
     ax.set(ylabel="accuracy change vs original (pp)", title="Accuracy change per condition")
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def capabilities(table: pd.DataFrame, path) -> None:
+    """Capability benchmarks per model variant, with 95% Wilson intervals: a panel per benchmark."""
+    datasets = [d for d in CAPABILITY_LABELS if d in set(table["dataset"])]
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.5 * max(len(datasets), 1), 4), squeeze=False)
+    if not datasets:
+        axes[0][0].text(0.5, 0.5, "no capability benchmarks in evaluation.datasets", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    models = sorted(table["model"].unique())
+    personas = [p for p in ("original", *PERSONAS) if p in set(table["persona"])]
+    width = 0.8 / max(len(personas), 1)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = table[table["dataset"] == dataset].set_index(["model", "persona"])
+        for k, persona in enumerate(personas):
+            keys = [(m, persona) for m in models]
+            acc = np.array([rows.loc[key, "accuracy"] if key in rows.index else np.nan for key in keys], dtype=float)
+            low = np.array([rows.loc[key, "ci_low"] if key in rows.index else np.nan for key in keys], dtype=float)
+            high = np.array([rows.loc[key, "ci_high"] if key in rows.index else np.nan for key in keys], dtype=float)
+            x = np.arange(len(models)) + (k - (len(personas) - 1) / 2) * width
+            ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o", capsize=3, color=PERSONA_COLORS[persona],
+                        label=persona)
+        ax.set_xticks(range(len(models)), models, rotation=30, fontsize=8)
+        ax.set(ylim=(-2, 102), ylabel="%", title=CAPABILITY_LABELS[dataset])
+        ax.legend(fontsize=7)
     _save(fig, path)
