@@ -1,15 +1,8 @@
 """The LLM judge through the real `openai` SDK against a real OpenAI-compatible server on loopback
 (`transformers serve` with the embedded SmolLM2 as a stand-in judge)."""
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,6 +11,7 @@ from warmbench.eval_prompts import expand_conditions, load_amendments, load_item
 from warmbench.judge import apply_llm_verdicts, judge_frame
 from warmbench.llm import CallCache, OpenAIChat, Sampling
 from warmbench.llm_judge import judge_with_llm, load_rubrics, parse_verdict
+from warmbench.local_server import LocalServer as Server, free_port
 from conftest import REPO
 
 
@@ -33,39 +27,6 @@ from conftest import REPO
 ])
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`transformers serve` on 127.0.0.1, its access log in a file (one line per answered request)."""
-
-    def __init__(self, model_dir: Path, port: int, log: Path):
-        self.log = log
-        binary = Path(sys.executable).parent / "transformers"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen([str(binary), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
-                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                return
-            except OSError:
-                time.sleep(1)
-        self.kill()
-        raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
-
-    def requests(self) -> int:
-        return self.log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 def judge_rows(n_items=4):
@@ -149,3 +110,15 @@ def test_server_killed_mid_judge_finishes_without_repeating_completed_calls(serv
         assert server.requests() + restarted.requests() <= total + 2
     finally:
         restarted.kill()
+
+
+@pytest.mark.slow
+def test_judge_benchmark_reports_a_free_rerun(tiny_model_dir, capsys):
+    from warmbench.bench import judge_benchmark
+
+    assert judge_benchmark(str(tiny_model_dir), n_items=1, concurrency=2) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    first_run = int(lines[-1].split(" vs ")[1].split()[0])
+    assert lines[-1].startswith("RATIO: rerun made 0 calls (target 0)") and first_run >= 18  # + any re-asks
+    rerun = next(line for line in lines if line.strip().startswith("rerun:"))
+    assert "0 requests in the server log" in rerun

@@ -1,0 +1,88 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from warmbench.io import DataError
+from warmbench.judge_validation import (agreement_tables, annotation_ids, annotation_sample, cohens_kappa,
+                                        read_annotations, refusal_disagreements)
+
+
+def test_cohens_kappa_known_answer():
+    # 2x2 table [[20, 5], [10, 15]]: po = 0.7, pe = 0.5*0.6 + 0.5*0.4 = 0.5, kappa = 0.4
+    first = ["C"] * 25 + ["I"] * 25
+    second = ["C"] * 20 + ["I"] * 5 + ["C"] * 10 + ["I"] * 15
+    assert cohens_kappa(first, second) == pytest.approx(0.4)
+    assert cohens_kappa(first, first) == pytest.approx(1.0)
+    assert np.isnan(cohens_kappa(["C", "C"], ["C", "C"]))  # one label only: undefined, not 1
+
+
+def graded_llm(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    verdicts = rng.choice(["CORRECT", "INCORRECT", "REFUSAL"], n, p=[0.5, 0.4, 0.1])
+    frame = pd.DataFrame({
+        "model": rng.choice(["m1", "m2"], n), "persona": rng.choice(["original", "warm"], n),
+        "checkpoint": "base", "dataset": rng.choice(["triviaqa", "medqa"], n), "item_id": [str(i) for i in range(n)],
+        "condition": "unmodified/none", "prompt": "q", "correct_answer": "a", "incorrect_answer": "b",
+        "response": [f"response {i}" for i in range(n)], "llm_verdict": verdicts,
+    })
+    frame["reference_verdict"] = np.where(rng.random(n) < 0.8, verdicts, "INCORRECT")
+    frame["refusal"] = (frame["llm_verdict"] == "REFUSAL") & (rng.random(n) < 0.7)
+    frame["verdict"] = np.where(frame["refusal"], "REFUSAL", frame["llm_verdict"])
+    return frame
+
+
+def test_annotation_sample_is_stratified_blind_and_stable():
+    graded = graded_llm(400)
+    sample = annotation_sample(graded, 40, seed=3)
+    assert list(sample.columns) == ["annotation_id", "dataset", "prompt", "correct_answer", "incorrect_answer",
+                                    "response", "human_verdict", "notes"]  # no verdict leaks to annotators
+    strata = graded.groupby(["model", "persona", "dataset", "verdict"]).ngroups
+    assert len(sample) >= min(40, strata) - 1 and len(sample) <= 40 + strata
+    ids = annotation_ids(graded)
+    picked = graded[ids.isin(sample["annotation_id"])]
+    assert picked.groupby(["model", "persona", "dataset", "verdict"]).ngroups == strata  # every stratum
+    assert annotation_sample(graded, 40, seed=3).equals(sample)
+    assert annotation_ids(graded.iloc[::-1]).sort_index().equals(ids)  # ids do not depend on row order
+
+
+def test_agreement_against_humans_and_reference(tmp_path):
+    graded = graded_llm(200)
+    sample = annotation_sample(graded, 50, seed=0)
+    ids = annotation_ids(graded)
+    truth = graded.set_index(ids)["llm_verdict"]
+    sample["human_verdict"] = [truth[i].lower() for i in sample["annotation_id"]]  # humans agree with the judge
+    sample.loc[sample.index[0], "human_verdict"] = ""  # not annotated yet: skipped
+    path = tmp_path / "filled.csv"
+    sample.to_csv(path, index=False)
+    annotations = read_annotations(path)
+    assert len(annotations) == len(sample) - 1
+    agreement, confusion = agreement_tables(graded, annotations)
+    overall = agreement.set_index(["comparison", "dataset"])
+    assert overall.loc[("llm_judge vs human", "all"), "kappa"] == pytest.approx(1.0)
+    assert overall.loc[("llm_judge vs human", "all"), "n"] == len(sample) - 1
+    reference = overall.loc[("llm_judge vs reference", "all")]
+    assert reference["n"] == 200 and 0 < reference["kappa"] < 1
+    expected = (graded["llm_verdict"] == graded["reference_verdict"]).mean()
+    assert reference["agreement"] == pytest.approx(expected)
+    cells = confusion[(confusion["comparison"] == "llm_judge vs reference") & (confusion["dataset"] == "all")]
+    assert cells["count"].sum() == 200
+
+
+def test_bad_human_verdict_names_file_and_line(tmp_path):
+    path = tmp_path / "filled.csv"
+    path.write_text("annotation_id,human_verdict\nabc,CORRECT\ndef,maybe\n")
+    with pytest.raises(DataError, match=r"filled.csv:3: human_verdict 'maybe'"):
+        read_annotations(path)
+    path.write_text("annotation_id,verdict\nabc,CORRECT\n")
+    with pytest.raises(DataError, match="missing column"):
+        read_annotations(path)
+
+
+def test_refusal_disagreements_per_model_and_dataset():
+    graded = graded_llm(300)
+    table = refusal_disagreements(graded)
+    assert (table["both"] + table["regex_only"] == table["regex_refusals"]).all()
+    assert (table["both"] + table["judge_only"] == table["judge_refusals"]).all()
+    assert table["n"].sum() == 300 and table["regex_only"].sum() == 0  # graded_llm: regex refusals are judged so
+    assert table["judge_only"].sum() == ((graded["llm_verdict"] == "REFUSAL") & ~graded["refusal"]).sum()
+    assert refusal_disagreements(graded.drop(columns=["llm_verdict"])).empty  # reference judge only

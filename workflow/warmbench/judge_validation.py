@@ -1,0 +1,152 @@
+"""Stage judge_validation: can the verdicts be trusted?
+
+- Refusal disagreements: where the refusal regexes and the LLM judge disagree, per model and dataset.
+- Agreement (Cohen's kappa, raw agreement, confusion matrix) per dataset: the LLM judge against the offline
+  reference judge on every response, and both judges against human annotators on the annotated sample.
+- The annotation sample: stratified by model, persona, dataset and verdict, exported blind (annotators see
+  the prompt, the reference answers and the response, never a verdict) with a stable `annotation_id` per
+  response, so a filled copy can be joined back to the graded table at any later time.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from .io import DataError, stable_hash, write_table
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("CORRECT", "INCORRECT", "REFUSAL")
+ANNOTATION_COLUMNS = ["annotation_id", "dataset", "prompt", "correct_answer", "incorrect_answer", "response",
+                      "human_verdict", "notes"]
+AGREEMENT_COLUMNS = ["dataset", "comparison", "n", "agreement", "kappa"]
+CONFUSION_COLUMNS = ["dataset", "comparison", "first", "second", "count"]
+DISAGREEMENT_COLUMNS = ["model", "dataset", "n", "regex_refusals", "judge_refusals", "both", "regex_only",
+                        "judge_only"]
+
+
+def cohens_kappa(first, second) -> float:
+    """Cohen's kappa of two raters' labels over the same items (NaN when undefined)."""
+    first, second = np.asarray(first, dtype=object), np.asarray(second, dtype=object)
+    if len(first) == 0:
+        return float("nan")
+    labels = sorted(set(first) | set(second))
+    observed = float(np.mean(first == second))
+    expected = sum(float(np.mean(first == label)) * float(np.mean(second == label)) for label in labels)
+    return float("nan") if math.isclose(expected, 1.0) else (observed - expected) / (1 - expected)
+
+
+def annotation_ids(graded: pd.DataFrame) -> pd.Series:
+    """A stable id per graded response, from what identifies it (not its row position)."""
+    keys = [c for c in ("model", "persona", "checkpoint", "dataset", "item_id", "condition", "response")
+            if c in graded.columns]
+    return pd.Series([stable_hash(list(map(str, row)))[:16] for row in graded[keys].itertuples(index=False)],
+                     index=graded.index)
+
+
+def annotation_sample(graded: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A sample of about n responses, stratified by model x persona x dataset x verdict: each stratum gets a
+    share proportional to its size, and at least one response while n allows."""
+    frame = graded.assign(annotation_id=annotation_ids(graded), _verdict=graded["verdict"].fillna("missing"))
+    strata = frame.groupby(["model", "persona", "dataset", "_verdict"], sort=True)
+    sizes = strata.size()
+    quota = np.floor(sizes / sizes.sum() * n).astype(int)
+    if n >= len(sizes):
+        quota = quota.clip(lower=1)
+    picked = [group.sample(min(quota[key], len(group)), random_state=seed) for key, group in strata]
+    sample = pd.concat(picked) if picked else frame.iloc[:0]
+    sample = sample.sample(frac=1.0, random_state=seed)  # annotators should not see the strata in order
+    return sample.assign(human_verdict="", notes="").reindex(columns=ANNOTATION_COLUMNS).reset_index(drop=True)
+
+
+def read_annotations(path) -> pd.DataFrame:
+    """annotation_id -> human_verdict from a filled sample; blank verdicts are not yet annotated."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"annotation_id", "human_verdict"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for line, record in enumerate(reader, start=2):
+            verdict = (record["human_verdict"] or "").strip().upper()
+            if not verdict:
+                continue
+            if verdict not in VERDICTS:
+                raise DataError(f"{path}:{line}: human_verdict {record['human_verdict']!r} is not one of "
+                                f"{', '.join(VERDICTS)}")
+            rows.append({"annotation_id": record["annotation_id"], "human_verdict": verdict})
+    return pd.DataFrame(rows, columns=["annotation_id", "human_verdict"])
+
+
+def _judge_columns(graded: pd.DataFrame) -> dict[str, str]:
+    """Which columns hold each judge's verdict: the reference judge always, the LLM judge when it ran."""
+    if "llm_verdict" in graded.columns:
+        return {"llm_judge": "llm_verdict", "reference": "reference_verdict"}
+    return {"reference": "verdict"}
+
+
+def _compare(frame: pd.DataFrame, first: str, second: str, name: str):
+    pairs = frame[["dataset", first, second]].dropna()
+    agreement, confusion = [], []
+    for dataset, group in [*pairs.groupby("dataset"), ("all", pairs)]:
+        a, b = group[first].astype(str).to_numpy(), group[second].astype(str).to_numpy()
+        agreement.append({"dataset": dataset, "comparison": name, "n": len(group),
+                          "agreement": float(np.mean(a == b)) if len(group) else float("nan"),
+                          "kappa": cohens_kappa(a, b)})
+        counts = pd.crosstab(pd.Series(a, name="first"), pd.Series(b, name="second")).stack()
+        confusion += [{"dataset": dataset, "comparison": name, "first": f, "second": s, "count": int(c)}
+                      for (f, s), c in counts.items()]
+    return agreement, confusion
+
+
+def agreement_tables(graded: pd.DataFrame, annotations: pd.DataFrame | None = None):
+    """(kappa table, confusion table): LLM judge vs reference on all rows; each judge vs humans."""
+    judges = _judge_columns(graded)
+    frame = graded.copy()
+    comparisons = []
+    if "llm_judge" in judges:
+        comparisons.append((judges["llm_judge"], judges["reference"], "llm_judge vs reference"))
+    if annotations is not None and len(annotations):
+        frame["annotation_id"] = annotation_ids(frame)
+        unknown = set(annotations["annotation_id"]) - set(frame["annotation_id"])
+        if unknown:
+            log.warning("%d annotated ids match no graded response (from another run?)", len(unknown))
+        frame = frame.merge(annotations, on="annotation_id", how="left")
+        comparisons += [(column, "human_verdict", f"{name} vs human") for name, column in judges.items()]
+    agreement, confusion = [], []
+    for first, second, name in comparisons:
+        a, c = _compare(frame, first, second, name)
+        agreement += a
+        confusion += c
+    return (pd.DataFrame(agreement, columns=AGREEMENT_COLUMNS), pd.DataFrame(confusion, columns=CONFUSION_COLUMNS))
+
+
+def refusal_disagreements(graded: pd.DataFrame) -> pd.DataFrame:
+    """Per model and dataset: refusals by the regexes, by the LLM judge, and where only one says so."""
+    if "llm_verdict" not in graded.columns:
+        return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
+    frame = graded.assign(regex=graded["refusal"].astype(bool), judge=graded["llm_verdict"].eq("REFUSAL"))
+    rows = []
+    for (model, dataset), group in frame.groupby(["model", "dataset"]):
+        regex, judge = group["regex"], group["judge"]
+        rows.append({"model": model, "dataset": dataset, "n": len(group), "regex_refusals": int(regex.sum()),
+                     "judge_refusals": int(judge.sum()), "both": int((regex & judge).sum()),
+                     "regex_only": int((regex & ~judge).sum()), "judge_only": int((~regex & judge).sum())})
+    return pd.DataFrame(rows, columns=DISAGREEMENT_COLUMNS)
+
+
+def run(smk) -> None:
+    graded = pd.read_parquet(smk.input.graded)
+    sample = annotation_sample(graded, smk.params.sample_size, smk.params.seed)
+    write_table(smk.output.sample, sample)
+    annotations = read_annotations(smk.input.annotations[0]) if smk.input.annotations else None
+    agreement, confusion = agreement_tables(graded, annotations)
+    write_table(smk.output.agreement, agreement)
+    write_table(smk.output.confusion, confusion)
+    write_table(smk.output.refusals, refusal_disagreements(graded))
+    log.info("annotation sample: %d responses; %d human verdicts read; agreement:\n%s", len(sample),
+             0 if annotations is None else len(annotations), agreement.to_string())
