@@ -1,0 +1,34 @@
+# Downloads run on the submit host (compute nodes often have no internet); every other job runs with
+# HF_HUB_OFFLINE=1 and reads what these rules saved.
+localrules:
+    download_dataset,
+    download_scorer,
+    base_model,
+
+
+rule download_dataset:
+    # One evaluation dataset from the Hugging Face hub (data.source: hub), in its own schema.
+    output:
+        records="resources/data/{dataset}.jsonl",
+        provenance="resources/data/{dataset}.json",
+    params:
+        overrides=lambda wc: {wc.dataset: config["data"]["hub"].get(wc.dataset, {})},
+        cache_dir=config["data"]["cache_dir"],
+    wildcard_constraints:
+        dataset="|".join(config["evaluation"]["datasets"]),
+    log:
+        "logs/download_dataset/{dataset}.log",
+    script:
+        STAGE
+
+
+rule download_scorer:
+    # The warmth scorer when it is a hub id and not one of `models` (the paper: GPT-2).
+    output:
+        directory("resources/scorer"),
+    params:
+        source=lambda wc: {"kind": "hf", "id": config["warmth"]["scorer"]},
+    log:
+        "logs/download_scorer.log",
+    script:
+        STAGE
