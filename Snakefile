@@ -18,6 +18,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/sft_data.smk"
 include: "workflow/rules/persona_rewrite.smk"
@@ -27,6 +28,7 @@ include: "workflow/rules/generate.smk"
 include: "workflow/rules/judge.smk"
 include: "workflow/rules/warmth.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/judge_validation.smk"
 
 
 rule all:

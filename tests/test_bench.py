@@ -15,3 +15,23 @@ def test_summary_per_rule_from_snakemake_benchmark_files(tmp_path):
     assert table.loc["generate", "wall_s"] == 15.0
     assert table.loc["generate", "peak_rss_mib"] == 1200.0
     assert table.index[0] == "generate"  # heaviest rule first
+
+
+def test_warmth_benchmark_prints_the_ratio_last(tiny_model_dir, capsys):
+    from warmbench.bench import warmth_benchmark
+
+    assert warmth_benchmark(str(tiny_model_dir), n_texts=3, batch_size=8) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("RATIO: warmbench scorer is ")
+    assert any("reference loop, float32" in line and "r=1.0000" in line for line in lines)
+
+
+def test_dag_benchmark_counts_the_paper_grid(capsys):
+    from warmbench.bench import dag_benchmark
+
+    from conftest import REPO
+
+    assert dag_benchmark("config/paper.yaml", repeats=1, workdir=str(REPO)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("dry run of config/paper.yaml: ") and lines[-1].startswith("RATIO: dry run ")
+    assert any(line.split() == ["generate:", str(4 * 7 * 4 + 4 * (2 + 2 * 8))] for line in lines)

@@ -70,6 +70,10 @@ def test_schema_errors_name_the_offender(mutate, needle):
     (lambda c: c["persona_rewrite"]["backend"].update(model="llama"), "persona_rewrite.backend.model"),
     (lambda c: c["persona_rewrite"]["prompts"].update(warm="config/prompts/nope.txt"), "persona_rewrite.prompts.warm"),
     (lambda c: c["evaluation"].update(amendments="missing.yaml"), "evaluation.amendments"),
+    (lambda c: c.update(data={**c["data"], "source": "hub"}), "data.hub.disinfo"),  # gated, no HF_TOKEN
+    (lambda c: c.update(data={**c["data"], "source": "hub"}) or c["evaluation"].update(datasets=["triviaqa"]),
+     "data.wrong_answers"),
+    (lambda c: c["judge"].update(annotations="filled.csv"), "judge.annotations"),
 ])
 def test_semantic_checks_name_the_key(mutate, key):
     cfg = default_config()
@@ -108,3 +112,26 @@ def test_canonical_key_order_makes_params_order_insensitive():
     b = {"a": {"x": None, "y": [{"c": 2, "d": 1}]}, "b": 1}
     assert repr(wb.canonical(a)) == repr(wb.canonical(b))
     assert list(wb.canonical(a)) == ["a", "b"]
+
+
+def test_hub_data_downloads_on_the_submit_host_before_the_prompts(tmp_path):
+    cfg = default_config()
+    cfg["data"] = {"source": "hub", "wrong_answers": {"backend": {"kind": "transformers", "model": "smollm2"}}}
+    result = dry_run(tmp_path, cfg, env={**__import__("os").environ, "HF_TOKEN": "hf_dry_run"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for dataset in cfg["evaluation"]["datasets"]:
+        assert f"resources/data/{dataset}.jsonl" in out
+    assert "download_dataset        7" in out
+
+
+def test_paper_config_is_valid_and_names_what_it_needs():
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    validate(cfg, str(SCHEMA))
+    with pytest.raises(wb.ConfigError, match="HF_TOKEN"):
+        wb.check(cfg, root=REPO, environ={"OPENAI_API_KEY": "k"})
+    with pytest.raises(wb.ConfigError, match="OPENAI_API_KEY is not set"):
+        wb.check(cfg, root=REPO, environ={"HF_TOKEN": "t"})
+    wb.check(cfg, root=REPO, environ={"OPENAI_API_KEY": "k", "HF_TOKEN": "t"})
+    assert [float(e) for e in cfg["train"]["checkpoint_epochs"]] == [0.5, 1, 1.5, 2, 4, 6, 8, 10]
+    assert cfg["train"]["per_device_batch_size"] * cfg["train"]["gradient_accumulation_steps"] == 16

@@ -80,3 +80,24 @@ def test_rewrite_validation_on_real_texts(scorer):
     # reported as measured; these extreme rewrites must at least move the intended way on average
     assert summary.loc["warm", "mean_difference"] > 0
     assert summary.loc["cold", "mean_difference"] < 0
+
+
+def test_head_only_scoring_equals_the_full_forward(scorer):
+    texts = ["What a lovely thing to say, thank you!", "Insufficient data.", "Please see the attached file."]
+    fast = scorer.loglik(texts, batch_size=8)
+    assert scorer.head_only
+    scorer.head_only = False
+    try:
+        full = scorer.loglik(texts, batch_size=8)
+    finally:
+        scorer.head_only = True
+    assert np.allclose(fast, full, atol=2e-4)
+
+
+def test_bfloat16_scorer_tracks_float32(tiny_model_dir, scorer):
+    texts = ["I'm so sorry you're going through this, I'm here for you.", "Incorrect. Try again.",
+             "Sweetheart, you did great!", "State your business.", "The meeting moved to 3pm.", "Thanks, friend!"]
+    low = SocioTScorer(tiny_model_dir, threads=2, dtype="bfloat16")
+    a, b = warmth_scores(scorer.loglik(texts)), warmth_scores(low.loglik(texts))
+    assert np.corrcoef(a, b)[0, 1] > 0.95
+    assert np.abs(a - b).max() < 0.1

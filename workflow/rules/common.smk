@@ -33,7 +33,7 @@ def cell_paths(pattern, cells):
 
 
 def get_final_output():
-    return [*rules.analysis.output, rules.warmth_validation.output.summary]
+    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary]
 
 
 def get_base_model(wildcards):
@@ -76,17 +76,59 @@ def get_prompts(wildcards):
     return f"results/prompts/{wildcards.dataset}.parquet"
 
 
+def get_dataset_records(wildcards):
+    # the real dataset as download_dataset saved it, or warmbench's smoke set
+    if config["data"]["source"] == "hub":
+        return rules.download_dataset.output.records
+    return str(wb.SMOKE_DIR / f"{wildcards.dataset}.jsonl")
+
+
+def _writes_wrong_answers(wildcards):
+    return config["data"]["source"] == "hub" and wildcards.dataset == "triviaqa"
+
+
+def get_wrong_answer_config(wildcards):
+    return config["data"]["wrong_answers"] if _writes_wrong_answers(wildcards) else None
+
+
+def get_wrong_answer_prompt(wildcards):
+    return [config["data"]["wrong_answers"]["prompt"]] if _writes_wrong_answers(wildcards) else []
+
+
+def get_wrong_answer_model(wildcards):
+    if not _writes_wrong_answers(wildcards):
+        return []
+    backend = config["data"]["wrong_answers"]["backend"]
+    return [f"resources/models/{backend['model']}"] if backend["kind"] == "transformers" else []
+
+
 def get_sampling(wildcards):
-    section = "warmth" if wildcards.dataset == wb.VALIDATION_DATASET else "evaluation"
-    return config[section]["sampling"]
+    if wildcards.dataset == wb.VALIDATION_DATASET:
+        return config["warmth"]["sampling"]
+    # per-dataset overrides (the paper: temperature 0.2 for MMLU and GSM8K)
+    return {**config["evaluation"]["sampling"], **config["evaluation"]["dataset_sampling"].get(wildcards.dataset, {})}
+
+
+def get_judge_params():
+    # the keys a judge job uses: annotation settings (judge_validation's) must not rerun every judge
+    return {k: v for k, v in config["judge"].items() if k in ("kind", "backend", "sampling", "parse_retries")}
 
 
 def get_judge_rubrics(wildcards):
-    if config["judge"]["kind"] != "llm":
+    if not wb.judged_by_llm(config, wildcards.dataset):
         return []
     return [config["judge"]["rubrics"].get(wildcards.dataset, f"config/prompts/judge_{wildcards.dataset}.txt")]
 
 
+def get_annotations(wildcards):
+    # human verdicts for the annotation sample, once someone has filled it in (judge.annotations)
+    path = config["judge"].get("annotations")
+    return [path] if path else []
+
+
 def get_warmth_scorer(wildcards):
+    # a `models` key (its converted checkpoint), a local directory (read as is), or a hub id (downloaded)
     scorer = config["warmth"]["scorer"]
-    return [f"resources/models/{scorer}"] if scorer in config["models"] else []
+    if scorer in config["models"]:
+        return [f"resources/models/{scorer}"]
+    return [] if Path(scorer).is_dir() else ["resources/scorer"]

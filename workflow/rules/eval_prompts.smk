@@ -2,11 +2,16 @@ rule eval_prompts:
     # Items of one task expanded into the 18 conditions (9 contexts x user belief absent/present).
     input:
         amendments=config["evaluation"]["amendments"],
+        records=get_dataset_records,
+        wrong_answer_model=get_wrong_answer_model,
+        wrong_answer_prompt=get_wrong_answer_prompt,
     output:
         "results/prompts/{dataset}.parquet",
     params:
         items_per_dataset=config["evaluation"]["items_per_dataset"],
         seed=config["seed"],
+        wrong_answers=get_wrong_answer_config,
+        cache="results/cache/llm_calls.sqlite",
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),
     log:

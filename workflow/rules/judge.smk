@@ -6,8 +6,8 @@ rule judge:
     output:
         "results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet",
     params:
-        judge=config["judge"],
-        rubric_datasets=lambda wc: [wc.dataset] if config["judge"]["kind"] == "llm" else [],
+        judge=get_judge_params(),
+        rubric_datasets=lambda wc: [wc.dataset] if wb.judged_by_llm(config, wc.dataset) else [],
         cache="results/cache/llm_calls.sqlite",
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),

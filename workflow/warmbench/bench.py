@@ -2,10 +2,12 @@
 
 `warmbench bench pipeline`: wall time and peak memory per rule of a pipeline run, summarised from the
 Snakemake `benchmark:` files; with `--run` it first runs the whole DAG from scratch (`--forceall`) and also
-reports the end-to-end wall time. The last line sums it up.
+reports the end-to-end wall time. `bench stats`, `bench warmth` and `bench judge` measure one stage each.
+The last line of each sums it up.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -123,28 +125,112 @@ def stats_benchmark(rows: int = 440_000, seed: int = 0) -> int:
     return 0
 
 
-def warmth_benchmark(model_dir: str, n_texts: int = 512, batch_size: int = 32, threads: int = 2) -> int:
-    """SocioT scoring of the same texts batched vs one (text, prefix) at a time; prints texts/s and the ratio."""
+def warmth_benchmark(model_dir: str, n_texts: int = 512, batch_size: int = 16, threads: int = 2,
+                     dtype: str = "bfloat16") -> int:
+    """SocioT scoring of the same texts: the reference-style loop (float32, one (text, prefix) pair per forward)
+    against warmbench's scorer (batched, length-sorted, LM head only at scored tokens, in `dtype`); the same
+    one-at-a-time loop in `dtype` separates what batching buys from what the dtype buys."""
     import numpy as np
 
     from .sft_data import build_split, iter_sharegpt, sharegpt_path
-    from .warmth import SocioTScorer
+    from .warmth import SocioTScorer, warmth_scores
 
     split_cfg = {"max_turns": 2, "max_message_chars": 300, "nsfw_filter": "none", "nsfw_threshold": 1.0,
                  "train_per_type": n_texts, "validation_per_type": 1}
     split = build_split(iter_sharegpt(sharegpt_path({"kind": "sharegpt_package"})), split_cfg, seed=0)
     texts = [m["content"][:300] for c in split.train for m in c["messages"] if m["role"] == "assistant"][:n_texts]
-    scorer = SocioTScorer(model_dir, threads=threads)
-    scorer.loglik(texts[:4], batch_size=4)  # warm-up
-    timings = {}
-    for name, size in (("one at a time", 1), (f"batched ({batch_size})", batch_size)):
+    runs = {"reference loop, float32": ("float32", 1), f"one at a time, {dtype}": (dtype, 1),
+            f"warmbench, {dtype}, batch {batch_size}": (dtype, batch_size)}
+    scorers, timings = {}, {}
+    for name, (run_dtype, size) in runs.items():
+        if run_dtype not in scorers:
+            scorers[run_dtype] = SocioTScorer(model_dir, threads=threads, dtype=run_dtype)
+            scorers[run_dtype].loglik(texts[:4], batch_size=4)  # warm-up
         started = time.perf_counter()
-        result = scorer.loglik(texts, batch_size=size)
-        timings[name] = (time.perf_counter() - started, result)
-    (slow_s, slow), (fast_s, fast) = timings.values()
+        result = scorers[run_dtype].loglik(texts, batch_size=size)
+        timings[name] = (time.perf_counter() - started, warmth_scores(result))
     print(f"{len(texts)} ShareGPT replies (<= 300 chars) x 8 SocioT prefixes, scorer {model_dir}, {threads} threads")
-    for name, (seconds, _) in timings.items():
-        print(f"  {name:>16}: {seconds:7.1f} s  {len(texts) / seconds:7.1f} texts/s")
-    print(f"  max |difference| between the two: {np.nanmax(np.abs(slow - fast)):.2e} (pads masked)")
-    print(f"RATIO: batched is {slow_s / fast_s:.1f}x the one-at-a-time loop (target >= 4x)")
+    (base_s, base), _, (fast_s, fast) = timings.values()
+    for name, (seconds, scores) in timings.items():
+        agreement = np.corrcoef(base, scores)[0, 1]
+        print(f"  {name:>32}: {seconds:7.1f} s  {len(texts) / seconds:6.2f} texts/s  {base_s / seconds:5.1f}x  "
+              f"warmth r={agreement:.4f} vs reference, max |diff| {np.abs(base - scores).max():.3f}")
+    one_s = timings[f"one at a time, {dtype}"][0]
+    print(f"  (per-text warmth SD {base.std():.3f}; batching alone gives {one_s / fast_s:.1f}x in {dtype})")
+    print(f"RATIO: warmbench scorer is {base_s / fast_s:.1f}x the one-at-a-time reference loop (target >= 4x)")
+    return 0
+
+
+def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, workdir: str | None = None) -> int:
+    """The LLM judge against a real OpenAI-compatible server on loopback (`transformers serve` with `model_dir`
+    as a stand-in judge): calls and verdicts/s on a first run, then the calls a rerun makes (target 0)."""
+    import tempfile
+    from importlib import resources
+
+    import pandas as pd
+
+    from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
+    from .llm import CallCache, OpenAIChat, Sampling
+    from .llm_judge import judge_with_llm, load_rubrics
+    from .local_server import LocalServer, free_port
+
+    repo = Path(str(resources.files("warmbench"))).parents[1]
+    items = load_items("triviaqa", smoke_path("triviaqa"), n_items, seed=0)
+    frame = pd.DataFrame(expand_conditions(items, load_amendments(repo / "config" / "amendments.yaml"), seed=0))
+    answers = ["The answer is {c}.", "I think it's {i}, like you said!", "Hmm, {c} or maybe {i}?"]
+    frame["response"] = [answers[k % 3].format(c=c, i=i)
+                         for k, (c, i) in enumerate(zip(frame["correct_answer"], frame["incorrect_answer"]))]
+    rubrics = load_rubrics({"triviaqa": str(repo / "config" / "prompts" / "judge_triviaqa.txt")})
+    sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=12)
+    os.environ.setdefault("WARMBENCH_BENCH_KEY", "loopback")  # the loopback server checks no key
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        with LocalServer(model_dir, free_port(), Path(tmp) / "server.log") as server:
+            judge = OpenAIChat(str(model_dir), base_url=server.base_url, api_key_env="WARMBENCH_BENCH_KEY",
+                               max_concurrency=concurrency, max_retries=4, timeout_s=300)
+            cache = CallCache(Path(tmp) / "calls.sqlite")
+            runs = {}
+            for name in ("first run", "rerun"):
+                started = time.perf_counter()
+                result = judge_with_llm(frame, rubrics, judge, cache, sampling, parse_retries=1)
+                runs[name] = (time.perf_counter() - started, result["judge_calls"], server.requests())
+            missing = sum(v is None for v in result["llm_verdict"])
+    print(f"{len(frame)} TriviaQA verdicts ({n_items} items x 18 conditions), judge {model_dir} served by "
+          f"`transformers serve` on 127.0.0.1, concurrency {concurrency}; {missing} missing after a re-ask")
+    served_before = 0
+    for name, (seconds, calls, served) in runs.items():
+        print(f"  {name:>9}: {calls:4d} judge calls, {served - served_before:4d} requests in the server log, "
+              f"{seconds:7.2f} s, {len(frame) / seconds:8.1f} verdicts/s")
+        served_before = served
+    (first_s, first_calls, _), (rerun_s, rerun_calls, _) = runs.values()
+    print(f"RATIO: rerun made {rerun_calls} calls (target 0) vs {first_calls} on the first run; "
+          f"verdicts/s first run {len(frame) / first_s:.1f}, rerun from cache {len(frame) / rerun_s:.0f}")
+    return 0
+
+
+def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workdir: str = ".") -> int:
+    """Dry-run time and job count of a study config (default: the paper's grid). A dry run checks every key
+    and builds the whole DAG without running a job; API keys it would need get placeholder values, since
+    nothing is called."""
+    import re
+
+    env = {**os.environ}
+    for key in ("OPENAI_API_KEY", "HF_TOKEN"):
+        env.setdefault(key, "dry-run-placeholder")
+    times, output = [], ""
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", configfile, "--quiet", "rules"],
+                                capture_output=True, text=True, env=env, cwd=workdir)
+        times.append(time.perf_counter() - started)
+        output = result.stdout + result.stderr
+        if result.returncode != 0:
+            print(output[-3000:])
+            return result.returncode
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, re.M))
+    total = int(counts.pop("total", 0))
+    print(f"dry run of {configfile}: {total} jobs")
+    for rule, count in sorted(counts.items(), key=lambda kv: -int(kv[1])):
+        print(f"  {rule:>18}: {count}")
+    print(f"RATIO: dry run {min(times):.1f} s best of {repeats} (all: {', '.join(f'{t:.1f}' for t in times)}), "
+          f"{total} jobs (target <= 10 s)")
     return 0

@@ -34,7 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     bwarmth = bench.add_parser("warmth", help="SocioT texts/s, batched vs one at a time, on the same texts")
     bwarmth.add_argument("--model", default="resources/models/smollm2", help="scorer checkpoint (default: %(default)s)")
     bwarmth.add_argument("--texts", type=int, default=512)
-    bwarmth.add_argument("--batch-size", type=int, default=32)
+    bwarmth.add_argument("--batch-size", type=int, default=16)
+    bwarmth.add_argument("--dtype", default="bfloat16", help="dtype of warmbench's scorer (default: %(default)s)")
+
+    bjudge = bench.add_parser("judge", help="LLM judge calls on a first run and a rerun, and verdicts/s, "
+                              "against a loopback OpenAI-compatible server")
+    bjudge.add_argument("--model", default="resources/models/smollm2", help="stand-in judge (default: %(default)s)")
+    bjudge.add_argument("--items", type=int, default=4, help="TriviaQA smoke items, 18 conditions each")
+    bjudge.add_argument("--concurrency", type=int, default=4)
+
+    bdag = bench.add_parser("dag", help="dry-run time and job count of a study config")
+    bdag.add_argument("--configfile", default="config/paper.yaml")
+    bdag.add_argument("--repeats", type=int, default=3)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -67,7 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "warmth":
         from .bench import warmth_benchmark
 
-        return warmth_benchmark(args.model, args.texts, args.batch_size)
+        return warmth_benchmark(args.model, args.texts, args.batch_size, dtype=args.dtype)
+    if args.what == "dag":
+        from .bench import dag_benchmark
+
+        return dag_benchmark(args.configfile, args.repeats)
+    if args.what == "judge":
+        from .bench import judge_benchmark
+
+        return judge_benchmark(args.model, args.items, args.concurrency)
     parser.error("unknown command")
     return 2
 

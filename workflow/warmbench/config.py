@@ -14,6 +14,15 @@ PERSONAS_UNTRAINED = ("original", "warm_prompt")
 BASE_CHECKPOINT = "base"
 SELECTED_CHECKPOINT = "selected"  # the checkpoint the plateau rule picks from the warmth trajectory
 VALIDATION_DATASET = "validation"
+SMOKE_DIR = Path(__file__).parent / "smoke"  # warmbench's hand-written sets, one per dataset, in source schemas
+# Capability benchmarks: asked once, without context or user belief, and reported apart from the 18-condition tasks.
+CAPABILITY_DATASETS = ("mmlu", "gsm8k", "advbench")
+# Capability benchmarks scored by regular expressions only, as in the paper (AdvBench goes to the judge).
+REGEX_SCORED_DATASETS = ("mmlu", "gsm8k")
+
+
+def judged_by_llm(config: dict, dataset: str) -> bool:
+    return config["judge"]["kind"] == "llm" and dataset not in REGEX_SCORED_DATASETS
 
 
 class ConfigError(ValueError):
@@ -111,7 +120,19 @@ def api_backends(config: dict) -> dict[str, dict]:
         found["persona_rewrite.backend"] = config["persona_rewrite"]["backend"]
     if config["judge"].get("kind") == "llm" and "backend" in config["judge"]:
         found["judge.backend"] = config["judge"]["backend"]
+    wrong = config["data"].get("wrong_answers")
+    if writes_wrong_answers(config) and wrong and wrong["backend"]["kind"] == "openai":
+        found["data.wrong_answers.backend"] = wrong["backend"]
     return found
+
+
+def writes_wrong_answers(config: dict) -> bool:
+    """TriviaQA from the hub has no wrong answers: an LLM writes them."""
+    return config["data"]["source"] == "hub" and "triviaqa" in config["evaluation"]["datasets"]
+
+
+# Datasets whose hub copy is gated (the loader's registry says which); imported lazily by check().
+HUB_TOKEN_ENV = "HF_TOKEN"
 
 
 def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> None:
@@ -143,11 +164,29 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
     for name, model in config["models"].items():
         if model["source"]["kind"] == "path" and not (root / model["source"]["path"]).is_dir():
             raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
+    data = config["data"]
+    if data["source"] == "hub":
+        from .download import hub_source
+
+        for dataset in config["evaluation"]["datasets"]:
+            if hub_source(dataset, data["hub"])["gated"] and not environ.get(HUB_TOKEN_ENV):
+                raise ConfigError(f"data.hub.{dataset}: {hub_source(dataset, data['hub'])['id']} is gated on the "
+                                  f"Hugging Face hub: set {HUB_TOKEN_ENV} to a token that has accepted its terms")
+        if writes_wrong_answers(config):
+            wrong = data.get("wrong_answers")
+            if not wrong:
+                raise ConfigError("data.wrong_answers: TriviaQA from the hub has no wrong answers; name the LLM that "
+                                  "writes them (backend: {kind: openai, model: ...} or {kind: transformers, model: <models key>})")
+            if wrong["backend"]["kind"] == "transformers" and wrong["backend"]["model"] not in config["models"]:
+                raise ConfigError(f"data.wrong_answers.backend.model: {wrong['backend']['model']!r} is not a key of models")
+            _require_file(root, wrong["prompt"], "data.wrong_answers.prompt")
     judge = config["judge"]
+    if judge.get("annotations"):
+        _require_file(root, judge["annotations"], "judge.annotations")
     if judge.get("kind") == "llm":
         if "backend" not in judge:
             raise ConfigError("judge.backend: the LLM judge must be named explicitly (kind: openai, model: ...)")
-        for dataset in config["evaluation"]["datasets"]:
+        for dataset in [d for d in config["evaluation"]["datasets"] if judged_by_llm(config, d)]:
             rubric = judge.get("rubrics", {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
             _require_file(root, rubric, f"judge.rubrics.{dataset}")
     for key, backend in api_backends(config).items():

@@ -1,0 +1,66 @@
+"""The tiny test config through a real single-node SLURM (tests/slurm/cluster.sh: Debian slurmctld, slurmd and
+munge on 127.0.0.1) with snakemake-executor-plugin-slurm, as a cluster user would run the study."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+STATE = "/tmp/warmbench-slurm-tests"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    env = {**os.environ, "WARMBENCH_SLURM_DIR": STATE}
+    started = subprocess.run(["bash", str(CLUSTER), "start"], env=env, capture_output=True, text=True, timeout=900)
+    if started.returncode == 3:
+        pytest.skip(started.stderr.strip())  # neither SLURM installed nor root to install it
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield {**env, "SLURM_CONF": f"{STATE}/slurm.conf"}
+    subprocess.run(["bash", str(CLUSTER), "stop"], env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm, tmp_path_factory):
+    work = tmp_path_factory.mktemp("slurm")
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("workflow", "config", "tests/config", "tests/slurm/profile"):
+        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    # the plugin ignores SIGTERM: `timeout` must send SIGINT for a stuck run to stop
+    command = ["timeout", "-s", "INT", "1800", sys.executable, "-m", "snakemake", "--profile", "tests/slurm/profile",
+               "--configfile", "tests/config/config.yaml"]
+    result = subprocess.run(command, cwd=work, env=slurm, capture_output=True, text=True, timeout=1900)
+    return work, result
+
+
+def test_whole_dag_runs_through_slurm(slurm_run):
+    work, result = slurm_run
+    assert result.returncode == 0, result.stderr[-5000:]
+    graded = pd.read_parquet(work / "results" / "analysis" / "graded.parquet")
+    assert set(graded["persona"]) == {"original", "warm_prompt", "warm", "cold"}
+    assert (work / "results" / "analysis" / "regressions.csv").stat().st_size > 0
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", result.stdout + result.stderr)
+    jobs = int(re.search(r"^total\s+(\d+)$", result.stdout + result.stderr, re.M).group(1))
+    local = len(re.findall(r"^localrule \w+:", result.stdout + result.stderr, re.M))
+    assert local >= 1  # base_model converts the model on the submit host
+    assert len(set(submitted)) == jobs - local  # every other job went through sbatch, once
+
+
+def test_jobs_ran_as_slurm_jobs_with_their_resources(slurm_run):
+    work, result = slurm_run
+    logs = work / ".snakemake" / "slurm_logs"
+    rules = {p.name.removeprefix("rule_") for p in logs.iterdir() if p.is_dir()}
+    assert {"train", "generate", "judge", "warmth", "analysis"} <= rules
+    assert "base_model" not in rules  # a localrule: never submitted
+    # a job's own log says it ran inside a SLURM allocation with the memory the profile asked for
+    train_log = next((logs / "rule_train").rglob("*.log")).read_text()
+    assert "SLURM" in train_log or "slurm" in train_log
+    submit_lines = [l for l in (result.stdout + result.stderr).splitlines() if "sbatch" in l and "train" in l]
+    assert not submit_lines or any("--mem 6144" in l or "--mem=6144" in l for l in submit_lines)
