@@ -113,6 +113,24 @@ def test_server_killed_mid_judge_finishes_without_repeating_completed_calls(serv
 
 
 @pytest.mark.slow
+def test_malformed_replies_are_re_asked_then_missing_never_incorrect(served, tiny_model_dir, tmp_path):
+    server, port = served
+    frame = judge_rows(1).iloc[:4]
+    frame = frame[~frame["response"].str.contains("sorry")]  # no regex refusals: every row goes to the judge
+    # a real server, a rubric that asks for no verdict, and 3 tokens: the replies cannot name one
+    rubric = tmp_path / "chatty.txt"
+    rubric.write_text("Say hello to the person who wrote: {response}")
+    chatty = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=3)
+    llm = judge_with_llm(frame, load_rubrics({"triviaqa": str(rubric)}), make_judge(tiny_model_dir, port),
+                         CallCache(tmp_path / "calls.sqlite"), chatty, parse_retries=1)
+    assert all(parse_verdict(raw) is None for raw in llm["judge_raw"])
+    assert llm["llm_verdict"] == [None] * len(frame) and llm["judge_attempts"] == [2] * len(frame)
+    assert llm["judge_calls"] == 2 * len(frame) == server.requests()  # asked, re-asked once, no more
+    judged = apply_llm_verdicts(judge_frame(frame), llm)
+    assert judged["incorrect"].map(math.isnan).all() and judged["judge_raw"].map(bool).all()
+
+
+@pytest.mark.slow
 def test_judge_benchmark_reports_a_free_rerun(tiny_model_dir, capsys):
     from warmbench.bench import judge_benchmark
 
