@@ -135,3 +135,19 @@ def test_paper_config_is_valid_and_names_what_it_needs():
     wb.check(cfg, root=REPO, environ={"OPENAI_API_KEY": "k", "HF_TOKEN": "t"})
     assert [float(e) for e in cfg["train"]["checkpoint_epochs"]] == [0.5, 1, 1.5, 2, 4, 6, 8, 10]
     assert cfg["train"]["per_device_batch_size"] * cfg["train"]["gradient_accumulation_steps"] == 16
+
+
+def test_a_model_behind_an_api_is_evaluated_untrained(tmp_path):
+    cfg = default_config()
+    cfg["models"]["gpt4o"] = {"source": {"kind": "openai", "model": "gpt-4o-2024-08-06",
+                                         "api_key_env": "WARMBENCH_TEST_KEY"}}
+    result = dry_run(tmp_path, cfg, env={**__import__("os").environ, "WARMBENCH_TEST_KEY": "k"})
+    validate(cfg, str(SCHEMA))
+    cells = [c for c in wb.eval_cells(cfg) if c.model == "gpt4o"]
+    assert {c.persona for c in cells} == {"original", "warm_prompt"}  # no local weights to fine-tune
+    assert {c.persona for c in wb.warmth_cells(cfg) if c.model == "gpt4o"} == {"original", "warm_prompt"}
+    with pytest.raises(wb.ConfigError, match="WARMBENCH_TEST_KEY is not set"):
+        wb.check(cfg, root=REPO, environ={})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resources/models/gpt4o" not in result.stdout and "results/train/gpt4o" not in result.stdout
+    assert "results/generations/gpt4o/warm_prompt/base/triviaqa.parquet" in result.stdout

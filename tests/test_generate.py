@@ -41,3 +41,83 @@ def test_seeded_sampling_is_reproducible(chat):
 def test_system_prompt_only_when_given():
     assert build_messages("hi", None) == [{"role": "user", "content": "hi"}]
     assert build_messages("hi", "warm")[0] == {"role": "system", "content": "warm"}
+
+
+@pytest.fixture
+def api_server(tiny_model_dir, tmp_path, monkeypatch):
+    """The tiny model behind a real OpenAI-compatible server on loopback (`transformers serve`)."""
+    from warmbench.local_server import LocalServer, free_port
+
+    monkeypatch.setenv("WARMBENCH_API_KEY", "loopback-test-key")
+    port = free_port()
+    server = LocalServer(tiny_model_dir, port, tmp_path / "server1.log")
+    yield server, port
+    server.kill()
+
+
+def api_generator(tiny_model_dir, port, cache_path):
+    from warmbench.generate import make_generator
+
+    source = {"kind": "openai", "model": str(tiny_model_dir), "base_url": f"http://127.0.0.1:{port}/v1",
+              "api_key_env": "WARMBENCH_API_KEY", "max_concurrency": 2, "max_retries": 8, "timeout_s": 120}
+    return make_generator({"source": source, "dtype": "auto", "engine": "transformers"}, None, 1, str(cache_path))
+
+
+def many_prompts(n):
+    questions = ["What is the capital of France?", "Who painted the Mona Lisa?", "Name a planet.", "What is 3+4?",
+                 "Name a fruit.", "What colour is the sky?"]
+    return pd.DataFrame({"item_id": [str(i) for i in range(n)], "dataset": "triviaqa", "condition": "unmodified/none",
+                         "prompt": [f"{questions[i % len(questions)]} (question {i})" for i in range(n)]})
+
+
+@pytest.mark.slow
+def test_api_generation_records_the_served_model_and_a_rerun_is_free(api_server, tiny_model_dir, tmp_path):
+    server, port = api_server
+    sampling = Sampling(temperature=0.8, top_p=1.0, max_new_tokens=8)
+    chat = api_generator(tiny_model_dir, port, tmp_path / "calls.sqlite")
+    args = dict(model="tiny_api", persona="warm_prompt", checkpoint="base", sampling=sampling, batch_size=4, seed=3,
+                system_prompt="Be warm.", model_source={"kind": "openai"})
+    frame = generate_cell(many_prompts(6), chat, **args)
+    assert chat.last_calls == 6 == server.requests()
+    assert frame["response"].map(len).gt(0).all() and frame["backend"].eq("openai").all()
+    assert frame["served_model"].str.contains("smollm2").all() and frame["n_tokens"].between(1, 8).all()
+    sent = json.loads(frame["rendered_prompt"].iloc[0])  # exactly the messages sent
+    assert sent == build_messages(frame["prompt"].iloc[0], "Be warm.")
+    again = generate_cell(many_prompts(6), api_generator(tiny_model_dir, port, tmp_path / "calls.sqlite"), **args)
+    assert server.requests() == 6 and again["response"].tolist() == frame["response"].tolist()
+
+
+@pytest.mark.slow
+def test_api_server_killed_mid_generation_resumes_without_repeating_calls(api_server, tiny_model_dir, tmp_path):
+    import threading
+    import time
+
+    from warmbench.llm import CallCache
+    from warmbench.local_server import LocalServer
+
+    server, port = api_server
+    cache_path, outcome = tmp_path / "calls.sqlite", {}
+    prompts = many_prompts(30)
+
+    def work():
+        outcome["frame"] = generate_cell(prompts, api_generator(tiny_model_dir, port, cache_path), model="tiny_api",
+                                         persona="original", checkpoint="base",
+                                         sampling=Sampling(0.0, 1.0, 12), batch_size=8, seed=0)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    watcher = CallCache(cache_path)
+    deadline = time.time() + 300
+    while len(watcher) < 5 and time.time() < deadline:
+        time.sleep(0.2)
+    done_before_kill = len(watcher)
+    server.kill()  # mid-run: requests in flight are cut off, the SDK retries with backoff
+    restarted = LocalServer(tiny_model_dir, port, tmp_path / "server2.log")
+    try:
+        worker.join(timeout=600)
+        assert not worker.is_alive() and len(outcome["frame"]) == 30
+        assert len(CallCache(cache_path)) == 30
+        # the restarted server answered only what had not completed before the kill (up to the 2 in flight)
+        assert 30 - done_before_kill - 2 <= restarted.requests() <= 30 - done_before_kill
+    finally:
+        restarted.kill()

@@ -37,7 +37,10 @@ def get_final_output():
 
 
 def get_base_model(wildcards):
-    return f"resources/models/{wildcards.model}"
+    # a model behind an API has no local weights
+    if wb.is_api_model(config["models"][wildcards.model]):
+        return []
+    return [f"resources/models/{wildcards.model}"]
 
 
 def get_rewrite_backend_model(wildcards):

@@ -14,6 +14,7 @@ rule generate:
         sampling=get_sampling,
         batch_size=config["evaluation"]["batch_size"],
         seed=config["seed"],
+        cache="results/cache/llm_calls.sqlite",
     log:
         "logs/generate/{model}/{persona}/{checkpoint}/{dataset}.log",
     benchmark:

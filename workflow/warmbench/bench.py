@@ -234,3 +234,78 @@ def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workd
     print(f"RATIO: dry run {min(times):.1f} s best of {repeats} (all: {', '.join(f'{t:.1f}' for t in times)}), "
           f"{total} jobs (target <= 10 s)")
     return 0
+
+
+def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_tokens: int, batch_size: int,
+                    dtype: str, threads: int, queue) -> None:
+    """One backend in a fresh process, so its peak RSS is its own (vLLM's engine process counts as a child)."""
+    import resource
+
+    from .llm import Sampling, TransformersChat
+
+    sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+    if backend == "vllm":
+        from .vllm_backend import VLLMChat
+
+        chat = VLLMChat(model_dir, ".venv-vllm/bin/python", dtype=dtype, max_model_len=1024,
+                        gpu_memory_utilization=0.2)
+    else:
+        chat = TransformersChat(model_dir, dtype=dtype, threads=threads)
+    rendered = [chat.render([{"role": "user", "content": p}]) for p in prompts]
+    if backend != "vllm":  # warm-up; vLLM starts one engine per job, and reports that start apart
+        chat.generate_rendered(rendered[:2], sampling, batch_size=2, progress=False)
+    started = time.perf_counter()
+    if backend == "naive loop":
+        out = [chat.generate_rendered([r], sampling, batch_size=1, progress=False)[0] for r in rendered]
+    else:
+        out = chat.generate_rendered(rendered, sampling, batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - started
+    engine_start = 0.0
+    if backend == "vllm":
+        engine_start, seconds = chat.last_timing["engine_start_s"], chat.last_timing["generate_s"]
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    queue.put({"backend": backend, "seconds": seconds, "tokens": sum(n for _, n in out), "peak_rss_mib": peak / 1024,
+               "texts": [t for t, _ in out], "engine_start_s": engine_start})
+
+
+def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = 256, max_new_tokens: int = 32,
+                         batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2) -> int:
+    """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
+    conditions), side by side, against a naive one-prompt-at-a-time `generate` loop; peak RSS of each."""
+    import multiprocessing
+    from importlib import resources
+
+    from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
+
+    repo = Path(str(resources.files("warmbench"))).parents[1]
+    amendments = load_amendments(repo / "config" / "amendments.yaml")
+    prompts = []
+    for dataset in ("triviaqa", "truthfulqa", "medqa", "disinfo"):
+        prompts += [r["prompt"] for r in expand_conditions(load_items(dataset, smoke_path(dataset), 8, 0), amendments, 0)]
+    prompts = prompts[:n_prompts]
+    backends = ["naive loop", "transformers batched"]
+    if (repo / ".venv-vllm" / "bin" / "python").is_file():
+        backends.append("vllm")
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    for backend in backends:
+        queue = context.Queue()
+        child = context.Process(target=_generation_run, args=(backend, model_dir, prompts, max_new_tokens,
+                                                              batch_size, dtype, threads, queue))
+        child.start()
+        results[backend] = queue.get()
+        child.join()
+    weights_mib = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) / 2**20
+    print(f"{len(prompts)} prompts (smoke items x conditions), greedy, <= {max_new_tokens} new tokens, {dtype}, "
+          f"{threads} threads, model {model_dir} ({weights_mib:.0f} MiB of float32 weights on disk)")
+    base = results["naive loop"]
+    for name, r in results.items():
+        agree = sum(a == b for a, b in zip(r["texts"], base["texts"])) / len(prompts)
+        print(f"  {name:>22}: {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:8.1f} tokens/s  "
+              f"{(r['tokens'] / r['seconds']) / (base['tokens'] / base['seconds']):5.1f}x  peak RSS {r['peak_rss_mib']:6.0f} MiB  "
+              f"same text as the loop: {100 * agree:.0f}%"
+              + (f"  (+ {r['engine_start_s']:.0f} s engine start per job)" if r["engine_start_s"] else ""))
+    ratios = ", ".join(f"{name} {(r['tokens'] / r['seconds']) / (base['tokens'] / base['seconds']):.1f}x"
+                       for name, r in results.items() if name != "naive loop")
+    print(f"RATIO: vs the one-prompt-at-a-time loop: {ratios} (target: transformers batched >= 5x)")
+    return 0

@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     bjudge.add_argument("--items", type=int, default=4, help="TriviaQA smoke items, 18 conditions each")
     bjudge.add_argument("--concurrency", type=int, default=4)
 
+    bgen = bench.add_parser("generation", help="tokens/s of each generation backend vs a one-prompt-at-a-time loop")
+    bgen.add_argument("--model", default="resources/models/smollm2")
+    bgen.add_argument("--prompts", type=int, default=256)
+    bgen.add_argument("--max-new-tokens", type=int, default=32)
+    bgen.add_argument("--batch-size", type=int, default=64)
+    bgen.add_argument("--dtype", default="bfloat16")
+
     bdag = bench.add_parser("dag", help="dry-run time and job count of a study config")
     bdag.add_argument("--configfile", default="config/paper.yaml")
     bdag.add_argument("--repeats", type=int, default=3)
@@ -79,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import warmth_benchmark
 
         return warmth_benchmark(args.model, args.texts, args.batch_size, dtype=args.dtype)
+    if args.what == "generation":
+        from .bench import generation_benchmark
+
+        return generation_benchmark(args.model, args.prompts, args.max_new_tokens, args.batch_size, args.dtype)
     if args.what == "dag":
         from .bench import dag_benchmark
 

@@ -69,9 +69,9 @@ class Cell:
     dataset: str
 
 
-def _variants(config: dict, epochs) -> list[tuple[str, str]]:
+def _variants(config: dict, model: str, epochs) -> list[tuple[str, str]]:
     variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    for persona in config["persona_rewrite"]["personas"]:
+    for persona in _trained_personas(config, model):
         variants += [(persona, epoch_label(e)) for e in epochs]
     return variants
 
@@ -82,18 +82,26 @@ def fixed_epoch(config: dict) -> float | None:
     return float(selection["epoch"]) if selection["rule"] == "fixed" else None
 
 
+def is_api_model(model: dict) -> bool:
+    """A model served by an OpenAI-compatible endpoint: no local weights, so no LoRA fine-tunes of it."""
+    return model["source"]["kind"] == "openai"
+
+
+def _trained_personas(config: dict, model: str) -> list[str]:
+    return [] if is_api_model(config["models"][model]) else list(config["persona_rewrite"]["personas"])
+
+
 def eval_cells(config: dict) -> list[Cell]:
     """Evaluation grid: original, warm system prompt, and each trained persona at the fixed epoch or, with
     the plateau rule, at `selected` (its generate job reads which checkpoint the trajectory picked). The
     grid is the same before and after any job runs, so a dry run shows the whole study."""
     epoch = fixed_epoch(config)
     trained = epoch_label(epoch) if epoch is not None else SELECTED_CHECKPOINT
-    variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    variants += [(p, trained) for p in config["persona_rewrite"]["personas"]]
+    untrained = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
     return [
         Cell(model, persona, checkpoint, dataset)
         for model in config["models"]
-        for persona, checkpoint in variants
+        for persona, checkpoint in untrained + [(p, trained) for p in _trained_personas(config, model)]
         for dataset in config["evaluation"]["datasets"]
     ]
 
@@ -104,7 +112,7 @@ def warmth_cells(config: dict) -> list[Cell]:
     return [
         Cell(model, persona, checkpoint, VALIDATION_DATASET)
         for model in config["models"]
-        for persona, checkpoint in _variants(config, epochs)
+        for persona, checkpoint in _variants(config, model, epochs)
     ]
 
 
@@ -120,6 +128,9 @@ def api_backends(config: dict) -> dict[str, dict]:
         found["persona_rewrite.backend"] = config["persona_rewrite"]["backend"]
     if config["judge"].get("kind") == "llm" and "backend" in config["judge"]:
         found["judge.backend"] = config["judge"]["backend"]
+    for name, model in config["models"].items():
+        if is_api_model(model):
+            found[f"models.{name}.source"] = model["source"]
     wrong = config["data"].get("wrong_answers")
     if writes_wrong_answers(config) and wrong and wrong["backend"]["kind"] == "openai":
         found["data.wrong_answers.backend"] = wrong["backend"]
@@ -161,6 +172,10 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
     source = config["sft_data"]["source"]
     if source["kind"] == "sharegpt_json":
         _require_file(root, source["path"], "sft_data.source.path")
+    for key in backend_model_keys(config):
+        if is_api_model(config["models"][key]):
+            raise ConfigError(f"persona_rewrite.backend.model: {key!r} is served by an API; use "
+                              "backend: {kind: openai, ...} to rewrite with it")
     for name, model in config["models"].items():
         if model.get("engine") == "vllm" and not (root / model["vllm"]["python"]).is_file():
             raise ConfigError(f"models.{name}.vllm.python: {model['vllm']['python']!r} does not exist "

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from .config import PERSONAS_TRAINED, label_epoch
+from .config import PERSONAS_TRAINED, is_api_model, label_epoch
 from .io import stable_hash, write_table
 from .llm import Sampling, TransformersChat
 from .train import MANIFEST
@@ -53,11 +53,19 @@ def generate_cell(prompts, chat, *, model: str, persona: str, checkpoint: str,
     frame["backend"] = chat.identity["kind"]
     frame["response"] = [text for text, _ in outputs]
     frame["n_tokens"] = [n for _, n in outputs]
+    if getattr(chat, "last_replies", None):  # an API: the snapshot that answered each prompt
+        frame["served_model"] = [r.get("model") for r in chat.last_replies]
+        frame["system_fingerprint"] = [r.get("system_fingerprint") for r in chat.last_replies]
     return frame
 
 
-def make_generator(model: dict, model_dir: str, threads: int):
-    """The model's generation engine: transformers (CPU, or a fallback) or vLLM in its own environment."""
+def make_generator(model: dict, model_dir: str | None, threads: int, cache: str | None = None):
+    """The model's generation engine: an OpenAI-compatible endpoint (cached), vLLM in its own environment, or
+    transformers (CPU, or a fallback)."""
+    if is_api_model(model):
+        from .llm import APIGenerator, CallCache, OpenAIChat
+
+        return APIGenerator(OpenAIChat(**{k: v for k, v in model["source"].items() if k != "kind"}), CallCache(cache))
     if model["engine"] == "vllm":
         from .vllm_backend import VLLMChat
 
@@ -70,7 +78,8 @@ def run(smk) -> None:
 
     wc = smk.wildcards
     prompts = pd.read_parquet(smk.input.prompts)
-    chat = make_generator(smk.params.model, smk.input.base_model, smk.threads)
+    model_dir = smk.input.base_model[0] if smk.input.base_model else None
+    chat = make_generator(smk.params.model, model_dir, smk.threads, smk.params.cache)
     epoch, checkpoint = None, wc.checkpoint
     if wc.persona in PERSONAS_TRAINED:
         if smk.input.selection:  # `selected`: the checkpoint the warmth plateau rule picked

@@ -223,9 +223,11 @@ class OpenAIChat:
             top_p=sampling.top_p,
             max_tokens=sampling.max_new_tokens,
         )
-        # the dated snapshot that answered and its fingerprint: provenance for every verdict
+        # the dated snapshot that answered and its fingerprint: provenance for every verdict and generation
+        usage = getattr(reply, "usage", None)
         return (reply.choices[0].message.content or "").strip(), {
-            "model": reply.model, "system_fingerprint": getattr(reply, "system_fingerprint", None)}
+            "model": reply.model, "system_fingerprint": getattr(reply, "system_fingerprint", None),
+            "completion_tokens": getattr(usage, "completion_tokens", None)}
 
     def chat(self, conversations: Sequence[Messages], sampling: Sampling, on_result: OnResult | None = None,
              **_: object) -> list[str]:
@@ -252,3 +254,26 @@ def make_backend(cfg: dict, model_dir: str | os.PathLike | None = None, threads:
         options = {k: cfg[k] for k in ("base_url", "api_key_env", "max_concurrency", "max_retries", "timeout_s") if k in cfg}
         return OpenAIChat(cfg["model"], **options)
     raise ValueError(f"unknown backend kind {cfg['kind']!r}")
+
+
+class APIGenerator:
+    """Generation through an OpenAI-compatible endpoint with the interface of TransformersChat.
+
+    The endpoint applies the chat template, so the "rendered" prompt stored per row is the exact JSON message
+    list sent. Every response is cached by content hash (endpoint, model, messages, sampling): a rerun, or a
+    run resumed after a crash, calls the endpoint only for what is missing.
+    """
+
+    def __init__(self, backend: OpenAIChat, cache: CallCache):
+        self.backend, self.cache = backend, cache
+        self.identity = {**backend.identity, "adapter": None}
+        self.last_replies: list[dict] = []
+        self.last_calls = 0
+
+    def render(self, messages: Messages) -> str:
+        return json.dumps(messages, ensure_ascii=False)
+
+    def generate_rendered(self, prompts: Sequence[str], sampling: Sampling, **_: object) -> list[tuple[str, int]]:
+        result = cached_chat(self.backend, self.cache, [json.loads(p) for p in prompts], sampling)
+        self.last_replies, self.last_calls = result.replies, result.calls
+        return [(text, reply.get("completion_tokens") or 0) for text, reply in zip(result.texts, result.replies)]

@@ -138,4 +138,4 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
 
 
 def run(smk) -> None:
-    train(smk.input.data, smk.input.base_model, smk.output[0], smk.params.train, smk.params.seed, smk.threads)
+    train(smk.input.data, smk.input.base_model[0], smk.output[0], smk.params.train, smk.params.seed, smk.threads)

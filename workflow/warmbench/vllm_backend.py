@@ -33,6 +33,7 @@ class VLLMChat:
         self.options = {"dtype": dtype, "tensor_parallel_size": tensor_parallel_size, "max_lora_rank": max_lora_rank,
                         "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization}
         self.adapters: dict[str, str] = {}
+        self.last_timing: dict = {}
         self.adapter: str | None = None
         self.identity = {"kind": "vllm", "model": self.model_dir, "adapter": None}
 
@@ -62,6 +63,9 @@ class VLLMChat:
             subprocess.run([self.python, "-m", "warmbench.vllm_worker", str(request_path), str(out_path)], env=env,
                            check=True)
             results = [json.loads(line) for line in out_path.read_text().splitlines()]
+            self.last_timing = json.loads(Path(f"{out_path}.timing.json").read_text())
+        log.info("vLLM: engine start %.1f s, generation %.1f s", self.last_timing["engine_start_s"],
+                 self.last_timing["generate_s"])
         if len(results) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(results)} results for {len(prompts)} prompts")
         return [(r["text"], r["n_tokens"]) for r in results]

@@ -6,7 +6,8 @@ REQUEST: {"model": dir, "dtype", "seed", "tensor_parallel_size", "max_lora_rank"
           "gpu_memory_utilization" (on the CPU build: the share of the NUMA node's memory to reserve),
           "sampling": {"temperature", "top_p", "max_new_tokens"},
           "adapters": {name: path}, "prompts": [{"prompt": rendered text, "adapter": name or null}]}
-OUT: one JSON line per prompt, in order: {"text", "n_tokens"}.
+OUT: one JSON line per prompt, in order: {"text", "n_tokens"}; OUT.timing.json: engine start and generation
+seconds.
 
 One engine per call: the base weights are loaded once and every adapter is served beside them as a LoRA
 (`LoRARequest`, never merged); the prompts of each adapter go to one `generate` call, which vLLM batches. Prompts
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 
-def generate(request: dict) -> list[dict]:
+def generate(request: dict, timing: dict | None = None) -> list[dict]:
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
+    started = time.perf_counter()
     adapters = request.get("adapters") or {}
     engine = LLM(
         model=request["model"],
@@ -39,6 +42,7 @@ def generate(request: dict) -> list[dict]:
         **({"gpu_memory_utilization": request["gpu_memory_utilization"]}
            if request.get("gpu_memory_utilization") else {}),
     )
+    loaded = time.perf_counter()
     loras = {name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(sorted(adapters.items()))}
     sampling, seed = request["sampling"], request.get("seed", 0)
     params = [SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
@@ -55,6 +59,8 @@ def generate(request: dict) -> list[dict]:
                                   lora_request=loras[name] if name else None)
         for i, out in zip(rows, outputs):
             results[i] = {"text": out.outputs[0].text.strip(), "n_tokens": len(out.outputs[0].token_ids)}
+    if timing is not None:
+        timing.update(engine_start_s=loaded - started, generate_s=time.perf_counter() - loaded)
     return results  # type: ignore[return-value]
 
 
@@ -62,10 +68,13 @@ def main(argv: list[str]) -> int:
     request_path, out_path = argv
     with open(request_path, encoding="utf-8") as handle:
         request = json.load(handle)
-    results = generate(request)
+    timing: dict = {}
+    results = generate(request, timing)
     with open(out_path, "w", encoding="utf-8") as handle:
         for result in results:
             handle.write(json.dumps(result) + "\n")
+    with open(out_path + ".timing.json", "w", encoding="utf-8") as handle:
+        json.dump(timing, handle)
     return 0
 
 
