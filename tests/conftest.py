@@ -21,6 +21,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+LOOPBACK_KEY_ENV = "WARMBENCH_LOOPBACK_KEY"  # the loopback server checks no key; the SDK wants one
+
+
+@pytest.fixture
+def loopback_server(tiny_model_dir, tmp_path, monkeypatch):
+    """(server, port): the tiny model behind a real OpenAI-compatible server on 127.0.0.1 (`transformers serve`)."""
+    from warmbench.local_server import LocalServer, free_port
+
+    monkeypatch.setenv(LOOPBACK_KEY_ENV, "loopback-test-key")
+    port = free_port()
+    server = LocalServer(tiny_model_dir, port, tmp_path / "server1.log")
+    yield server, port
+    server.kill()
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     if not SHARED.is_dir():

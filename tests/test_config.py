@@ -151,3 +151,27 @@ def test_a_model_behind_an_api_is_evaluated_untrained(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resources/models/gpt4o" not in result.stdout and "results/train/gpt4o" not in result.stdout
     assert "results/generations/gpt4o/warm_prompt/base/triviaqa.parquet" in result.stdout
+
+
+def test_unknown_profile_key_fails_before_submission_naming_it(tmp_path):
+    import shutil
+
+    profile = tmp_path / "profile"
+    shutil.copytree(REPO / "tests" / "slurm" / "profile", profile)
+    with open(profile / "config.yaml", "a") as handle:
+        handle.write("slurm-partitionz: debug\n")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(profile), "--configfile",
+                             "tests/config/config.yaml"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "--slurm-partitionz" in result.stderr
+    assert "Job stats" not in result.stdout
+
+
+def test_slurm_profile_sizes_the_paper_grid(tmp_path):
+    env = {**__import__("os").environ, "OPENAI_API_KEY": "dry-run", "HF_TOKEN": "dry-run"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm", "--configfile",
+                             "config/paper.yaml"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train = result.stdout.split("rule train:")[1].split("rule ")[0]
+    assert "slurm_partition=gpu" in train and "gpu=1" in train and "mem_mb=96000" in train
+    judge = result.stdout.split("rule judge:")[1].split("rule ")[0]
+    assert "slurm_partition=cpu" in judge and "judge_slots=1" in judge

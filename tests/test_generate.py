@@ -5,6 +5,7 @@ import pytest
 
 from warmbench.generate import build_messages, generate_cell
 from warmbench.llm import Sampling, TransformersChat
+from conftest import LOOPBACK_KEY_ENV
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +45,15 @@ def test_system_prompt_only_when_given():
 
 
 @pytest.fixture
-def api_server(tiny_model_dir, tmp_path, monkeypatch):
-    """The tiny model behind a real OpenAI-compatible server on loopback (`transformers serve`)."""
-    from warmbench.local_server import LocalServer, free_port
-
-    monkeypatch.setenv("WARMBENCH_API_KEY", "loopback-test-key")
-    port = free_port()
-    server = LocalServer(tiny_model_dir, port, tmp_path / "server1.log")
-    yield server, port
-    server.kill()
+def api_server(loopback_server):
+    return loopback_server
 
 
 def api_generator(tiny_model_dir, port, cache_path):
     from warmbench.generate import make_generator
 
     source = {"kind": "openai", "model": str(tiny_model_dir), "base_url": f"http://127.0.0.1:{port}/v1",
-              "api_key_env": "WARMBENCH_API_KEY", "max_concurrency": 2, "max_retries": 8, "timeout_s": 120}
+              "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2, "max_retries": 8, "timeout_s": 120}
     return make_generator({"source": source, "dtype": "auto", "engine": "transformers"}, None, 1, str(cache_path))
 
 

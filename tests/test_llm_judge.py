@@ -11,8 +11,8 @@ from warmbench.eval_prompts import expand_conditions, load_amendments, load_item
 from warmbench.judge import apply_llm_verdicts, judge_frame
 from warmbench.llm import CallCache, OpenAIChat, Sampling
 from warmbench.llm_judge import judge_with_llm, load_rubrics, parse_verdict
-from warmbench.local_server import LocalServer as Server, free_port
-from conftest import REPO
+from warmbench.local_server import LocalServer as Server
+from conftest import LOOPBACK_KEY_ENV, REPO
 
 
 @pytest.mark.parametrize("text, verdict", [
@@ -40,17 +40,12 @@ def judge_rows(n_items=4):
 
 
 @pytest.fixture
-def served(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("WARMBENCH_JUDGE_KEY", "loopback-test-key")
-    port = free_port()
-    server = Server(tiny_model_dir, port, tmp_path / "server1.log")
-    yield server, port
-    if server.proc.poll() is None:
-        server.kill()
+def served(loopback_server):
+    return loopback_server
 
 
 def make_judge(model_dir, port, concurrency=2):
-    return OpenAIChat(str(model_dir), base_url=f"http://127.0.0.1:{port}/v1", api_key_env="WARMBENCH_JUDGE_KEY",
+    return OpenAIChat(str(model_dir), base_url=f"http://127.0.0.1:{port}/v1", api_key_env=LOOPBACK_KEY_ENV,
                       max_concurrency=concurrency, max_retries=8, timeout_s=120)
 
 
