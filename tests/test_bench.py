@@ -1,3 +1,5 @@
+import pytest
+
 from warmbench.bench import read_benchmarks, summarize
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -35,3 +37,14 @@ def test_dag_benchmark_counts_the_paper_grid(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("dry run of config/paper.yaml: ") and lines[-1].startswith("RATIO: dry run ")
     assert any(line.split() == ["generate:", str(4 * 7 * 4 + 4 * (2 + 2 * 8))] for line in lines)
+
+
+@pytest.mark.slow
+def test_generation_benchmark_runs_every_backend_on_the_same_prompts(tiny_model_dir, capsys):
+    from warmbench.bench import generation_benchmark
+
+    assert generation_benchmark(str(tiny_model_dir), n_prompts=4, max_new_tokens=4, batch_size=4) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("RATIO: vs the one-prompt-at-a-time loop: transformers batched ")
+    for backend in ("naive loop:", "transformers batched:", "vllm:"):
+        assert any(line.strip().startswith(backend) and "peak RSS" in line for line in lines), backend

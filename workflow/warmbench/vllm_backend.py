@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -59,9 +60,11 @@ class VLLMChat:
             request_path.write_text(json.dumps(request))
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT),
                                                                               os.environ.get("PYTHONPATH")]))}
+            env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # the engine's internal queues stay on loopback
             log.info("vLLM: %d prompts, %d adapters, via %s", len(prompts), len(request["adapters"]), self.python)
+            # vLLM logs to stdout: send it to stderr, which is the job's log (stdout stays for results)
             subprocess.run([self.python, "-m", "warmbench.vllm_worker", str(request_path), str(out_path)], env=env,
-                           check=True)
+                           check=True, stdout=sys.stderr)
             results = [json.loads(line) for line in out_path.read_text().splitlines()]
             self.last_timing = json.loads(Path(f"{out_path}.timing.json").read_text())
         log.info("vLLM: engine start %.1f s, generation %.1f s", self.last_timing["engine_start_s"],
