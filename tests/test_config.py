@@ -1,4 +1,5 @@
 """Config validation: a wrong key or type fails before any job, with a message naming it."""
+import re
 import subprocess
 import sys
 
@@ -122,7 +123,7 @@ def test_hub_data_downloads_on_the_submit_host_before_the_prompts(tmp_path):
     out = result.stdout
     for dataset in cfg["evaluation"]["datasets"]:
         assert f"resources/data/{dataset}.jsonl" in out
-    assert "download_dataset        7" in out
+    assert re.search(r"^download_dataset\s+7$", out, re.M)  # one download per dataset
 
 
 def test_paper_config_is_valid_and_names_what_it_needs():
