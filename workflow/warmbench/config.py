@@ -142,10 +142,6 @@ def writes_wrong_answers(config: dict) -> bool:
     return config["data"]["source"] == "hub" and "triviaqa" in config["evaluation"]["datasets"]
 
 
-# Datasets whose hub copy is gated (the loader's registry says which); imported lazily by check().
-HUB_TOKEN_ENV = "HF_TOKEN"
-
-
 def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> None:
     """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job."""
     root = Path(root)
@@ -184,12 +180,13 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
             raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
     data = config["data"]
     if data["source"] == "hub":
-        from .download import hub_source
+        from .download import TOKEN_ENV, hub_source  # light: no datasets import until a download runs
 
         for dataset in config["evaluation"]["datasets"]:
-            if hub_source(dataset, data["hub"])["gated"] and not environ.get(HUB_TOKEN_ENV):
-                raise ConfigError(f"data.hub.{dataset}: {hub_source(dataset, data['hub'])['id']} is gated on the "
-                                  f"Hugging Face hub: set {HUB_TOKEN_ENV} to a token that has accepted its terms")
+            source = hub_source(dataset, data["hub"])
+            if source["gated"] and not environ.get(TOKEN_ENV):
+                raise ConfigError(f"data.hub.{dataset}: {source['id']} is gated on the Hugging Face hub: "
+                                  f"set {TOKEN_ENV} to a token that has accepted its terms")
         if writes_wrong_answers(config):
             wrong = data.get("wrong_answers")
             if not wrong:
