@@ -36,6 +36,33 @@ def loopback_server(tiny_model_dir, tmp_path, monkeypatch):
     server.kill()
 
 
+def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_calls: int):
+    """Run `work()` in a thread, kill the server once `after_calls` calls are cached, restart it on the same
+    port, and wait for `work` to finish. Returns (what work returned, calls cached before the kill, the
+    restarted server's answered requests)."""
+    import threading
+    import time
+
+    from warmbench.llm import CallCache
+    from warmbench.local_server import LocalServer
+
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=work()))
+    worker.start()
+    watcher, deadline = CallCache(cache_path), time.time() + 300
+    while len(watcher) < after_calls and time.time() < deadline:
+        time.sleep(0.2)
+    done_before_kill = len(watcher)
+    server.kill()  # mid-run: calls in flight are cut off; the SDK retries with backoff
+    restarted = LocalServer(model_dir, server.port, log_path)
+    try:
+        worker.join(timeout=600)
+        assert not worker.is_alive() and "result" in outcome
+        return outcome["result"], done_before_kill, restarted.requests()
+    finally:
+        restarted.kill()
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     if not SHARED.is_dir():

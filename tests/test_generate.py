@@ -5,7 +5,7 @@ import pytest
 
 from warmbench.generate import build_messages, generate_cell
 from warmbench.llm import Sampling, TransformersChat
-from conftest import LOOPBACK_KEY_ENV
+from conftest import LOOPBACK_KEY_ENV, kill_server_mid_run
 
 
 @pytest.fixture(scope="module")
@@ -83,35 +83,18 @@ def test_api_generation_records_the_served_model_and_a_rerun_is_free(api_server,
 
 @pytest.mark.slow
 def test_api_server_killed_mid_generation_resumes_without_repeating_calls(api_server, tiny_model_dir, tmp_path):
-    import threading
-    import time
-
     from warmbench.llm import CallCache
-    from warmbench.local_server import LocalServer
 
     server, port = api_server
-    cache_path, outcome = tmp_path / "calls.sqlite", {}
-    prompts = many_prompts(30)
+    cache_path = tmp_path / "calls.sqlite"
 
     def work():
-        outcome["frame"] = generate_cell(prompts, api_generator(tiny_model_dir, port, cache_path), model="tiny_api",
-                                         persona="original", checkpoint="base",
-                                         sampling=Sampling(0.0, 1.0, 12), batch_size=8, seed=0)
+        return generate_cell(many_prompts(30), api_generator(tiny_model_dir, port, cache_path), model="tiny_api",
+                             persona="original", checkpoint="base", sampling=Sampling(0.0, 1.0, 12), batch_size=8,
+                             seed=0)
 
-    worker = threading.Thread(target=work)
-    worker.start()
-    watcher = CallCache(cache_path)
-    deadline = time.time() + 300
-    while len(watcher) < 5 and time.time() < deadline:
-        time.sleep(0.2)
-    done_before_kill = len(watcher)
-    server.kill()  # mid-run: requests in flight are cut off, the SDK retries with backoff
-    restarted = LocalServer(tiny_model_dir, port, tmp_path / "server2.log")
-    try:
-        worker.join(timeout=600)
-        assert not worker.is_alive() and len(outcome["frame"]) == 30
-        assert len(CallCache(cache_path)) == 30
-        # the restarted server answered only what had not completed before the kill (up to the 2 in flight)
-        assert 30 - done_before_kill - 2 <= restarted.requests() <= 30 - done_before_kill
-    finally:
-        restarted.kill()
+    frame, done_before_kill, after_restart = kill_server_mid_run(server, work, cache_path, tiny_model_dir,
+                                                                 tmp_path / "server2.log", after_calls=5)
+    assert len(frame) == 30 and len(CallCache(cache_path)) == 30
+    # the restarted server answered only what had not completed before the kill (up to the 2 in flight)
+    assert 30 - done_before_kill - 2 <= after_restart <= 30 - done_before_kill

@@ -1,8 +1,6 @@
 """The LLM judge through the real `openai` SDK against a real OpenAI-compatible server on loopback
 (`transformers serve` with the embedded SmolLM2 as a stand-in judge)."""
 import math
-import threading
-import time
 
 import pandas as pd
 import pytest
@@ -11,8 +9,7 @@ from warmbench.eval_prompts import expand_conditions, load_amendments, load_item
 from warmbench.judge import apply_llm_verdicts, judge_frame
 from warmbench.llm import CallCache, OpenAIChat, Sampling
 from warmbench.llm_judge import judge_with_llm, load_rubrics, parse_verdict
-from warmbench.local_server import LocalServer as Server
-from conftest import LOOPBACK_KEY_ENV, REPO
+from conftest import LOOPBACK_KEY_ENV, REPO, kill_server_mid_run
 
 
 @pytest.mark.parametrize("text, verdict", [
@@ -79,32 +76,19 @@ def test_server_killed_mid_judge_finishes_without_repeating_completed_calls(serv
     server, port = served
     frame = judge_rows(2)  # 36 prompts
     cache_path = tmp_path / "calls.sqlite"
-    outcome = {}
 
     def work():
-        outcome["llm"] = judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port),
-                                        CallCache(cache_path), SAMPLING, parse_retries=0)
+        return judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port), CallCache(cache_path),
+                              SAMPLING, parse_retries=0)
 
-    worker = threading.Thread(target=work)
-    worker.start()
-    watcher = CallCache(cache_path)
-    deadline = time.time() + 300
-    while len(watcher) < 6 and time.time() < deadline:
-        time.sleep(0.2)
-    done_before_kill = len(watcher)
-    server.kill()  # mid-run: calls in flight are cut off
-    restarted = Server(tiny_model_dir, port, tmp_path / "server2.log")
-    try:
-        worker.join(timeout=600)
-        assert not worker.is_alive() and "llm" in outcome
-        total = len(CallCache(cache_path))
-        assert total == len(frame)  # every prompt judged once the server was back
-        # the restarted server saw only calls not completed before the kill (a few in flight at the kill may
-        # have completed between reading the count and the kill)
-        assert total - done_before_kill - 2 <= restarted.requests() <= total - done_before_kill
-        assert server.requests() + restarted.requests() <= total + 2
-    finally:
-        restarted.kill()
+    _, done_before_kill, after_restart = kill_server_mid_run(server, work, cache_path, tiny_model_dir,
+                                                             tmp_path / "server2.log", after_calls=6)
+    total = len(CallCache(cache_path))
+    assert total == len(frame)  # every prompt judged once the server was back
+    # the restarted server saw only calls not completed before the kill (a few in flight at the kill may
+    # have completed between reading the count and the kill)
+    assert total - done_before_kill - 2 <= after_restart <= total - done_before_kill
+    assert server.requests() + after_restart <= total + 2
 
 
 @pytest.mark.slow
