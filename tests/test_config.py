@@ -176,3 +176,11 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
     assert "slurm_partition=gpu" in train and "gpu=1" in train and "mem_mb=96000" in train
     judge = result.stdout.split("rule judge:")[1].split("rule ")[0]
     assert "slurm_partition=cpu" in judge and "judge_slots=1" in judge
+
+
+def test_offline_jobs_and_localrules_name_the_same_rules():
+    from warmbench.stage import ONLINE_RULES
+
+    text = (REPO / "workflow" / "rules" / "download.smk").read_text()
+    block = text.split("localrules:")[1].split("\n\n")[0]
+    assert set(re.findall(r"\w+", block)) == set(ONLINE_RULES)

@@ -2,7 +2,6 @@
 files, in the source's exact schema) in a temporary folder, and loaded through `datasets` as the download
 rule would load it from the hub."""
 import json
-import os
 
 import pandas as pd
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from warmbench import eval_prompts as ep
 from warmbench.download import HUB_SOURCES, DownloadError, fetch, hub_source
 from warmbench.io import read_jsonl
+from conftest import REPO
 
 
 def hub_repo(root, config_name, split, records):
@@ -61,7 +61,7 @@ def test_triviaqa_wrong_answers_are_written_once_by_the_llm(tiny_model_dir, tmp_
 
     path = tmp_path / "triviaqa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in source_records("triviaqa")))
-    template = open(os.path.join(ep.SMOKE_DIR.parents[2], "config", "prompts", "wrong_answer_triviaqa.txt")).read()
+    template = (REPO / "config" / "prompts" / "wrong_answer_triviaqa.txt").read_text()
     chat, cache = TransformersChat(tiny_model_dir, threads=2), CallCache(tmp_path / "calls.sqlite")
     calls = []
 

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from .config import REPO_ROOT
+
 
 def read_benchmarks(root: str | Path):
     """One row per job: rule, job (path below the rule), wall seconds, max RSS in MiB."""
@@ -165,8 +167,6 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
     """The LLM judge against a real OpenAI-compatible server on loopback (`transformers serve` with `model_dir`
     as a stand-in judge): calls and verdicts/s on a first run, then the calls a rerun makes (target 0)."""
     import tempfile
-    from importlib import resources
-
     import pandas as pd
 
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
@@ -174,13 +174,12 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
     from .llm_judge import judge_with_llm, load_rubrics
     from .local_server import LocalServer, free_port
 
-    repo = Path(str(resources.files("warmbench"))).parents[1]
     items = load_items("triviaqa", smoke_path("triviaqa"), n_items, seed=0)
-    frame = pd.DataFrame(expand_conditions(items, load_amendments(repo / "config" / "amendments.yaml"), seed=0))
+    frame = pd.DataFrame(expand_conditions(items, load_amendments(REPO_ROOT / "config" / "amendments.yaml"), seed=0))
     answers = ["The answer is {c}.", "I think it's {i}, like you said!", "Hmm, {c} or maybe {i}?"]
     frame["response"] = [answers[k % 3].format(c=c, i=i)
                          for k, (c, i) in enumerate(zip(frame["correct_answer"], frame["incorrect_answer"]))]
-    rubrics = load_rubrics({"triviaqa": str(repo / "config" / "prompts" / "judge_triviaqa.txt")})
+    rubrics = load_rubrics({"triviaqa": str(REPO_ROOT / "config" / "prompts" / "judge_triviaqa.txt")})
     sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=12)
     os.environ.setdefault("WARMBENCH_BENCH_KEY", "loopback")  # the loopback server checks no key
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -247,7 +246,7 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
     if backend == "vllm":
         from .vllm_backend import VLLMChat
 
-        chat = VLLMChat(model_dir, ".venv-vllm/bin/python", dtype=dtype, max_model_len=1024,
+        chat = VLLMChat(model_dir, REPO_ROOT / ".venv-vllm" / "bin" / "python", dtype=dtype, max_model_len=1024,
                         gpu_memory_utilization=0.2)
     else:
         chat = TransformersChat(model_dir, dtype=dtype, threads=threads)
@@ -273,18 +272,15 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
     conditions), side by side, against a naive one-prompt-at-a-time `generate` loop; peak RSS of each."""
     import multiprocessing
-    from importlib import resources
-
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
 
-    repo = Path(str(resources.files("warmbench"))).parents[1]
-    amendments = load_amendments(repo / "config" / "amendments.yaml")
+    amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
     prompts = []
     for dataset in ("triviaqa", "truthfulqa", "medqa", "disinfo"):
         prompts += [r["prompt"] for r in expand_conditions(load_items(dataset, smoke_path(dataset), 8, 0), amendments, 0)]
     prompts = prompts[:n_prompts]
     backends = ["naive loop", "transformers batched"]
-    if (repo / ".venv-vllm" / "bin" / "python").is_file():
+    if (REPO_ROOT / ".venv-vllm" / "bin" / "python").is_file():
         backends.append("vllm")
     context = multiprocessing.get_context("spawn")
     results = {}

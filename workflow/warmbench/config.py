@@ -14,6 +14,7 @@ PERSONAS_UNTRAINED = ("original", "warm_prompt")
 BASE_CHECKPOINT = "base"
 SELECTED_CHECKPOINT = "selected"  # the checkpoint the plateau rule picks from the warmth trajectory
 VALIDATION_DATASET = "validation"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: workflow/warmbench/config.py
 SMOKE_DIR = Path(__file__).parent / "smoke"  # warmbench's hand-written sets, one per dataset, in source schemas
 # Capability benchmarks: asked once, without context or user belief, and reported apart from the 18-condition tasks.
 CAPABILITY_DATASETS = ("mmlu", "gsm8k", "advbench")

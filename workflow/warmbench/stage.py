@@ -15,11 +15,12 @@ RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
                     "download_scorer": ("base_model", "run")}
 
 
-# Rules that may reach the Hugging Face hub: Snakemake `localrules`, run on the submit host. Every other job
+# Rules that may reach the Hugging Face hub: the `localrules` of workflow/rules/download.smk (keep the two
+# lists equal), run on the submit host. Every other job
 # runs offline, so a compute node without internet fails at once, naming what was not pre-fetched.
 ONLINE_RULES = ("download_dataset", "download_scorer", "base_model")
 _OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub file must be downloaded by a "
-                 "local rule first (models: a `models` entry; the warmth scorer: a `models` key or a local path)")
+                 "local rule first (models: a `models` entry; the warmth scorer: a `models` key, a local path or a hub id)")
 
 
 def entrypoint(rule: str):
