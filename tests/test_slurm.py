@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,18 +54,23 @@ def test_whole_dag_runs_through_slurm(slurm_run):
     assert len(set(submitted)) == jobs - local  # every other job went through sbatch, once
 
 
-def test_jobs_ran_as_slurm_jobs_with_their_resources(slurm_run, slurm):
+def test_jobs_ran_as_slurm_jobs_with_their_resources(slurm_run):
     work, result = slurm_run
     logs = work / ".snakemake" / "slurm_logs"
     rules = {p.name.removeprefix("rule_") for p in logs.iterdir() if p.is_dir()}
     assert {"train", "generate", "judge", "warmth", "analysis"} <= rules
     assert "base_model" not in rules  # a localrule: never submitted
-    # SLURM's own record (finished jobs stay listed for MinJobAge): each rule's job got the profile's memory
-    listed = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%k|%m|%P|%T"], env=slurm, capture_output=True,
-                            text=True, timeout=60)
-    assert listed.returncode == 0, listed.stderr
-    jobs = [line.split("|") for line in listed.stdout.splitlines()]
-    memory = {comment.split("_wildcards_")[0].removeprefix("rule_"): mem for comment, mem, _, _ in jobs}
+    # SLURM's own record (jobcomp/filetxt, one line per finished job): each rule's job got the profile's memory.
+    # The plugin names each job's log <jobid>.log under its rule's folder.
+    rule_of = {log.stem: rule_dir.name.removeprefix("rule_")
+               for rule_dir in logs.iterdir() for log in rule_dir.rglob("*.log")}
+    finished = {}
+    for line in (Path(STATE) / "jobcomp.log").read_text().splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if fields.get("JobId") in rule_of:
+            finished[fields["JobId"]] = fields
+    assert set(finished) == set(rule_of)  # every submitted job finished and was recorded
+    memory = {rule_of[job]: re.search(r"mem=(\w+)", fields["Tres"]).group(1) for job, fields in finished.items()}
     assert memory["train"] in ("6G", "6144M") and memory["judge"] in ("2G", "2048M")
-    assert {partition for _, _, partition, _ in jobs} == {"debug"}
-    assert {state for _, _, _, state in jobs} == {"COMPLETED"}
+    assert {fields["Partition"] for fields in finished.values()} == {"debug"}
+    assert {fields["JobState"] for fields in finished.values()} == {"COMPLETED"}

@@ -50,6 +50,9 @@ SelectTypeParameters=CR_CPU_Memory
 SchedulerType=sched/backfill
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
+# A line per finished job (id, state, partition, TRES incl. memory) that outlives MinJobAge: what the tests check
+JobCompType=jobcomp/filetxt
+JobCompLoc=$DIR/jobcomp.log
 MpiDefault=none
 ReturnToService=2
 # No slurmdbd, so no sacct: Snakemake polls squeue, which shows a finished job for MinJobAge seconds.
