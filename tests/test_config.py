@@ -154,6 +154,46 @@ def test_a_model_behind_an_api_is_evaluated_untrained(tmp_path):
     assert "results/generations/gpt4o/warm_prompt/base/triviaqa.parquet" in result.stdout
 
 
+def test_an_api_model_with_fine_tune_gets_trained_personas_at_its_own_epochs(tmp_path):
+    cfg = default_config()
+    cfg["models"]["gpt4o"] = {"source": {"kind": "openai", "model": "gpt-4o-2024-08-06", "api_key_env": "WB_KEY"},
+                              "fine_tune": {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1},
+                                            "checkpoint_epochs": [1, 2]}}
+    result = dry_run(tmp_path, cfg, env={**__import__("os").environ, "WB_KEY": "k"})  # before validate fills defaults
+    validate(cfg, str(SCHEMA))
+    wb.check(cfg, root=REPO, environ={"WB_KEY": "k"})
+    warmth = {(c.persona, c.checkpoint) for c in wb.warmth_cells(cfg) if c.model == "gpt4o"}
+    assert warmth == {("original", "base"), ("warm_prompt", "base"), ("warm", "epoch1"), ("warm", "epoch2"),
+                      ("cold", "epoch1"), ("cold", "epoch2")}  # fine_tune's epochs, not train's
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^train_openai\s+2$", result.stdout, re.M)
+    assert "results/train/gpt4o/warm" in result.stdout and "resources/models/gpt4o" not in result.stdout
+    assert "results/generations/gpt4o/warm/epoch2/triviaqa.parquet" in result.stdout
+
+
+GPT4O = {"kind": "openai", "model": "gpt-4o-2024-08-06"}
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"source": {"kind": "path", "path": "tests"}, "fine_tune": {"learning_rate_multiplier": {"warm": 1},
+                                                                 "checkpoint_epochs": [2]}},
+     r"models\.extra\.fine_tune: only for models behind the OpenAI API"),
+    ({"source": GPT4O, "fine_tune": {"learning_rate_multiplier": {"warm": 0.25}, "checkpoint_epochs": [2]}},
+     r"models\.extra\.fine_tune\.learning_rate_multiplier: no multiplier for persona\(s\) \['cold'\]"),
+    ({"source": GPT4O, "fine_tune": {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_epochs": [1, 6]}},
+     r"models\.extra\.fine_tune\.checkpoint_epochs: \[1\.0, 6\.0\] lack the evaluated epoch 2"),
+    ({"source": {"kind": "path", "path": "tests"}, "engine": "vllm",
+      "vllm": {"python": "tests/config/config.yaml", "tensor_parallel_size": 2}, "resources": {"generate": {"gpus": 4}}},
+     r"models\.extra\.vllm\.tensor_parallel_size: 2 but models\.extra\.resources\.generate\.gpus is 4"),
+])
+def test_bad_model_settings_name_their_key(model, message):
+    cfg = default_config()
+    cfg["models"]["extra"] = model
+    validate(cfg, str(SCHEMA))
+    with pytest.raises(wb.ConfigError, match=message):
+        wb.check(cfg, root=REPO, environ={"OPENAI_API_KEY": "k"})
+
+
 def test_unknown_profile_key_fails_before_submission_naming_it(tmp_path):
     import shutil
 
@@ -172,8 +212,19 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm", "--configfile",
                              "config/paper.yaml"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    train = result.stdout.split("rule train:")[1].split("rule ")[0]
-    assert "slurm_partition=gpu" in train and "gpu=1" in train and "mem_mb=96000" in train
+    jobs = {}  # (rule, model) -> resources line, from the dry run's job listing
+    for block in result.stdout.split("\nrule ")[1:]:
+        model = re.search(r"wildcards: model=(\w+)", block)
+        resources = re.search(r"resources: (.*)", block)
+        if model and resources:
+            jobs[(block.split(":")[0], model.group(1))] = resources.group(1)
+    # sized per model: the 70B trains on 3 GPUs (FSDP) and generates on 4 (vLLM tensor parallel)
+    assert "gpu=3," in jobs[("train", "llama31_70b")] and "mem_mb=400000," in jobs[("train", "llama31_70b")]
+    assert "gpu=1," in jobs[("train", "llama31_8b")] and "slurm_partition=gpu" in jobs[("train", "llama31_8b")]
+    assert "gpu=4," in jobs[("generate", "llama31_70b")]
+    # GPT-4o: fine-tuned from the submit host, generated on the CPU partition without a GPU
+    assert "gpu=" not in jobs[("generate_api", "gpt4o")].replace("gpu=0", "")
+    assert "slurm_partition=cpu" in jobs[("generate_api", "gpt4o")]
     judge = result.stdout.split("rule judge:")[1].split("rule ")[0]
     assert "slurm_partition=cpu" in judge and "judge_slots=1" in judge
 
@@ -181,6 +232,8 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
 def test_offline_jobs_and_localrules_name_the_same_rules():
     from warmbench.stage import ONLINE_RULES
 
-    text = (REPO / "workflow" / "rules" / "download.smk").read_text()
-    block = text.split("localrules:")[1].split("\n\n")[0]
-    assert set(re.findall(r"\w+", block)) == set(ONLINE_RULES)
+    local = set()
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in rules.read_text().split("localrules:")[1:]:
+            local |= set(re.findall(r"\w+", block.split("\n\n")[0]))
+    assert local == set(ONLINE_RULES)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from warmbench.io import write_jsonl
-from warmbench.train import MANIFEST, completion_examples, train
+from warmbench.train import MANIFEST, accumulation_steps, completion_examples, launch, train
 
 
 def test_one_example_per_assistant_turn_with_the_conversation_so_far():
@@ -47,3 +47,30 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
         chat.use_adapter("warm", out / "epoch2")
         tuned = chat.model(**ids).logits
     assert (tuned - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("per_device, accumulation, processes, expected", [
+    (4, 4, 1, 4), (4, 4, 2, 2), (4, 4, 4, 1), (4, 4, 3, 1), (1, 16, 3, 5), (2, 8, 2, 4)])
+def test_accumulation_keeps_the_effective_batch_across_gpus(per_device, accumulation, processes, expected):
+    cfg = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation}
+    assert accumulation_steps(cfg, processes) == expected  # 16 over 3 GPUs: nearest is 12 (4 x 3) or 15 (1 x 3 x 5)
+
+
+@pytest.mark.slow
+def test_launched_training_runs_the_module_entry_point_and_writes_the_manifest(tmp_path, tiny_model_dir):
+    # the multi-GPU path's plumbing (accelerate launch -> python -m warmbench.train -> manifest), on one CPU
+    # process: FSDP itself needs GPUs (accelerate refuses it on CPU)
+    data = [{"id": str(i), "messages": [{"role": "user", "content": f"Tell me about {w}."},
+                                        {"role": "assistant", "content": f"Oh, {w} is lovely, friend!"}]}
+            for i, w in enumerate(["cats", "rain", "tea", "maps"])]
+    write_jsonl(tmp_path / "warm.jsonl", data)
+    cfg = {"epochs": 1, "checkpoint_epochs": [1], "learning_rate": 1e-3, "max_length": 64,
+           "per_device_batch_size": 2, "gradient_accumulation_steps": 1, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    arguments = {"data_path": str(tmp_path / "warm.jsonl"), "base_model_dir": str(tiny_model_dir),
+                 "out_dir": str(tmp_path / "out"), "cfg": cfg, "seed": 0}
+    launch(arguments, 1, config={"distributed_type": "NO", "use_cpu": True, "mixed_precision": "no",
+                                 "num_machines": 1, "machine_rank": 0})
+    written = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert [m["checkpoint"] for m in written["checkpoints"]] == ["epoch1"]
+    assert written["processes"] == 1 and written["effective_batch"] == 2
+    assert not (tmp_path / "out" / "_launch").exists()

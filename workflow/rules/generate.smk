@@ -15,10 +15,26 @@ rule generate:
         batch_size=config["evaluation"]["batch_size"],
         seed=config["seed"],
         cache="results/cache/llm_calls.sqlite",
+    wildcard_constraints:
+        model=wb.one_of(wb.local_models(config)),
     log:
         "logs/generate/{model}/{persona}/{checkpoint}/{dataset}.log",
     benchmark:
         "benchmarks/generate/{model}/{persona}/{checkpoint}/{dataset}.tsv"
     threads: 1
+    resources:
+        # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
+        gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
+        mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "generate")["mem_mb"] * attempt,
     script:
         STAGE
+
+
+use rule generate as generate_api with:
+    # The same job for a model behind an API: no GPU, and its own name so profiles send it to a CPU partition.
+    wildcard_constraints:
+        model=wb.one_of(wb.api_models(config)),
+    resources:
+        gpu=0,
+        mem_mb=lambda wc, attempt: 4000 * attempt,  # HTTP calls and a cache: light
+

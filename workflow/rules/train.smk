@@ -9,11 +9,42 @@ rule train:
         train=config["train"],
         seed=config["seed"],
     wildcard_constraints:
+        model=wb.one_of(wb.local_models(config)),
         persona="warm|cold",
     log:
         "logs/train/{model}/{persona}.log",
     benchmark:
         "benchmarks/train/{model}/{persona}.tsv"
     threads: 2
+    resources:
+        # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
+        gpu=lambda wc: wb.job_resources(config, wc.model, "train")["gpus"],
+        mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "train")["mem_mb"] * attempt,
+    script:
+        STAGE
+
+
+# Fine-tuning an API model (GPT-4o) is a wait on OpenAI's servers, not compute: it runs on the submit host,
+# which has the internet, and polls. Its job ids are saved outside the output, so a rerun never pays twice.
+localrules:
+    train_openai,
+
+
+rule train_openai:
+    # The OpenAI fine-tuning API on the rewritten conversations; the jobs' checkpoints at the configured epochs.
+    input:
+        data="results/persona_rewrite/{persona}.jsonl",
+    output:
+        directory("results/train/{model}/{persona}"),
+    params:
+        model=lambda wc: config["models"][wc.model],
+        fine_tune=lambda wc: config["models"][wc.model]["fine_tune"],
+        seed=config["seed"],
+        state="results/cache/openai_fine_tuning/{model}/{persona}.json",
+    wildcard_constraints:
+        model=wb.one_of(wb.api_models(config, fine_tuned=True)),
+        persona="warm|cold",
+    log:
+        "logs/train_openai/{model}/{persona}.log",
     script:
         STAGE

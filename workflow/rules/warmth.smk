@@ -23,7 +23,7 @@ rule select_checkpoint:
     input:
         summaries=lambda wc: [
             f"results/warmth/{wc.model}/{wc.persona}/{wb.epoch_label(e)}.json"
-            for e in config["train"]["checkpoint_epochs"]
+            for e in wb.checkpoint_epochs(config, wc.model)
         ],
         original="results/warmth/{model}/original/base.json",
     output:

@@ -84,12 +84,39 @@ def fixed_epoch(config: dict) -> float | None:
 
 
 def is_api_model(model: dict) -> bool:
-    """A model served by an OpenAI-compatible endpoint: no local weights, so no LoRA fine-tunes of it."""
+    """A model served by an OpenAI-compatible endpoint: no local weights, so no LoRA; fine-tuned, if at all,
+    through the OpenAI fine-tuning API (its `fine_tune` block)."""
     return model["source"]["kind"] == "openai"
 
 
+def api_models(config: dict, fine_tuned: bool = False) -> list[str]:
+    """Keys of the API models (with fine_tuned=True: those fine-tuned through the API)."""
+    return [name for name, model in config["models"].items()
+            if is_api_model(model) and (not fine_tuned or "fine_tune" in model)]
+
+
+def one_of(names) -> str:
+    """A wildcard constraint matching exactly these names; with none, a regex that matches nothing (Snakemake
+    reads an empty constraint as no constraint at all)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+def local_models(config: dict) -> list[str]:
+    return [name for name, model in config["models"].items() if not is_api_model(model)]
+
+
 def _trained_personas(config: dict, model: str) -> list[str]:
-    return [] if is_api_model(config["models"][model]) else list(config["persona_rewrite"]["personas"])
+    spec = config["models"][model]
+    if is_api_model(spec) and "fine_tune" not in spec:
+        return []
+    return list(config["persona_rewrite"]["personas"])
+
+
+def checkpoint_epochs(config: dict, model: str) -> list[float]:
+    """The epochs whose checkpoints exist: train.checkpoint_epochs, or an API model's fine_tune.checkpoint_epochs."""
+    spec = config["models"][model]
+    epochs = spec["fine_tune"]["checkpoint_epochs"] if "fine_tune" in spec else config["train"]["checkpoint_epochs"]
+    return sorted(float(e) for e in epochs)
 
 
 def eval_cells(config: dict) -> list[Cell]:
@@ -109,11 +136,10 @@ def eval_cells(config: dict) -> list[Cell]:
 
 def warmth_cells(config: dict) -> list[Cell]:
     """Warmth trajectory: every checkpoint of every persona on the validation prompts."""
-    epochs = sorted(config["train"]["checkpoint_epochs"])
     return [
         Cell(model, persona, checkpoint, VALIDATION_DATASET)
         for model in config["models"]
-        for persona, checkpoint in _variants(config, model, epochs)
+        for persona, checkpoint in _variants(config, model, checkpoint_epochs(config, model))
     ]
 
 
@@ -174,6 +200,7 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
             raise ConfigError(f"persona_rewrite.backend.model: {key!r} is served by an API; use "
                               "backend: {kind: openai, ...} to rewrite with it")
     for name, model in config["models"].items():
+        _check_model(config, name, model)
         if model.get("engine") == "vllm" and not (root / model["vllm"]["python"]).is_file():
             raise ConfigError(f"models.{name}.vllm.python: {model['vllm']['python']!r} does not exist "
                               "(`make vllm` creates .venv-vllm)")
@@ -212,6 +239,33 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
                 f"{key}.api_key_env: environment variable {env} is not set "
                 "(the OpenAI-compatible backend needs it; set it, or use a local backend)"
             )
+
+
+def job_resources(config: dict, model: str, rule: str) -> dict:
+    """A model's cluster job size for `rule` (train or generate); API models need no GPU."""
+    spec = config["models"][model]
+    size = dict(spec["resources"][rule])
+    return {**size, "gpus": 0} if is_api_model(spec) else size
+
+
+def _check_model(config: dict, name: str, model: dict) -> None:
+    key = f"models.{name}"
+    if "fine_tune" in model:
+        if not is_api_model(model):
+            raise ConfigError(f"{key}.fine_tune: only for models behind the OpenAI API (source kind openai); "
+                              "local models are fine-tuned with LoRA as `train:` says")
+        missing = [p for p in config["persona_rewrite"]["personas"] if p not in model["fine_tune"]["learning_rate_multiplier"]]
+        if missing:
+            raise ConfigError(f"{key}.fine_tune.learning_rate_multiplier: no multiplier for persona(s) {missing}")
+        selected = fixed_epoch(config)
+        epochs = [float(e) for e in model["fine_tune"]["checkpoint_epochs"]]
+        if selected is not None and selected not in epochs:
+            raise ConfigError(f"{key}.fine_tune.checkpoint_epochs: {sorted(epochs)} lack the evaluated epoch "
+                              f"{selected:g} (evaluation.checkpoint_selection.epoch)")
+    gpus = model["resources"]["generate"]["gpus"]
+    if model.get("engine") == "vllm" and gpus not in (0, model["vllm"]["tensor_parallel_size"]):
+        raise ConfigError(f"{key}.vllm.tensor_parallel_size: {model['vllm']['tensor_parallel_size']} but "
+                          f"{key}.resources.generate.gpus is {gpus}: vLLM shards the model over every GPU of its job")
 
 
 def _require_file(root: Path, path: str, key: str) -> None:

@@ -1,7 +1,7 @@
 """Stage generate: one (model, persona, checkpoint, dataset) cell, all prompt conditions in one batched run.
 
 The base model is loaded once; a trained persona's LoRA adapter (the selected checkpoint) is applied with
-PEFT, never merged. `warm_prompt` is the original model with the warm system prompt. Every row keeps its
+PEFT, never merged. An API model's trained persona is the fine-tuned model its train_openai job recorded. `warm_prompt` is the original model with the warm system prompt. Every row keeps its
 provenance: rendered prompt, its hash, sampling parameters, seed, adapter path and real training epoch.
 """
 from __future__ import annotations
@@ -22,7 +22,9 @@ def checkpoint_entry(train_dir: str | Path, checkpoint: str) -> dict:
     manifest = json.loads((Path(train_dir) / MANIFEST).read_text())
     for entry in manifest["checkpoints"]:
         if entry["checkpoint"] == checkpoint:
-            return {**entry, "path": str(Path(train_dir) / entry["path"])}
+            if entry.get("path"):  # a LoRA adapter on disk; an API fine-tune names its model instead
+                entry = {**entry, "path": str(Path(train_dir) / entry["path"])}
+            return entry
     raise FileNotFoundError(f"{train_dir}: no checkpoint {checkpoint!r} (have {[e['checkpoint'] for e in manifest['checkpoints']]})")
 
 
@@ -86,7 +88,10 @@ def run(smk) -> None:
             checkpoint = json.loads(Path(smk.input.selection[0]).read_text())["checkpoint"]
             log.info("plateau rule selected %s", checkpoint)
         entry = checkpoint_entry(smk.input.adapter[0], checkpoint)
-        chat.use_adapter(wc.persona, entry["path"])
+        if is_api_model(smk.params.model):
+            chat.use_model(entry["model"])  # the fine-tuned model (or checkpoint) the OpenAI API made
+        else:
+            chat.use_adapter(wc.persona, entry["path"])
         epoch = entry["epoch"]
     system_prompt = Path(smk.input.system_prompt[0]).read_text().strip() if smk.input.system_prompt else None
     frame = generate_cell(

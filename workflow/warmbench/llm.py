@@ -270,6 +270,12 @@ class APIGenerator:
         self.last_replies: list[dict] = []
         self.last_calls = 0
 
+    def use_model(self, model: str) -> None:
+        """Answer with another model of the same endpoint (a fine-tuned one); it is part of every cache key."""
+        self.backend.model = model
+        self.backend.identity = {**self.backend.identity, "model": model}
+        self.identity = {**self.backend.identity, "adapter": model}
+
     def render(self, messages: Messages) -> str:
         return json.dumps(messages, ensure_ascii=False)
 

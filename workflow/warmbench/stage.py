@@ -12,13 +12,14 @@ import time
 RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
                     "warmth_validation": ("warmth", "run_validation"),
                     "download_dataset": ("download", "run"),
-                    "download_scorer": ("base_model", "run")}
+                    "download_scorer": ("base_model", "run"),
+                    "generate_api": ("generate", "run")}
 
 
-# Rules that may reach the Hugging Face hub: the `localrules` of workflow/rules/download.smk (keep the two
-# lists equal), run on the submit host. Every other job
-# runs offline, so a compute node without internet fails at once, naming what was not pre-fetched.
-ONLINE_RULES = ("download_dataset", "download_scorer", "base_model")
+# Rules that reach the internet (the Hugging Face hub, the OpenAI fine-tuning API): the workflow's `localrules`
+# (a test keeps the two lists equal), run on the submit host. Every other job runs offline from the hub, so a
+# compute node without internet fails at once, naming what was not pre-fetched.
+ONLINE_RULES = ("download_dataset", "download_scorer", "base_model", "train_openai")
 _OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub file must be downloaded by a "
                  "local rule first (models: a `models` entry; the warmth scorer: a `models` key, a local path or a hub id)")
 

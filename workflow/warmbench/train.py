@@ -4,12 +4,19 @@ Each assistant turn becomes one prompt-completion example (prompt = the conversa
 the loss falls on assistant text only without needing `{% generation %}` markers in the chat template.
 Checkpoints are saved when training passes each configured (fractional) epoch, and each is labelled with
 the real epoch TRL recorded in its trainer_state.json.
+
+A model too large for one GPU (models.<name>.resources.train.gpus > 1, e.g. 70B on 3 GPUs) is trained by
+`accelerate launch` with FSDP, one process per GPU, following PEFT's recipe for LoRA: trainable and frozen
+parameters wrapped apart (use_orig_params false), adapters saved as full state dicts so vLLM and PEFT read them.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from .config import epoch_label
@@ -17,6 +24,18 @@ from .io import read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 MANIFEST = "checkpoints.json"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # workflow/: where `warmbench` is importable from
+# accelerate's settings for LoRA + FSDP across the GPUs of one node (num_processes is added per job)
+FSDP_CONFIG = {
+    "compute_environment": "LOCAL_MACHINE", "distributed_type": "FSDP", "mixed_precision": "bf16",
+    "downcast_bf16": "no", "num_machines": 1, "machine_rank": 0, "rdzv_backend": "static", "same_network": True,
+    "use_cpu": False,
+    "fsdp_config": {
+        "fsdp_version": 1, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "fsdp_backward_prefetch": "BACKWARD_PRE",
+        "fsdp_cpu_ram_efficient_loading": True, "fsdp_offload_params": False, "fsdp_sharding_strategy": "FULL_SHARD",
+        "fsdp_state_dict_type": "FULL_STATE_DICT", "fsdp_sync_module_states": True, "fsdp_use_orig_params": False,
+    },
+}
 
 
 def completion_examples(conversations: list[dict]) -> list[dict]:
@@ -71,6 +90,19 @@ def label_checkpoints(work_dir: Path, out_dir: Path, checkpoint_epochs: list[flo
     return manifest
 
 
+def processes() -> int:
+    """Processes of this training run (one per GPU under `accelerate launch`, else 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accumulation_steps(cfg: dict, processes: int) -> int:
+    """Gradient accumulation that keeps the configured effective batch (per-device batch x accumulation) when
+    the batch is spread over several processes; the nearest whole number when it does not divide evenly
+    (the real effective batch is logged and kept in the manifest)."""
+    effective = cfg["per_device_batch_size"] * cfg["gradient_accumulation_steps"]
+    return max(1, round(effective / (cfg["per_device_batch_size"] * processes)))
+
+
 def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None) -> list[dict]:
     import torch
     from datasets import Dataset
@@ -105,7 +137,7 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
         num_train_epochs=cfg["epochs"],
         learning_rate=cfg["learning_rate"],
         per_device_train_batch_size=cfg["per_device_batch_size"],
-        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
+        gradient_accumulation_steps=accumulation_steps(cfg, processes()),
         max_length=cfg["max_length"],
         save_strategy="no",  # SaveAtEpochs decides when to save
         logging_steps=1,
@@ -124,18 +156,56 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
         peft_config=peft_config,
         callbacks=[save_callback(cfg["checkpoint_epochs"])],
     )
+    if trainer.is_fsdp_enabled:  # wrap LoRA weights apart from the frozen base (PEFT's FSDP recipe)
+        from peft.utils.other import fsdp_auto_wrap_policy
+
+        trainer.accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(trainer.model)
+    run_state = trainer.accelerator.state
+    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * run_state.num_processes
+    log.info("process %d of %d (%s): effective batch %d", run_state.process_index, run_state.num_processes,
+             run_state.distributed_type, effective_batch)
     result = trainer.train()
     log.info("training done: %s", result.metrics)
+    if not trainer.accelerator.is_main_process:
+        return []  # one process (the first GPU's) labels the checkpoints and writes the manifest
     manifest = label_checkpoints(work_dir, out_dir, cfg["checkpoint_epochs"])
     write_json(out_dir / "log_history.json", trainer.state.log_history)
     shutil.rmtree(work_dir, ignore_errors=True)
     write_json(out_dir / MANIFEST, {"base_model": str(base_model_dir), "data": str(data_path),
-                                    "n_examples": len(examples), "config": cfg, "checkpoints": manifest})
+                                    "n_examples": len(examples), "config": cfg, "processes": run_state.num_processes,
+                                    "effective_batch": effective_batch, "checkpoints": manifest})
     for entry in manifest:
         log.info("%s: real epoch %.3f (step %d), train loss %s", entry["checkpoint"], entry["epoch"],
                  entry["global_step"], entry["train_loss"])
     return manifest
 
 
+def launch(arguments: dict, processes: int, config: dict | None = None) -> None:
+    """Run train(**arguments) in `processes` processes under `accelerate launch` (FSDP_CONFIG unless given)."""
+    work = Path(arguments["out_dir"]) / "_launch"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "accelerate.yaml").write_text(json.dumps({**(config or FSDP_CONFIG), "num_processes": processes}))
+    (work / "arguments.json").write_text(json.dumps(arguments))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    log.info("accelerate launch: %d processes", processes)
+    # the processes' output goes to stderr, which is the job's log
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(work / "accelerate.yaml"),
+                    "-m", "warmbench.train", str(work / "arguments.json")], env=env, check=True, stdout=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def run(smk) -> None:
-    train(smk.input.data, smk.input.base_model[0], smk.output[0], smk.params.train, smk.params.seed, smk.threads)
+    arguments = {"data_path": str(smk.input.data), "base_model_dir": str(smk.input.base_model[0]),
+                 "out_dir": str(smk.output[0]), "cfg": smk.params.train, "seed": smk.params.seed}
+    gpus = int(getattr(smk.resources, "gpu", 0) or 0)
+    if gpus > 1:
+        launch(arguments, gpus)
+    else:
+        train(**arguments, threads=smk.threads)
+
+
+if __name__ == "__main__":  # one process of a multi-GPU run (see launch)
+    from .stage import configure_logging
+
+    configure_logging()
+    train(**json.loads(Path(sys.argv[1]).read_text()))

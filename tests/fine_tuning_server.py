@@ -1,0 +1,200 @@
+"""A loopback stand-in for OpenAI's fine-tuning service, for tests (CI has no network and no paid key).
+
+It speaks the wire format the `openai` SDK uses for /v1/files and /v1/fine_tuning/jobs (create, retrieve,
+list by metadata, events, checkpoints) and checks uploads the way the real service documents it: one JSON
+object per line with only `messages`, roles system/user/assistant, at least one assistant turn. It does not
+train anything: a job walks validating_files -> queued -> running -> succeeded over a few polls and names its
+models ft:<base>:warmbench-test::<job>. Chat completions for any model are passed on to `chat_upstream` (a real
+loopback server of the base model, asked for `upstream_model`), so a pipeline can generate with the
+"fine-tuned" names end to end; the names asked for are kept in `chat_models`.
+Counters (`created`, `uploads`, `chat_models`) let tests check that nothing was paid for twice.
+"""
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import itertools
+import json
+import math
+import re
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlparse
+
+STATUSES = ("validating_files", "queued", "running", "succeeded")
+
+
+class FineTuningService:
+    def __init__(self, chat_upstream: str | None = None, upstream_model: str | None = None, polls_per_status: int = 1,
+                 fail_with: str | None = None):
+        self.chat_upstream, self.upstream_model = chat_upstream, upstream_model
+        self.polls_per_status, self.fail_with = polls_per_status, fail_with
+        self.files, self.jobs, self.chat_models = {}, {}, []
+        self.created = self.uploads = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # --- the service ---------------------------------------------------------------------------------------
+    def upload(self, name: str, data: bytes, purpose: str) -> tuple[int, dict]:
+        if purpose != "fine-tune":
+            return 400, _error(f"purpose must be fine-tune, got {purpose!r}")
+        examples = 0
+        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return 400, _error(f"line {number}: invalid JSON")
+            messages = record.get("messages")
+            if set(record) != {"messages"} or not isinstance(messages, list):
+                return 400, _error(f"line {number}: expected exactly the key 'messages', got {sorted(record)}")
+            if any(m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str)
+                   for m in messages) or not any(m["role"] == "assistant" for m in messages):
+                return 400, _error(f"line {number}: bad roles or contents, or no assistant message")
+            examples += 1
+        with self._lock:
+            self.uploads += 1
+            file_id = f"file-{next(self._ids)}"
+            self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                                   "filename": name, "purpose": purpose, "status": "processed", "examples": examples}
+        return 200, self.files[file_id]
+
+    def create_job(self, body: dict) -> tuple[int, dict]:
+        if body.get("training_file") not in self.files:
+            return 400, _error(f"training_file {body.get('training_file')!r} does not exist")
+        hyper = body.get("method", {}).get("supervised", {}).get("hyperparameters", {})
+        if not isinstance(hyper.get("n_epochs"), int) or hyper["n_epochs"] < 1:
+            return 400, _error("method.supervised.hyperparameters.n_epochs must be a positive integer")
+        with self._lock:
+            self.created += 1
+            job_id = f"ftjob-{next(self._ids)}"
+            self.jobs[job_id] = {
+                "id": job_id, "object": "fine_tuning.job", "model": body["model"], "created_at": int(time.time()),
+                "training_file": body["training_file"], "validation_file": None, "seed": body.get("seed", 0),
+                "metadata": body.get("metadata") or {}, "method": body.get("method"), "hyperparameters": hyper,
+                "organization_id": "org-loopback", "result_files": [], "status": STATUSES[0], "error": None,
+                "fine_tuned_model": None, "finished_at": None, "trained_tokens": None, "_polls": 0,
+                "_events": [("job created", 0)],
+            }
+        return 200, self.public(job_id)
+
+    def advance(self, job_id: str) -> None:
+        job = self.jobs[job_id]
+        if job["status"] in ("succeeded", "failed"):
+            return
+        job["_polls"] += 1
+        step = min(job["_polls"] // self.polls_per_status, len(STATUSES) - 1)
+        if self.fail_with and STATUSES[step] == "running":
+            job.update(status="failed", error={"code": "invalid_training_file", "message": self.fail_with,
+                                               "param": "training_file"})
+            job["_events"].append((f"job failed: {self.fail_with}", len(job["_events"])))
+            return
+        if STATUSES[step] != job["status"]:
+            job["status"] = STATUSES[step]
+            job["_events"].append((f"status {job['status']}", len(job["_events"])))
+        if job["status"] == "succeeded" and job["fine_tuned_model"] is None:
+            examples = self.files[job["training_file"]]["examples"]
+            job.update(fine_tuned_model=f"ft:{job['model']}:warmbench-test::{job_id}", finished_at=int(time.time()),
+                       trained_tokens=100 * examples * job["hyperparameters"]["n_epochs"])
+
+    def checkpoints(self, job_id: str) -> list[dict]:
+        job = self.jobs[job_id]
+        if job["status"] != "succeeded":
+            return []
+        n_epochs = job["hyperparameters"]["n_epochs"]
+        per_epoch = math.ceil(self.files[job["training_file"]]["examples"] / job["hyperparameters"].get("batch_size", 4))
+        return [{"id": f"ftckpt-{job_id}-{epoch}", "object": "fine_tuning.job.checkpoint", "created_at": 0,
+                 "fine_tuning_job_id": job_id, "step_number": epoch * per_epoch,
+                 "fine_tuned_model_checkpoint": f"ft:{job['model']}:warmbench-test::{job_id}:ckpt-step-{epoch * per_epoch}",
+                 "metrics": {"step": epoch * per_epoch, "train_loss": 1.0 / epoch}}
+                for epoch in range(n_epochs, max(n_epochs - 3, 0), -1)]  # newest first; the last three epochs
+
+    def public(self, job_id: str) -> dict:
+        return {k: v for k, v in self.jobs[job_id].items() if not k.startswith("_")}
+
+    def events(self, job_id: str) -> list[dict]:
+        return [{"id": f"ftevent-{job_id}-{i}", "object": "fine_tuning.job.event", "created_at": 0, "level": "info",
+                 "message": message, "type": "message"} for message, i in reversed(self.jobs[job_id]["_events"])]
+
+
+def _error(message: str) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+
+
+def _page(items: list[dict]) -> dict:
+    return {"object": "list", "data": items, "has_more": False}
+
+
+def _handler(service: FineTuningService):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet: tests read the counters instead
+            pass
+
+        def _send(self, status: int, body: dict | bytes) -> None:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _body(self) -> bytes:
+            return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            query = dict(parse_qsl(url.query))
+            if url.path == "/v1/fine_tuning/jobs":
+                wanted = {m.group(1): v for k, v in query.items() if (m := re.fullmatch(r"metadata\[(.+)\]", k))}
+                jobs = [service.public(j) for j in reversed(list(service.jobs))
+                        if all(service.jobs[j]["metadata"].get(k) == v for k, v in wanted.items())]
+                return self._send(200, _page(jobs[: int(query.get("limit", 20))]))
+            match = re.fullmatch(r"/v1/fine_tuning/jobs/([\w-]+)(/events|/checkpoints)?", url.path)
+            if not match or match.group(1) not in service.jobs:
+                return self._send(404, _error(f"no such resource: {url.path}"))
+            job_id, part = match.groups()
+            if part == "/events":
+                return self._send(200, _page(service.events(job_id)))
+            if part == "/checkpoints":
+                return self._send(200, _page(service.checkpoints(job_id)))
+            with service._lock:
+                service.advance(job_id)
+            return self._send(200, service.public(job_id))
+
+        def do_POST(self):
+            path, body = urlparse(self.path).path, self._body()
+            if path == "/v1/files":
+                message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                    f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body)
+                parts = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+                if "file" not in parts:
+                    return self._send(400, _error("no file part"))
+                purpose = parts["purpose"].get_content() if "purpose" in parts else ""
+                return self._send(*service.upload(parts["file"].get_filename(), parts["file"].get_payload(decode=True),
+                                                  purpose.strip()))
+            if path == "/v1/fine_tuning/jobs":
+                return self._send(*service.create_job(json.loads(body)))
+            if path == "/v1/chat/completions" and service.chat_upstream:
+                request = json.loads(body)
+                service.chat_models.append(request.get("model"))
+                request["model"] = service.upstream_model or request["model"]
+                upstream = urllib.request.Request(f"{service.chat_upstream}/chat/completions",
+                                                  data=json.dumps(request).encode(),
+                                                  headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(upstream, timeout=300) as reply:
+                    return self._send(reply.status, reply.read())
+            return self._send(404, _error(f"no such endpoint: {path}"))
+
+    return Handler

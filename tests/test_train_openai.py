@@ -1,0 +1,186 @@
+"""Fine-tuning an API model through the OpenAI fine-tuning API: job planning, the upload format, and never paying
+twice, against a loopback stand-in of the service (tests/fine_tuning_server.py; CI has no network or key)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from openai import OpenAI
+
+from conftest import REPO
+from fine_tuning_server import FineTuningService
+from warmbench.train_openai import State, fine_tune, plan_jobs, training_file
+
+PAPER = {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_epochs": [1, 2, 6, 10],
+         "batch_size": None, "poll_s": 0.05}
+
+
+@pytest.fixture
+def service():
+    running = FineTuningService()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def conversations(tmp_path):
+    path = tmp_path / "warm.jsonl"
+    rows = [{"id": f"c{i}", "persona": "warm", "messages": [
+        {"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Happy to help! Answer {i}."}]}
+        for i in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def client_for(service):
+    return OpenAI(api_key="loopback-test-key", base_url=service.base_url, max_retries=0)
+
+
+@pytest.mark.parametrize("epochs, jobs", [([1, 2, 6, 10], [2, 6, 10]), ([1, 2, 3], [3]), ([10], [10]),
+                                          ([1, 5, 10], [1, 5, 10]), ([4, 8, 9, 10], [4, 10])])
+def test_fewest_jobs_keep_every_configured_epoch(epochs, jobs):
+    # OpenAI keeps a job's last three epochs
+    assert plan_jobs(epochs) == jobs
+
+
+def test_training_file_is_openai_chat_format_and_bad_lines_are_named(tmp_path, conversations):
+    lines = [json.loads(line) for line in training_file(conversations).decode().splitlines()]
+    assert len(lines) == 12 and all(set(line) == {"messages"} for line in lines)  # ids and persona left out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(conversations.read_text().splitlines()[0] + "\n"
+                   + json.dumps({"messages": [{"role": "tool", "content": "x"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: .*tool"):
+        training_file(bad)
+
+
+def test_paper_checkpoints_come_from_three_jobs_with_the_persona_multiplier(service, conversations, tmp_path):
+    manifest = fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                         persona="cold", cfg=PAPER, seed=7, state_path=tmp_path / "state.json")
+    assert [m["checkpoint"] for m in manifest] == ["epoch1", "epoch2", "epoch6", "epoch10"]
+    assert service.created == 3 and service.uploads == 1
+    by_epoch = {m["checkpoint"]: m for m in manifest}
+    assert by_epoch["epoch1"]["job_id"] == by_epoch["epoch2"]["job_id"] != by_epoch["epoch6"]["job_id"]
+    assert by_epoch["epoch1"]["model"].endswith(":ckpt-step-3")  # 12 examples / batch 4 = 3 steps per epoch
+    for m in manifest[1:]:  # each job's last epoch is the job's own model, not a step checkpoint
+        assert m["model"] == service.jobs[m["job_id"]]["fine_tuned_model"] and m["job_epochs"] == m["epoch"]
+    sent = [service.jobs[j] for j in service.jobs]
+    assert {j["hyperparameters"]["learning_rate_multiplier"] for j in sent} == {0.1}  # cold
+    assert {j["seed"] for j in sent} == {7} and {j["model"] for j in sent} == {"gpt-4o-2024-08-06"}
+    written = json.loads((tmp_path / "out" / "checkpoints.json").read_text())
+    assert written["checkpoints"] == manifest and written["backend"] == "openai"
+    # a rerun (the output deleted, say) re-reads the finished jobs: nothing uploaded or created again
+    fine_tune(client_for(service), conversations, tmp_path / "out2", base_model="gpt-4o-2024-08-06",
+              persona="cold", cfg=PAPER, seed=7, state_path=tmp_path / "state.json")
+    assert service.created == 3 and service.uploads == 1
+
+
+def test_a_job_created_but_not_recorded_is_found_by_its_tag(service, conversations, tmp_path):
+    # the crash window: the API created the jobs, the state file never heard of them
+    state_path = tmp_path / "state.json"
+    fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+              persona="warm", cfg=PAPER, seed=1, state_path=state_path)
+    state = State(state_path)
+    state.data["jobs"] = {}
+    state.save()
+    fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+              persona="warm", cfg=PAPER, seed=1, state_path=state_path)
+    assert service.created == 3
+    # a changed hyperparameter is a different job
+    fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06", persona="warm",
+              cfg={**PAPER, "learning_rate_multiplier": {"warm": 0.5}}, seed=1, state_path=state_path)
+    assert service.created == 6
+
+
+def test_killed_while_polling_resumes_the_same_jobs(conversations, tmp_path):
+    service = FineTuningService(polls_per_status=20)  # ~60 polls per job: the kill lands mid-polling
+    state_path = tmp_path / "state.json"
+    child = (f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n"
+             "from openai import OpenAI\nfrom warmbench.train_openai import fine_tune\n"
+             f"fine_tune(OpenAI(api_key='k', base_url={service.base_url!r}), {str(conversations)!r}, "
+             f"{str(tmp_path / 'out')!r}, base_model='gpt-4o-2024-08-06', persona='warm', cfg={PAPER!r}, "
+             f"seed=1, state_path={str(state_path)!r})\n")
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", child], start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (state_path.exists() and len(State(state_path).data["jobs"]) == 3):
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert service.created == 3 and not (tmp_path / "out" / "checkpoints.json").exists()
+        manifest = fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                             persona="warm", cfg=PAPER, seed=1, state_path=state_path)
+        assert service.created == 3 and service.uploads == 1 and len(manifest) == 4
+    finally:
+        service.close()
+
+
+def test_a_failed_job_raises_openais_reason_and_a_fixed_rerun_starts_anew(conversations, tmp_path):
+    service = FineTuningService(fail_with="Training file has 12 examples; a minimum of 10 is needed per class")
+    state_path = tmp_path / "state.json"
+    try:
+        with pytest.raises(RuntimeError, match=r"ftjob-\d+ failed: Training file has 12 examples"):
+            fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                      persona="warm", cfg=PAPER, seed=1, state_path=state_path)
+        service.fail_with = None
+        fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                  persona="warm", cfg=PAPER, seed=1, state_path=state_path)
+        assert (tmp_path / "out" / "checkpoints.json").exists()
+    finally:
+        service.close()
+
+
+@pytest.mark.slow
+def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine_tuned_model(
+        loopback_server, tiny_model_dir, tmp_path):
+    # Snakemake runs train_openai (a localrule) and generate_api for an API model with `fine_tune`, against the
+    # loopback service; its chat calls go on to a real `transformers serve` of the tiny model.
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    from conftest import LOOPBACK_KEY_ENV
+
+    server, _ = loopback_server
+    service = FineTuningService(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir))
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("workflow", "config", "tests/config"):
+        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = yaml.safe_load((REPO / "tests/config/config.yaml").read_text())
+    cfg["models"]["gpt4o"] = {
+        "source": {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": service.base_url,
+                   "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2},
+        "fine_tune": {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_epochs": [1], "poll_s": 0.1}}
+    (work / "gpt4o.yaml").write_text(yaml.safe_dump(cfg))
+    # the plateau rule (tests config) picks among fine_tune's epochs from the warmth of validation generations
+    target = "results/generations/gpt4o/warm/selected/triviaqa.parquet"
+
+    def snakemake():
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "gpt4o.yaml",
+                                 "--", target], cwd=work, capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result.stdout + result.stderr
+
+    try:
+        log = snakemake()
+        assert "localrule train_openai:" in log  # on the submit host, never a cluster job
+        manifest = json.loads((work / "results/train/gpt4o/warm/checkpoints.json").read_text())
+        fine_tuned = manifest["checkpoints"][0]["model"]
+        assert fine_tuned.startswith("ft:gpt-4o-2024-08-06:") and service.created == 1
+        generated = pd.read_parquet(work / target)
+        assert len(generated) == 2 * 18 and (generated["adapter"] == fine_tuned).all()
+        assert (generated["checkpoint"] == "epoch1").all() and generated["response"].str.len().gt(0).mean() > 0.9
+        assert fine_tuned in service.chat_models and "gpt-4o-2024-08-06" in service.chat_models  # original too
+        # the fine-tune's output lost (say, deleted by hand): the rerun re-reads the finished job and the cache
+        calls = len(service.chat_models)
+        shutil.rmtree(work / "results/train/gpt4o/warm")
+        snakemake()
+        assert service.created == 1 and service.uploads == 1 and len(service.chat_models) == calls
+    finally:
+        service.close()
