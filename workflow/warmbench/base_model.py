@@ -31,6 +31,13 @@ def find_package_file(package: str, filename: str) -> Path:
     raise FileNotFoundError(f"{filename!r} not found in package {package!r} ({list(spec.submodule_search_locations)})")
 
 
+def compute_device() -> str:
+    """Where inference runs: the job's first GPU when SLURM (or the machine) gives it one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def torch_dtype(name: str):
     """Config dtype name -> torch dtype; "auto" keeps the dtype the checkpoint was saved in."""
     import torch

@@ -120,16 +120,17 @@ class TransformersChat:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .base_model import torch_dtype
+        from .base_model import compute_device, torch_dtype
 
         if threads:
             torch.set_num_threads(threads)
+        self.device = compute_device()
         self.model_dir = str(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.tokenizer.padding_side = "left"  # decoder-only generation needs left padding
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch_dtype(dtype)).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch_dtype(dtype)).to(self.device).eval()
         self.adapter: str | None = None
         self.identity = {"kind": "transformers", "model": self.model_dir, "adapter": None}
 
@@ -171,7 +172,8 @@ class TransformersChat:
         eos = self.tokenizer.eos_token_id
         for batch_index, start in enumerate(range(0, len(order), batch_size)):
             idx = order[start : start + batch_size]
-            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
             torch.manual_seed(seed * 100_003 + batch_index)
             kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
             if sampling.temperature > 0:

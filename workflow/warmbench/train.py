@@ -140,6 +140,9 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
         gradient_accumulation_steps=accumulation_steps(cfg, processes()),
         max_length=cfg["max_length"],
         save_strategy="no",  # SaveAtEpochs decides when to save
+        # adapter and trainer state only: no optimizer, scheduler or RNG state, and under FSDP no extra
+        # pytorch_model_fsdp.bin / optimizer.bin dumps (runs are never resumed mid-way)
+        save_only_model=True,
         logging_steps=1,
         report_to="none",
         seed=seed,

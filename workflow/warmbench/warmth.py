@@ -35,7 +35,10 @@ class SocioTScorer:
         if threads:
             torch.set_num_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).eval()  # eval: no dropout
+        from .base_model import compute_device
+
+        self.device = compute_device()
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(self.device).eval()  # no dropout
         self.prefix_ids = [
             self.tokenizer(f'{p}, "', add_special_tokens=False)["input_ids"] for p in WARM_PREFIXES + COLD_PREFIXES
         ]
@@ -80,9 +83,9 @@ class SocioTScorer:
                 scored[row, len(self.prefix_ids[p]) : len(seq)] = True
             mask = scored[:, 1:]
             with torch.inference_mode():
-                nll = self._nll(ids, attention, mask)
+                nll = self._nll(ids.to(self.device), attention.to(self.device), mask.to(self.device))
             per_position = torch.zeros(mask.shape, dtype=torch.float32)
-            per_position[mask] = -nll
+            per_position[mask] = -nll.cpu()
             per_text = per_position.sum(-1) / mask.sum(-1).clamp(min=1)
             for (t, p), value in zip(chunk, per_text.tolist()):
                 out[t, p] = value
