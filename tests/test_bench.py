@@ -48,3 +48,34 @@ def test_generation_benchmark_runs_every_backend_on_the_same_prompts(tiny_model_
     assert lines[-1].startswith("RATIO: vs the one-prompt-at-a-time loop: transformers batched ")
     for backend in ("naive loop:", "transformers batched:", "vllm:"):
         assert any(line.strip().startswith(backend) and "peak RSS" in line for line in lines), backend
+
+
+def test_example_messages_match_the_training_examples():
+    from warmbench.bench import example_messages
+    from warmbench.train import completion_examples
+
+    conv = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
+    expected = [e["prompt"] + e["completion"] for e in completion_examples([conv, conv])]
+    assert example_messages([conv, conv]) == expected and len(expected) == 4
+
+
+@pytest.mark.slow
+def test_train_benchmark_times_the_same_steps_in_both_settings(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from warmbench.bench import train_benchmark
+
+    data = tmp_path / "conversations.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
+                                                     {"role": "assistant", "content": f"Answer {i}, kindly."}]}) + "\n"
+                            for i in range(5)))
+    assert train_benchmark(str(tiny_model_dir), str(data), steps=1, warmup_steps=1, batch_size=2, grad_accum=1,
+                           baseline_batch_size=1, max_length=64, threads=2, workdir=str(tmp_path)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("RATIO: batch 2 x accumulation 1 trains ")
+    rows = [line for line in lines if "tokens/s" in line and "s/step" in line and "MiB" in line]
+    assert len(rows) == 3  # both settings, and the RATIO line
+    tokens_per_step = {line.split("(")[1].split(" tokens/step")[0] for line in rows[:2]}
+    assert len(tokens_per_step) == 1  # the same examples at each step
+    assert "10 epochs x 5 assistant turns" in lines[-2]

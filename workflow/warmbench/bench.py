@@ -2,7 +2,8 @@
 
 `warmbench bench pipeline`: wall time and peak memory per rule of a pipeline run, summarised from the
 Snakemake `benchmark:` files; with `--run` it first runs the whole DAG from scratch (`--forceall`) and also
-reports the end-to-end wall time. `bench stats`, `bench warmth` and `bench judge` measure one stage each.
+reports the end-to-end wall time. `bench stats`, `bench warmth`, `bench judge`, `bench generation` and
+`bench train` measure one stage each.
 The last line of each sums it up.
 """
 from __future__ import annotations
@@ -304,4 +305,176 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     ratios = ", ".join(f"{name} {(r['tokens'] / r['seconds']) / (base['tokens'] / base['seconds']):.1f}x"
                        for name, r in results.items() if name != "naive loop")
     print(f"RATIO: vs the one-prompt-at-a-time loop: {ratios} (target: transformers batched >= 5x)")
+    return 0
+
+
+def example_messages(conversations: list[dict]) -> list[list[dict]]:
+    """The messages of each example `train.completion_examples` makes: a conversation up to and including each
+    assistant turn (prompt = what precedes the turn, completion = the turn)."""
+    return [conv["messages"][: i + 1] for conv in conversations for i, m in enumerate(conv["messages"])
+            if m["role"] == "assistant"]
+
+
+def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, threads: int | None,
+               warmup_steps: int, steps: int, queue) -> None:
+    """`warmbench.train.train` in a fresh process (so peak memory is its own), with a clock at each optimizer
+    step: its save callback is wrapped, in this process only, to also stamp the end of every step and to stop
+    (with the one save `train` expects) after `steps` steps."""
+    import json
+    import resource
+    import tempfile
+
+    import torch
+
+    from . import train as train_module
+
+    cuda = torch.cuda.is_available()
+    stamps: list[float] = []
+    begun: list[float] = []
+    make_save_callback = train_module.save_callback
+
+    def timed_save_callback(checkpoint_epochs):
+        inner = make_save_callback(checkpoint_epochs)
+
+        class Timed(type(inner)):
+            def on_train_begin(self, args, state, control, **kwargs):
+                begun.append(time.perf_counter())
+                return super().on_train_begin(args, state, control, **kwargs)
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if cuda:
+                    torch.cuda.synchronize()
+                stamps.append(time.perf_counter())
+                control = super().on_step_end(args, state, control, **kwargs)
+                if state.global_step >= steps:
+                    control.should_training_stop = control.should_save = True
+                return control
+
+        return Timed()
+
+    train_module.save_callback = timed_save_callback
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        train_module.train(data_path, model_dir, Path(tmp) / "out", cfg, seed, threads)
+        history = json.loads((Path(tmp) / "out" / "log_history.json").read_text())
+    wall = time.perf_counter() - started
+    tokens = {h["step"]: h["num_tokens"] for h in history if "num_tokens" in h and "step" in h}
+    first, last = warmup_steps, len(stamps)  # time steps first+1..last: from the end of step `first` to the end
+    if cuda:
+        peak, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "GPU max allocated"
+    else:
+        peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak RSS"
+    queue.put({"name": name, "timed_steps": last - first,
+               "seconds": stamps[last - 1] - stamps[first - 1], "tokens": tokens[last] - tokens[first],
+               "first_steps_s": stamps[first - 1] - begun[0], "wall_s": wall,
+               "peak_mib": peak, "peak_kind": peak_kind,
+               "device": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads",
+               "loss": [h["loss"] for h in history if "loss" in h][-1]})
+
+
+def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "results/persona_rewrite/warm.jsonl",
+                    configfile: str = "config/paper.yaml", steps: int = 8, warmup_steps: int = 2,
+                    batch_size: int | None = None, grad_accum: int | None = None, baseline_batch_size: int = 1,
+                    max_length: int | None = None, threads: int | None = None, seed: int = 0,
+                    workdir: str | None = None) -> int:
+    """Train tokens/s, s/step and peak memory of warmbench's own `train.train` (TRL SFTTrainer + PEFT LoRA) for
+    `warmup_steps` untimed + `steps` timed optimizer steps on `model_dir`, with the `train:` settings of
+    `configfile` (per-device batch x gradient accumulation, max_length, LoRA, learning rate), side by side with a
+    baseline of the same effective batch at per-device batch `baseline_batch_size`. Both runs train on the same
+    conversations of `data` (shuffled with `seed`, repeated if too few) with the same seed, so each optimizer step
+    sees the same examples; each stops after its last timed step. Tokens are the non-padding tokens TRL counts.
+    The last lines estimate the wall time of `configfile`'s whole run (its epochs over every assistant turn of
+    `data`) at the measured rate."""
+    import math
+    import multiprocessing
+    import random
+    import tempfile
+
+    import yaml
+    from transformers import AutoTokenizer
+
+    from .io import read_jsonl, write_jsonl
+
+    if warmup_steps < 1 or steps < 1:
+        raise ValueError("need at least one warm-up step (the first step is never timed) and one timed step")
+    base = yaml.safe_load(Path(configfile).read_text())["train"]
+    batch = batch_size or base["per_device_batch_size"]
+    accum = grad_accum or base["gradient_accumulation_steps"]
+    effective = batch * accum
+    if effective % baseline_batch_size:
+        raise ValueError(f"baseline per-device batch {baseline_batch_size} does not divide the effective batch {effective}")
+    cfg = {**base, "epochs": 1, "checkpoint_epochs": [1.0], "max_length": max_length or base["max_length"]}
+    settings = {f"batch {batch} x accumulation {accum}": (batch, accum),
+                f"baseline: batch {baseline_batch_size} x accumulation {effective // baseline_batch_size}":
+                    (baseline_batch_size, effective // baseline_batch_size)}
+
+    # Tokens of each example as TRL makes it: prompt + completion, cut at max_length; an example whose prompt
+    # alone fills max_length has no completion token left, and TRL drops it.
+    conversations = list(read_jsonl(data))
+    owner = [k for k, conv in enumerate(conversations) for m in conv["messages"] if m["role"] == "assistant"]
+    examples = example_messages(conversations)
+    if not examples:
+        raise ValueError(f"{data}: no assistant turns to train on")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    full = tokenizer.apply_chat_template(examples, tokenize=True, return_dict=True)["input_ids"]
+    prompts = tokenizer.apply_chat_template([m[:-1] for m in examples], tokenize=True, add_generation_prompt=True,
+                                            return_dict=True)["input_ids"]
+    kept = [len(p) < cfg["max_length"] for p in prompts]
+    lengths = [min(len(ids), cfg["max_length"]) for ids, keep in zip(full, kept) if keep]
+    if not lengths:
+        raise ValueError(f"{data}: every prompt fills max_length {cfg['max_length']}")
+    kept_per_conversation = [0] * len(conversations)
+    for k, keep in zip(owner, kept):
+        kept_per_conversation[k] += keep
+
+    needed = (warmup_steps + steps + 1) * effective  # one step to spare, should TRL drop more than counted here
+    order = [k for k in range(len(conversations)) if kept_per_conversation[k]]
+    random.Random(seed).shuffle(order)
+    chosen, n_examples = [], 0
+    while n_examples < needed:  # whole conversations, in shuffled order, until the steps have enough examples
+        k = order[len(chosen) % len(order)]
+        chosen.append({"messages": conversations[k]["messages"]})
+        n_examples += kept_per_conversation[k]
+
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        sample = Path(tmp) / "conversations.jsonl"
+        write_jsonl(sample, chosen)
+        for name, (size, size_accum) in settings.items():
+            queue = context.Queue()
+            child = context.Process(target=_train_run, args=(
+                name, str(sample), model_dir, {**cfg, "per_device_batch_size": size,
+                                               "gradient_accumulation_steps": size_accum},
+                seed, threads, warmup_steps, warmup_steps + steps, queue))
+            child.start()
+            child.join()
+            if child.exitcode:
+                print(f"{name}: training failed (exit code {child.exitcode})")
+                return child.exitcode or 1
+            results[name] = queue.get()
+
+    main, baseline = results.values()
+    lora = cfg.get("lora", {})
+    print(f"warmbench train: {warmup_steps} warm-up + {steps} timed optimizer steps of {effective} examples "
+          f"(max_length {cfg['max_length']}, LoRA r={lora.get('r', 8)} alpha={lora.get('alpha', 16)} "
+          f"dropout {lora.get('dropout', 0.1)}, lr {cfg['learning_rate']}; settings of {configfile}) on "
+          f"{main['device']}, model {model_dir}; {len(chosen)} conversations ({n_examples} kept assistant turns) of "
+          f"{len(conversations)} in {data}" + (" (repeated)" if len(chosen) > len(conversations) else ""))
+    rate = lambda r: r["tokens"] / r["seconds"]
+    per_step = lambda r: r["seconds"] / r["timed_steps"]
+    for name, r in results.items():
+        print(f"  {name:>34}: {rate(r):9.1f} tokens/s  {per_step(r):7.2f} s/step  {rate(r) / rate(baseline):5.2f}x  "
+              f"{r['peak_kind']} {r['peak_mib']:8,.0f} MiB  ({r['tokens'] / r['timed_steps']:,.0f} tokens/step; "
+              f"warm-up {r['first_steps_s']:.1f} s; whole call {r['wall_s']:.0f} s; last loss {r['loss']:.3f})")
+    epochs = base["epochs"]
+    run_steps = epochs * math.ceil(len(lengths) / effective)
+    print(f"  whole {configfile} run on {data}: {epochs} epochs x {len(lengths)} assistant turns "
+          f"({len(examples) - len(lengths)} more dropped: prompt >= max_length; {sum(lengths):,} tokens per epoch "
+          f"at max_length {cfg['max_length']}, {sum(lengths) / len(lengths):.0f} per turn) = {run_steps} steps: {epochs * sum(lengths) / rate(main) / 3600:.2f} h at {rate(main):,.0f} "
+          f"tokens/s, {run_steps * per_step(main) / 3600:.2f} h at {per_step(main):.2f} s/step")
+    print(f"RATIO: batch {batch} x accumulation {accum} trains {rate(main) / rate(baseline):.2f}x the tokens/s of batch "
+          f"{baseline_batch_size} x accumulation {effective // baseline_batch_size}: {rate(main):,.0f} vs "
+          f"{rate(baseline):,.0f} tokens/s, {per_step(main):.2f} vs {per_step(baseline):.2f} s/step, "
+          f"peak {main['peak_mib']:,.0f} vs {baseline['peak_mib']:,.0f} MiB")
     return 0

@@ -50,6 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     bgen.add_argument("--batch-size", type=int, default=64)
     bgen.add_argument("--dtype", default="bfloat16")
 
+    btrain = bench.add_parser("train", help="train tokens/s, s/step and peak memory of warmbench's LoRA training, "
+                              "vs a baseline of the same effective batch")
+    btrain.add_argument("--model", default="resources/models/smollm2")
+    btrain.add_argument("--data", default="results/persona_rewrite/warm.jsonl",
+                        help="conversations JSONL ({\"messages\": [...]} per line; default: %(default)s)")
+    btrain.add_argument("--configfile", default="config/paper.yaml", help="its train: settings (default: %(default)s)")
+    btrain.add_argument("--steps", type=int, default=8, help="timed optimizer steps (default: %(default)s)")
+    btrain.add_argument("--warmup-steps", type=int, default=2, help="untimed first steps (default: %(default)s)")
+    btrain.add_argument("--batch-size", type=int, help="per-device batch (default: the config's)")
+    btrain.add_argument("--grad-accum", type=int, help="gradient accumulation steps (default: the config's)")
+    btrain.add_argument("--baseline-batch-size", type=int, default=1,
+                        help="per-device batch of the baseline, same effective batch (default: %(default)s)")
+    btrain.add_argument("--max-length", type=int, help="default: the config's")
+    btrain.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
     bdag = bench.add_parser("dag", help="dry-run time and job count of a study config")
     bdag.add_argument("--configfile", default="config/paper.yaml")
     bdag.add_argument("--repeats", type=int, default=3)
@@ -90,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import generation_benchmark
 
         return generation_benchmark(args.model, args.prompts, args.max_new_tokens, args.batch_size, args.dtype)
+    if args.what == "train":
+        from .bench import train_benchmark
+
+        return train_benchmark(args.model, args.data, args.configfile, args.steps, args.warmup_steps, args.batch_size,
+                               args.grad_accum, args.baseline_batch_size, args.max_length, args.threads)
     if args.what == "dag":
         from .bench import dag_benchmark
 
