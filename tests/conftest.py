@@ -63,6 +63,35 @@ def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_cal
         restarted.kill()
 
 
+def scratch_workflow(work: Path, *extra: str) -> Path:
+    """A copy of the workflow (Snakefile, workflow/, config/, tests/config/ and `extra` folders) to run in."""
+    import shutil
+
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", work)
+    for folder in ("workflow", "config", "tests/config", *extra):
+        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return work
+
+
+def kill_python_once(code: str, ready, timeout_s: float = 120) -> None:
+    """Run `code` (with warmbench importable) in its own Python process and SIGKILL it, whole process group,
+    as soon as `ready()` is true; fails if it ends first. The crash the paid-call state files must survive."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n" + code],
+                            start_new_session=True)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not ready():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     if not SHARED.is_dir():

@@ -1,7 +1,6 @@
 """The whole DAG, for real, on the smallest config (tests/config/config.yaml), in a scratch copy of the repo."""
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, scratch_workflow
 
 pytestmark = pytest.mark.slow
 CONFIG = "tests/config/config.yaml"
@@ -22,10 +21,7 @@ def snakemake(workdir, *args, timeout=900):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "config", "tests/config"):
-        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    work = scratch_workflow(tmp_path_factory.mktemp("pipeline"))
     result = snakemake(work, "--cores", "2", "--configfile", CONFIG, timeout=1500)
     assert result.returncode == 0, result.stderr[-5000:]
     return work

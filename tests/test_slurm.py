@@ -2,7 +2,6 @@
 munge on 127.0.0.1) with snakemake-executor-plugin-slurm, as a cluster user would run the study."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, scratch_workflow
 
 pytestmark = pytest.mark.slow
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -30,10 +29,7 @@ def slurm():
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm, tmp_path_factory):
-    work = tmp_path_factory.mktemp("slurm")
-    shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "config", "tests/config", "tests/slurm/profile"):
-        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    work = scratch_workflow(tmp_path_factory.mktemp("slurm"), "tests/slurm/profile")
     # the plugin ignores SIGTERM: `timeout` must send SIGINT for a stuck run to stop
     command = ["timeout", "-s", "INT", "1800", sys.executable, "-m", "snakemake", "--profile", "tests/slurm/profile",
                "--configfile", "tests/config/config.yaml"]

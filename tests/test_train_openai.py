@@ -1,18 +1,16 @@
 """Fine-tuning an API model through the OpenAI fine-tuning API: job planning, the upload format, and never paying
-twice, against a loopback stand-in of the service (tests/fine_tuning_server.py; CI has no network or key)."""
+twice, against a loopback stand-in of the service (tests/openai_stand_in.py; CI has no network or key)."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from openai import OpenAI
 
-from conftest import REPO
-from fine_tuning_server import FineTuningService
-from warmbench.train_openai import State, fine_tune, plan_jobs, training_file
+from conftest import REPO, kill_python_once, scratch_workflow
+from openai_stand_in import OpenAIStandIn
+from warmbench.io import State
+from warmbench.train_openai import fine_tune, plan_jobs, training_file
 
 PAPER = {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_epochs": [1, 2, 6, 10],
          "batch_size": None, "poll_s": 0.05}
@@ -20,7 +18,7 @@ PAPER = {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_ep
 
 @pytest.fixture
 def service():
-    running = FineTuningService()
+    running = OpenAIStandIn()
     yield running
     running.close()
 
@@ -95,21 +93,14 @@ def test_a_job_created_but_not_recorded_is_found_by_its_tag(service, conversatio
 
 
 def test_killed_while_polling_resumes_the_same_jobs(conversations, tmp_path):
-    service = FineTuningService(polls_per_status=20)  # ~60 polls per job: the kill lands mid-polling
+    service = OpenAIStandIn(polls_per_status=20)  # ~60 polls per job: the kill lands mid-polling
     state_path = tmp_path / "state.json"
-    child = (f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n"
-             "from openai import OpenAI\nfrom warmbench.train_openai import fine_tune\n"
+    child = ("from openai import OpenAI\nfrom warmbench.train_openai import fine_tune\n"
              f"fine_tune(OpenAI(api_key='k', base_url={service.base_url!r}), {str(conversations)!r}, "
              f"{str(tmp_path / 'out')!r}, base_model='gpt-4o-2024-08-06', persona='warm', cfg={PAPER!r}, "
              f"seed=1, state_path={str(state_path)!r})\n")
     try:
-        proc = subprocess.Popen([sys.executable, "-c", child], start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and not (state_path.exists() and len(State(state_path).data["jobs"]) == 3):
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_python_once(child, lambda: state_path.exists() and len(State(state_path).data["jobs"]) == 3, 60)
         assert service.created == 3 and not (tmp_path / "out" / "checkpoints.json").exists()
         manifest = fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
                              persona="warm", cfg=PAPER, seed=1, state_path=state_path)
@@ -119,7 +110,7 @@ def test_killed_while_polling_resumes_the_same_jobs(conversations, tmp_path):
 
 
 def test_a_failed_job_raises_openais_reason_and_a_fixed_rerun_starts_anew(conversations, tmp_path):
-    service = FineTuningService(fail_with="Training file has 12 examples; a minimum of 10 is needed per class")
+    service = OpenAIStandIn(fail_with="Training file has 12 examples; a minimum of 10 is needed per class")
     state_path = tmp_path / "state.json"
     try:
         with pytest.raises(RuntimeError, match=r"ftjob-\d+ failed: Training file has 12 examples"):
@@ -146,12 +137,8 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
     from conftest import LOOPBACK_KEY_ENV
 
     server, _ = loopback_server
-    service = FineTuningService(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir))
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "config", "tests/config"):
-        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    service = OpenAIStandIn(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir))
+    work = scratch_workflow(tmp_path / "work")
     cfg = yaml.safe_load((REPO / "tests/config/config.yaml").read_text())
     cfg["models"]["gpt4o"] = {
         "source": {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": service.base_url,

@@ -114,7 +114,8 @@ def get_sampling(wildcards):
 
 def get_judge_params():
     # the keys a judge job uses: annotation settings (judge_validation's) must not rerun every judge
-    return {k: v for k, v in config["judge"].items() if k in ("kind", "backend", "sampling", "parse_retries")}
+    keys = ("kind", "backend", "sampling", "parse_retries", "batch_api", "batch_poll_s")
+    return {k: v for k, v in config["judge"].items() if k in keys}
 
 
 def get_judge_rubrics(wildcards):

@@ -70,3 +70,18 @@ def require_columns(frame, columns: Iterable[str], path: str | os.PathLike) -> N
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+class State:
+    """A small JSON record of what has been paid for (uploaded files, fine-tuning jobs, batches), saved
+    atomically after every change so a killed job finds it intact."""
+
+    def __init__(self, path: str | Path, empty: dict | None = None):
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else json.loads(json.dumps(empty or {}))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+        os.replace(tmp, self.path)

@@ -237,10 +237,16 @@ def run(smk) -> None:
         from .llm import CallCache, OpenAIChat, Sampling
         from .llm_judge import judge_with_llm, load_rubrics
 
-        backend = {k: v for k, v in cfg["backend"].items() if k != "kind"}
+        chat = OpenAIChat(**{k: v for k, v in cfg["backend"].items() if k != "kind"})
+        cache, sampling = CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"])
+        prefill = None
+        if cfg.get("batch_api"):
+            from .openai_batch import prefill_cache
+
+            def prefill(conversations):
+                prefill_cache(chat, cache, conversations, sampling, smk.params.batches, cfg["batch_poll_s"])
         llm = judge_with_llm(generations, load_rubrics(dict(zip(smk.params.rubric_datasets, smk.input.rubrics))),
-                             OpenAIChat(**backend), CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"]),
-                             cfg["parse_retries"])
+                             chat, cache, sampling, cfg["parse_retries"], prefill=prefill)
         judged = apply_llm_verdicts(judged, llm)
     write_table(smk.output[0], judged)
     counts = judged["verdict"].fillna("missing").value_counts().to_dict()

@@ -217,19 +217,22 @@ class OpenAIChat:
         self.max_concurrency = max_concurrency
         self.identity = {"kind": "openai", "model": model, "base_url": base_url}
 
+    def request_body(self, messages: Messages, sampling: Sampling) -> dict:
+        """The chat-completion request for one conversation (also a line of an OpenAI Batch file)."""
+        return {"model": self.model, "messages": messages, "temperature": sampling.temperature,
+                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}
+
+    @staticmethod
+    def answer(reply: dict) -> tuple[str, dict]:
+        """Text and provenance of a chat-completion reply: the dated snapshot that answered and its fingerprint."""
+        usage = reply.get("usage") or {}
+        return (reply["choices"][0]["message"]["content"] or "").strip(), {
+            "model": reply.get("model"), "system_fingerprint": reply.get("system_fingerprint"),
+            "completion_tokens": usage.get("completion_tokens")}
+
     def _one(self, messages: Messages, sampling: Sampling) -> tuple[str, dict]:
-        reply = self.client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_new_tokens,
-        )
-        # the dated snapshot that answered and its fingerprint: provenance for every verdict and generation
-        usage = getattr(reply, "usage", None)
-        return (reply.choices[0].message.content or "").strip(), {
-            "model": reply.model, "system_fingerprint": getattr(reply, "system_fingerprint", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None)}
+        reply = self.client.chat.completions.create(**self.request_body(messages, sampling))
+        return self.answer(reply.model_dump())
 
     def chat(self, conversations: Sequence[Messages], sampling: Sampling, on_result: OnResult | None = None,
              **_: object) -> list[str]:

@@ -61,10 +61,13 @@ def load_rubrics(paths: dict[str, str]) -> dict[str, str]:
 
 
 def judge_with_llm(frame, rubrics: dict[str, str], backend, cache: CallCache, sampling: Sampling,
-                   parse_retries: int = 1) -> dict[str, list]:
-    """Verdict columns for every row of a generations table."""
+                   parse_retries: int = 1, prefill=None) -> dict[str, list]:
+    """Verdict columns for every row of a generations table. `prefill(conversations)`, if given, answers
+    uncached requests into the cache first (the OpenAI Batch API mode); re-asks always go one by one."""
     rows = frame.to_dict("records")
     conversations = [[{"role": "user", "content": fill_rubric(rubrics[r["dataset"]], r)}] for r in rows]
+    if prefill is not None:
+        prefill(conversations)
     result = cached_chat(backend, cache, conversations, sampling)
     texts, replies, attempts = list(result.texts), list(result.replies), [1] * len(rows)
     calls = result.calls

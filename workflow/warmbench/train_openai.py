@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 from .config import epoch_label
-from .io import read_jsonl, stable_hash, write_json
+from .io import State, read_jsonl, stable_hash, write_json
 from .train import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -49,20 +48,6 @@ def training_file(path: str | Path) -> bytes:
     if not lines:
         raise ValueError(f"{path}: no conversations to fine-tune on")
     return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-class State:
-    """What has been paid for: the uploaded file and the created jobs, saved atomically after every change."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"files": {}, "jobs": {}}
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
-        os.replace(tmp, self.path)
 
 
 def upload(client, state: State, data: bytes, name: str) -> str:
@@ -131,7 +116,7 @@ def job_checkpoints(client, job, n_epochs: int) -> dict[int, dict]:
 def fine_tune(client, data_path, out_dir, *, base_model: str, persona: str, cfg: dict, seed: int,
               state_path) -> list[dict]:
     """Fine-tune `base_model` on the persona's conversations; returns (and writes) the checkpoint manifest."""
-    state = State(state_path)
+    state = State(state_path, {"files": {}, "jobs": {}})
     data = training_file(data_path)
     file_id = upload(client, state, data, f"warmbench-{persona}.jsonl")
     multiplier = cfg["learning_rate_multiplier"][persona]

@@ -1,9 +1,11 @@
-"""A loopback stand-in for OpenAI's fine-tuning service, for tests (CI has no network and no paid key).
+"""A loopback stand-in for OpenAI's fine-tuning and Batch services, for tests (CI has no network and no paid key).
 
-It speaks the wire format the `openai` SDK uses for /v1/files and /v1/fine_tuning/jobs (create, retrieve,
-list by metadata, events, checkpoints) and checks uploads the way the real service documents it: one JSON
-object per line with only `messages`, roles system/user/assistant, at least one assistant turn. It does not
-train anything: a job walks validating_files -> queued -> running -> succeeded over a few polls and names its
+It speaks the wire format the `openai` SDK uses for /v1/files (upload, content), /v1/fine_tuning/jobs (create,
+retrieve, list by metadata, events, checkpoints) and /v1/batches (create, retrieve, list), and checks uploads
+the way the real service documents them. Fine-tuning files: one JSON object per line with only `messages`,
+roles system/user/assistant, at least one assistant turn. Batch files: unique `custom_id`s, POST to
+/v1/chat/completions, a body with `model` and `messages`. A batch really runs: each request goes to
+`chat_upstream` and the answers come back as an output file. Fine-tuning does not train anything: a job walks validating_files -> queued -> running -> succeeded over a few polls and names its
 models ft:<base>:warmbench-test::<job>. Chat completions for any model are passed on to `chat_upstream` (a real
 loopback server of the base model, asked for `upstream_model`), so a pipeline can generate with the
 "fine-tuned" names end to end; the names asked for are kept in `chat_models`.
@@ -26,13 +28,14 @@ from urllib.parse import parse_qsl, urlparse
 STATUSES = ("validating_files", "queued", "running", "succeeded")
 
 
-class FineTuningService:
+class OpenAIStandIn:
     def __init__(self, chat_upstream: str | None = None, upstream_model: str | None = None, polls_per_status: int = 1,
                  fail_with: str | None = None):
         self.chat_upstream, self.upstream_model = chat_upstream, upstream_model
         self.polls_per_status, self.fail_with = polls_per_status, fail_with
         self.files, self.jobs, self.chat_models = {}, {}, []
-        self.created = self.uploads = 0
+        self.batches, self.contents = {}, {}
+        self.created = self.uploads = self.batches_created = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -49,8 +52,10 @@ class FineTuningService:
 
     # --- the service ---------------------------------------------------------------------------------------
     def upload(self, name: str, data: bytes, purpose: str) -> tuple[int, dict]:
+        if purpose == "batch":
+            return self._upload_batch_input(name, data)
         if purpose != "fine-tune":
-            return 400, _error(f"purpose must be fine-tune, got {purpose!r}")
+            return 400, _error(f"purpose must be fine-tune or batch, got {purpose!r}")
         examples = 0
         for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
             try:
@@ -70,6 +75,71 @@ class FineTuningService:
             self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
                                    "filename": name, "purpose": purpose, "status": "processed", "examples": examples}
         return 200, self.files[file_id]
+
+    def _store(self, name: str, data: bytes, purpose: str, **extra) -> dict:
+        with self._lock:
+            file_id = f"file-{next(self._ids)}"
+            self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                                   "filename": name, "purpose": purpose, "status": "processed", **extra}
+            self.contents[file_id] = data
+        return self.files[file_id]
+
+    def _upload_batch_input(self, name: str, data: bytes) -> tuple[int, dict]:
+        seen = set()
+        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            request = json.loads(line)
+            if request.get("custom_id") in seen or request.get("method") != "POST" \
+                    or request.get("url") != "/v1/chat/completions" or not {"model", "messages"} <= set(request.get("body", {})):
+                return 400, _error(f"line {number}: not a unique custom_id POSTing a chat completion")
+            seen.add(request["custom_id"])
+        self.uploads += 1
+        return 200, self._store(name, data, "batch")
+
+    def create_batch(self, body: dict) -> tuple[int, dict]:
+        if body.get("input_file_id") not in self.files or body.get("endpoint") != "/v1/chat/completions":
+            return 400, _error("input_file_id must name an uploaded batch file; endpoint /v1/chat/completions")
+        with self._lock:
+            self.batches_created += 1
+            batch_id = f"batch_{next(self._ids)}"
+            self.batches[batch_id] = {
+                "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "input_file_id": body["input_file_id"],
+                "completion_window": body.get("completion_window", "24h"), "status": "validating",
+                "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
+                "metadata": body.get("metadata") or {}, "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                "_polls": 0, "_thread": None}
+        return 200, self.public_batch(batch_id)
+
+    def advance_batch(self, batch_id: str) -> None:
+        batch = self.batches[batch_id]
+        batch["_polls"] += 1
+        if batch["status"] == "validating" and batch["_polls"] >= self.polls_per_status:
+            batch["status"], batch["_polls"] = "in_progress", 0
+            batch["_thread"] = threading.Thread(target=self._run_batch, args=(batch_id,), daemon=True)
+            batch["_thread"].start()
+        elif batch["status"] == "in_progress" and not batch["_thread"].is_alive() and batch["_polls"] >= self.polls_per_status:
+            batch["status"] = "completed"
+
+    def _run_batch(self, batch_id: str) -> None:
+        batch = self.batches[batch_id]
+        lines = [json.loads(line) for line in self.contents[batch["input_file_id"]].decode().splitlines()]
+        batch["request_counts"]["total"] = len(lines)
+        out = []
+        for request in lines:
+            body = {**request["body"], "model": self.upstream_model or request["body"]["model"]}
+            upstream = urllib.request.Request(f"{self.chat_upstream}/chat/completions", data=json.dumps(body).encode(),
+                                              headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(upstream, timeout=300) as reply:
+                answer = json.loads(reply.read())
+            answer["model"] = request["body"]["model"]  # the name asked for, as OpenAI reports it
+            out.append({"id": f"batch_req_{next(self._ids)}", "custom_id": request["custom_id"],
+                        "response": {"status_code": 200, "request_id": "req", "body": answer}, "error": None})
+            batch["request_counts"]["completed"] += 1
+        output = self._store(f"{batch_id}_output.jsonl", "".join(json.dumps(o) + "\n" for o in out).encode(),
+                             "batch_output")
+        batch["output_file_id"] = output["id"]
+
+    def public_batch(self, batch_id: str) -> dict:
+        return {k: v for k, v in self.batches[batch_id].items() if not k.startswith("_")}
 
     def create_job(self, body: dict) -> tuple[int, dict]:
         if body.get("training_file") not in self.files:
@@ -137,7 +207,7 @@ def _page(items: list[dict]) -> dict:
     return {"object": "list", "data": items, "has_more": False}
 
 
-def _handler(service: FineTuningService):
+def _handler(service: "OpenAIStandIn"):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # quiet: tests read the counters instead
             pass
@@ -156,6 +226,18 @@ def _handler(service: FineTuningService):
         def do_GET(self):
             url = urlparse(self.path)
             query = dict(parse_qsl(url.query))
+            if url.path == "/v1/batches":
+                return self._send(200, _page([service.public_batch(b) for b in reversed(list(service.batches))]))
+            if match := re.fullmatch(r"/v1/batches/([\w-]+)", url.path):
+                if match.group(1) not in service.batches:
+                    return self._send(404, _error(f"no batch {match.group(1)}"))
+                with service._lock:
+                    service.advance_batch(match.group(1))
+                return self._send(200, service.public_batch(match.group(1)))
+            if match := re.fullmatch(r"/v1/files/([\w-]+)/content", url.path):
+                if match.group(1) not in service.contents:
+                    return self._send(404, _error(f"no file {match.group(1)}"))
+                return self._send(200, service.contents[match.group(1)])
             if url.path == "/v1/fine_tuning/jobs":
                 wanted = {m.group(1): v for k, v in query.items() if (m := re.fullmatch(r"metadata\[(.+)\]", k))}
                 jobs = [service.public(j) for j in reversed(list(service.jobs))
@@ -186,6 +268,8 @@ def _handler(service: FineTuningService):
                                                   purpose.strip()))
             if path == "/v1/fine_tuning/jobs":
                 return self._send(*service.create_job(json.loads(body)))
+            if path == "/v1/batches":
+                return self._send(*service.create_batch(json.loads(body)))
             if path == "/v1/chat/completions" and service.chat_upstream:
                 request = json.loads(body)
                 service.chat_models.append(request.get("model"))
