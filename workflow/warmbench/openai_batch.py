@@ -19,6 +19,7 @@ from .llm import CallCache, OpenAIChat, Sampling
 log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 ENDED = ("completed", "failed", "expired", "cancelled")
+UNUSABLE = ("failed", "expired", "cancelled")  # ended without every answer: never resumed
 
 
 def batch_lines(chat: OpenAIChat, requests: dict[str, list[dict]], sampling: Sampling) -> bytes:
@@ -30,7 +31,7 @@ def batch_lines(chat: OpenAIChat, requests: dict[str, list[dict]], sampling: Sam
 
 def _find_by_tag(client, key: str) -> str | None:
     for batch in client.batches.list(limit=100):
-        if (batch.metadata or {}).get("warmbench_key") == key and batch.status not in ("failed", "cancelled"):
+        if (batch.metadata or {}).get("warmbench_key") == key and batch.status not in UNUSABLE:
             return batch.id
     return None
 
@@ -69,9 +70,10 @@ def prefill_cache(chat: OpenAIChat, cache: CallCache, conversations, sampling: S
         if status in ENDED:
             break
         time.sleep(poll_s)
-    if status == "failed":
-        del state.data["batch"]  # over: a rerun after the cause is fixed submits a new batch
+    if status in UNUSABLE:
+        del state.data["batch"]  # over: a rerun batches what is still unanswered anew
         state.save()
+    if status == "failed":
         errors = getattr(batch.errors, "data", None) or []
         raise RuntimeError(f"OpenAI batch {batch_id} failed: {'; '.join(e.message for e in errors) or 'no reason given'}")
     stored = 0
