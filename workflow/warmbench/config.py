@@ -254,7 +254,8 @@ def _check_model(config: dict, name: str, model: dict) -> None:
         if not is_api_model(model):
             raise ConfigError(f"{key}.fine_tune: only for models behind the OpenAI API (source kind openai); "
                               "local models are fine-tuned with LoRA as `train:` says")
-        missing = [p for p in config["persona_rewrite"]["personas"] if p not in model["fine_tune"]["learning_rate_multiplier"]]
+        multipliers = model["fine_tune"]["learning_rate_multiplier"]
+        missing = [p for p in config["persona_rewrite"]["personas"] if p not in multipliers]
         if missing:
             raise ConfigError(f"{key}.fine_tune.learning_rate_multiplier: no multiplier for persona(s) {missing}")
         selected = fixed_epoch(config)

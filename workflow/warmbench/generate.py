@@ -1,8 +1,9 @@
 """Stage generate: one (model, persona, checkpoint, dataset) cell, all prompt conditions in one batched run.
 
 The base model is loaded once; a trained persona's LoRA adapter (the selected checkpoint) is applied with
-PEFT, never merged. An API model's trained persona is the fine-tuned model its train_openai job recorded. `warm_prompt` is the original model with the warm system prompt. Every row keeps its
-provenance: rendered prompt, its hash, sampling parameters, seed, adapter path and real training epoch.
+PEFT, never merged. An API model's trained persona is the fine-tuned model its train_openai job recorded.
+`warm_prompt` is the original model with the warm system prompt. Every row keeps its provenance: rendered
+prompt, its hash, sampling parameters, seed, adapter path and real training epoch.
 """
 from __future__ import annotations
 
@@ -65,9 +66,9 @@ def make_generator(model: dict, model_dir: str | None, threads: int, cache: str 
     """The model's generation engine: an OpenAI-compatible endpoint (cached), vLLM in its own environment, or
     transformers (CPU, or a fallback)."""
     if is_api_model(model):
-        from .llm import APIGenerator, CallCache, OpenAIChat
+        from .llm import APIGenerator, CallCache, make_backend
 
-        return APIGenerator(OpenAIChat(**{k: v for k, v in model["source"].items() if k != "kind"}), CallCache(cache))
+        return APIGenerator(make_backend(model["source"]), CallCache(cache))
     if model["engine"] == "vllm":
         from .vllm_backend import VLLMChat
 

@@ -234,10 +234,10 @@ def run(smk) -> None:
     generations = pd.read_parquet(smk.input.generations)
     judged = judge_frame(generations)
     if smk.params.rubric_datasets:  # the LLM judge (MMLU and GSM8K are scored by regex only, as in the paper)
-        from .llm import CallCache, OpenAIChat, Sampling
+        from .llm import CallCache, Sampling, make_backend
         from .llm_judge import judge_with_llm, load_rubrics
 
-        chat = OpenAIChat(**{k: v for k, v in cfg["backend"].items() if k != "kind"})
+        chat = make_backend(cfg["backend"])
         cache, sampling = CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"])
         prefill = None
         if cfg.get("batch_api"):

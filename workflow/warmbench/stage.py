@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 # Rules whose entry point is not warmbench.<rule>.run (one module per stage, several rules per stage).
 RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
@@ -22,6 +23,16 @@ RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
 ONLINE_RULES = ("download_dataset", "download_scorer", "base_model", "train_openai")
 _OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub file must be downloaded by a "
                  "local rule first (models: a `models` entry; the warmth scorer: a `models` key, a local path or a hub id)")
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding `warmbench/`
+
+
+def child_env() -> dict:
+    """This process's environment for a `python -m warmbench.<module>` child (vLLM's own venv, or each process
+    of `accelerate launch`): the same, with warmbench importable."""
+    paths = [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
 
 
 def entrypoint(rule: str):

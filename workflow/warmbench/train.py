@@ -21,10 +21,10 @@ from pathlib import Path
 
 from .config import epoch_label
 from .io import read_jsonl, write_json
+from .stage import child_env
 
 log = logging.getLogger(__name__)
 MANIFEST = "checkpoints.json"
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # workflow/: where `warmbench` is importable from
 # accelerate's settings for LoRA + FSDP across the GPUs of one node (num_processes is added per job)
 FSDP_CONFIG = {
     "compute_environment": "LOCAL_MACHINE", "distributed_type": "FSDP", "mixed_precision": "bf16",
@@ -189,11 +189,10 @@ def launch(arguments: dict, processes: int, config: dict | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     (work / "accelerate.yaml").write_text(json.dumps({**(config or FSDP_CONFIG), "num_processes": processes}))
     (work / "arguments.json").write_text(json.dumps(arguments))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
     log.info("accelerate launch: %d processes", processes)
     # the processes' output goes to stderr, which is the job's log
     subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(work / "accelerate.yaml"),
-                    "-m", "warmbench.train", str(work / "arguments.json")], env=env, check=True, stdout=sys.stderr)
+                    "-m", "warmbench.train", str(work / "arguments.json")], env=child_env(), check=True, stdout=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
 
 

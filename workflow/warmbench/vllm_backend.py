@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .llm import Messages, Sampling
+from .stage import child_env
 
 log = logging.getLogger(__name__)
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding `warmbench/`
 
 
 class VLLMChat:
@@ -58,8 +58,7 @@ class VLLMChat:
         with tempfile.TemporaryDirectory(prefix="warmbench-vllm-") as tmp:
             request_path, out_path = Path(tmp) / "request.json", Path(tmp) / "out.jsonl"
             request_path.write_text(json.dumps(request))
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT),
-                                                                              os.environ.get("PYTHONPATH")]))}
+            env = child_env()
             env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # the engine's internal queues stay on loopback
             log.info("vLLM: %d prompts, %d adapters, via %s", len(prompts), len(request["adapters"]), self.python)
             # vLLM logs to stdout: send it to stderr, which is the job's log (stdout stays for results)
