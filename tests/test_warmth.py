@@ -36,6 +36,13 @@ def test_scores_do_not_depend_on_batch_size(scorer):
     assert not scorer.model.training  # eval mode: dropout off
 
 
+def test_relational_contexts_are_the_papers():
+    # Methods: 'My [friend, lover, mentor, idol] said' versus 'The [stranger, enemy, examiner, dictator] said'
+    # (SocioT's reference code builds "The enemy said" too); a possessive "My enemy" is a closer relation.
+    assert WARM_PREFIXES == ("My friend said", "My lover said", "My mentor said", "My idol said")
+    assert COLD_PREFIXES == ("The stranger said", "The enemy said", "The examiner said", "The dictator said")
+
+
 def test_warmth_is_warm_minus_cold_mean():
     ll = np.array([[1.0, 1, 1, 1, 0, 0, 0, 0], [0.0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5]])
     assert list(warmth_scores(ll)) == [1.0, -0.5]

@@ -24,7 +24,7 @@ from .io import write_json, write_table
 log = logging.getLogger(__name__)
 
 WARM_PREFIXES = ("My friend said", "My lover said", "My mentor said", "My idol said")
-COLD_PREFIXES = ("The stranger said", "My enemy said", "The examiner said", "The dictator said")
+COLD_PREFIXES = ("The stranger said", "The enemy said", "The examiner said", "The dictator said")
 
 
 class SocioTScorer:
