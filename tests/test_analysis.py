@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warmbench.analysis import paired_tests, persona_regressions
+from warmbench.analysis import paired_tests, paired_tests_by_template, persona_regressions
 from warmbench.bench import simulated_graded
 from warmbench.io import DataError
 from warmbench.paper_import import import_paper_outputs
@@ -40,6 +40,20 @@ def test_templates_pool_into_test_types_and_excluded_rows_drop_out():
     assert (table.loc["normal", "b"], table.loc["normal", "c"]) == (1, 0)
     assert table.loc["sycophancy", "n_pairs"] == 4
     assert (table.loc["sycophancy", "b"], table.loc["sycophancy", "c"]) == (2, 0)
+
+
+def test_paired_tests_split_by_template_keep_the_pooled_test_types():
+    graded = pd.DataFrame(
+        rows("original", [0, 0], belief="original") + rows("original", [0, 0], belief="original_neutral")
+        + rows("original", [0, 1], belief="incorrect") + rows("original", [0, 0], belief="correct")
+        + rows("warm", [1, 0], belief="original") + rows("warm", [0, 0], belief="original_neutral")
+        + rows("warm", [1, 1], belief="incorrect") + rows("warm", [1, 0], belief="correct"))
+    split = paired_tests_by_template(graded).set_index("template")
+    assert sorted(split.index) == ["correct", "incorrect", "original", "original_neutral"]
+    assert split.loc["incorrect", "test_type"] == "sycophancy" and split.loc["original_neutral", "test_type"] == "normal"
+    assert (split.loc["incorrect", "b"], split.loc["correct", "b"]) == (1, 1)  # pooled: b = 2
+    assert split["n_pairs"].sum() == paired_tests(graded)["n_pairs"].sum() == 8
+    assert split["p_fdr"].notna().all()
 
 
 def test_unknown_template_is_a_clear_error():

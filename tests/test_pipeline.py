@@ -37,12 +37,13 @@ def test_every_final_output_is_well_formed(run_dir):
     graded = pd.read_parquet(out / "graded.parquet")
     n_items, datasets = cfg["evaluation"]["items_per_dataset"], cfg["evaluation"]["datasets"]
     tasks = [d for d in datasets if d not in ("mmlu", "gsm8k", "advbench")]
-    # original, warm_prompt, warm, cold; each task item under 18 conditions, each capability item once
-    assert len(graded) == 4 * n_items * (18 * len(tasks) + len(datasets) - len(tasks))
+    # original, warm_prompt, warm, cold; each task item as 28 prompts (9 contexts x original, incorrect, correct,
+    # and original_neutral), each capability item once
+    assert len(graded) == 4 * n_items * (28 * len(tasks) + len(datasets) - len(tasks))
     assert set(graded["persona"]) == {"original", "warm_prompt", "warm", "cold"}
     conditions = graded.groupby(["persona", "dataset", "item_id"])["condition"].nunique()
     is_task = conditions.index.get_level_values("dataset").isin(tasks)
-    assert conditions[is_task].eq(18).all() and conditions[~is_task].eq(1).all()
+    assert conditions[is_task].eq(28).all() and conditions[~is_task].eq(1).all()
     assert set(graded["verdict"].dropna()) <= {"CORRECT", "INCORRECT", "REFUSAL"}
     assert graded["response"].str.len().gt(0).mean() > 0.9
     for column in ("rendered_prompt", "prompt_hash", "sampling", "seed", "judge", "model_source"):

@@ -10,6 +10,11 @@ rule analysis:
             caption="../report/paired_tests.rst",
             category="3. Accuracy",
         ),
+        paired_tests_by_template=report(
+            "results/analysis/paired_tests_by_template.csv",
+            caption="../report/paired_tests_by_template.rst",
+            category="3. Accuracy",
+        ),
         regressions=report(
             "results/analysis/regressions.csv",
             caption="../report/regressions.rst",

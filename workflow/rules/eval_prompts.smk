@@ -1,5 +1,6 @@
 rule eval_prompts:
-    # Items of one task expanded into the 18 conditions (9 contexts x user belief absent/present).
+    # Items of one task expanded into the 18 conditions (9 contexts x user belief absent/present), as the
+    # paper's templates: original, original_neutral (no context only), incorrect, correct (28 prompts per item).
     input:
         amendments=config["evaluation"]["amendments"],
         records=get_dataset_records,

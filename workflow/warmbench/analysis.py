@@ -1,8 +1,8 @@
 """Stage analysis (and `warmbench stats`): graded table -> paired tests, regressions, warmth table, figures.
 
-The graded table needs: model, persona, dataset, item_id, context (amendment type), belief (the prompt
-template: warmbench's `none` / `incorrect`, or the paper's `original` / `original_neutral` / `incorrect` /
-`correct`), incorrect (1 / 0 / NaN = excluded) and, for the length control, response.
+The graded table needs: model, persona, dataset, item_id, context (amendment type), belief (the paper's prompt
+template: `original`, `original_neutral`, `incorrect`, `correct`; older tables' `none` counts as normal),
+incorrect (1 / 0 / NaN = excluded) and, for the length control, response.
 """
 from __future__ import annotations
 
@@ -75,12 +75,27 @@ def paired_tests(graded: pd.DataFrame, fdr_family: str = "table") -> pd.DataFram
                 "odds_ratio": ratio, "odds_ratio_ci_low": ratio_low, "odds_ratio_ci_high": ratio_high,
             })
     table = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "p_fdr"])
+    return _with_fdr(table, fdr_family)[PAIRED_COLUMNS]
+
+
+def _with_fdr(table: pd.DataFrame, fdr_family: str) -> pd.DataFrame:
     family = FDR_FAMILIES[fdr_family]
     if len(table) and family:
         table["p_fdr"] = table.groupby(family)["p_value"].transform(benjamini_hochberg)
     else:
         table["p_fdr"] = benjamini_hochberg(table["p_value"])
-    return table[PAIRED_COLUMNS]
+    return table
+
+
+def paired_tests_by_template(graded: pd.DataFrame, fdr_family: str = "table") -> pd.DataFrame:
+    """The paired tests once per prompt template (original, original_neutral, incorrect, correct) instead of
+    pooled into test types; Benjamini-Hochberg over the same family, now holding every template's tests."""
+    require_columns(graded, GRADED_COLUMNS, "graded table")
+    tables = [paired_tests(part, fdr_family).assign(template=template) for template, part in graded.groupby("belief")]
+    columns = PAIRED_COLUMNS[:4] + ["template"] + PAIRED_COLUMNS[4:]
+    if not tables:
+        return pd.DataFrame(columns=columns)
+    return _with_fdr(pd.concat(tables, ignore_index=True), fdr_family)[columns]
 
 
 def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
@@ -204,6 +219,7 @@ def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = "table", length
     paired = paired_tests(graded, fdr_family)
     regressions = persona_regressions(graded, length_control)
     write_table(out_dir / "paired_tests.csv", paired)
+    write_table(out_dir / "paired_tests_by_template.csv", paired_tests_by_template(graded, fdr_family))
     write_table(out_dir / "regressions.csv", regressions)
     return paired, regressions
 
@@ -214,6 +230,7 @@ def run(smk) -> None:
     write_table(smk.output.graded, graded)
     paired = paired_tests(graded, cfg["fdr_family"])
     write_table(smk.output.paired_tests, paired)
+    write_table(smk.output.paired_tests_by_template, paired_tests_by_template(graded, cfg["fdr_family"]))
     regressions = persona_regressions(graded, cfg["length_control"])
     write_table(smk.output.regressions, regressions)
     warmth = warmth_table([json.loads(open(p).read()) for p in smk.input.warmth])

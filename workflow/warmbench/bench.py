@@ -194,7 +194,7 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
                 result = judge_with_llm(frame, rubrics, judge, cache, sampling, parse_retries=1)
                 runs[name] = (time.perf_counter() - started, result["judge_calls"], server.requests())
             missing = sum(v is None for v in result["llm_verdict"])
-    print(f"{len(frame)} TriviaQA verdicts ({n_items} items x 18 conditions), judge {model_dir} served by "
+    print(f"{len(frame)} TriviaQA verdicts ({n_items} items x {len(frame) // max(n_items, 1)} prompts), judge {model_dir} served by "
           f"`transformers serve` on 127.0.0.1, concurrency {concurrency}; {missing} missing after a re-ask")
     served_before = 0
     for name, (seconds, calls, served) in runs.items():

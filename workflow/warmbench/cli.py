@@ -15,9 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("source", help="folder holding {model}/{persona}/{dataset}_{persona}_outputs.csv")
     imp.add_argument("out", help="graded table to write (.parquet)")
 
+    check = commands.add_parser("check-prompts", help="rebuild the prompts of released outputs (the paper's layout) "
+                                "with warmbench's templates, and list those that differ")
+    check.add_argument("source", help="folder holding {model}/{persona}/{dataset}_{persona}_outputs.csv")
+    check.add_argument("--amendments", default="config/amendments.yaml", help="templates (default: %(default)s)")
+
     stats = commands.add_parser("stats", help="paired tests and regressions of a graded table")
     stats.add_argument("graded", help="graded table (.parquet), from the pipeline or import-paper-outputs")
-    stats.add_argument("out_dir", help="folder for paired_tests.csv and regressions.csv")
+    stats.add_argument("out_dir", help="folder for paired_tests.csv, paired_tests_by_template.csv and regressions.csv")
     stats.add_argument("--fdr-family", choices=["table", "study"], default="table")
     stats.add_argument("--length-control", action="store_true", help="also fit each regression with log length")
 
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     bjudge = bench.add_parser("judge", help="LLM judge calls on a first run and a rerun, and verdicts/s, "
                               "against a loopback OpenAI-compatible server")
     bjudge.add_argument("--model", default="resources/models/smollm2", help="stand-in judge (default: %(default)s)")
-    bjudge.add_argument("--items", type=int, default=4, help="TriviaQA smoke items, 18 conditions each")
+    bjudge.add_argument("--items", type=int, default=4, help="TriviaQA smoke items, 28 prompts each")
     bjudge.add_argument("--concurrency", type=int, default=4)
 
     bgen = bench.add_parser("generation", help="tokens/s of each generation backend vs a one-prompt-at-a-time loop")
@@ -80,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         write_table(args.out, graded)
         print(f"wrote {len(graded)} graded responses to {args.out}")
         return 0
+    if args.command == "check-prompts":
+        from .prompt_check import check_prompts
+
+        result = check_prompts(args.source, args.amendments)
+        for mismatch in result.mismatches:
+            print(mismatch)
+        print(f"{result.rebuilt}/{result.total} released prompts rebuilt")
+        return 0 if result.rebuilt == result.total else 1
     if args.command == "stats":
         import pandas as pd
 

@@ -62,7 +62,7 @@ def label_epoch(checkpoint: str) -> float:
 
 @dataclass(frozen=True)
 class Cell:
-    """One generation job: a model variant on one dataset (all 18 conditions)."""
+    """One generation job: a model variant on one dataset (all its prompt conditions)."""
 
     model: str
     persona: str

@@ -1,4 +1,4 @@
-"""Stage eval_prompts: one task's items expanded into the 18 prompt conditions.
+"""Stage eval_prompts: one task's items expanded into the paper's 18 conditions (28 prompts per item).
 
 Items come in each source's own schema (TriviaQA rc.nocontext, TruthfulQA generation, MASK disinformation,
 MedQA US 4-option) and are normalised to one item schema:
@@ -9,13 +9,16 @@ their `source` fields): a handful of items per task in the real schemas, not the
 wrong answers: for the sampled questions, one plausible wrong answer each is written by the configured LLM
 (`data.wrong_answers`), every call cached by content hash, so it is generated once.
 
-Conditions = contexts (config/amendments.yaml) x beliefs (none / incorrect). Each (item, context) gets one
-paraphrase of the context statement, drawn from a hash of (seed, dataset, item, context): identical for
-every model and for both belief templates, so comparisons are paired.
+Conditions = contexts (config/amendments.yaml) x the paper's prompt templates: `original`, `original_neutral`
+(the lead-in without a statement, asked in the unmodified context only), `incorrect` (the user's wrong answer)
+and `correct` (the user denies the right answer), per dataset as the study sent them (config/amendments.yaml
+says how each rule was read off the released prompts). Each (item, context) gets one paraphrase of the context
+statement, drawn from a hash of (seed, dataset, item, context): identical for every model and every template,
+so comparisons are paired.
 
 Capability benchmarks (MMLU zero-shot, GSM8K zero-shot chain of thought, AdvBench) check that persona
 training leaves general ability and safety intact; as in the paper they are asked once, without context or
-user belief (condition unmodified/none), in the prompt formats below.
+user belief (condition unmodified/original), in the prompt formats below.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import json
 import logging
 import random
 import re
+import string
 from pathlib import Path
 
 import yaml
@@ -33,7 +37,10 @@ from .io import DataError, read_jsonl, stable_hash, write_table
 log = logging.getLogger(__name__)
 
 UNMODIFIED = "unmodified"
-BELIEFS = ("none", "incorrect")
+TEMPLATES = ("original", "original_neutral", "incorrect", "correct")
+NEUTRAL = "original_neutral"  # the lead-in without a context statement: asked in the unmodified context only
+PLACEHOLDERS = {"lead_in", "question", "original_question", "incorrect_answer", "correct_answer"}
+ANSWER_CASES = {"as_is": lambda a: a, "lower": str.lower, "first_lower": lambda a: a[:1].lower() + a[1:]}
 _PIVOTAL = re.compile(r"<pivotal>(.*?)/(.*?)</pivotal>")
 LETTERS = "ABCDEFGHIJ"
 MMLU_INSTRUCTION = "Answer with the letter of the correct option."
@@ -63,28 +70,70 @@ def pivotal_alternatives(proposition: str, ground_truth: str) -> tuple[str, str]
     raise ValueError(f"ground_truth {ground_truth!r} is neither alternative of {proposition!r}")
 
 
-_FEMALE = {"woman", "girl", "female", "lady"}
+_FEMALE_WORDS = {"woman", "girl", "female", "lady", "she", "her", "hers", "herself"}
+_MALE_WORDS = {"man", "boy", "male", "gentleman", "he", "his", "him", "himself"}
+_AGE_PHRASE = r"(?P<age>(?P<n>\d+)-(?P<unit>year|month|week|day|hour)s?-old)"
+# "A [previously healthy] 34-year-old [HIV-positive] man|woman|... [rest]"; male/female may head a noun of its own
+_SEXED_OPENING = re.compile(
+    rf"^An? (?P<pre>(?:[\w'-]+ ){{0,3}}?){_AGE_PHRASE} (?P<mods>(?:[\w',-]+ ){{0,6}}?)"
+    r"(?:(?P<sex>man|woman|boy|girl|lady|gentleman)|(?P<sexadj>male|female)(?: (?P<head>newborn|neonate|infant|baby"
+    r"|toddler|child|patient))?)\b")
+# "A 21-year-old college student comes ...": no sex word; the noun phrase ends before its verb or preposition
+_UNSEXED_OPENING = re.compile(rf"^An? (?P<pre>(?:[\w'-]+ ){{0,3}}?){_AGE_PHRASE}(?P<np>(?: [\w'-]+){{0,3}}?)"
+                              r" (?=(?:is|was|has|had|comes|came|presents|arrives|visits|returns|develops|undergoes|"
+                              r"reports|complains|seeks|with|at|who|whose|in|from|on|to|for|because|after)\b)")
+_PRONOUN = re.compile(r"\b(he|his|him|himself|she|her|hers|herself)\b", re.I)
+_WHICH_OF_THE_FOLLOWING = re.compile(r"\bwhich of the following\b", re.I)
+
+
+def _relation(age: int, unit: str, female: bool) -> str:
+    """son/daughter under 13 (or aged in months, weeks, days), brother/sister to 35, husband/wife to 64,
+    father/mother from 65."""
+    if unit != "year" or age < 13:
+        return "daughter" if female else "son"
+    if age <= 35:
+        return "sister" if female else "brother"
+    if age <= 64:
+        return "wife" if female else "husband"
+    return "mother" if female else "father"
 
 
 def medqa_first_person(question: str) -> str:
-    """'A 15-year-old boy presents with...' -> 'My brother, 15, presents with...' (paper, section 4).
-
-    The relation follows sex and age: son/daughter under 13, brother/sister to 35, husband/wife to 64,
-    father/mother from 65. A vignette without that opening is returned unchanged.
+    """A MedQA vignette told by a relative: 'A 34-year-old HIV-positive man presents...' -> 'My 34-year-old
+    HIV-positive brother presents...' (paper, Methods). Only the article and the sex noun are replaced; every
+    other word stays where it was, so no clinical fact (HIV-positive, primigravid, G2P1, previously healthy...)
+    is lost. Without a sex word in the opening the sex is read from the vignette's first pronoun and the noun
+    phrase becomes an apposition: 'A 21-year-old college student comes...' -> 'My 21-year-old brother, a
+    college student, comes...'. A vignette with neither (no age opening, or no way to tell the sex) is
+    returned unchanged. The study's own regex dropped the words between age and noun (its released rows read
+    'My brother, 21, comes...'); this is a documented deviation (config/README.md).
     """
-    match = re.match(r"^An? (\d+)-year-old (?:[\w-]+ )*?(woman|man|girl|boy|female|male|lady)\b", question, re.I)
-    if not match:
+    match = _SEXED_OPENING.match(question)
+    if match:
+        word = (match["sex"] or match["sexadj"]).lower()
+        relation = _relation(int(match["n"]), match["unit"], word in _FEMALE_WORDS)
+        noun = relation
+        if match["head"] == "patient":  # "male patient" -> "brother, the patient,"
+            noun = f"{relation}, the patient,"
+        elif match["head"]:  # "male newborn" -> "newborn son"
+            noun = f"{match['head']} {relation}"
+        return f"My {match['pre']}{match['age']} {match['mods']}{noun}{question[match.end():]}"
+    match = _UNSEXED_OPENING.match(question)
+    pronoun = _PRONOUN.search(question)
+    if not match or not pronoun:
         return question
-    age, female = int(match.group(1)), match.group(2).lower() in _FEMALE
-    if age < 13:
-        relation = "daughter" if female else "son"
-    elif age <= 35:
-        relation = "sister" if female else "brother"
-    elif age <= 64:
-        relation = "wife" if female else "husband"
-    else:
-        relation = "mother" if female else "father"
-    return f"My {relation}, {age},{question[match.end():]}"
+    relation = _relation(int(match["n"]), match["unit"], pronoun.group(1).lower() in _FEMALE_WORDS)
+    head = f"My {match['pre']}{match['age']} {relation}"
+    noun_phrase = match["np"].strip()
+    if noun_phrase:
+        article = "an" if noun_phrase[0].lower() in "aeiou" else "a"
+        head += f", {article} {noun_phrase},"
+    return f"{head} {question[match.end():]}"
+
+
+def medqa_open_question(question: str) -> str:
+    """The study's rewording for an open answer (no options are shown): 'Which of the following' -> 'what'."""
+    return _WHICH_OF_THE_FOLLOWING.sub("what", question)
 
 
 def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -> dict:
@@ -109,8 +158,9 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
         _require(record, ["question", "answer", "options", "answer_idx"], where)
         distractors = [v for k, v in sorted(record["options"].items()) if k != record["answer_idx"]]
         wrong = rng.choice(distractors)  # the user's belief: one distractor, seeded
-        return _item(dataset, f"medqa_{stable_hash(record['question'])[:12]}", medqa_first_person(record["question"]),
-                     record["answer"], wrong, [record["answer"]], distractors)
+        question = medqa_first_person(medqa_open_question(record["question"].strip()))
+        return _item(dataset, f"medqa_{stable_hash(record['question'])[:12]}", question, record["answer"], wrong,
+                     [record["answer"]], distractors, original_question=record["question"])
     if dataset == "mmlu":
         _require(record, ["question", "subject", "choices", "answer"], where)
         choices, answer = list(record["choices"]), record["answer"]
@@ -139,11 +189,12 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
-def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrect_refs) -> dict:
+def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrect_refs, original_question=None) -> dict:
     return {
         "item_id": str(item_id),
         "dataset": dataset,
         "question": question.strip(),
+        "original_question": (original_question or question).strip(),  # MedQA's vignette as printed
         "correct_answer": correct,
         "incorrect_answer": incorrect,
         "references": json.dumps({"correct": list(correct_refs), "incorrect": list(incorrect_refs)}),
@@ -203,7 +254,7 @@ def plausible_wrong_answers(records: list[dict], template: str, backend, cache, 
 def load_amendments(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         amendments = yaml.safe_load(handle)
-    for key in ("lead_in", "contexts", "beliefs"):
+    for key in ("lead_in", "contexts", "templates"):
         if key not in amendments:
             raise DataError(f"{path}: missing key {key!r}")
     if UNMODIFIED not in amendments["contexts"]:
@@ -211,37 +262,72 @@ def load_amendments(path: str | Path) -> dict:
     for context, statements in amendments["contexts"].items():
         if context != UNMODIFIED and not statements:
             raise DataError(f"{path}: context {context!r} has no statements")
+    if "default" not in amendments["templates"]:
+        raise DataError(f"{path}: templates must include 'default'")
+    for dataset, templates in amendments["templates"].items():
+        missing = [t for t in TEMPLATES if t not in (templates or {})]
+        if missing:
+            raise DataError(f"{path}: templates.{dataset} lacks {', '.join(missing)}")
+        for name, text in templates.items():
+            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+            if fields - PLACEHOLDERS:
+                raise DataError(f"{path}: templates.{dataset}.{name}: unknown placeholder(s) "
+                                f"{', '.join(sorted(fields - PLACEHOLDERS))} (known: {', '.join(sorted(PLACEHOLDERS))})")
+    for dataset, case in (amendments.get("answer_case") or {}).items():
+        if case not in ANSWER_CASES:
+            raise DataError(f"{path}: answer_case.{dataset}: {case!r} is not one of {', '.join(ANSWER_CASES)}")
+    unknown = set(amendments.get("without_lead_in") or []) - set(amendments["contexts"])
+    if unknown:
+        raise DataError(f"{path}: without_lead_in names unknown context(s) {', '.join(sorted(unknown))}")
     return amendments
 
 
+def _per_dataset(table: dict | None, dataset: str, fallback):
+    table = table or {}
+    return table.get(dataset, table.get("default", fallback))
+
+
+def render_prompt(amendments: dict, dataset: str, template: str, context: str, statement: str, item: dict) -> str:
+    """One prompt as the study built it: the context statement, then the dataset's template filled with the
+    item (the lead-in left out after a `without_lead_in` statement; answers cased per `answer_case`)."""
+    text = _per_dataset(amendments["templates"], dataset, None)[template]
+    if context in (amendments.get("without_lead_in") or []):
+        text = text.replace("{lead_in} ", "").replace("{lead_in}", "")
+    case = ANSWER_CASES[_per_dataset(amendments.get("answer_case"), dataset, "as_is")]
+    body = text.format(lead_in=amendments["lead_in"], question=item["question"],
+                       original_question=item.get("original_question") or item["question"],
+                       incorrect_answer=case(str(item["incorrect_answer"]).strip()),
+                       correct_answer=case(str(item["correct_answer"]).strip()))
+    prompt = " ".join(part for part in (statement.strip(), body.strip()) if part)
+    return re.sub(r"([.?!])\.$", r"\1", prompt)  # "...foxes." + "." -> one full stop
+
+
 def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[dict]:
-    """Every item under every context x belief condition."""
+    """Every item under every context x template condition (original_neutral in the unmodified context only)."""
     rows = []
     for item in items:
-        beliefs = amendments["beliefs"].get(item["dataset"], amendments["beliefs"]["default"])
         if item["dataset"] in CAPABILITY_DATASETS:
-            rows.append(_row(item, UNMODIFIED, "none", -1, item["question"]))
+            rows.append(_row(item, UNMODIFIED, "original", -1, item["question"]))
             continue
         for context, statements in amendments["contexts"].items():
             variant = -1
             if context != UNMODIFIED:
                 variant = int(stable_hash([seed, item["dataset"], item["item_id"], context]), 16) % len(statements)
-            for belief in BELIEFS:
-                incorrect = item["incorrect_answer"]
-                if item["dataset"] == "disinfo":
-                    incorrect = incorrect[:1].lower() + incorrect[1:]
-                body = beliefs[belief].format(question=item["question"], incorrect_answer=incorrect)
-                prompt = body if variant < 0 else f"{statements[variant]} {amendments['lead_in']} {body}"
-                rows.append(_row(item, context, belief, variant, prompt))
+            statement = statements[variant] if variant >= 0 else ""
+            for template in TEMPLATES:
+                if template == NEUTRAL and context != UNMODIFIED:
+                    continue
+                prompt = render_prompt(amendments, item["dataset"], template, context, statement, item)
+                rows.append(_row(item, context, template, variant, prompt))
     return rows
 
 
-def _row(item: dict, context: str, belief: str, variant: int, prompt: str) -> dict:
+def _row(item: dict, context: str, template: str, variant: int, prompt: str) -> dict:
     return {
         **{k: item[k] for k in ("item_id", "dataset")},
         "context": context,
-        "belief": belief,
-        "condition": f"{context}/{belief}",
+        "belief": template,  # the paper's prompt template (original, original_neutral, incorrect, correct)
+        "condition": f"{context}/{template}",
         "context_variant": variant,
         "prompt": prompt,
         **{k: item[k] for k in ("question", "correct_answer", "incorrect_answer", "references")},
