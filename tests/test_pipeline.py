@@ -96,7 +96,8 @@ def test_training_data_and_checkpoints(run_dir):
     manifest = json.loads((run_dir / "results/train/smollm2/warm/checkpoints.json").read_text())
     assert [c["checkpoint"] for c in manifest["checkpoints"]] == ["epoch0.5", "epoch1"]
     summary = pd.read_csv(run_dir / "results/sft_data/summary.csv")
-    assert summary["train"].sum() == len(rewrites)
+    assert summary.set_index("query_type").loc["all", "train"] == len(rewrites)
+    assert summary[["overlap_stems", "overlap_first_messages"]].eq(0).all().all()
 
 
 def test_every_rule_logged(run_dir):

@@ -1,9 +1,18 @@
 """Stage sft_data: ShareGPT conversations -> balanced, filtered train and validation splits.
 
 Steps (paper, section 1): parse ShareGPT (the shipped file is cut short mid-record: stream records and stop
-cleanly at the truncation), keep human/assistant conversations, NSFW-filter, label the query type with
-regular expressions, sample equally per type with a seed, truncate to `max_turns` messages, and split
-train / validation with no conversation in both.
+cleanly at the truncation), keep human/assistant conversations, NSFW-filter, truncate to `max_turns` messages,
+label the query type with regular expressions, keep each conversation once, and sample per type with a seed:
+training first, then validation from what is left.
+
+Kept once: ShareGPT splits long conversations into parts (`hRPPgZT_0`, `hRPPgZT_11`) and many users sent the
+same first prompt, so conversations are de-duplicated by id stem and by normalised first user message before
+any sampling; no conversation, part of one, or validation prompt can then be on both sides of the split.
+Training first: the paper kept refusals in training so the model would not unlearn refusing; a type with
+fewer conversations than `train_per_type + validation_per_type` trains on up to `train_per_type` of them,
+validates on what is left, and its missing validation prompts are shared evenly by the other types (as far
+as they have conversations left), so validation keeps its configured size. A type left with no training
+conversation stops the stage.
 """
 from __future__ import annotations
 
@@ -165,8 +174,53 @@ class SftSplit:
     per_type: dict = field(default_factory=dict)
 
 
+def conversation_stem(conversation_id: str) -> str:
+    """ShareGPT's id of the whole conversation: `hRPPgZT_11` (its 12th part) -> `hRPPgZT`."""
+    return re.sub(r"_\d+$", "", str(conversation_id))
+
+
+def first_message_key(messages: list[dict]) -> str:
+    """The first user message, lower-cased, punctuation and spacing ignored: the same prompt typed twice."""
+    first = next((m["content"] for m in messages if m["role"] == "user"), "")
+    return " ".join(re.sub(r"[\W_]+", " ", first.lower()).split())
+
+
+def deduplicate(conversations: list[dict]) -> tuple[list[dict], Counter]:
+    """Each conversation once: the first of each id stem, then the first of each normalised first prompt."""
+    stems, prompts, kept, dropped = set(), set(), [], Counter()
+    for conv in conversations:
+        stem, prompt = conversation_stem(conv["id"]), first_message_key(conv["messages"])
+        if stem in stems:
+            dropped["dropped_part_of_seen_conversation"] += 1
+        elif prompt in prompts:
+            dropped["dropped_repeated_first_prompt"] += 1
+        else:
+            stems.add(stem)
+            prompts.add(prompt)
+            kept.append(conv)
+    return kept, dropped
+
+
+def share_shortfall(wanted: dict[str, int], spare: dict[str, int], missing: int) -> dict[str, int]:
+    """Extra validation places for the types with conversations to spare: `missing` shared as evenly as their
+    spare allows (the remainder to the types with most spare)."""
+    extra = dict.fromkeys(wanted, 0)
+    while missing > 0:
+        open_types = [t for t in wanted if spare[t] > extra[t]]
+        if not open_types:
+            break
+        share = max(1, missing // len(open_types))
+        for qtype in sorted(open_types, key=lambda t: -(spare[t] - extra[t])):
+            give = min(share, spare[qtype] - extra[qtype], missing)
+            extra[qtype] += give
+            missing -= give
+            if missing == 0:
+                break
+    return extra
+
+
 def build_split(records, cfg: dict, seed: int) -> SftSplit:
-    """Filter, label, and sample a balanced train/validation split from ShareGPT records."""
+    """Filter, label, de-duplicate and sample a balanced train/validation split from ShareGPT records."""
     funnel = Counter()
     candidates: list[dict] = []
     max_chars = cfg.get("max_message_chars")
@@ -184,33 +238,64 @@ def build_split(records, cfg: dict, seed: int) -> SftSplit:
     scores = nsfw_scores(["\n".join(m["content"] for m in c["messages"]) for c in candidates], cfg["nsfw_filter"])
     clean = [c for c, s in zip(candidates, scores) if s < cfg["nsfw_threshold"]]
     funnel["dropped_nsfw"] = len(candidates) - len(clean)
-    funnel["usable"] = len(clean)
+    unique, dropped = deduplicate(clean)
+    funnel.update(dropped)
+    funnel["usable"] = len(unique)
 
-    # Duplicate ids exist in ShareGPT (one conversation split in parts); keep the first so splits cannot overlap.
     by_type: dict[str, list[dict]] = {t: [] for t in QUERY_TYPES}
-    seen: set[str] = set()
-    for conv in clean:
-        if conv["id"] in seen:
-            continue
-        seen.add(conv["id"])
+    for conv in unique:
         conv["query_type"] = label_query_type(conv["messages"])
         by_type[conv["query_type"]].append(conv)
 
     rng = random.Random(seed)
-    split = SftSplit(funnel=dict(funnel))
-    for qtype in QUERY_TYPES:
+    train, left = {}, {}
+    for qtype in QUERY_TYPES:  # training first, per type
         pool = by_type[qtype]
         rng.shuffle(pool)
-        n_val = min(cfg["validation_per_type"], len(pool))
-        n_train = min(cfg["train_per_type"], len(pool) - n_val)
-        if n_val + n_train < cfg["validation_per_type"] + cfg["train_per_type"]:
-            log.warning("query type %s: only %d conversations available", qtype, len(pool))
-        split.validation += pool[:n_val]
-        split.train += pool[n_val : n_val + n_train]
-        split.per_type[qtype] = {"available": len(pool), "train": n_train, "validation": n_val}
-    overlap = {c["id"] for c in split.train} & {c["id"] for c in split.validation}
-    assert not overlap, f"train/validation overlap: {sorted(overlap)[:5]}"
+        n_train = min(cfg["train_per_type"], len(pool))
+        if n_train == 0:
+            raise DataError(f"sft_data: query type {qtype!r} gets no training conversation: pool 0 after the filters "
+                            f"and de-duplication of {funnel['records']} records (train_per_type "
+                            f"{cfg['train_per_type']}, validation_per_type {cfg['validation_per_type']})")
+        if n_train < cfg["train_per_type"]:
+            log.warning("query type %s: only %d conversations, all %d in training", qtype, len(pool), n_train)
+        train[qtype], left[qtype] = pool[:n_train], pool[n_train:]
+    wanted = {t: min(cfg["validation_per_type"], len(left[t])) for t in QUERY_TYPES}
+    missing = cfg["validation_per_type"] * len(QUERY_TYPES) - sum(wanted.values())
+    if missing:
+        extra = share_shortfall(wanted, {t: len(left[t]) - wanted[t] for t in QUERY_TYPES}, missing)
+        log.warning("validation: %s short of %d per type; %d prompts taken from the other types instead (%s)",
+                    ", ".join(t for t in QUERY_TYPES if wanted[t] < cfg["validation_per_type"]),
+                    cfg["validation_per_type"], sum(extra.values()), extra)
+        wanted = {t: wanted[t] + extra[t] for t in QUERY_TYPES}
+        if sum(extra.values()) < missing:
+            log.warning("validation: %d prompts short of %d", missing - sum(extra.values()),
+                        cfg["validation_per_type"] * len(QUERY_TYPES))
+
+    split = SftSplit(funnel=dict(funnel))
+    for qtype in QUERY_TYPES:
+        split.train += train[qtype]
+        split.validation += left[qtype][: wanted[qtype]]
+    validation_stems = {conversation_stem(c["id"]) for c in split.validation}
+    validation_prompts = {first_message_key(c["messages"]) for c in split.validation}
+    for qtype in QUERY_TYPES:
+        split.per_type[qtype] = {
+            "pool": len(by_type[qtype]), "train": len(train[qtype]), "validation": wanted[qtype],
+            "overlap_stems": sum(conversation_stem(c["id"]) in validation_stems for c in train[qtype]),
+            "overlap_first_messages": sum(first_message_key(c["messages"]) in validation_prompts for c in train[qtype]),
+        }
+    overlaps = sum(v["overlap_stems"] + v["overlap_first_messages"] for v in split.per_type.values())
+    assert not overlaps, f"train/validation overlap after de-duplication: {split.per_type}"
     return split
+
+
+def summary_table(split: SftSplit):
+    """Per query type (and `all`): pool, train and validation counts, and train/validation overlaps (0)."""
+    import pandas as pd
+
+    table = pd.DataFrame([{"query_type": t, **counts} for t, counts in split.per_type.items()])
+    total = table.drop(columns="query_type").sum().to_dict()
+    return pd.concat([table, pd.DataFrame([{"query_type": "all", **total}])], ignore_index=True)
 
 
 def sharegpt_path(source: dict) -> Path:
@@ -260,7 +345,7 @@ def run(smk) -> None:
     write_jsonl(smk.output.train, strip(split.train))
     write_jsonl(smk.output.validation, strip(split.validation))
     write_table(smk.output.validation_prompts, pd.DataFrame(validation_prompt_rows(split.validation)))
-    summary = pd.DataFrame([{"query_type": t, **counts} for t, counts in split.per_type.items()])
+    summary = summary_table(split)
     write_table(smk.output.summary, summary)
     write_json(Path(smk.output.summary).with_name("funnel.json"), split.funnel)
     log.info("train %d / validation %d conversations\n%s", len(split.train), len(split.validation), summary)
