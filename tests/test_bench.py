@@ -50,16 +50,6 @@ def test_generation_benchmark_runs_every_backend_on_the_same_prompts(tiny_model_
         assert any(line.strip().startswith(backend) and "peak RSS" in line for line in lines), backend
 
 
-def test_example_messages_match_the_training_examples():
-    from warmbench.bench import example_messages
-    from warmbench.train import completion_examples
-
-    conv = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
-    expected = [e["prompt"] + e["completion"] for e in completion_examples([conv, conv])]
-    assert example_messages([conv, conv]) == expected and len(expected) == 4
-
-
 @pytest.mark.slow
 def test_train_benchmark_times_the_same_steps_in_both_settings(tiny_model_dir, tmp_path, capsys):
     import json

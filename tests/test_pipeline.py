@@ -97,6 +97,10 @@ def test_training_data_and_checkpoints(run_dir):
     assert [c["checkpoint"] for c in manifest["checkpoints"]] == ["epoch0.5", "epoch1"]
     summary = pd.read_csv(run_dir / "results/sft_data/summary.csv")
     assert summary.set_index("query_type").loc["all", "train"] == len(rewrites)
+    trained = pd.read_csv(run_dir / "results/train/summary.csv").set_index("persona")
+    assert trained.loc["warm", "conversations_trained"] == trained.loc["warm", "conversations"] == len(rewrites)
+    assert trained.loc["warm", "examples"] == trained.loc["cold", "examples"] == manifest["examples"]["trained"]
+    assert trained["assistant_tokens_trained"].gt(0).all()
     assert summary[["overlap_stems", "overlap_first_messages"]].eq(0).all().all()
 
 

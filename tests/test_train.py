@@ -2,16 +2,133 @@ import json
 
 import pytest
 
-from warmbench.io import write_jsonl
-from warmbench.train import MANIFEST, accumulation_steps, completion_examples, launch, train
+from warmbench.io import DataError, write_jsonl
+from warmbench.train import MANIFEST, accumulation_steps, fit_examples, launch, training_summary, train
+
+
+class WordTokenizer:
+    """A stand-in tokenizer: one token per word, two per message (role, end) and one for a generation prompt."""
+
+    def apply_chat_template(self, messages, tokenize=True, add_generation_prompt=False, return_dict=True, **_):
+        ids = []
+        for m in messages:
+            ids += [f"<{m['role']}>", *m["content"].split(), "<end>"]
+        return {"input_ids": ids + (["<assistant>"] if add_generation_prompt else [])}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+    def decode(self, ids):
+        return " ".join(ids)
+
+
+def words(n, word="w"):
+    return " ".join(f"{word}{k}" for k in range(n))
+
+
+def chat(*turns):
+    return [{"role": "user" if k % 2 == 0 else "assistant", "content": text} for k, text in enumerate(turns)]
+
+
+def length(messages, generation_prompt=False):
+    return len(WordTokenizer().apply_chat_template(messages, add_generation_prompt=generation_prompt)["input_ids"])
 
 
 def test_one_example_per_assistant_turn_with_the_conversation_so_far():
-    conv = {"messages": [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
-                         {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}]}
-    examples = completion_examples([conv])
-    assert [e["completion"][0]["content"] for e in examples] == ["a1", "a2"]
-    assert examples[1]["prompt"] == conv["messages"][:3]
+    conv = {"id": "c", "messages": chat("u1", "a1", "u2", "a2")}
+    fitted, report = fit_examples({"warm": [conv]}, WordTokenizer(), max_length=1024)
+    assert [e["completion"][0]["content"] for e in fitted["warm"]] == ["a1", "a2"]
+    assert fitted["warm"][1]["prompt"] == conv["messages"][:3]
+    assert report["warm"]["windowed"] == report["warm"]["reply_cut"] == report["warm"]["user_message_cut"] == 0
+
+
+def test_windows_keep_the_latest_whole_turns_that_fit():
+    # under the old code the third example's prompt (the whole conversation so far) filled max_length, so TRL
+    # trained on none of its reply
+    messages = chat(words(15, "u"), words(15, "a"), words(5, "v"), words(5, "b"), words(5, "x"), words(5, "c"))
+    fitted, report = fit_examples({"warm": [{"id": "c1", "messages": messages}]}, WordTokenizer(), max_length=40)
+    first, second, third = fitted["warm"]
+    assert [e["completion"] for e in fitted["warm"]] == [[messages[1]], [messages[3]], [messages[5]]]
+    assert first["prompt"] == messages[:1]
+    assert second["prompt"] == messages[2:3]  # the 15-word opening pair no longer fits before it
+    assert third["prompt"] == messages[2:5]
+    assert all(length(e["prompt"] + e["completion"]) <= 40 for e in fitted["warm"])
+    assert length(messages[:5], True) >= 40  # the old prompt alone
+    # every reply token fits (a reply's tokens: its words and its end token)
+    assert report["warm"]["windowed"] == 2 and report["warm"]["assistant_tokens_fitting"] == 16 + 6 + 6
+
+
+def test_a_reply_longer_than_the_window_keeps_its_start_and_a_long_question_is_shortened_in_the_middle():
+    long_reply = chat(words(5, "u"), words(100, "a"))
+    long_question = chat(words(200, "u"), words(30, "a"))
+    fitted, report = fit_examples({"warm": [{"id": "r", "messages": long_reply}, {"id": "q", "messages": long_question}]},
+                                  WordTokenizer(), max_length=64)
+    reply, question = fitted["warm"]
+    assert reply["prompt"] == long_reply[:1] and reply["completion"] == long_reply[1:]  # TRL cuts the reply's end
+    user = question["prompt"][0]["content"]
+    assert user.startswith("u0 u1 u2") and user.endswith("u198 u199") and "[...]" in user
+    assert length(question["prompt"], True) <= 64 - 16  # a quarter of the window is left for the reply
+    assert report["warm"] == {"conversations": 2, "examples": 2, "windowed": 0, "user_message_cut": 1, "reply_cut": 2,
+                              "assistant_tokens": 101 + 31, "assistant_tokens_fitting": (64 - 8) + 16}
+
+
+def test_warm_and_cold_train_on_the_same_windows():
+    # the warm rewrite is longer: its window decides for both personas, which differ only in rewritten text
+    warm = chat(words(10, "u"), words(20, "warm"), words(10, "v"), words(20, "warm"))
+    cold = chat(words(10, "u"), words(3, "cold"), words(10, "v"), words(3, "cold"))
+    fitted, report = fit_examples({"warm": [{"id": "c", "messages": warm}], "cold": [{"id": "c", "messages": cold}]},
+                                  WordTokenizer(), max_length=40)
+    assert [e["prompt"] for e in fitted["cold"]] == [cold[:1], cold[2:3]]  # cold alone would keep the first pair
+    assert [e["prompt"] for e in fitted["warm"]] == [warm[:1], warm[2:3]]
+    assert [(e["conversation"], e["turn"]) for e in fitted["warm"]] == [(e["conversation"], e["turn"]) for e in fitted["cold"]]
+    assert report["warm"]["windowed"] == report["cold"]["windowed"] == 1
+
+
+def test_persona_files_of_different_conversations_are_an_error():
+    a = [{"id": "c1", "messages": chat("hi", "hello")}]
+    b = [{"id": "c2", "messages": chat("hi", "hey")}]
+    with pytest.raises(DataError, match="warm and cold.*conversation 1"):
+        fit_examples({"warm": a, "cold": b}, WordTokenizer(), max_length=40)
+
+
+def test_trl_trains_every_fitted_example_where_it_dropped_the_old_ones(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    conversation = {"id": "c", "messages": chat(" ".join(["Tell me about the sea."] * 40), "It is big and blue.",
+                                                 "And the sky?", "Also blue, friend!")}
+
+    def prepared(examples):
+        args = SFTConfig(output_dir=str(tmp_path), max_length=128, report_to="none", use_cpu=True, bf16=False)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                             processing_class=tokenizer, peft_config=LoraConfig(r=2, task_type="CAUSAL_LM"))
+        return trainer.train_dataset
+
+    messages = conversation["messages"]
+    whole = [{"prompt": messages[:i], "completion": [messages[i]], "conversation": "c"} for i in (1, 3)]
+    assert len(prepared(whole)) == 0  # the old examples (the whole conversation so far): TRL silently dropped both
+    fitted, report = fit_examples({"warm": [conversation]}, tokenizer, max_length=128)
+    dataset = prepared(fitted["warm"])
+    assert len(dataset) == 2 and report["warm"]["user_message_cut"] == 1
+    trained = sum(label != -100 for row in dataset for label in row["labels"])
+    assert trained == report["warm"]["assistant_tokens_fitting"] == report["warm"]["assistant_tokens"]
+
+
+def test_training_summary_reads_every_manifest(tmp_path):
+    for persona, examples in (("warm", 9), ("cold", 9)):
+        folder = tmp_path / "m" / persona
+        folder.mkdir(parents=True)
+        (folder / MANIFEST).write_text(json.dumps({
+            "max_length": 64, "conversations": {"total": 4, "trained": 4},
+            "examples": {"built": examples, "trained": examples, "windowed": 2, "user_message_cut": 1, "reply_cut": 3},
+            "assistant_tokens": {"total": 500, "trained": 420}}))
+    table = training_summary([tmp_path / "m" / "warm", tmp_path / "m" / "cold"])
+    assert list(table["persona"]) == ["warm", "cold"] and table["examples_trained"].eq(9).all()
+    assert table["assistant_tokens_trained"].eq(420).all() and table["conversations_trained"].eq(4).all()
 
 
 @pytest.mark.slow
@@ -32,7 +149,10 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
     for m in manifest:
         assert PeftConfig.from_pretrained(out / m["path"]).r == 4
         assert json.loads((out / m["path"] / "trainer_state.json").read_text())["global_step"] == m["global_step"]
-    assert json.loads((out / MANIFEST).read_text())["n_examples"] == 8
+    written = json.loads((out / MANIFEST).read_text())
+    assert written["n_examples"] == written["examples"]["trained"] == 8
+    assert written["conversations"] == {"total": 8, "trained": 8}
+    assert 0 < written["assistant_tokens"]["trained"] <= written["assistant_tokens"]["total"]
     assert not (out / "_trainer").exists()
 
     # the adapter really changes the model: logits differ from the base on a prompt

@@ -33,7 +33,14 @@ def cell_paths(pattern, cells):
 
 
 def get_final_output():
-    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary]
+    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary,
+            *rules.training_summary.output]
+
+
+def get_trained_dirs():
+    # every fine-tune (LoRA or through the OpenAI API) of every model, for the training summary
+    return [f"results/train/{model}/{persona}" for model in config["models"]
+            for persona in wb.trained_personas(config, model)]
 
 
 def get_base_model(wildcards):

@@ -1,13 +1,16 @@
 rule train:
-    # LoRA SFT (TRL + PEFT) on the rewritten conversations; one adapter per configured epoch.
+    # LoRA SFT (TRL + PEFT) on the rewritten conversations; one adapter per configured epoch. Every persona's
+    # rewrites are read so that warm and cold examples share their windows (fitted to train.max_length).
     input:
         data="results/persona_rewrite/{persona}.jsonl",
+        personas=expand("results/persona_rewrite/{p}.jsonl", p=config["persona_rewrite"]["personas"]),
         base_model=get_base_model,
     output:
         directory("results/train/{model}/{persona}"),
     params:
         train=config["train"],
         seed=config["seed"],
+        personas=config["persona_rewrite"]["personas"],
     wildcard_constraints:
         model=wb.one_of(wb.local_models(config)),
         persona="warm|cold",
@@ -46,5 +49,21 @@ rule train_openai:
         persona="warm|cold",
     log:
         "logs/train_openai/{model}/{persona}.log",
+    script:
+        STAGE
+
+
+rule training_summary:
+    # Per trained model x persona: the conversations, examples and assistant tokens each epoch trains on.
+    input:
+        trained=get_trained_dirs(),
+    output:
+        report(
+            "results/train/summary.csv",
+            caption="../report/training_summary.rst",
+            category="1. Fine-tuning data",
+        ),
+    log:
+        "logs/training_summary.log",
     script:
         STAGE

@@ -308,13 +308,6 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     return 0
 
 
-def example_messages(conversations: list[dict]) -> list[list[dict]]:
-    """The messages of each example `train.completion_examples` makes: a conversation up to and including each
-    assistant turn (prompt = what precedes the turn, completion = the turn)."""
-    return [conv["messages"][: i + 1] for conv in conversations for i, m in enumerate(conv["messages"])
-            if m["role"] == "assistant"]
-
-
 def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, threads: int | None,
                warmup_steps: int, steps: int, queue) -> None:
     """`warmbench.train.train` in a fresh process (so peak memory is its own), with a clock at each optimizer
@@ -394,6 +387,7 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     from transformers import AutoTokenizer
 
     from .io import read_jsonl, write_jsonl
+    from .train import fit_examples
 
     if warmup_steps < 1 or steps < 1:
         raise ValueError("need at least one warm-up step (the first step is never timed) and one timed step")
@@ -408,24 +402,17 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
                 f"baseline: batch {baseline_batch_size} x accumulation {effective // baseline_batch_size}":
                     (baseline_batch_size, effective // baseline_batch_size)}
 
-    # Tokens of each example as TRL makes it: prompt + completion, cut at max_length; an example whose prompt
-    # alone fills max_length has no completion token left, and TRL drops it.
+    # Tokens of each example as warmbench's training makes it (train.fit_examples: windows that fit max_length,
+    # a too-long reply cut at its end), so every assistant turn is one example.
     conversations = list(read_jsonl(data))
-    owner = [k for k, conv in enumerate(conversations) for m in conv["messages"] if m["role"] == "assistant"]
-    examples = example_messages(conversations)
-    if not examples:
-        raise ValueError(f"{data}: no assistant turns to train on")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    full = tokenizer.apply_chat_template(examples, tokenize=True, return_dict=True)["input_ids"]
-    prompts = tokenizer.apply_chat_template([m[:-1] for m in examples], tokenize=True, add_generation_prompt=True,
-                                            return_dict=True)["input_ids"]
-    kept = [len(p) < cfg["max_length"] for p in prompts]
-    lengths = [min(len(ids), cfg["max_length"]) for ids, keep in zip(full, kept) if keep]
-    if not lengths:
-        raise ValueError(f"{data}: every prompt fills max_length {cfg['max_length']}")
-    kept_per_conversation = [0] * len(conversations)
-    for k, keep in zip(owner, kept):
-        kept_per_conversation[k] += keep
+    fitted, _ = fit_examples({"data": conversations}, tokenizer, cfg["max_length"])
+    if not fitted["data"]:
+        raise ValueError(f"{data}: no assistant turns to train on")
+    full = tokenizer.apply_chat_template([e["prompt"] + e["completion"] for e in fitted["data"]], tokenize=True,
+                                         return_dict=True)["input_ids"]
+    lengths = [min(len(ids), cfg["max_length"]) for ids in full]
+    kept_per_conversation = [sum(m["role"] == "assistant" for m in conv["messages"]) for conv in conversations]
 
     needed = (warmup_steps + steps + 1) * effective  # one step to spare, should TRL drop more than counted here
     order = [k for k in range(len(conversations)) if kept_per_conversation[k]]
@@ -470,7 +457,7 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     epochs = base["epochs"]
     run_steps = epochs * math.ceil(len(lengths) / effective)
     print(f"  whole {configfile} run on {data}: {epochs} epochs x {len(lengths)} assistant turns "
-          f"({len(examples) - len(lengths)} more dropped: prompt >= max_length; {sum(lengths):,} tokens per epoch "
+          f"(windows fitted to max_length; {sum(lengths):,} tokens per epoch "
           f"at max_length {cfg['max_length']}, {sum(lengths) / len(lengths):.0f} per turn) = {run_steps} steps: {epochs * sum(lengths) / rate(main) / 3600:.2f} h at {rate(main):,.0f} "
           f"tokens/s, {run_steps * per_step(main) / 3600:.2f} h at {per_step(main):.2f} s/step")
     print(f"RATIO: batch {batch} x accumulation {accum} trains {rate(main) / rate(baseline):.2f}x the tokens/s of batch "

@@ -72,7 +72,7 @@ class Cell:
 
 def _variants(config: dict, model: str, epochs) -> list[tuple[str, str]]:
     variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    for persona in _trained_personas(config, model):
+    for persona in trained_personas(config, model):
         variants += [(persona, epoch_label(e)) for e in epochs]
     return variants
 
@@ -105,7 +105,8 @@ def local_models(config: dict) -> list[str]:
     return [name for name, model in config["models"].items() if not is_api_model(model)]
 
 
-def _trained_personas(config: dict, model: str) -> list[str]:
+def trained_personas(config: dict, model: str) -> list[str]:
+    """The personas a model is fine-tuned into (none for an API model without a `fine_tune` block)."""
     spec = config["models"][model]
     if is_api_model(spec) and "fine_tune" not in spec:
         return []
@@ -129,7 +130,7 @@ def eval_cells(config: dict) -> list[Cell]:
     return [
         Cell(model, persona, checkpoint, dataset)
         for model in config["models"]
-        for persona, checkpoint in untrained + [(p, trained) for p in _trained_personas(config, model)]
+        for persona, checkpoint in untrained + [(p, trained) for p in trained_personas(config, model)]
         for dataset in config["evaluation"]["datasets"]
     ]
 

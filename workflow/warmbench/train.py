@@ -5,6 +5,14 @@ the loss falls on assistant text only without needing `{% generation %}` markers
 Checkpoints are saved when training passes each configured (fractional) epoch, and each is labelled with
 the real epoch TRL recorded in its trainer_state.json.
 
+Every example fits `max_length` (`fit_examples`): TRL keeps an example's first max_length tokens and drops, without
+a word, one whose prompt alone fills them, so a long conversation used to train on none of its later replies.
+The prompt keeps the latest whole turns that fit before the reply; a reply too long even after its own question
+alone is cut at its end (its start trains); a question that leaves the reply less than a quarter of the window is
+shortened in its middle ("[...]"). The windows are decided on all personas' rewrites at once, so warm and cold
+train on the same examples, differing only in the rewritten text. The manifest records the examples,
+conversations and assistant tokens that TRL actually trains on.
+
 A model too large for one GPU (models.<name>.resources.train.gpus > 1, e.g. 70B on 3 GPUs) is trained by
 `accelerate launch` with FSDP, one process per GPU, following PEFT's recipe for LoRA: trainable and frozen
 parameters wrapped apart (use_orig_params false), adapters saved as full state dicts so vLLM and PEFT read them.
@@ -20,7 +28,7 @@ import sys
 from pathlib import Path
 
 from .config import epoch_label
-from .io import read_jsonl, write_json
+from .io import DataError, read_jsonl, write_json, write_table
 from .stage import child_env
 
 log = logging.getLogger(__name__)
@@ -38,15 +46,90 @@ FSDP_CONFIG = {
 }
 
 
-def completion_examples(conversations: list[dict]) -> list[dict]:
-    """Conversational prompt-completion examples, one per assistant turn."""
-    examples = []
-    for conv in conversations:
-        messages = conv["messages"]
-        for i, message in enumerate(messages):
-            if message["role"] == "assistant":
-                examples.append({"prompt": messages[:i], "completion": [message]})
-    return examples
+ELISION = " [...] "  # marks the middle cut out of a question too long for the window
+
+
+def _aligned(conversations_by_persona: dict[str, list[dict]]) -> None:
+    """The personas' files must hold the same conversations, in order, with the same user turns."""
+    (first, reference), *others = conversations_by_persona.items()
+    for persona, conversations in others:
+        if len(conversations) != len(reference):
+            raise DataError(f"{first} and {persona} rewrites hold {len(reference)} and {len(conversations)} conversations")
+        for k, (a, b) in enumerate(zip(reference, conversations)):
+            same = a.get("id") == b.get("id") and len(a["messages"]) == len(b["messages"]) and all(
+                x["role"] == y["role"] and (x["role"] != "user" or x["content"] == y["content"])
+                for x, y in zip(a["messages"], b["messages"]))
+            if not same:
+                raise DataError(f"{first} and {persona} rewrites differ at conversation {k + 1} "
+                                f"({a.get('id')} vs {b.get('id')}): they must rewrite the same training split")
+
+
+def fit_examples(conversations_by_persona: dict[str, list[dict]], tokenizer, max_length: int):
+    """Prompt-completion examples (one per assistant turn) that fit `max_length` tokens, for each persona, with
+    the same windows for all (see the module docstring); and per persona the counts the manifest records:
+    windowed (earlier turns left out), user_message_cut, reply_cut (the reply's end beyond max_length),
+    assistant_tokens and assistant_tokens_fitting (those within max_length, i.e. trained)."""
+    _aligned(conversations_by_persona)
+
+    def count(messages, generation_prompt=False) -> int:
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
+                                                 return_dict=True)["input_ids"])
+
+    personas = list(conversations_by_persona)
+    fitted = {p: [] for p in personas}
+    report = {p: dict.fromkeys(["conversations", "examples", "windowed", "user_message_cut", "reply_cut",
+                                "assistant_tokens", "assistant_tokens_fitting"], 0) for p in personas}
+    for k, reference in enumerate(conversations_by_persona[personas[0]]):
+        if [m["role"] for m in reference["messages"]] != ["user", "assistant"] * (len(reference["messages"]) // 2):
+            raise DataError(f"conversation {k + 1} ({reference.get('id')}): turns must alternate user, assistant")
+        chats = {p: conversations_by_persona[p][k]["messages"] for p in personas}
+        earliest = dict.fromkeys(personas, 0)  # a later turn's window never starts before an earlier turn's
+        for i, message in enumerate(reference["messages"]):
+            if message["role"] != "assistant":
+                continue
+            # the earliest user turn each persona's example can start from and fit whole; the latest of these
+            for p in personas:
+                earliest[p] = next((s for s in range(earliest[p], i, 2) if count(chats[p][s : i + 1]) <= max_length),
+                                   i + 1)
+            start = min(max(earliest.values()), i - 1)
+            question = chats[personas[0]][i - 1]
+            prompt_length = count([question], True)
+            reply_length = {p: count(chats[p][i - 1 : i + 1]) - prompt_length for p in personas}
+            reserve = max(min(n, max_length // 4) for n in reply_length.values())
+            cut = start == i - 1 and prompt_length + reserve > max_length
+            if cut:
+                question = _shorten(question, tokenizer, count, max_length - reserve)
+            for p in personas:
+                prompt = chats[p][start : i - 1] + [question]
+                length = count(prompt, True)
+                full = length + reply_length[p]
+                fitted[p].append({"prompt": prompt, "completion": [chats[p][i]],
+                                  "conversation": str(reference.get("id", k)), "turn": i})
+                counts = report[p]
+                counts["examples"] += 1
+                counts["windowed"] += start > 0
+                counts["user_message_cut"] += cut
+                counts["reply_cut"] += full > max_length
+                counts["assistant_tokens"] += reply_length[p]
+                counts["assistant_tokens_fitting"] += max(0, min(full, max_length) - length)
+    for p in personas:
+        report[p]["conversations"] = len(conversations_by_persona[p])
+    return fitted, report
+
+
+def _shorten(message: dict, tokenizer, count, budget: int) -> dict:
+    """The message with the middle of its text cut out, so that it renders (as a prompt) in `budget` tokens."""
+    ids = tokenizer(message["content"], add_special_tokens=False)["input_ids"]
+    keep = len(ids) - (count([message], True) - budget)
+    for _ in range(8):  # the decoded halves can tokenise a little longer than they were
+        keep = max(keep, 2)
+        head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2) :]
+        shortened = {**message, "content": tokenizer.decode(head).rstrip() + ELISION + tokenizer.decode(tail).lstrip()}
+        over = count([shortened], True) - budget
+        if over <= 0:
+            return shortened
+        keep -= over
+    raise ValueError(f"could not fit a {len(ids)}-token message in {budget} tokens")
 
 
 def save_callback(checkpoint_epochs: list[float]):
@@ -103,7 +186,17 @@ def accumulation_steps(cfg: dict, processes: int) -> int:
     return max(1, round(effective / (cfg["per_device_batch_size"] * processes)))
 
 
-def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None) -> list[dict]:
+def trained_counts(dataset) -> dict:
+    """Examples, conversations and assistant (loss-bearing) tokens of the dataset TRL trains on, per epoch."""
+    rows = [(row["conversation"], sum(label != -100 for label in row["labels"])) for row in dataset]
+    return {"examples": len(rows), "conversations": len({c for c, tokens in rows if tokens}),
+            "assistant_tokens": sum(tokens for _, tokens in rows)}
+
+
+def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None,
+          persona_paths: dict | None = None) -> list[dict]:
+    """LoRA SFT on `data_path`; `persona_paths` ({persona: rewrites}, holding data_path) are the rewrites whose
+    examples must share windows with it (default: data_path alone)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -114,14 +207,20 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     work_dir = out_dir / "_trainer"
-    examples = completion_examples(list(read_jsonl(data_path)))
-    if not examples:
-        raise ValueError(f"{data_path}: no assistant turns to train on")
-    log.info("%d training examples from %s", len(examples), data_path)
-
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    persona_paths = {str(k): str(v) for k, v in (persona_paths or {"self": data_path}).items()}
+    own = next((p for p, path in persona_paths.items() if Path(path) == Path(data_path)), None)
+    if own is None:
+        raise ValueError(f"{data_path} is not among the persona rewrites {persona_paths}")
+    fitted, fit_report = fit_examples({p: list(read_jsonl(path)) for p, path in persona_paths.items()}, tokenizer,
+                                      cfg["max_length"])
+    examples, planned = fitted[own], fit_report[own]
+    if not examples:
+        raise ValueError(f"{data_path}: no assistant turns to train on")
+    log.info("%d training examples from %s (windows shared with %s): %s", len(examples), data_path,
+             ", ".join(persona_paths.values()), planned)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype="auto")
     lora = cfg.get("lora", {})
     peft_config = LoraConfig(
@@ -159,6 +258,11 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
         peft_config=peft_config,
         callbacks=[save_callback(cfg["checkpoint_epochs"])],
     )
+    trained = trained_counts(trainer.train_dataset)
+    if trained["examples"] < len(examples) or trained["conversations"] < planned["conversations"]:
+        log.warning("TRL left out %d examples; %d of %d conversations train", len(examples) - trained["examples"],
+                    trained["conversations"], planned["conversations"])
+    log.info("trains on %s per epoch", trained)
     if trainer.is_fsdp_enabled:  # wrap LoRA weights apart from the frozen base (PEFT's FSDP recipe)
         from peft.utils.other import fsdp_auto_wrap_policy
 
@@ -174,13 +278,49 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     manifest = label_checkpoints(work_dir, out_dir, cfg["checkpoint_epochs"])
     write_json(out_dir / "log_history.json", trainer.state.log_history)
     shutil.rmtree(work_dir, ignore_errors=True)
-    write_json(out_dir / MANIFEST, {"base_model": str(base_model_dir), "data": str(data_path),
-                                    "n_examples": len(examples), "config": cfg, "processes": run_state.num_processes,
-                                    "effective_batch": effective_batch, "checkpoints": manifest})
+    write_json(out_dir / MANIFEST, {
+        "base_model": str(base_model_dir), "data": str(data_path), "windows_shared_with": sorted(persona_paths.values()),
+        "n_examples": trained["examples"], "max_length": cfg["max_length"],
+        "conversations": {"total": planned["conversations"], "trained": trained["conversations"]},
+        "examples": {"built": len(examples), "trained": trained["examples"], "windowed": planned["windowed"],
+                     "user_message_cut": planned["user_message_cut"], "reply_cut": planned["reply_cut"]},
+        "assistant_tokens": {"total": planned["assistant_tokens"], "trained": trained["assistant_tokens"]},
+        "config": cfg, "processes": run_state.num_processes, "effective_batch": effective_batch,
+        "checkpoints": manifest})
     for entry in manifest:
         log.info("%s: real epoch %.3f (step %d), train loss %s", entry["checkpoint"], entry["epoch"],
                  entry["global_step"], entry["train_loss"])
     return manifest
+
+
+SUMMARY_COLUMNS = ["model", "persona", "max_length", "conversations", "conversations_trained", "examples",
+                   "examples_trained", "windowed", "user_message_cut", "reply_cut", "assistant_tokens",
+                   "assistant_tokens_trained"]
+
+
+def training_summary(train_dirs):
+    """One row per trained model x persona from its manifest: what TRL trained on per epoch (an API fine-tune's
+    manifest has none of these counts: its row is left blank)."""
+    import pandas as pd
+
+    rows = []
+    for folder in map(Path, train_dirs):
+        manifest = json.loads((folder / MANIFEST).read_text())
+        conversations, examples = manifest.get("conversations", {}), manifest.get("examples", {})
+        tokens = manifest.get("assistant_tokens", {})
+        rows.append({"model": folder.parent.name, "persona": folder.name, "max_length": manifest.get("max_length"),
+                     "conversations": conversations.get("total"), "conversations_trained": conversations.get("trained"),
+                     "examples": examples.get("built"), "examples_trained": examples.get("trained"),
+                     "windowed": examples.get("windowed"), "user_message_cut": examples.get("user_message_cut"),
+                     "reply_cut": examples.get("reply_cut"), "assistant_tokens": tokens.get("total"),
+                     "assistant_tokens_trained": tokens.get("trained")})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def run_summary(smk) -> None:
+    table = training_summary(smk.input.trained)
+    write_table(smk.output[0], table)
+    log.info("training data per model and persona:\n%s", table.to_string(index=False))
 
 
 def launch(arguments: dict, processes: int, config: dict | None = None) -> None:
@@ -198,7 +338,8 @@ def launch(arguments: dict, processes: int, config: dict | None = None) -> None:
 
 def run(smk) -> None:
     arguments = {"data_path": str(smk.input.data), "base_model_dir": str(smk.input.base_model[0]),
-                 "out_dir": str(smk.output[0]), "cfg": smk.params.train, "seed": smk.params.seed}
+                 "out_dir": str(smk.output[0]), "cfg": smk.params.train, "seed": smk.params.seed,
+                 "persona_paths": dict(zip(smk.params.personas, map(str, smk.input.personas)))}
     gpus = int(getattr(smk.resources, "gpu", 0) or 0)
     if gpus > 1:
         launch(arguments, gpus)
