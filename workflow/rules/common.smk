@@ -33,7 +33,8 @@ def cell_paths(pattern, cells):
 
 
 def get_final_output():
-    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary]
+    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary,
+            *rules.explorer.output, *rules.explorer_screenshot.output]
 
 
 def get_base_model(wildcards):

@@ -14,7 +14,8 @@ RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
                     "warmth_validation": ("warmth", "run_validation"),
                     "download_dataset": ("download", "run"),
                     "download_scorer": ("base_model", "run"),
-                    "generate_api": ("generate", "run")}
+                    "generate_api": ("generate", "run"),
+                    "explorer_screenshot": ("explorer", "run_screenshot")}
 
 
 # Rules that reach the internet (the Hugging Face hub, the OpenAI fine-tuning API): the workflow's `localrules`
