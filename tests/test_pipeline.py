@@ -120,7 +120,7 @@ def test_rerun_has_nothing_to_do_and_report_builds(run_dir):
 
 
 def test_explorer_shows_every_answer_and_the_evaluated_checkpoints(run_dir):
-    from warmbench.explorer import read_manifest
+    from warmbench.explorer import find_chromium, read_manifest
 
     graded = pd.read_parquet(run_dir / "results/analysis/graded.parquet")
     out = run_dir / "results/explorer"
@@ -128,6 +128,8 @@ def test_explorer_shows_every_answer_and_the_evaluated_checkpoints(run_dir):
     assert manifest["n_rows"] == len(graded) and manifest["inline"]  # small: works inside report.html too
     assert set(manifest["personas"]) == {"original", "warm", "cold", "warm_prompt"}
     assert (out / "screenshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if find_chromium():  # CI installs it: then the picture must be real
+        assert "placeholder" not in (run_dir / "logs/explorer_screenshot.log").read_text()
     checkpoints = pd.read_csv(out / "evaluated_checkpoints.csv").set_index("persona")
     for persona in ("warm", "cold"):
         chosen = json.loads((run_dir / f"results/warmth/smollm2/{persona}/chosen_checkpoint.json").read_text())

@@ -20,6 +20,7 @@ import logging
 import re
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -333,39 +334,43 @@ def first_discordant(manifest: dict, out_dir: Path) -> str:
     return f"model={model}&dataset={dataset}&sel=0"
 
 
-def screenshot(index_html: str | Path, png: str | Path, fragment: str = "", timeout_s: int = 120) -> bool:
-    """A PNG of the explorer in headless Chromium. Without Chromium, a PNG that says so (the study goes on)."""
+def screenshot(index_html: str | Path, png: str | Path, fragment: str = "", timeout_s: int = 180) -> bool:
+    """A PNG of the explorer in headless Chromium; True if taken. Without Chromium, or when it fails, a PNG
+    that says why, and False: a missing picture must not stop a study whose results are all there."""
     png = Path(png)
     chromium = find_chromium()
     if chromium is None:
-        log.warning("no Chromium found (%s): the explorer screenshot is a placeholder; install the Debian package "
-                    "`chromium` to get a real one", ", ".join(CHROMIUM_NAMES))
-        _placeholder(png, "No screenshot: Chromium was not found when this ran.\n"
-                          "Install the Debian package `chromium` and rerun the rule explorer_screenshot.\n"
-                          "The explorer itself is results/explorer/index.html.")
-        return False
+        return _placeholder(png, f"no Chromium found ({', '.join(CHROMIUM_NAMES)}): install the Debian package "
+                                 "`chromium` and rerun the rule explorer_screenshot")
     url = Path(index_html).resolve().as_uri() + (f"#{fragment}" if fragment else "")
     # the virtual time budget lets the page load its data files and draw before the picture is taken
     command = [chromium, *HEADLESS_FLAGS, "--virtual-time-budget=15000", f"--screenshot={png.resolve()}", url]
     png.unlink(missing_ok=True)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-    if result.returncode != 0 or not png.is_file():
-        raise RuntimeError(f"{chromium} could not take the explorer screenshot (exit {result.returncode}): "
-                           f"{result.stderr[-2000:]}")
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        failure = None if result.returncode == 0 and png.is_file() else \
+            f"exit {result.returncode}: {result.stderr.strip()[-1500:]}"
+    except subprocess.TimeoutExpired:
+        failure = f"no picture after {timeout_s} s"
+    if failure:
+        return _placeholder(png, f"{chromium} could not take the screenshot ({failure})")
     return True
 
 
-def _placeholder(png: Path, message: str) -> None:
+def _placeholder(png: Path, reason: str) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(8, 2))
-    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
+    log.warning("explorer screenshot replaced by a placeholder: %s", reason)
+    fig = plt.figure(figsize=(9, 2))
+    fig.text(0.5, 0.5, "No screenshot of the answer explorer:\n" + "\n".join(textwrap.wrap(reason, 100))
+             + "\nThe explorer itself is results/explorer/index.html.", ha="center", va="center", fontsize=10)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
     plt.close(fig)
+    return False
 
 
 def run(smk) -> None:
@@ -379,4 +384,5 @@ def run(smk) -> None:
 def run_screenshot(smk) -> None:
     index = Path(smk.input.index)
     taken = screenshot(index, smk.output[0], first_discordant(read_manifest(index), index.parent))
-    log.info("explorer screenshot %s", "taken" if taken else "replaced by a placeholder (no Chromium)")
+    if taken:
+        log.info("explorer screenshot taken with %s", find_chromium())
