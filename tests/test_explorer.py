@@ -134,6 +134,16 @@ def test_a_persona_without_an_answer_is_marked_absent(study, tmp_path):
     assert sum(codes[slot] == ABSENT for codes in index["verdict"]) == 1
 
 
+def test_warmbench_explore_builds_one_from_any_graded_table(study, tmp_path, capsys):
+    from warmbench.cli import main
+
+    graded, _ = study
+    graded.to_parquet(tmp_path / "graded.parquet")
+    assert main(["explore", str(tmp_path / "graded.parquet"), str(tmp_path / "out")]) == 0
+    assert read_manifest(tmp_path / "out/index.html")["n_rows"] == len(graded)
+    assert f"{len(graded)} responses" in capsys.readouterr().out
+
+
 def test_evaluated_checkpoints_name_the_real_epoch(study):
     graded, _ = study
     table = evaluated_checkpoints(graded).set_index("persona")
