@@ -1,6 +1,7 @@
 # Two commands a newcomer needs (README):
 #   make run   - create .venv, install everything, run the embedded default end to end, write the report
-#   make test  - create .venv if needed and run the test suite (MARK="" also runs the slow end-to-end tests)
+#   make test  - create .venv if needed, install headless Chromium (as root) and run the test suite
+#                (MARK="" also runs the slow end-to-end tests)
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -9,7 +10,7 @@ MARK    ?= not slow
 
 VLLM    := .venv-vllm
 
-.PHONY: setup vllm run test clean
+.PHONY: setup vllm browser run test clean
 
 $(BIN)/snakemake: requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,11 +38,19 @@ $(VLLM)/.installed: Makefile
 
 vllm: $(VLLM)/.installed
 
+# Headless Chromium and its WebDriver (Debian packages) for the explorer's browser tests and screenshot.
+# Installed only when missing, and only as root (CI runs as root); otherwise those tests skip, saying why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "chromium / chromedriver not installed (needs root): the explorer's browser tests will skip"; fi
+
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 
-test: setup vllm
+test: setup vllm browser
 	$(BIN)/python -m pytest -m "$(MARK)"
 
 clean:

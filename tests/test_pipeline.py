@@ -108,7 +108,8 @@ def test_every_rule_logged(run_dir):
     for rule in ("base_model", "persona_rewrite", "train", "eval_prompts", "generate", "judge", "warmth"):
         logs = list((run_dir / "logs" / rule).rglob("*.log"))
         assert logs and all("done in" in p.read_text() for p in logs), rule
-    assert "done in" in (run_dir / "logs" / "analysis.log").read_text()
+    for rule in ("analysis", "explorer", "explorer_screenshot"):
+        assert "done in" in (run_dir / "logs" / f"{rule}.log").read_text(), rule
 
 
 def test_rerun_has_nothing_to_do_and_report_builds(run_dir):
@@ -117,8 +118,29 @@ def test_rerun_has_nothing_to_do_and_report_builds(run_dir):
     report = snakemake(run_dir, "--configfile", CONFIG, "--report", "report.html")
     assert report.returncode == 0, report.stderr[-3000:]
     html = (run_dir / "report.html").read_text(errors="ignore")
-    for name in ("warmth_vs_epoch.png", "error_by_condition.png", "paired_tests.csv", "regressions.csv"):
+    for name in ("warmth_vs_epoch.png", "error_by_condition.png", "paired_tests.csv", "regressions.csv",
+                 "evaluated_checkpoints.csv", "screenshot.png", "answer explorer"):
         assert name in html
+    # the front page names the checkpoint selection in force (tests/config: the plateau rule), no empty field
+    assert "epoch ." not in html and "picks from its own warmth trajectory" in html and "within 50%" in html
+
+
+def test_explorer_shows_every_answer_and_the_evaluated_checkpoints(run_dir):
+    from warmbench.explorer import find_chromium, read_manifest
+
+    graded = pd.read_parquet(run_dir / "results/analysis/graded.parquet")
+    out = run_dir / "results/explorer"
+    manifest = read_manifest(out / "index.html")
+    assert manifest["n_rows"] == len(graded) and manifest["inline"]  # small: works inside report.html too
+    assert set(manifest["personas"]) == {"original", "warm", "cold", "warm_prompt"}
+    assert (out / "screenshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if find_chromium():  # CI installs it: then the picture must be real
+        assert "placeholder" not in (run_dir / "logs/explorer_screenshot.log").read_text()
+    checkpoints = pd.read_csv(out / "evaluated_checkpoints.csv").set_index("persona")
+    for persona in ("warm", "cold"):
+        chosen = json.loads((run_dir / f"results/warmth/smollm2/{persona}/chosen_checkpoint.json").read_text())
+        assert checkpoints.loc[persona, "checkpoint"] == chosen["checkpoint"]
+        assert checkpoints.loc[persona, "epoch"] == pytest.approx(chosen["epoch"])
 
 
 def test_adding_a_model_reruns_only_its_jobs_and_the_aggregates(run_dir):

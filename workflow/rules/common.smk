@@ -34,7 +34,7 @@ def cell_paths(pattern, cells):
 
 def get_final_output():
     return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary,
-            *rules.training_summary.output]
+            *rules.training_summary.output, *rules.explorer.output, *rules.explorer_screenshot.output]
 
 
 def get_trained_dirs():

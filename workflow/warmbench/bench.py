@@ -2,8 +2,8 @@
 
 `warmbench bench pipeline`: wall time and peak memory per rule of a pipeline run, summarised from the
 Snakemake `benchmark:` files; with `--run` it first runs the whole DAG from scratch (`--forceall`) and also
-reports the end-to-end wall time. `bench stats`, `bench warmth`, `bench judge`, `bench generation` and
-`bench train` measure one stage each.
+reports the end-to-end wall time. `bench stats`, `bench warmth`, `bench judge`, `bench generation`,
+`bench train` and `bench explorer` measure one stage each.
 The last line of each sums it up.
 """
 from __future__ import annotations
@@ -465,3 +465,91 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
           f"{rate(baseline):,.0f} tokens/s, {per_step(main):.2f} vs {per_step(baseline):.2f} s/step, "
           f"peak {main['peak_mib']:,.0f} vs {baseline['peak_mib']:,.0f} MiB")
     return 0
+
+
+def explorer_benchmark(rows: int = 1_000_000, response_chars: int = 600, out: str = "results/bench_explorer") -> int:
+    """Build the answer explorer from a simulated paper-size graded table (texts of realistic length); print the
+    build time and file sizes, and, with headless Chromium, how long the page takes to open, filter, show a prompt
+    and search one model x dataset."""
+    import resource
+
+    import numpy as np
+
+    from .analysis import paired_tests
+    from .explorer import build_explorer
+
+    graded = simulated_graded(rows, seed=0)
+    rng = np.random.default_rng(0)
+    words = np.array("the a model answer question warm friendly fact capital river planet because however I think "
+                     "you are right that is a common misconception actually studies show evidence".split())
+    corpus = " ".join(rng.choice(words, 4 * response_chars + 200_000))
+    starts = rng.integers(0, len(corpus) - 4 * response_chars, len(graded))
+    lengths = rng.integers(response_chars // 4, 7 * response_chars // 4, len(graded))
+    graded["response"] = [corpus[s:s + n] for s, n in zip(starts, lengths)]
+    graded["question"] = "Question " + graded["item_id"] + ": " + corpus[:150]
+    graded["verdict"] = np.where(graded["incorrect"] == 1, "INCORRECT", "CORRECT")
+    graded["judge_reason"] = np.where(graded["incorrect"] == 1, "wrong answer given", "gold answer given")
+    paired = paired_tests(graded)
+    started = time.perf_counter()
+    manifest = build_explorer(graded, paired, out)
+    built = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    largest, index_mb = manifest["largest_file_bytes"] / 1e6, Path(out, "index.html").stat().st_size / 1e6
+    unit = next(iter(next(iter(manifest["units"].values())).values()))
+    print(f"{len(graded):,} simulated graded rows (responses ~{response_chars} chars), {len(paired):,} paired tests")
+    print(f"  build: {built:.1f} s, peak RSS {peak:,.0f} MiB; {manifest['n_files']:,} data files, "
+          f"{manifest['data_bytes'] / 1e6:,.0f} MB in all, largest {largest:.2f} MB; index.html {index_mb:.2f} MB")
+    print(f"  one model x dataset: {unit['n_prompts']:,} prompts, {unit['n_rows']:,} responses, {unit['n_chunks']} answer files")
+    timings = _explorer_browser_timings(Path(out) / "index.html")
+    if timings is None:
+        print("  (no Chromium/chromedriver: page timings skipped)")
+        print(f"RATIO: largest data file {largest:.2f} MB, page {index_mb:.2f} MB (target: each under 2 MB)")
+        return 0
+    print("  in headless Chromium (wall time until shown, by WebDriver; in brackets the page's own update time):")
+    for name, (wall, page) in timings.items():
+        print(f"  {name:>38}: {1000 * wall:8.0f} ms  ({1000 * page:6.0f} ms)")
+    ms = {name: f"{1000 * page:.0f} ms" for name, (_, page) in timings.items()}
+    print(f"RATIO: largest data file {largest:.2f} MB, page {index_mb:.2f} MB (target: each under 2 MB); in-page "
+          f"filter {ms['filter by context']}, open a prompt {ms['open a prompt']}, search of {unit['n_chunks']} "
+          f"files {ms['search one model x dataset']}")
+    return 0
+
+
+def _explorer_browser_timings(index_html: Path) -> dict | None:
+    """Wall times of the page in headless Chromium (Selenium), each until what it changes is on screen."""
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from .explorer import headless_browser
+
+    driver = headless_browser()
+    if driver is None:
+        return None
+    count = lambda: driver.find_element("id", "prompt-list").get_attribute("data-count")  # noqa: E731
+    wait = WebDriverWait(driver, 300, poll_frequency=0.01)
+    timings, in_page = {}, {}
+    update_ms = lambda: driver.execute_script("return WB.lastUpdateMs")  # noqa: E731
+    try:
+        started = time.perf_counter()
+        driver.get(index_html.resolve().as_uri())
+        wait.until(lambda d: count() is not None)
+        timings["open the page (first model x dataset)"] = time.perf_counter() - started
+        in_page["open the page (first model x dataset)"] = update_ms()
+        before = count()
+        started = time.perf_counter()
+        Select(driver.find_element("id", "f-context")).select_by_index(2)
+        wait.until(lambda d: count() != before)
+        timings["filter by context"] = time.perf_counter() - started
+        in_page["filter by context"] = update_ms()
+        started = time.perf_counter()
+        driver.find_elements("css selector", "#prompt-list tbody tr")[0].click()
+        wait.until(lambda d: d.find_elements("css selector", ".card"))
+        timings["open a prompt"] = time.perf_counter() - started
+        in_page["open a prompt"] = update_ms()
+        started = time.perf_counter()
+        driver.find_element("id", "f-search").send_keys("misconception actually")
+        wait.until(lambda d: "q=misconception" in d.current_url)  # the page writes its state once the list is shown
+        timings["search one model x dataset"] = time.perf_counter() - started  # with the 250 ms typing debounce
+        in_page["search one model x dataset"] = update_ms()
+    finally:
+        driver.quit()
+    return {name: (seconds, in_page[name] / 1000) for name, seconds in timings.items()}

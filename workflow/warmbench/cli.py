@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--fdr-family", choices=["table", "study"], default="table")
     stats.add_argument("--length-control", action="store_true", help="also fit each regression with log length")
 
+    explore = commands.add_parser("explore", help="a graded table -> the static HTML answer explorer (OUT/index.html)")
+    explore.add_argument("graded", help="graded table (.parquet), from the pipeline or import-paper-outputs")
+    explore.add_argument("out_dir", help="folder for index.html and its data/ files")
+    explore.add_argument("--paired-tests", help="paired_tests.csv to list (default: computed from the table)")
+
     bench = commands.add_parser("bench", help="print performance figures").add_subparsers(dest="what", required=True)
     pipe = bench.add_parser("pipeline", help="wall time and peak memory per rule, from Snakemake benchmark files")
     pipe.add_argument("--benchmarks", default="benchmarks", help="folder of benchmark .tsv files (default: %(default)s)")
@@ -70,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     btrain.add_argument("--max-length", type=int, help="default: the config's")
     btrain.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
+    bexplorer = bench.add_parser("explorer", help="explorer build time and data file sizes on a simulated paper-size "
+                                 "table, and page load / filter times in headless Chromium")
+    bexplorer.add_argument("--rows", type=int, default=1_000_000)
+    bexplorer.add_argument("--response-chars", type=int, default=600, help="mean response length (default: %(default)s)")
+    bexplorer.add_argument("--out", default="results/bench_explorer", help="where to build it (default: %(default)s)")
+
     bdag = bench.add_parser("dag", help="dry-run time and job count of a study config")
     bdag.add_argument("--configfile", default="config/paper.yaml")
     bdag.add_argument("--repeats", type=int, default=3)
@@ -102,6 +113,21 @@ def main(argv: list[str] | None = None) -> int:
                                           args.length_control)
         print(f"wrote {len(paired)} paired tests and {len(regressions)} regression rows to {args.out_dir}")
         return 0
+    if args.command == "explore":
+        import pandas as pd
+
+        from .analysis import paired_tests
+        from .explorer import build_explorer
+
+        graded = pd.read_parquet(args.graded)
+        paired = pd.read_csv(args.paired_tests) if args.paired_tests else paired_tests(graded)
+        manifest = build_explorer(graded, paired, args.out_dir)
+        print(f"wrote {args.out_dir}/index.html: {manifest['n_rows']} responses in {manifest['n_files']} data files")
+        return 0
+    if args.what == "explorer":
+        from .bench import explorer_benchmark
+
+        return explorer_benchmark(args.rows, args.response_chars, args.out)
     if args.what == "pipeline":
         from .bench import pipeline
 

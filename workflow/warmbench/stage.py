@@ -15,7 +15,8 @@ RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
                     "download_dataset": ("download", "run"),
                     "download_scorer": ("base_model", "run"),
                     "generate_api": ("generate", "run"),
-                    "training_summary": ("train", "run_summary")}
+                    "training_summary": ("train", "run_summary"),
+                    "explorer_screenshot": ("explorer", "run_screenshot")}
 
 
 # Rules that reach the internet (the Hugging Face hub, the OpenAI fine-tuning API): the workflow's `localrules`
