@@ -9,12 +9,42 @@ The last line of each sums it up.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from . import children
 from .config import REPO_ROOT
+
+
+def _child_main(target, args, queue) -> None:
+    children.die_with_parent()  # a benchmark run never outlives the benchmark, however it ends
+    queue.put(target(*args))
+
+
+def in_fresh_process(target, *args):
+    """target(*args) in a fresh spawned process, so its peak memory is its own; returns what it returned. The
+    process dies with this one, and is stopped if this one is interrupted while it waits."""
+    import multiprocessing
+    import queue as queues
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child_main, args=(target, args, queue))
+    child.start()
+    try:
+        while True:
+            try:
+                return queue.get(timeout=1)
+            except queues.Empty:
+                if not child.is_alive():
+                    raise RuntimeError(f"{target.__name__} failed (exit code {child.exitcode})") from None
+    finally:
+        if child.is_alive():
+            child.join(timeout=30)  # it returned its result and is exiting; interrupted: it is stopped below
+        if child.is_alive():
+            child.terminate()
+            child.join()
 
 
 def read_benchmarks(root: str | Path):
@@ -48,7 +78,7 @@ def pipeline(benchmarks: str = "benchmarks", run: bool = False, configfile: str 
             command += ["--configfile", configfile]
         print("running:", " ".join(command), flush=True)
         started = time.perf_counter()
-        status = subprocess.run(command).returncode
+        status = children.run(command).returncode
         elapsed = time.perf_counter() - started
         if status:
             print(f"snakemake failed with exit code {status}")
@@ -184,7 +214,8 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
     sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=12)
     os.environ.setdefault("WARMBENCH_BENCH_KEY", "loopback")  # the loopback server checks no key
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        with LocalServer(model_dir, free_port(), Path(tmp) / "server.log") as server:
+        # the server dies with this benchmark; if the benchmark is killed, the server's guardian removes `tmp`
+        with LocalServer(model_dir, free_port(), Path(tmp) / "server.log", remove=(tmp,)) as server:
             judge = OpenAIChat(str(model_dir), base_url=server.base_url, api_key_env="WARMBENCH_BENCH_KEY",
                                max_concurrency=concurrency, max_retries=4, timeout_s=300)
             cache = CallCache(Path(tmp) / "calls.sqlite")
@@ -209,18 +240,14 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
 
 def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workdir: str = ".") -> int:
     """Dry-run time and job count of a study config (default: the paper's grid). A dry run checks every key
-    and builds the whole DAG without running a job; API keys it would need get placeholder values, since
-    nothing is called."""
+    and builds the whole DAG without running a job; it needs no API key or hub token (only warns of them)."""
     import re
 
-    env = {**os.environ}
-    for key in ("OPENAI_API_KEY", "HF_TOKEN"):
-        env.setdefault(key, "dry-run-placeholder")
     times, output = [], ""
     for _ in range(repeats):
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", configfile, "--quiet", "rules"],
-                                capture_output=True, text=True, env=env, cwd=workdir)
+        result = children.run([sys.executable, "-m", "snakemake", "-n", "--configfile", configfile, "--quiet", "rules"],
+                              capture_output=True, text=True, cwd=workdir)
         times.append(time.perf_counter() - started)
         output = result.stdout + result.stderr
         if result.returncode != 0:
@@ -237,7 +264,7 @@ def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workd
 
 
 def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_tokens: int, batch_size: int,
-                    dtype: str, threads: int, queue) -> None:
+                    dtype: str, threads: int) -> dict:
     """One backend in a fresh process, so its peak RSS is its own (vLLM's engine process counts as a child)."""
     import resource
 
@@ -264,15 +291,14 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
     if backend == "vllm":
         engine_start, seconds = chat.last_timing["engine_start_s"], chat.last_timing["generate_s"]
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    queue.put({"backend": backend, "seconds": seconds, "tokens": sum(n for _, n in out), "peak_rss_mib": peak / 1024,
-               "texts": [t for t, _ in out], "engine_start_s": engine_start})
+    return {"backend": backend, "seconds": seconds, "tokens": sum(n for _, n in out), "peak_rss_mib": peak / 1024,
+               "texts": [t for t, _ in out], "engine_start_s": engine_start}
 
 
 def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = 256, max_new_tokens: int = 32,
                          batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2) -> int:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
     conditions), side by side, against a naive one-prompt-at-a-time `generate` loop; peak RSS of each."""
-    import multiprocessing
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
 
     amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
@@ -283,15 +309,8 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     backends = ["naive loop", "transformers batched"]
     if (REPO_ROOT / ".venv-vllm" / "bin" / "python").is_file():
         backends.append("vllm")
-    context = multiprocessing.get_context("spawn")
-    results = {}
-    for backend in backends:
-        queue = context.Queue()
-        child = context.Process(target=_generation_run, args=(backend, model_dir, prompts, max_new_tokens,
-                                                              batch_size, dtype, threads, queue))
-        child.start()
-        results[backend] = queue.get()
-        child.join()
+    results = {backend: in_fresh_process(_generation_run, backend, model_dir, prompts, max_new_tokens, batch_size,
+                                         dtype, threads) for backend in backends}
     weights_mib = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) / 2**20
     print(f"{len(prompts)} prompts (smoke items x conditions), greedy, <= {max_new_tokens} new tokens, {dtype}, "
           f"{threads} threads, model {model_dir} ({weights_mib:.0f} MiB of float32 weights on disk)")
@@ -316,7 +335,7 @@ def example_messages(conversations: list[dict]) -> list[list[dict]]:
 
 
 def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, threads: int | None,
-               warmup_steps: int, steps: int, queue) -> None:
+               warmup_steps: int, steps: int) -> dict:
     """`warmbench.train.train` in a fresh process (so peak memory is its own), with a clock at each optimizer
     step: its save callback is wrapped, in this process only, to also stamp the end of every step and to stop
     (with the one save `train` expects) after `steps` steps."""
@@ -364,12 +383,12 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
         peak, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "GPU max allocated"
     else:
         peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak RSS"
-    queue.put({"name": name, "timed_steps": last - first,
+    return {"name": name, "timed_steps": last - first,
                "seconds": stamps[last - 1] - stamps[first - 1], "tokens": tokens[last] - tokens[first],
                "first_steps_s": stamps[first - 1] - begun[0], "wall_s": wall,
                "peak_mib": peak, "peak_kind": peak_kind,
                "device": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads",
-               "loss": [h["loss"] for h in history if "loss" in h][-1]})
+               "loss": [h["loss"] for h in history if "loss" in h][-1]}
 
 
 def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "results/persona_rewrite/warm.jsonl",
@@ -386,7 +405,6 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     The last lines estimate the wall time of `configfile`'s whole run (its epochs over every assistant turn of
     `data`) at the measured rate."""
     import math
-    import multiprocessing
     import random
     import tempfile
 
@@ -436,23 +454,18 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
         chosen.append({"messages": conversations[k]["messages"]})
         n_examples += kept_per_conversation[k]
 
-    context = multiprocessing.get_context("spawn")
     results = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         sample = Path(tmp) / "conversations.jsonl"
         write_jsonl(sample, chosen)
         for name, (size, size_accum) in settings.items():
-            queue = context.Queue()
-            child = context.Process(target=_train_run, args=(
-                name, str(sample), model_dir, {**cfg, "per_device_batch_size": size,
-                                               "gradient_accumulation_steps": size_accum},
-                seed, threads, warmup_steps, warmup_steps + steps, queue))
-            child.start()
-            child.join()
-            if child.exitcode:
-                print(f"{name}: training failed (exit code {child.exitcode})")
-                return child.exitcode or 1
-            results[name] = queue.get()
+            try:
+                results[name] = in_fresh_process(_train_run, name, str(sample), model_dir, {
+                    **cfg, "per_device_batch_size": size, "gradient_accumulation_steps": size_accum},
+                    seed, threads, warmup_steps, warmup_steps + steps)
+            except RuntimeError as err:
+                print(f"{name}: training failed ({err})")
+                return 1
 
     main, baseline = results.values()
     lora = cfg.get("lora", {})

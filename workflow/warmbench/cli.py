@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+from .children import exit_on_signals
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     bdag.add_argument("--repeats", type=int, default=3)
 
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, a SLURM cancel) unwinds like an exception: servers and workers stop, temporary folders go
+    exit_on_signals()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command == "import-paper-outputs":
