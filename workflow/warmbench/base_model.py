@@ -115,7 +115,8 @@ def materialize(source: dict, out_dir: str | os.PathLike, dtype: str = "float32"
     )
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    write_source_record(out_dir, source, gguf_sha256=sha256_file(gguf), package_version=_package_version(source["package"]))
+    write_source_record(out_dir, source, gguf_sha256=sha256_file(gguf),
+                        package_version=_package_version(source["package"]))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("saved %s (%s, %.1fM parameters) to %s", gguf.name, model.config.model_type, n_params / 1e6, out_dir)
     return out_dir

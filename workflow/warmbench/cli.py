@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     btrain.add_argument("--max-length", type=int, help="default: the config's")
     btrain.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
+    bcache = bench.add_parser("cache", help="the LLM call cache at study scale: one job's lookups vs SQLite, put time")
+    bcache.add_argument("--records", type=int, default=200_000)
+    bcache.add_argument("--shards", type=int, default=50)
+    bcache.add_argument("--lookups", type=int, default=9_000, help="keys one job looks up (default: %(default)s)")
+
     bdag = bench.add_parser("dag", help="dry-run time and job count of a study config")
     bdag.add_argument("--configfile", default="config/paper.yaml")
     bdag.add_argument("--repeats", type=int, default=3)
@@ -114,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_benchmark(args.model, args.data, args.configfile, args.steps, args.warmup_steps, args.batch_size,
                                args.grad_accum, args.baseline_batch_size, args.max_length, args.threads)
+    if args.what == "cache":
+        from .bench import cache_benchmark
+
+        return cache_benchmark(args.records, args.shards, args.lookups)
     if args.what == "dag":
         from .bench import dag_benchmark
 
