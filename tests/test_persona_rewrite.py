@@ -40,11 +40,12 @@ def test_too_many_empty_rewrites_fail_the_stage_naming_the_count(stand_in, tmp_p
     stand_in.chat_handler = lambda request: ""
     with pytest.raises(TooManyFailures, match=r"40 of 40 rewrites came back empty \(100\.0%\), more than "
                                               r"persona_rewrite\.max_empty_share = 0\.05"):
-        rewrite(conversations(40), "warm", TEMPLATE, chat_for(stand_in), CallCache(tmp_path / "calls"), Sampling())
+        rewrite(conversations(40), "warm", TEMPLATE, chat_for(stand_in), CallCache(tmp_path / "calls"), Sampling(),
+                max_empty_share=0.05)  # the schema's default
     assert len(CallCache(tmp_path / "calls")) == 0
     stand_in.chat_handler = warm_reply  # the server is fixed: every rewrite is asked again
     records, calls = rewrite(conversations(40), "warm", TEMPLATE, chat_for(stand_in), CallCache(tmp_path / "calls"),
-                             Sampling())
+                             Sampling(), max_empty_share=0.05)
     assert calls == 40 and stand_in.chat_requests == 80
     assert all(r["messages"][1]["content"].startswith("Warmly: ") for r in records)
 

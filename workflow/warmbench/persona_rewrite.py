@@ -57,11 +57,8 @@ def apply_rewrites(conversations: list[dict], rewrites: list[str], persona: str,
     return out
 
 
-MAX_EMPTY_SHARE = 0.05  # default of persona_rewrite.max_empty_share (the schema's default too)
-
-
 def rewrite(conversations: list[dict], persona: str, template: str, backend, cache: CallCache,
-            sampling: Sampling, batch_size: int = 16, max_empty_share: float = MAX_EMPTY_SHARE) -> tuple[list[dict], int]:
+            sampling: Sampling, batch_size: int = 16, *, max_empty_share: float) -> tuple[list[dict], int]:
     """Rewrite every assistant turn. More than `max_empty_share` empty rewrites fail the stage (the fine-tune would
     learn the original text); fewer keep the original turn, counted per conversation. Empty replies are never
     cached, so a rerun asks for them again."""
@@ -85,6 +82,6 @@ def run(smk) -> None:
     cache = CallCache(smk.params.cache)
     records, calls = rewrite(conversations, smk.wildcards.persona, template, backend, cache,
                              Sampling.from_config(smk.params.sampling), smk.params.batch_size,
-                             smk.params.max_empty_share)
+                             max_empty_share=smk.params.max_empty_share)
     write_jsonl(smk.output[0], records)
     log.info("rewrote %d conversations (%s): %d backend calls, rest from cache", len(records), smk.wildcards.persona, calls)
