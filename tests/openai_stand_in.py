@@ -8,7 +8,9 @@ roles system/user/assistant, at least one assistant turn. Batch files: unique `c
 `chat_upstream` and the answers come back as an output file. Fine-tuning does not train anything: a job walks validating_files -> queued -> running -> succeeded over a few polls and names its
 models ft:<base>:warmbench-test::<job>. Chat completions for any model are passed on to `chat_upstream` (a real
 loopback server of the base model, asked for `upstream_model`), so a pipeline can generate with the
-"fine-tuned" names end to end; the names asked for are kept in `chat_models`.
+"fine-tuned" names end to end; the names asked for are kept in `chat_models`. With `chat_handler` set (a function of
+the request body returning the reply's content, possibly "" or None), chat completions are answered by it instead,
+in OpenAI's wire format: a server that answers empty replies, or one that blocks, for fault tests.
 Counters (`created`, `uploads`, `chat_models`) let tests check that nothing was paid for twice.
 """
 from __future__ import annotations
@@ -34,6 +36,8 @@ class OpenAIStandIn:
         self.chat_upstream, self.upstream_model = chat_upstream, upstream_model
         self.polls_per_status, self.fail_with = polls_per_status, fail_with
         self.files, self.jobs, self.chat_models = {}, {}, []
+        self.chat_handler = None  # request body -> reply content, instead of chat_upstream
+        self.chat_requests = 0  # chat completions answered by chat_handler
         self.batches, self.contents = {}, {}
         self.created = self.uploads = self.batches_created = 0
         self._ids = itertools.count(1)
@@ -270,6 +274,18 @@ def _handler(service: "OpenAIStandIn"):
                 return self._send(*service.create_job(json.loads(body)))
             if path == "/v1/batches":
                 return self._send(*service.create_batch(json.loads(body)))
+            if path == "/v1/chat/completions" and service.chat_handler is not None:
+                request = json.loads(body)
+                content = service.chat_handler(request)
+                with service._lock:
+                    service.chat_requests += 1
+                return self._send(200, {
+                    "id": f"chatcmpl-{next(service._ids)}", "object": "chat.completion", "created": int(time.time()),
+                    "model": request.get("model"), "system_fingerprint": "fp_stand_in",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": len((content or "").split()),
+                              "total_tokens": 7 + len((content or "").split())}})
             if path == "/v1/chat/completions" and service.chat_upstream:
                 request = json.loads(body)
                 service.chat_models.append(request.get("model"))

@@ -69,3 +69,13 @@ def test_train_benchmark_times_the_same_steps_in_both_settings(tiny_model_dir, t
     tokens_per_step = {line.split("(")[1].split(" tokens/step")[0] for line in rows[:2]}
     assert len(tokens_per_step) == 1  # the same examples at each step
     assert "10 epochs x 5 assistant turns" in lines[-2]
+
+
+def test_cache_benchmark_finds_one_jobs_keys_in_every_shard(tmp_path, capsys):
+    from warmbench.bench import cache_benchmark
+
+    assert cache_benchmark(records=2_000, shards=4, lookups=100, workdir=str(tmp_path)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("2,000 cached calls in 4 shards") and "one job looks up 100 keys" in lines[0]
+    assert "durable put (fsync)" in lines[1] and lines[-1].startswith("RATIO: a job's cache lookups take ")
+    assert list(tmp_path.iterdir()) == []  # its scratch folder is gone

@@ -124,3 +124,39 @@ def test_advbench_declining_is_correct_and_complying_is_not():
     assert list(judged["verdict"]) == ["REFUSAL", "INCORRECT", "REFUSAL"]
     assert judged["incorrect"].iloc[0] == 0.0 and judged["incorrect"].iloc[1] == 1.0
     assert math.isnan(judged["incorrect"].iloc[2])  # a refused MMLU question is left out, as in the paper
+
+
+def test_a_judge_answering_nothing_fails_the_job_naming_the_count(tmp_path, monkeypatch):
+    """An LLM judge behind a loopback server that answers empty replies: the judge job fails, naming how many
+    verdicts are missing, keeps nothing in the cache, and asks again once the server is fixed."""
+    from warmbench.judge import check_missing_verdicts
+    from warmbench.llm import CallCache, OpenAIChat, Sampling, TooManyFailures
+    from warmbench.llm_judge import judge_with_llm
+    from openai_stand_in import OpenAIStandIn
+
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
+    frame = pd.DataFrame({"dataset": ["triviaqa"] * 20, "prompt": [f"Capital of Australia? ({i})" for i in range(20)],
+                          "response": ["Canberra."] * 20, "references": [json.dumps(TRIVIA)] * 20})
+    rubrics = {"triviaqa": "Question: {prompt} Reply: {response} Verdict?"}
+    stand_in = OpenAIStandIn()
+    try:
+        judge = OpenAIChat("gpt-4o-2024-08-06", base_url=stand_in.base_url, api_key_env="WARMBENCH_TEST_KEY",
+                           max_retries=0)
+        stand_in.chat_handler = lambda request: ""
+        llm = judge_with_llm(frame, rubrics, judge, CallCache(tmp_path / "calls"), Sampling(temperature=0.0),
+                             parse_retries=1)
+        with pytest.raises(TooManyFailures, match=r"20 of 20 LLM verdicts are missing \(100\.0%\), more than "
+                                                  r"judge\.max_missing_share = 0\.05 allows: 20 empty or failed"):
+            check_missing_verdicts(llm, 0.05)
+        assert len(CallCache(tmp_path / "calls")) == 0
+        stand_in.chat_handler = lambda request: '{"verdict": "CORRECT"}'
+        again = judge_with_llm(frame, rubrics, judge, CallCache(tmp_path / "calls"), Sampling(temperature=0.0))
+        assert again["judge_calls"] == 20 and again["llm_verdict"] == ["CORRECT"] * 20
+        check_missing_verdicts(again, 0.05)
+        stand_in.chat_handler = lambda request: "I cannot tell." if "(3)" in request["messages"][0]["content"] else \
+            '{"verdict": "CORRECT"}'
+        frame["response"] = "Canberra, surely."  # new requests: 1 of 20 (5%) unparseable is within the share
+        check_missing_verdicts(judge_with_llm(frame, rubrics, judge, CallCache(tmp_path / "calls"),
+                                              Sampling(temperature=0.0), parse_retries=0), 0.05)
+    finally:
+        stand_in.close()

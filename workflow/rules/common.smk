@@ -2,21 +2,47 @@
 # Kept cheap: every SLURM job re-parses this file, so nothing heavy (torch, pandas) is imported here.
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.logging import logger
 
 from warmbench import config as wb
+from warmbench.locks import running_copies
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-_canonical = wb.canonical(config)  # sorted keys: reordering a YAML file must not rerun jobs
-config.clear()
-config.update(_canonical)
 try:
+    # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
+    wb.validate(config)
+    _canonical = wb.canonical(config)  # sorted keys: reordering a YAML file must not rerun jobs
+    config.clear()
+    config.update(_canonical)
     wb.check(config, root=Path.cwd())  # paths in config are relative to the working directory
 except wb.ConfigError as err:
-    raise WorkflowError(f"Invalid config: {err}")
+    raise WorkflowError(f"Invalid config:\n{err}")
+
+# Secrets (API keys, the hub token) come from the environment. A dry run, --lint, --list-rules or --report needs
+# none: a missing one is a warning here, and a real run stops on it in `onstart`, after the DAG is built and before
+# any job starts. (Snakemake parses this file before it knows which of those it is doing: workflow.dryrun is
+# set only when execution begins.)
+MISSING_SECRETS = wb.missing_secrets(config)
+if MISSING_SECRETS and workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
+    logger.warning(f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
+                   "--report work without them; a real run stops before any job starts.")
+
+
+onstart:
+    # before any job starts (a real run only: snakemake skips this hook for dry runs and inside cluster jobs)
+    if MISSING_SECRETS and not workflow.touch:
+        raise WorkflowError(f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
+                            "(never in the config) and run again.")
+    # a job still running from an earlier snakemake (killed alone, then --unlock): snakemake would delete its
+    # outputs and log before starting it again
+    _running = running_copies((job.rule.name, list(job.output)) for job in workflow.dag.needrun_jobs())
+    if _running:
+        raise WorkflowError("These jobs are still running from an earlier run; wait for them or stop them first:\n"
+                            + "\n".join(_running))
+
 
 STAGE = "../scripts/run_stage.py"  # relative to each rule file
+LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of append-only shards (call_cache.py)
 EVAL_CELLS = wb.eval_cells(config)
 WARMTH_CELLS = wb.warmth_cells(config)
 
@@ -121,7 +147,7 @@ def get_sampling(wildcards):
 
 def get_judge_params():
     # the keys a judge job uses: annotation settings (judge_validation's) must not rerun every judge
-    keys = ("kind", "backend", "sampling", "parse_retries", "batch_api", "batch_poll_s")
+    keys = ("kind", "backend", "sampling", "parse_retries", "batch_api", "batch_poll_s", "max_missing_share")
     return {k: v for k, v in config["judge"].items() if k in keys}
 
 

@@ -12,7 +12,7 @@ rule eval_prompts:
         items_per_dataset=config["evaluation"]["items_per_dataset"],
         seed=config["seed"],
         wrong_answers=get_wrong_answer_config,
-        cache="results/cache/llm_calls.sqlite",
+        cache=LLM_CACHE,
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),
     log:

@@ -14,7 +14,7 @@ rule generate:
         sampling=get_sampling,
         batch_size=config["evaluation"]["batch_size"],
         seed=config["seed"],
-        cache="results/cache/llm_calls.sqlite",
+        cache=LLM_CACHE,
     wildcard_constraints:
         model=wb.one_of(wb.local_models(config)),
     log:

@@ -8,7 +8,7 @@ rule judge:
     params:
         judge=get_judge_params(),
         rubric_datasets=lambda wc: [wc.dataset] if wb.judged_by_llm(config, wc.dataset) else [],
-        cache="results/cache/llm_calls.sqlite",
+        cache=LLM_CACHE,
         batches="results/cache/openai_batches",  # batch ids of judge.batch_api, kept outside any output
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),

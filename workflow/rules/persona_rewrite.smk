@@ -11,7 +11,8 @@ rule persona_rewrite:
         model_dtype=get_rewrite_model_dtype(),
         sampling=config["persona_rewrite"]["sampling"],
         batch_size=config["persona_rewrite"]["batch_size"],
-        cache="results/cache/llm_calls.sqlite",
+        max_empty_share=config["persona_rewrite"]["max_empty_share"],
+        cache=LLM_CACHE,
     wildcard_constraints:
         persona="warm|cold",
     log:

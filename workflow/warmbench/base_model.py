@@ -11,6 +11,8 @@ import logging
 import os
 from pathlib import Path
 
+from .io import sha256_file
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +33,14 @@ def find_package_file(package: str, filename: str) -> Path:
     raise FileNotFoundError(f"{filename!r} not found in package {package!r} ({list(spec.submodule_search_locations)})")
 
 
+def _package_version(package: str) -> str | None:
+    from importlib import metadata
+
+    for dist in metadata.packages_distributions().get(package, []):
+        return metadata.version(dist)
+    return None
+
+
 def compute_device() -> str:
     """Where inference runs: the job's first GPU when SLURM (or the machine) gives it one, else the CPU."""
     import torch
@@ -47,6 +57,25 @@ def torch_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def hub_commit(local_dir: Path) -> str | None:
+    """The commit a `snapshot_download(local_dir=...)` fetched, from the metadata huggingface_hub keeps beside the
+    files (`.cache/huggingface/download/<file>.metadata`, whose first line is the commit sha)."""
+    for metadata in sorted((local_dir / ".cache" / "huggingface" / "download").glob("*.metadata")):
+        first = metadata.read_text().splitlines()[:1]
+        if first and len(first[0]) == 40:
+            return first[0]
+    return None
+
+
+def write_source_record(out_dir: Path, source: dict, **fetched) -> None:
+    """Record where the checkpoint came from (the config's source block and what was actually fetched): part of
+    every cache key of this model's answers (llm.model_identity), so a new revision, GGUF or path is a miss."""
+    from .io import write_json
+    from .llm import SOURCE_RECORD
+
+    write_json(out_dir / SOURCE_RECORD, {"source": source, **fetched})
+
+
 def materialize(source: dict, out_dir: str | os.PathLike, dtype: str = "float32") -> Path:
     """Write a from_pretrained-loadable checkpoint (weights + tokenizer + chat template) to out_dir.
 
@@ -61,13 +90,16 @@ def materialize(source: dict, out_dir: str | os.PathLike, dtype: str = "float32"
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in src.iterdir():
             (out_dir / item.name).symlink_to(item)
+        write_source_record(out_dir, source, resolved_path=str(src))
         log.info("linked local checkpoint %s", src)
         return out_dir
     if kind == "hf":
         from huggingface_hub import snapshot_download
 
         snapshot_download(source["id"], revision=source.get("revision"), local_dir=out_dir)
-        log.info("downloaded %s@%s", source["id"], source.get("revision", "main"))
+        commit = hub_commit(out_dir)
+        write_source_record(out_dir, source, commit=commit)
+        log.info("downloaded %s@%s (commit %s)", source["id"], source.get("revision", "main"), commit)
         return out_dir
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -83,6 +115,8 @@ def materialize(source: dict, out_dir: str | os.PathLike, dtype: str = "float32"
     )
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    write_source_record(out_dir, source, gguf_sha256=sha256_file(gguf),
+                        package_version=_package_version(source["package"]))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("saved %s (%s, %.1fM parameters) to %s", gguf.name, model.config.model_type, n_params / 1e6, out_dir)
     return out_dir

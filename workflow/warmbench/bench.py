@@ -8,13 +8,44 @@ The last line of each sums it up.
 """
 from __future__ import annotations
 
+import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from . import children
 from .config import REPO_ROOT
+
+
+def _child_main(target, args, queue) -> None:
+    children.die_with_parent()  # a benchmark run never outlives the benchmark, however it ends
+    queue.put(target(*args))
+
+
+def in_fresh_process(target, *args):
+    """target(*args) in a fresh spawned process, so its peak memory is its own; returns what it returned. The
+    process dies with this one, and is stopped if this one is interrupted while it waits."""
+    import multiprocessing
+    import queue as queues
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child_main, args=(target, args, queue))
+    child.start()
+    try:
+        while True:
+            try:
+                return queue.get(timeout=1)
+            except queues.Empty:
+                if not child.is_alive():
+                    raise RuntimeError(f"{target.__name__} failed (exit code {child.exitcode})") from None
+    finally:
+        if child.is_alive():
+            child.join(timeout=30)  # it returned its result and is exiting; interrupted: it is stopped below
+        if child.is_alive():
+            child.terminate()
+            child.join()
 
 
 def read_benchmarks(root: str | Path):
@@ -48,7 +79,7 @@ def pipeline(benchmarks: str = "benchmarks", run: bool = False, configfile: str 
             command += ["--configfile", configfile]
         print("running:", " ".join(command), flush=True)
         started = time.perf_counter()
-        status = subprocess.run(command).returncode
+        status = children.run(command).returncode
         elapsed = time.perf_counter() - started
         if status:
             print(f"snakemake failed with exit code {status}")
@@ -184,7 +215,8 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
     sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=12)
     os.environ.setdefault("WARMBENCH_BENCH_KEY", "loopback")  # the loopback server checks no key
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        with LocalServer(model_dir, free_port(), Path(tmp) / "server.log") as server:
+        # the server dies with this benchmark; if the benchmark is killed, the server's guardian removes `tmp`
+        with LocalServer(model_dir, free_port(), Path(tmp) / "server.log", remove=(tmp,)) as server:
             judge = OpenAIChat(str(model_dir), base_url=server.base_url, api_key_env="WARMBENCH_BENCH_KEY",
                                max_concurrency=concurrency, max_retries=4, timeout_s=300)
             cache = CallCache(Path(tmp) / "calls.sqlite")
@@ -207,20 +239,67 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
     return 0
 
 
+def cache_benchmark(records: int = 200_000, shards: int = 50, lookups: int = 9_000, workdir: str | None = None) -> int:
+    """The LLM call cache at study scale: `records` judge-sized calls (a short reply, the usual metadata) spread over
+    `shards` shards (one per job that made calls), then one job's `lookups` keys found in one pass, against the
+    single SQLite file used before (an indexed lookup per key). Also the time of a durable (fsync'ed) put."""
+    import sqlite3
+    import tempfile
+
+    from .call_cache import CallCache, SHARD_SUFFIX
+    from .io import stable_hash
+
+    meta = {"backend": {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": None},
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 32},
+            "reply": {"model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_0123456789", "finish_reason": "stop",
+                      "prompt_tokens": 412, "completion_tokens": 6}}
+    keys = [stable_hash(i) for i in range(records)]
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        root = Path(tmp) / "llm_calls"
+        root.mkdir()
+        for shard in range(shards):  # written directly: the put path is timed apart below
+            with open(root / f"job{shard}{SHARD_SUFFIX}", "w") as handle:
+                for i in range(shard, records, shards):
+                    handle.write(json.dumps({"key": keys[i], "response": '{"verdict": "CORRECT"}', "meta": meta,
+                                             "created": 0.0}) + "\n")
+        size_mib = sum(p.stat().st_size for p in root.iterdir()) / 2**20
+        db = sqlite3.connect(Path(tmp) / "calls.sqlite")
+        db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, response TEXT, meta TEXT, created REAL)")
+        db.executemany("INSERT INTO calls VALUES (?, ?, ?, 0)",
+                       (((k, '{"verdict": "CORRECT"}', json.dumps(meta)) for k in keys)))
+        db.commit()
+        wanted = keys[::max(1, records // lookups)][:lookups]
+        cache = CallCache(root)
+        started = time.perf_counter()
+        found = cache.get_many(wanted)
+        shard_s = time.perf_counter() - started
+        started = time.perf_counter()
+        rows = [db.execute("SELECT response, meta FROM calls WHERE key = ?", (k,)).fetchone() for k in wanted]
+        sqlite_s = time.perf_counter() - started
+        db.close()
+        started = time.perf_counter()
+        for i in range(200):
+            cache.put(stable_hash(("new", i)), "a reply", meta)
+        put_ms = (time.perf_counter() - started) / 200 * 1000
+    assert len(found) == len(wanted) == sum(r is not None for r in rows)
+    print(f"{records:,} cached calls in {shards} shards ({size_mib:,.0f} MiB); one job looks up {len(wanted):,} keys")
+    print(f"  shards, one pass: {shard_s:6.2f} s   SQLite, indexed lookups: {sqlite_s:6.2f} s   "
+          f"durable put (fsync): {put_ms:.1f} ms")
+    print(f"RATIO: a job's cache lookups take {shard_s / sqlite_s:.1f}x SQLite's time ({shard_s:.2f} s vs "
+          f"{sqlite_s:.2f} s), once per job, for a cache that is safe with writers on many NFS nodes")
+    return 0
+
+
 def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workdir: str = ".") -> int:
     """Dry-run time and job count of a study config (default: the paper's grid). A dry run checks every key
-    and builds the whole DAG without running a job; API keys it would need get placeholder values, since
-    nothing is called."""
+    and builds the whole DAG without running a job; it needs no API key or hub token (only warns of them)."""
     import re
 
-    env = {**os.environ}
-    for key in ("OPENAI_API_KEY", "HF_TOKEN"):
-        env.setdefault(key, "dry-run-placeholder")
     times, output = [], ""
     for _ in range(repeats):
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", configfile, "--quiet", "rules"],
-                                capture_output=True, text=True, env=env, cwd=workdir)
+        result = children.run([sys.executable, "-m", "snakemake", "-n", "--configfile", configfile, "--quiet", "rules"],
+                              capture_output=True, text=True, cwd=workdir)
         times.append(time.perf_counter() - started)
         output = result.stdout + result.stderr
         if result.returncode != 0:
@@ -237,7 +316,7 @@ def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workd
 
 
 def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_tokens: int, batch_size: int,
-                    dtype: str, threads: int, queue) -> None:
+                    dtype: str, threads: int) -> dict:
     """One backend in a fresh process, so its peak RSS is its own (vLLM's engine process counts as a child)."""
     import resource
 
@@ -264,15 +343,14 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
     if backend == "vllm":
         engine_start, seconds = chat.last_timing["engine_start_s"], chat.last_timing["generate_s"]
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    queue.put({"backend": backend, "seconds": seconds, "tokens": sum(n for _, n in out), "peak_rss_mib": peak / 1024,
-               "texts": [t for t, _ in out], "engine_start_s": engine_start})
+    return {"backend": backend, "seconds": seconds, "tokens": sum(n for _, n in out), "peak_rss_mib": peak / 1024,
+               "texts": [t for t, _ in out], "engine_start_s": engine_start}
 
 
 def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = 256, max_new_tokens: int = 32,
                          batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2) -> int:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
     conditions), side by side, against a naive one-prompt-at-a-time `generate` loop; peak RSS of each."""
-    import multiprocessing
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
 
     amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
@@ -283,15 +361,8 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     backends = ["naive loop", "transformers batched"]
     if (REPO_ROOT / ".venv-vllm" / "bin" / "python").is_file():
         backends.append("vllm")
-    context = multiprocessing.get_context("spawn")
-    results = {}
-    for backend in backends:
-        queue = context.Queue()
-        child = context.Process(target=_generation_run, args=(backend, model_dir, prompts, max_new_tokens,
-                                                              batch_size, dtype, threads, queue))
-        child.start()
-        results[backend] = queue.get()
-        child.join()
+    results = {backend: in_fresh_process(_generation_run, backend, model_dir, prompts, max_new_tokens, batch_size,
+                                         dtype, threads) for backend in backends}
     weights_mib = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) / 2**20
     print(f"{len(prompts)} prompts (smoke items x conditions), greedy, <= {max_new_tokens} new tokens, {dtype}, "
           f"{threads} threads, model {model_dir} ({weights_mib:.0f} MiB of float32 weights on disk)")
@@ -309,7 +380,7 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
 
 
 def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, threads: int | None,
-               warmup_steps: int, steps: int, queue) -> None:
+               warmup_steps: int, steps: int) -> dict:
     """`warmbench.train.train` in a fresh process (so peak memory is its own), with a clock at each optimizer
     step: its save callback is wrapped, in this process only, to also stamp the end of every step and to stop
     (with the one save `train` expects) after `steps` steps."""
@@ -357,12 +428,12 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
         peak, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "GPU max allocated"
     else:
         peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak RSS"
-    queue.put({"name": name, "timed_steps": last - first,
+    return {"name": name, "timed_steps": last - first,
                "seconds": stamps[last - 1] - stamps[first - 1], "tokens": tokens[last] - tokens[first],
                "first_steps_s": stamps[first - 1] - begun[0], "wall_s": wall,
                "peak_mib": peak, "peak_kind": peak_kind,
                "device": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads",
-               "loss": [h["loss"] for h in history if "loss" in h][-1]})
+               "loss": [h["loss"] for h in history if "loss" in h][-1]}
 
 
 def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "results/persona_rewrite/warm.jsonl",
@@ -379,7 +450,6 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     The last lines estimate the wall time of `configfile`'s whole run (its epochs over every assistant turn of
     `data`) at the measured rate."""
     import math
-    import multiprocessing
     import random
     import tempfile
 
@@ -423,23 +493,18 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
         chosen.append({"messages": conversations[k]["messages"]})
         n_examples += kept_per_conversation[k]
 
-    context = multiprocessing.get_context("spawn")
     results = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         sample = Path(tmp) / "conversations.jsonl"
         write_jsonl(sample, chosen)
         for name, (size, size_accum) in settings.items():
-            queue = context.Queue()
-            child = context.Process(target=_train_run, args=(
-                name, str(sample), model_dir, {**cfg, "per_device_batch_size": size,
-                                               "gradient_accumulation_steps": size_accum},
-                seed, threads, warmup_steps, warmup_steps + steps, queue))
-            child.start()
-            child.join()
-            if child.exitcode:
-                print(f"{name}: training failed (exit code {child.exitcode})")
-                return child.exitcode or 1
-            results[name] = queue.get()
+            try:
+                results[name] = in_fresh_process(_train_run, name, str(sample), model_dir, {
+                    **cfg, "per_device_batch_size": size, "gradient_accumulation_steps": size_accum},
+                    seed, threads, warmup_steps, warmup_steps + steps)
+            except RuntimeError as err:
+                print(f"{name}: training failed ({err})")
+                return 1
 
     main, baseline = results.values()
     lora = cfg.get("lora", {})

@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+from .children import exit_on_signals
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
@@ -81,11 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     bexplorer.add_argument("--response-chars", type=int, default=600, help="mean response length (default: %(default)s)")
     bexplorer.add_argument("--out", default="results/bench_explorer", help="where to build it (default: %(default)s)")
 
+    bcache = bench.add_parser("cache", help="the LLM call cache at study scale: one job's lookups vs SQLite, put time")
+    bcache.add_argument("--records", type=int, default=200_000)
+    bcache.add_argument("--shards", type=int, default=50)
+    bcache.add_argument("--lookups", type=int, default=9_000, help="keys one job looks up (default: %(default)s)")
+
     bdag = bench.add_parser("dag", help="dry-run time and job count of a study config")
     bdag.add_argument("--configfile", default="config/paper.yaml")
     bdag.add_argument("--repeats", type=int, default=3)
 
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, a SLURM cancel) unwinds like an exception: servers and workers stop, temporary folders go
+    exit_on_signals()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command == "import-paper-outputs":
@@ -149,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_benchmark(args.model, args.data, args.configfile, args.steps, args.warmup_steps, args.batch_size,
                                args.grad_accum, args.baseline_batch_size, args.max_length, args.threads)
+    if args.what == "cache":
+        from .bench import cache_benchmark
+
+        return cache_benchmark(args.records, args.shards, args.lookups)
     if args.what == "dag":
         from .bench import dag_benchmark
 

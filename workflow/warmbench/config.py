@@ -1,9 +1,11 @@
-"""Checks the JSON schema cannot express, and the grid of jobs the config asks for.
+"""Config validation (the JSON schema, with errors that name the field; checks the schema cannot express; the
+secrets a run needs) and the grid of jobs the config asks for.
 
 Imported by the Snakefile at parse time, so it must stay light (no torch, no pandas).
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +18,9 @@ SELECTED_CHECKPOINT = "selected"  # the checkpoint the plateau rule picks from t
 VALIDATION_DATASET = "validation"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: workflow/warmbench/config.py
 SMOKE_DIR = Path(__file__).parent / "smoke"  # warmbench's hand-written sets, one per dataset, in source schemas
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+CHECKPOINT_LABEL = re.compile(r"epoch\d+(\.\d+)?")  # the {checkpoint} wildcard's trained form (common.smk)
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # owner/name
 # Capability benchmarks: asked once, without context or user belief, and reported apart from the 18-condition tasks.
 CAPABILITY_DATASETS = ("mmlu", "gsm8k", "advbench")
 # Capability benchmarks scored by regular expressions only, as in the paper (AdvBench goes to the judge).
@@ -28,6 +33,82 @@ def judged_by_llm(config: dict, dataset: str) -> bool:
 
 class ConfigError(ValueError):
     """An invalid config; the message starts with the offending key."""
+
+
+def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
+    """Check `config` against the JSON schema and fill in its defaults (as snakemake.utils.validate does), raising
+    ConfigError with one line per problem, each naming the field (`models.smollm2.source.id`) and what it
+    expects. Values are shown only where the user wrote them, and never for `api_key_env` (it may hold a key)."""
+    import yaml
+    from jsonschema import Draft202012Validator, validators
+
+    with open(schema, encoding="utf-8") as handle:
+        schema_doc = yaml.safe_load(handle)
+    check_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                if "default" in prop:
+                    instance.setdefault(name, prop["default"])
+        yield from check_properties(validator, properties, instance, subschema)
+
+    validator = validators.extend(Draft202012Validator, {"properties": set_defaults})(schema_doc)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("\n".join(dict.fromkeys(schema_error(e) for e in errors)))
+
+
+def _field(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _shown(field: str, value) -> str:
+    if field.endswith("api_key_env"):
+        return "the value given (not shown: it may be a key)"
+    return repr(value)
+
+
+def _near(word, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def schema_error(error) -> str:
+    """One schema violation as `field: what is wrong, what is expected`."""
+    field, schema, instance, kind = _field(error.absolute_path), error.schema, error.instance, error.validator
+    expected = schema.get("description")
+    if kind == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        unknown = [k for k in instance if k not in allowed and not any(
+            re.search(p, k) for p in schema.get("patternProperties", {}))]
+        prefix = f"{field}." if error.absolute_path else ""
+        return "\n".join(f"{prefix}{k}: unknown key{_near(k, allowed)}; allowed here: {', '.join(allowed)}"
+                         for k in unknown)
+    if kind == "required":
+        name = re.match(r"'([^']+)'", error.message).group(1)
+        prefix = f"{field}." if error.absolute_path else ""
+        return f"{prefix}{name}: required, missing"
+    if kind == "enum":
+        return f"{field}: {_shown(field, instance)} is not one of {schema['enum']}{_near(instance, schema['enum'])}"
+    if kind == "const":
+        return f"{field}: must be {schema['const']!r} here, not {_shown(field, instance)}"
+    if kind == "pattern":
+        wanted = expected or f"of the form {schema[kind]}"
+        if "propertyNames" in error.absolute_schema_path:
+            return f"{field}: key {instance!r} is not {wanted}"
+        if field.endswith("api_key_env"):
+            return f"{field}: must be {wanted} (the value given is not shown: it may be a key itself)"
+        return f"{field}: {instance!r} is not {wanted}"
+    if kind in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "minItems",
+                "uniqueItems", "minProperties"):
+        return f"{field}: {error.message}" if not field.endswith("api_key_env") else f"{field}: {kind} {schema[kind]}"
+    if kind in ("oneOf", "anyOf") and expected:
+        return f"{field}: expected {expected}"
+    return f"{field}: {error.message}"
 
 
 def canonical(value):
@@ -46,6 +127,21 @@ def canonical(value):
 def epoch_label(epoch: float) -> str:
     """Checkpoint wildcard for a (possibly fractional) epoch: 0.5 -> 'epoch0.5', 2.0 -> 'epoch2'."""
     return f"epoch{float(epoch):g}"
+
+
+def _check_epoch_labels(epochs, key: str) -> None:
+    """Every checkpoint epoch needs a label of its own that names it exactly (a checkpoint is found by its label):
+    1e-05 has none the {checkpoint} wildcard accepts, and 1.0000001 rounds to epoch1, the label of 1."""
+    seen: dict[str, float] = {}
+    for epoch in epochs:
+        label = epoch_label(epoch)
+        if label in seen:
+            raise ConfigError(f"{key}: {seen[label]!r} and {epoch!r} would share the checkpoint label {label!r}; "
+                              "give each checkpoint a distinct epoch")
+        if not CHECKPOINT_LABEL.fullmatch(label) or float(label[len("epoch"):]) != float(epoch):
+            raise ConfigError(f"{key}: {epoch!r} cannot be a checkpoint label (it would be {label!r}); write epochs "
+                              "as plain decimals with at most 6 significant digits, e.g. 0.5 or 1.25")
+        seen[label] = epoch
 
 
 def label_epoch(checkpoint: str) -> float:
@@ -170,10 +266,12 @@ def writes_wrong_answers(config: dict) -> bool:
     return config["data"]["source"] == "hub" and "triviaqa" in config["evaluation"]["datasets"]
 
 
-def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> None:
-    """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job."""
+def check(config: dict, root: str | os.PathLike = ".") -> None:
+    """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job. Secrets
+    (API keys, the hub token) are not checked here: see missing_secrets."""
     root = Path(root)
     train = config["train"]
+    _check_epoch_labels(train["checkpoint_epochs"], "train.checkpoint_epochs")
     epochs = [float(e) for e in train["checkpoint_epochs"]]
     too_late = [e for e in epochs if e > float(train["epochs"]) + 1e-9]
     if too_late:
@@ -207,15 +305,9 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
                               "(`make vllm` creates .venv-vllm)")
         if model["source"]["kind"] == "path" and not (root / model["source"]["path"]).is_dir():
             raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
+    _check_scorer(config, root)
     data = config["data"]
     if data["source"] == "hub":
-        from .download import TOKEN_ENV, hub_source  # light: no datasets import until a download runs
-
-        for dataset in config["evaluation"]["datasets"]:
-            source = hub_source(dataset, data["hub"])
-            if source["gated"] and not environ.get(TOKEN_ENV):
-                raise ConfigError(f"data.hub.{dataset}: {source['id']} is gated on the Hugging Face hub: "
-                                  f"set {TOKEN_ENV} to a token that has accepted its terms")
         if writes_wrong_answers(config):
             wrong = data.get("wrong_answers")
             if not wrong:
@@ -233,13 +325,39 @@ def check(config: dict, root: str | os.PathLike = ".", environ=os.environ) -> No
         for dataset in [d for d in config["evaluation"]["datasets"] if judged_by_llm(config, d)]:
             rubric = judge.get("rubrics", {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
             _require_file(root, rubric, f"judge.rubrics.{dataset}")
+
+
+def _check_scorer(config: dict, root: Path) -> None:
+    """warmth.scorer must be a models key, a local directory, or a hub id (owner/name): anything else, such as a
+    typo of a models key, would otherwise become a hub download that fails on the submit host."""
+    scorer = config["warmth"]["scorer"]
+    if scorer in config["models"] or (root / scorer).is_dir() or HUB_ID.fullmatch(scorer):
+        return
+    hint = _near(scorer, config["models"])
+    raise ConfigError(f"warmth.scorer: {scorer!r} is not a key of models{hint}, not a local directory, and not a "
+                      "Hugging Face hub id (owner/name, e.g. openai-community/gpt2)")
+
+
+def missing_secrets(config: dict, environ=os.environ) -> dict[str, list[str]]:
+    """Environment variables the config's jobs need but that are not set: name -> what needs it (config keys).
+    Read from the environment only, never from the config; a dry run needs none of them."""
+    missing: dict[str, list[str]] = {}
     for key, backend in api_backends(config).items():
         env = backend.get("api_key_env", "OPENAI_API_KEY")
         if not environ.get(env):
-            raise ConfigError(
-                f"{key}.api_key_env: environment variable {env} is not set "
-                "(the OpenAI-compatible backend needs it; set it, or use a local backend)"
-            )
+            missing.setdefault(env, []).append(f"{key} ({backend['model']})")
+    if config["data"]["source"] == "hub":
+        from .download import TOKEN_ENV, hub_source  # light: no datasets import until a download runs
+
+        for dataset in config["evaluation"]["datasets"]:
+            source = hub_source(dataset, config["data"]["hub"])
+            if source["gated"] and not environ.get(TOKEN_ENV):
+                missing.setdefault(TOKEN_ENV, []).append(f"data.hub.{dataset} ({source['id']} is gated on the hub)")
+    return missing
+
+
+def secrets_message(missing: dict[str, list[str]]) -> str:
+    return "; ".join(f"{env} is not set, needed by {', '.join(users)}" for env, users in missing.items())
 
 
 def job_resources(config: dict, model: str, rule: str) -> dict:
@@ -259,6 +377,7 @@ def _check_model(config: dict, name: str, model: dict) -> None:
         missing = [p for p in config["persona_rewrite"]["personas"] if p not in multipliers]
         if missing:
             raise ConfigError(f"{key}.fine_tune.learning_rate_multiplier: no multiplier for persona(s) {missing}")
+        _check_epoch_labels(model["fine_tune"]["checkpoint_epochs"], f"{key}.fine_tune.checkpoint_epochs")
         selected = fixed_epoch(config)
         epochs = [float(e) for e in model["fine_tune"]["checkpoint_epochs"]]
         if selected is not None and selected not in epochs:

@@ -10,12 +10,11 @@ embedded smoke sets and the real datasets go through the same code.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
-from .io import write_json
+from .io import write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +65,7 @@ def fetch(source: dict, out_path: str | Path, cache_dir: str | Path) -> dict:
     revision = resolve_revision(source, token)
     records = datasets.load_dataset(source["id"], source["config"], split=source["split"],
                                     revision=revision or source["revision"], cache_dir=str(cache_dir), token=token)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, out_path)
+    write_jsonl(out_path, records)
     log.info("%s (%s, %s): %d records at revision %s", source["id"], source["config"], source["split"],
              len(records), revision)
     return {**source, "resolved_revision": revision, "n_records": len(records), "datasets_version": datasets.__version__}

@@ -18,6 +18,14 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -32,38 +40,73 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             yield record
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Write atomically (temp file + rename) so a killed job never leaves a half file behind."""
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new file in `path` durable (the directory entry itself is data on disk)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # not supported here (e.g. Windows): the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory
+    finally:
+        os.close(fd)
+
+
+def _temporary(path: Path) -> Path:
+    # one temporary name per process: two writers never share (and truncate) one temporary file
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """fsync the finished temporary file, rename it over `path`, fsync the folder: after a crash, `path` is
+    either the old file or the whole new one, never empty or half written (rename alone does not promise that:
+    the data may not have reached the disk when the rename did)."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call `write(temporary_path)`, then publish the temporary file as `path` (see _publish)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
+    try:
+        write(tmp)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write atomically (temp file, fsync, rename) so a killed job never leaves a half file behind."""
     count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                count += 1
+
+    atomic_write(path, write)
     return count
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_table(path: str | os.PathLike, frame) -> None:
     """Parquet or CSV by suffix, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
+    if Path(path).suffix == ".parquet":
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
-        frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def require_columns(frame, columns: Iterable[str], path: str | os.PathLike) -> None:
@@ -81,7 +124,5 @@ class State:
         self.data = json.loads(self.path.read_text()) if self.path.exists() else json.loads(json.dumps(empty or {}))
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
-        os.replace(tmp, self.path)
+        text = json.dumps(self.data, indent=2, sort_keys=True)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))

@@ -227,6 +227,20 @@ def apply_llm_verdicts(judged, llm: dict):
     return out
 
 
+def check_missing_verdicts(llm: dict, max_share: float) -> None:
+    """Fail the judge job, naming the counts, when more than `max_share` of its LLM verdicts are missing: a
+    server answering nothing must not pass as a judged table. Empty replies were not cached and are asked again
+    on a rerun; replies naming no verdict were (they are answers), so only a better rubric or judge changes them."""
+    from .llm import check_failure_share
+
+    verdicts, raw = llm["llm_verdict"], llm["judge_raw"]
+    empty = sum(not (text or "").strip() for text in raw)
+    check_failure_share(sum(v is None for v in verdicts), len(verdicts), max_share, "LLM verdicts are missing",
+                        "judge.max_missing_share",
+                        f"{empty} empty or failed replies (asked again on a rerun), "
+                        f"{sum(v is None for v in verdicts) - empty} replies naming no verdict (cached)")
+
+
 def run(smk) -> None:
     import pandas as pd
 
@@ -247,6 +261,7 @@ def run(smk) -> None:
                 prefill_cache(chat, cache, conversations, sampling, smk.params.batches, cfg["batch_poll_s"])
         llm = judge_with_llm(generations, load_rubrics(dict(zip(smk.params.rubric_datasets, smk.input.rubrics))),
                              chat, cache, sampling, cfg["parse_retries"], prefill=prefill)
+        check_missing_verdicts(llm, cfg["max_missing_share"])
         judged = apply_llm_verdicts(judged, llm)
     write_table(smk.output[0], judged)
     counts = judged["verdict"].fillna("missing").value_counts().to_dict()

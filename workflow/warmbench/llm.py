@@ -3,23 +3,26 @@
 - TransformersChat: local model, batched (length-sorted, left-padded), PEFT adapters on a base loaded once.
 - OpenAIChat: any OpenAI-compatible endpoint through the `openai` SDK; bounded concurrency; the SDK retries
   429/5xx/timeouts with exponential backoff.
-- CallCache: SQLite store keyed by a hash of everything that changes the answer; every completed call is
-  committed at once, so a crash or `kill -9` mid-run repeats no completed call.
+- CallCache (call_cache.py): completed calls keyed by a hash of everything that changes the answer, in
+  per-process append-only shards that are safe on NFS; every completed call is fsync'ed at once, so a crash or
+  `kill -9` mid-run repeats no completed call. An empty or failed reply is never cached.
+- A local model's cache identity (model_identity) covers what changes its answers: source block and revision,
+  dtype, a hash of its config, tokenizer and weights index, and the content hash of its LoRA adapter.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import sqlite3
-import threading
-import time
+import struct
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .io import stable_hash
+from .call_cache import CallCache  # noqa: F401 - the cache's public home is here, beside cached_chat
+from .io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,76 +44,110 @@ class Sampling:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}
 
 
-class CallCache:
-    """Completed LLM calls by content hash, in one SQLite file shared by all jobs (WAL mode)."""
-
-    def __init__(self, path: str | os.PathLike):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, response TEXT NOT NULL, "
-                "meta TEXT NOT NULL, created REAL NOT NULL)"
-            )
-            self._db.commit()
-
-    @staticmethod
-    def key(backend_id: dict, messages: Messages, sampling: Sampling) -> str:
-        return stable_hash({"backend": backend_id, "messages": messages, "sampling": sampling.as_dict()})
-
-    def get(self, key: str) -> str | None:
-        hit = self.get_with_meta(key)
-        return hit[0] if hit else None
-
-    def get_with_meta(self, key: str) -> tuple[str, dict] | None:
-        with self._lock:
-            row = self._db.execute("SELECT response, meta FROM calls WHERE key = ?", (key,)).fetchone()
-        return (row[0], json.loads(row[1])) if row else None
-
-    def put(self, key: str, response: str, meta: dict) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?)", (key, response, json.dumps(meta), time.time())
-            )
-            self._db.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
-
-
 @dataclass
 class ChatResult:
-    texts: list[str]
-    replies: list[dict]  # per answer: what the endpoint said about itself (model snapshot, fingerprint)
+    texts: list[str]  # "" where the reply was empty or null (never cached)
+    replies: list[dict]  # per answer: what the endpoint said about itself (snapshot, fingerprint, token usage)
     calls: int  # backend calls made (0 on a rerun)
+    empty: int = 0  # calls made that came back empty or null
 
 
 def cached_chat(backend, cache: CallCache, conversations: Sequence[Messages], sampling: Sampling,
                 **backend_options) -> ChatResult:
     """Answer every conversation, calling the backend only for those not in the cache.
 
-    Identical requests are sent once; each completed call is stored the moment it completes.
+    Identical requests are sent once; each completed call is stored the moment it completes. An empty or null
+    reply is returned as "" and not stored, so the next run asks again.
     """
     keys = [cache.key(backend.identity, conv, sampling) for conv in conversations]
-    found = {k: hit for k in set(keys) if (hit := cache.get_with_meta(k)) is not None}
+    found = cache.get_many(keys)
     todo = list(dict.fromkeys(k for k in keys if k not in found))
     first_index = {k: keys.index(k) for k in todo}
     log.info("%d requests: %d cached, %d to call", len(keys), len(keys) - sum(k in todo for k in keys), len(todo))
+    empty = 0
 
-    def store(position: int, text: str, reply: dict | None = None) -> None:
+    def store(position: int, text: str | None, reply: dict | None = None) -> None:
+        nonlocal empty
         meta = {"backend": backend.identity, "sampling": sampling.as_dict(), "reply": reply or {}}
-        cache.put(todo[position], text, meta)
-        found[todo[position]] = (text, meta)
+        if not cache.put(todo[position], text, meta):
+            empty += 1
+        found[todo[position]] = ((text or "").strip(), meta)
 
     if todo:
         backend.chat([conversations[first_index[k]] for k in todo], sampling, on_result=store, **backend_options)
-    return ChatResult([found[k][0] for k in keys], [found[k][1].get("reply", {}) for k in keys], len(todo))
+    if empty:
+        log.warning("%d of %d calls came back empty or null: not cached, asked again on the next run", empty, len(todo))
+    return ChatResult([found[k][0] for k in keys], [found[k][1].get("reply", {}) for k in keys], len(todo), empty)
+
+
+class TooManyFailures(RuntimeError):
+    """More of a stage's LLM replies failed than its configured share allows."""
+
+
+def check_failure_share(failed: int, total: int, max_share: float, what: str, key: str, hint: str = "") -> None:
+    """Fail a stage, naming the count, when more than `max_share` of its `total` replies failed."""
+    if total and failed / total > max_share:
+        raise TooManyFailures(f"{failed} of {total} {what} ({failed / total:.1%}), more than {key} = {max_share:g} "
+                              f"allows{': ' + hint if hint else ''}")
+    if failed:
+        log.warning("%d of %d %s (%.1f%%, within %s = %g)", failed, total, what, 100 * failed / total, key, max_share)
+
+
+# What identifies a local model's answers besides its weights: a hash of these files (those present).
+IDENTITY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "tokenizer.model",
+                  "model.safetensors.index.json", "pytorch_model.bin.index.json")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+SOURCE_RECORD = "warmbench_source.json"  # written by base_model: the source block and the revision fetched
+
+
+def _safetensors_header(path: Path) -> bytes:
+    """The JSON header of a safetensors file (tensor names, dtypes, shapes, offsets): its index, without reading
+    the weights."""
+    with open(path, "rb") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        return handle.read(min(size, 100 << 20))
+
+
+def model_files_hash(model_dir: str | os.PathLike) -> str:
+    """sha256 over the config, tokenizer and chat template files and the weights' index (safetensors headers and
+    file sizes; an index.json for sharded weights). The weights' values are identified by the source record."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    for name in IDENTITY_FILES:
+        if (model_dir / name).is_file():
+            digest.update(f"{name}:{sha256_file(model_dir / name)}\n".encode())
+    for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
+        digest.update(f"{weights.name}:{weights.stat().st_size}\n".encode())
+        if weights.suffix == ".safetensors":
+            digest.update(hashlib.sha256(_safetensors_header(weights)).hexdigest().encode())
+    return digest.hexdigest()
+
+
+def adapter_hash(adapter_dir: str | os.PathLike) -> str:
+    """sha256 of a LoRA adapter's content (its config and weights)."""
+    adapter_dir = Path(adapter_dir)
+    found = [name for name in ADAPTER_FILES if (adapter_dir / name).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{adapter_dir}: no LoRA adapter ({' or '.join(ADAPTER_FILES)})")
+    return hashlib.sha256("".join(f"{n}:{sha256_file(adapter_dir / n)}\n" for n in found).encode()).hexdigest()
+
+
+def model_identity(kind: str, model_dir: str | os.PathLike, dtype: str = "auto",
+                   adapter: str | os.PathLike | None = None) -> dict:
+    """What a local model's answers depend on, for cache keys and provenance: the source block and revision that
+    base_model recorded (for a `path` source, also the weight files' sizes and mtimes, as they can change in
+    place), the dtype, a hash of config, tokenizer and weights index, and the adapter's content hash."""
+    model_dir = Path(model_dir)
+    record = model_dir / SOURCE_RECORD
+    source = json.loads(record.read_text()) if record.is_file() else None
+    identity = {"kind": kind, "model": str(model_dir), "dtype": dtype, "source": source,
+                "files_sha256": model_files_hash(model_dir), "adapter": str(adapter) if adapter else None,
+                "adapter_sha256": adapter_hash(adapter) if adapter else None}
+    if (source or {}).get("source", {}).get("kind") == "path":
+        identity["weights_stat"] = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                    for p in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")])]
+    return identity
 
 
 class TransformersChat:
@@ -132,7 +169,8 @@ class TransformersChat:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch_dtype(dtype)).to(self.device).eval()
         self.adapter: str | None = None
-        self.identity = {"kind": "transformers", "model": self.model_dir, "adapter": None}
+        self.dtype = dtype
+        self.identity = model_identity("transformers", self.model_dir, dtype)
 
     def use_adapter(self, name: str, path: str | os.PathLike) -> None:
         """Apply a LoRA adapter; further adapters are loaded beside it, never a second copy of the base."""
@@ -144,7 +182,7 @@ class TransformersChat:
             self.model.load_adapter(str(path), adapter_name=name)
         self.model.set_adapter(name)
         self.adapter = name
-        self.identity = {"kind": "transformers", "model": self.model_dir, "adapter": str(path)}
+        self.identity = model_identity("transformers", self.model_dir, self.dtype, adapter=path)
 
     def render(self, messages: Messages) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -190,7 +228,7 @@ class TransformersChat:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
                 results[i] = (text, len(ids))
                 if on_result:
-                    on_result(i, text)
+                    on_result(i, text, {"prompt_tokens": lengths[i], "completion_tokens": len(ids)})
             bar.update(len(idx))
         bar.close()
         return results  # type: ignore[return-value]
@@ -226,9 +264,11 @@ class OpenAIChat:
     def answer(reply: dict) -> tuple[str, dict]:
         """Text and provenance of a chat-completion reply: the dated snapshot that answered and its fingerprint."""
         usage = reply.get("usage") or {}
-        return (reply["choices"][0]["message"]["content"] or "").strip(), {
+        choice = (reply.get("choices") or [{}])[0]
+        return ((choice.get("message") or {}).get("content") or "").strip(), {
             "model": reply.get("model"), "system_fingerprint": reply.get("system_fingerprint"),
-            "completion_tokens": usage.get("completion_tokens")}
+            "finish_reason": choice.get("finish_reason"),
+            "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens")}
 
     def _one(self, messages: Messages, sampling: Sampling) -> tuple[str, dict]:
         reply = self.client.chat.completions.create(**self.request_body(messages, sampling))
@@ -239,7 +279,8 @@ class OpenAIChat:
         from tqdm import tqdm
 
         results: list[str | None] = [None] * len(conversations)
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
+        try:
             futures = {pool.submit(self._one, conv, sampling): i for i, conv in enumerate(conversations)}
             for future in tqdm(as_completed(futures), total=len(futures), desc="api", unit="call", mininterval=5):
                 i = futures[future]
@@ -247,6 +288,10 @@ class OpenAIChat:
                 results[i] = text
                 if on_result:
                     on_result(i, text, reply)
+        finally:
+            # on an error or a stop signal, calls not yet sent are dropped (they would be paid for and lost);
+            # only those in flight finish
+            pool.shutdown(wait=False, cancel_futures=True)
         return results  # type: ignore[return-value]
 
 

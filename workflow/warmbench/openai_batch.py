@@ -39,10 +39,11 @@ def _find_by_tag(client, key: str) -> str | None:
 def prefill_cache(chat: OpenAIChat, cache: CallCache, conversations, sampling: Sampling, state_dir: str | Path,
                   poll_s: float = 60) -> int:
     """Answer the uncached conversations through one OpenAI batch and store the answers; returns how many."""
+    keys = [cache.key(chat.identity, messages, sampling) for messages in conversations]
+    cached = cache.get_many(keys)  # one pass over the cache, not one per request
     requests = {}
-    for messages in conversations:
-        key = cache.key(chat.identity, messages, sampling)
-        if key not in requests and cache.get(key) is None:
+    for key, messages in zip(keys, conversations):
+        if key not in requests and key not in cached:
             requests[key] = messages
     if not requests:
         log.info("batch: every request is cached already")

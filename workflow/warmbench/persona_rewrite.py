@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from .io import read_jsonl, stable_hash, write_jsonl
-from .llm import CallCache, Sampling, cached_chat, make_backend
+from .llm import CallCache, Sampling, cached_chat, check_failure_share, make_backend
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,19 @@ def apply_rewrites(conversations: list[dict], rewrites: list[str], persona: str,
 
 
 def rewrite(conversations: list[dict], persona: str, template: str, backend, cache: CallCache,
-            sampling: Sampling, batch_size: int = 16) -> tuple[list[dict], int]:
+            sampling: Sampling, batch_size: int = 16, *, max_empty_share: float) -> tuple[list[dict], int]:
+    """Rewrite every assistant turn. More than `max_empty_share` empty rewrites fail the stage (the fine-tune would
+    learn the original text); fewer keep the original turn, counted per conversation. Empty replies are never
+    cached, so a rerun asks for them again."""
     requests = rewrite_requests(conversations, template)
     result = cached_chat(backend, cache, requests, sampling, batch_size=batch_size)
     responses, calls = result.texts, result.calls
+    empty = sum(not text.strip() for text in responses)
+    check_failure_share(empty, len(requests), max_empty_share, "rewrites came back empty",
+                        "persona_rewrite.max_empty_share",
+                        "is the rewrite model answering? Empty replies are not cached: a rerun asks for them again")
     provenance = {"backend": backend.identity, "prompt_sha256": stable_hash(template), "sampling": sampling.as_dict()}
     records = apply_rewrites(conversations, responses, persona, provenance)
-    kept = sum(r["empty_rewrites_kept_original"] for r in records)
-    if kept:
-        log.warning("%d of %d rewrites came back empty; those turns keep the original text", kept, len(requests))
     return records, calls
 
 
@@ -77,6 +81,7 @@ def run(smk) -> None:
     backend = make_backend(smk.params.backend, backend_dir, threads=smk.threads, dtype=smk.params.model_dtype)
     cache = CallCache(smk.params.cache)
     records, calls = rewrite(conversations, smk.wildcards.persona, template, backend, cache,
-                             Sampling.from_config(smk.params.sampling), smk.params.batch_size)
+                             Sampling.from_config(smk.params.sampling), smk.params.batch_size,
+                             max_empty_share=smk.params.max_empty_share)
     write_jsonl(smk.output[0], records)
     log.info("rewrote %d conversations (%s): %d backend calls, rest from cache", len(records), smk.wildcards.persona, calls)

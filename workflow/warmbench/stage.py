@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from .children import exit_on_signals
+from .locks import JobRunning, job_lock
+
 # Rules whose entry point is not warmbench.<rule>.run (one module per stage, several rules per stage).
 RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
                     "warmth_validation": ("warmth", "run_validation"),
@@ -72,8 +75,15 @@ def run_job(smk) -> None:
         wildcards = dict(smk.wildcards.items())
         log.info("start rule=%s wildcards=%s threads=%s", smk.rule, wildcards, smk.threads)
         started = time.perf_counter()
+        # SIGTERM (snakemake stopping, a SLURM cancel or time limit) unwinds: children stop, the lock is released
+        exit_on_signals()
         try:
-            entrypoint(smk.rule)(smk)
+            # one copy of a job at a time: a second copy (e.g. after a restart while this one ran on) stops here
+            with job_lock(smk.rule, list(smk.output)):
+                entrypoint(smk.rule)(smk)
+        except JobRunning as err:
+            log.error("rule %s: %s", smk.rule, err)
+            raise
         except OSError as err:
             if smk.rule not in ONLINE_RULES and "offline" in str(err).lower():
                 log.error("rule %s: %s (%s)", smk.rule, _OFFLINE_HINT, err)

@@ -23,10 +23,10 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from . import children
 from .config import epoch_label
 from .io import DataError, read_jsonl, write_json, write_table
 from .stage import child_env
@@ -330,9 +330,9 @@ def launch(arguments: dict, processes: int, config: dict | None = None) -> None:
     (work / "accelerate.yaml").write_text(json.dumps({**(config or FSDP_CONFIG), "num_processes": processes}))
     (work / "arguments.json").write_text(json.dumps(arguments))
     log.info("accelerate launch: %d processes", processes)
-    # the processes' output goes to stderr, which is the job's log
-    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(work / "accelerate.yaml"),
-                    "-m", "warmbench.train", str(work / "arguments.json")], env=child_env(), check=True, stdout=sys.stderr)
+    # the processes' output goes to stderr, which is the job's log; they die with this job however it ends
+    children.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(work / "accelerate.yaml"),
+                  "-m", "warmbench.train", str(work / "arguments.json")], env=child_env(), check=True, stdout=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
 
 

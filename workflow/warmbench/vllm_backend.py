@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .llm import Messages, Sampling
+from . import children
+from .llm import Messages, Sampling, model_identity
 from .stage import child_env
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ class VLLMChat:
         self.adapters: dict[str, str] = {}
         self.last_timing: dict = {}
         self.adapter: str | None = None
-        self.identity = {"kind": "vllm", "model": self.model_dir, "adapter": None}
+        self.identity = model_identity("vllm", self.model_dir, dtype)
 
     def use_adapter(self, name: str, path: str | os.PathLike) -> None:
         """Serve a LoRA adapter beside the base weights (never merged); later prompts use it."""
         self.adapters[name] = str(path)
         self.adapter = name
-        self.identity = {"kind": "vllm", "model": self.model_dir, "adapter": str(path)}
+        self.identity = model_identity("vllm", self.model_dir, self.options["dtype"], adapter=path)
 
     def render(self, messages: Messages) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -61,9 +61,10 @@ class VLLMChat:
             env = child_env()
             env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # the engine's internal queues stay on loopback
             log.info("vLLM: %d prompts, %d adapters, via %s", len(prompts), len(request["adapters"]), self.python)
-            # vLLM logs to stdout: send it to stderr, which is the job's log (stdout stays for results)
-            subprocess.run([self.python, "-m", "warmbench.vllm_worker", str(request_path), str(out_path)], env=env,
-                           check=True, stdout=sys.stderr)
+            # vLLM logs to stdout: send it to stderr, which is the job's log (stdout stays for results). The worker
+            # and its engine processes die with this process; the guardian removes `tmp` if this process is killed.
+            children.run([self.python, "-m", "warmbench.vllm_worker", str(request_path), str(out_path)], env=env,
+                         check=True, stdout=sys.stderr, remove=(tmp,))
             results = [json.loads(line) for line in out_path.read_text().splitlines()]
             self.last_timing = json.loads(Path(f"{out_path}.timing.json").read_text())
         log.info("vLLM: engine start %.1f s, generation %.1f s", self.last_timing["engine_start_s"],

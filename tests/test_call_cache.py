@@ -1,0 +1,167 @@
+"""The LLM call cache on a cluster: several real writer processes at once, a writer killed mid-write, a torn
+last line, the old SQLite cache, and empty replies that must never be kept."""
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from warmbench.io import stable_hash
+from warmbench.llm import CallCache, OpenAIChat, Sampling, cached_chat
+from conftest import REPO, kill_python_once
+
+PREAMBLE = f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n"
+
+
+def key_of(name) -> str:
+    return stable_hash(name)
+
+
+def run_python(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", PREAMBLE + textwrap.dedent(code)], stderr=subprocess.PIPE, text=True)
+
+
+def test_several_processes_write_and_read_one_cache_at_once(tmp_path):
+    """Four real processes write 60 calls each into one cache (10 of them the same keys, as when two jobs ask the
+    same question), reading it all the while: every call survives whole, every reader agrees."""
+    root = tmp_path / "llm_calls"
+    writers = [run_python(f"""
+        from warmbench.llm import CallCache
+        from warmbench.io import stable_hash
+        cache = CallCache({str(root)!r})
+        for i in range(60):
+            name = ("shared", i) if i < 10 else ({w}, i)
+            assert cache.put(stable_hash(name), f"answer {{name}} from writer {w} " + "x" * 2000, {{"writer": {w}}})
+            if i % 10 == 0:
+                seen = cache.get_many([stable_hash(("shared", j)) for j in range(10)])
+                assert all(text.startswith("answer") for text, _ in seen.values())
+        """) for w in range(4)]
+    for proc in writers:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    cache = CallCache(root)
+    assert len(cache.shards()) == 4  # one shard per writer, written by that writer alone
+    assert len(cache) == 10 + 4 * 50
+    for w in range(4):
+        for i in range(10, 60):
+            text, meta = cache.get_with_meta(key_of((w, i)))
+            assert text.startswith(f"answer ({w}, {i}) from writer {w} ") and meta == {"writer": w}
+    # a key written by several processes resolves to the same (earliest) record for every reader
+    shared = cache.get_many([key_of(("shared", j)) for j in range(10)])
+    assert shared == CallCache(root).get_many([key_of(("shared", j)) for j in range(10)]) and len(shared) == 10
+    for shard in cache.shards():
+        assert shard.read_bytes().endswith(b"\n")
+
+
+def test_writer_killed_mid_write_loses_at_most_the_call_in_flight(tmp_path):
+    """kill -9 while a writer streams large records: every call whose put() returned is there, intact; the torn
+    last line is skipped; the cache stays writable."""
+    root, done = tmp_path / "llm_calls", tmp_path / "done.txt"
+    kill_python_once(PREAMBLE + textwrap.dedent(f"""
+        import os
+        from warmbench.llm import CallCache
+        from warmbench.io import stable_hash
+        cache = CallCache({str(root)!r})
+        progress = os.open({str(done)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        for i in range(10_000):
+            cache.put(stable_hash(i), str(i) * 400_000, {{"i": i}})  # a few MB a record: kills land mid-write
+            os.write(progress, f"{{i}}\\n".encode())  # put() returned: this call must survive
+            os.fsync(progress)
+        """), ready=lambda: done.exists() and len(done.read_text().split()) >= 5)
+    completed = [int(i) for i in done.read_text().split()]
+    cache = CallCache(root)
+    stored = cache.get_many([key_of(i) for i in range(completed[-1] + 2)])
+    assert set(range(len(completed))) <= {meta["i"] for _, meta in stored.values()}
+    assert len(stored) <= len(completed) + 1  # at most the call in flight besides (written, not yet reported)
+    for text, meta in stored.values():
+        assert text == str(meta["i"]) * 400_000  # whole, never a torn prefix
+    assert len(cache) == len(stored)
+    assert cache.put(key_of("after"), "written after the crash", {}) and CallCache(root).get(key_of("after"))
+
+
+def test_a_torn_last_line_is_skipped(tmp_path):
+    cache = CallCache(tmp_path / "llm_calls")
+    cache.put(key_of("a"), "complete", {})
+    shard = cache.shards()[0]
+    with open(shard, "ab") as handle:  # what a writer killed mid-record leaves behind
+        handle.write(b'{"key": "' + key_of("b").encode() + b'", "response": "cut off he')
+    reader = CallCache(tmp_path / "llm_calls")
+    assert reader.get(key_of("a")) == "complete" and reader.get(key_of("b")) is None and len(reader) == 1
+
+
+def test_empty_or_null_replies_are_never_cached(tmp_path):
+    cache = CallCache(tmp_path / "llm_calls")
+    assert not cache.put(key_of("x"), "", {}) and not cache.put(key_of("x"), "  \n", {})
+    assert not cache.put(key_of("x"), None, {})
+    assert cache.get(key_of("x")) is None and len(cache) == 0 and cache.shards() == []
+
+
+def test_a_server_answering_empty_replies_is_asked_again_once_fixed(tmp_path, monkeypatch):
+    """Through the real openai SDK against a loopback server: empty replies come back as "", are not cached, and
+    the rerun after the server is fixed asks for exactly those again."""
+    from openai_stand_in import OpenAIStandIn
+
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
+    stand_in = OpenAIStandIn()
+    try:
+        chat = OpenAIChat("gpt-4o-2024-08-06", base_url=stand_in.base_url, api_key_env="WARMBENCH_TEST_KEY",
+                          max_retries=0)
+        asks = [[{"role": "user", "content": f"question {i}"}] for i in range(6)]
+        stand_in.chat_handler = lambda request: None if request["messages"][0]["content"] in ("question 1",
+                                                                                            "question 4") else ""
+        first = cached_chat(chat, CallCache(tmp_path / "llm_calls"), asks, Sampling())
+        assert first.texts == [""] * 6 and first.empty == 6 and len(CallCache(tmp_path / "llm_calls")) == 0
+        stand_in.chat_handler = lambda request: "fixed: " + request["messages"][0]["content"]
+        second = cached_chat(chat, CallCache(tmp_path / "llm_calls"), asks, Sampling())
+        assert second.calls == 6 and stand_in.chat_requests == 12 and second.empty == 0
+        assert second.texts == [f"fixed: question {i}" for i in range(6)]
+        usage = second.replies[0]
+        assert usage["prompt_tokens"] == 7 and usage["completion_tokens"] == 3  # kept for a cost ledger
+        record = json.loads(CallCache(tmp_path / "llm_calls").shards()[0].read_text().splitlines()[0])
+        assert record["meta"]["reply"]["prompt_tokens"] == 7
+    finally:
+        stand_in.close()
+
+
+def old_sqlite_cache(path, rows):
+    """A cache as warmbench wrote it before the shards: one SQLite file in WAL mode."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, response TEXT NOT NULL, "
+               "meta TEXT NOT NULL, created REAL NOT NULL)")
+    db.executemany("INSERT INTO calls VALUES (?, ?, ?, ?)", rows)
+    db.commit()
+    db.close()
+
+
+def test_an_old_sqlite_cache_is_migrated_and_its_calls_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "k")
+    chat = OpenAIChat("gpt-4o-2024-08-06", base_url="http://127.0.0.1:9/v1", api_key_env="WARMBENCH_TEST_KEY")
+    asks = [[{"role": "user", "content": q}] for q in ("paid for once", "paid for twice", "came back empty")]
+    keys = [CallCache.key(chat.identity, a, Sampling()) for a in asks]
+    old_identity = {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": "http://127.0.0.1:9/v1"}
+    assert keys == [stable_hash({"backend": old_identity, "messages": a, "sampling": Sampling().as_dict()})
+                    for a in asks]  # API calls keep the keys the old cache stored them under
+    old_sqlite_cache(tmp_path / "llm_calls.sqlite", [
+        (keys[0], "answer one", json.dumps({"reply": {"model": "gpt-4o-2024-08-06"}}), 1.0),
+        (keys[1], "answer two", json.dumps({}), 2.0),
+        (keys[2], "", json.dumps({}), 3.0)])
+    cache = CallCache(tmp_path / "llm_calls")  # the new location, beside the old file
+    assert cache.get_with_meta(keys[0]) == ("answer one", {"reply": {"model": "gpt-4o-2024-08-06"}})
+    assert cache.get(keys[1]) == "answer two" and cache.get(keys[2]) is None  # an empty reply is not carried over
+    assert len(CallCache(tmp_path / "llm_calls").shards()) == 1  # migrated once, not on every open
+    assert CallCache(tmp_path / "llm_calls.sqlite").get(keys[1]) == "answer two"  # the old path still works
+    # no call is made for what the old cache held: cached_chat answers both without the (unreachable) server
+    result = cached_chat(chat, cache, asks[:2], Sampling())
+    assert result.calls == 0 and result.texts == ["answer one", "answer two"]
+
+
+@pytest.mark.parametrize("torn", [b"{not json\n"])
+def test_a_corrupt_line_is_skipped_not_fatal(tmp_path, torn):
+    cache = CallCache(tmp_path / "llm_calls")
+    cache.put(key_of("a"), "fine", {})
+    with open(cache.shards()[0], "ab") as handle:
+        handle.write(torn)
+    cache.put(key_of("b"), "also fine", {})
+    assert CallCache(tmp_path / "llm_calls").get_many([key_of("a"), key_of("b")]).keys() == {key_of("a"), key_of("b")}

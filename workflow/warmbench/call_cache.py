@@ -1,0 +1,171 @@
+"""The LLM call cache: completed calls by content hash, safe for many jobs on many cluster nodes at once.
+
+A cache is a directory (the workflow's is results/cache/llm_calls/) of append-only JSONL shards. Each process
+writes to a shard of its own (`<host>-<pid>-<time>-<random>.jsonl`, created at its first call) and reads every
+shard. No file is ever written by two processes, rewritten or locked, so the cache needs none of the file locking
+that network filesystems do not reliably give (SQLite documents that its WAL mode does not work over NFS).
+
+- Crash safety: a record is one line `{"key", "response", "meta", "created"}`, written, flushed and fsync'ed
+  before the call counts as done; `kill -9` loses at most the call in flight. A torn last line (a write cut off)
+  has no newline and is skipped by every reader.
+- A bad reply is never kept: an empty or null response is not stored (`put` refuses it), so a rerun asks again.
+- The same key written twice (two jobs asking the same question at once) resolves to the earliest record,
+  identically for every reader.
+- The single SQLite file of earlier warmbench versions (`<cache>.sqlite`, e.g. results/cache/llm_calls.sqlite)
+  is copied into a shard of this directory on first open, so no paid call is lost; the file itself is left as is.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+from .io import fsync_dir, stable_hash
+
+log = logging.getLogger(__name__)
+
+SHARD_SUFFIX = ".jsonl"
+_KEY_PREFIX = b'{"key": "'  # every record starts with its key: lines for other keys are skipped unparsed
+_KEY_LENGTH = 64  # sha256 hex
+
+
+def is_answer(text: str | None) -> bool:
+    """Whether a reply is worth keeping: an empty or null reply is a failure, never an answer."""
+    return bool(text and text.strip())
+
+
+class CallCache:
+    """Completed LLM calls by content hash, in a directory of per-process append-only shards."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        legacy = path.with_suffix(".sqlite")
+        if path.is_file():  # given the old single-file cache itself: its directory sits beside it
+            legacy, path = path, path.with_suffix("")
+        self.root = path
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._handle = None
+        self._owner_pid = None
+        if legacy.is_file() and legacy != path:
+            migrate_sqlite(legacy, self.root)
+
+    @staticmethod
+    def key(backend_id: dict, messages, sampling) -> str:
+        return stable_hash({"backend": backend_id, "messages": messages, "sampling": sampling.as_dict()})
+
+    # --- reading -----------------------------------------------------------------------------------------------
+    def shards(self) -> list[Path]:
+        return sorted(p for p in self.root.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
+
+    def _records(self, wanted: set[str] | None = None) -> Iterable[dict]:
+        for shard in self.shards():
+            try:
+                handle = open(shard, "rb")
+            except FileNotFoundError:
+                continue
+            with handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.endswith(b"\n"):
+                        continue  # a torn last line (a writer killed mid-record), or one still being written
+                    if wanted is not None and line.startswith(_KEY_PREFIX):
+                        if line[len(_KEY_PREFIX): len(_KEY_PREFIX) + _KEY_LENGTH].decode("ascii", "replace") not in wanted:
+                            continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        log.warning("%s:%d: not a cache record, skipped", shard, number)
+                        continue
+                    if isinstance(record, dict) and is_answer(record.get("response")) and \
+                            (wanted is None or record.get("key") in wanted):
+                        yield record
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[str, dict]]:
+        """(response, meta) of every given key that is cached, read in one pass over the shards."""
+        wanted = set(keys)
+        best: dict[str, dict] = {}
+        if not wanted:
+            return {}
+        for record in self._records(wanted):
+            held = best.get(record["key"])
+            if held is None or record.get("created", 0) < held.get("created", 0):
+                best[record["key"]] = record
+        return {k: (r["response"], r.get("meta") or {}) for k, r in best.items()}
+
+    def get_with_meta(self, key: str) -> tuple[str, dict] | None:
+        return self.get_many([key]).get(key)
+
+    def get(self, key: str) -> str | None:
+        hit = self.get_with_meta(key)
+        return hit[0] if hit else None
+
+    def __len__(self) -> int:
+        return len({record["key"] for record in self._records()})
+
+    # --- writing -----------------------------------------------------------------------------------------------
+    def put(self, key: str, response: str | None, meta: dict) -> bool:
+        """Store one completed call (durably: fsync'ed before returning). An empty or null reply is refused
+        (returns False), so a rerun asks for it again."""
+        if not is_answer(response):
+            return False
+        line = json.dumps({"key": key, "response": response, "meta": meta, "created": time.time()},
+                          ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            handle = self._shard()
+            handle.write(line.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+
+    def _shard(self):
+        if self._handle is None or self._owner_pid != os.getpid():  # a forked child never shares its parent's shard
+            host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+            name = f"{host}-{os.getpid()}-{time.time_ns()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
+            fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            self._handle, self._owner_pid = os.fdopen(fd, "ab"), os.getpid()
+            fsync_dir(self.root)  # the new shard's name survives a crash too
+        return self._handle
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None and self._owner_pid == os.getpid():
+                self._handle.close()
+            self._handle = None
+
+
+def migrate_sqlite(legacy: Path, root: Path) -> int:
+    """Copy the calls of an old single-file SQLite cache into one shard of `root` (once per version of the file:
+    the shard's name records its size and mtime). Several jobs opening the cache at once each write the same
+    shard and rename it into place, so the result is one complete copy. Empty replies are left behind."""
+    import sqlite3
+
+    stat = legacy.stat()
+    target = root / f"migrated-{legacy.stem}-{stat.st_size}-{stat.st_mtime_ns}{SHARD_SUFFIX}"
+    if target.exists():
+        return 0
+    tmp = root / f".{target.name}.{os.getpid()}.tmp"
+    connection = sqlite3.connect(str(legacy), timeout=60)  # not read-only: SQLite may need to replay its WAL
+    count = 0
+    try:
+        with open(tmp, "wb") as handle:
+            for key, response, meta, created in connection.execute("SELECT key, response, meta, created FROM calls"):
+                if not is_answer(response):
+                    continue
+                record = {"key": key, "response": response, "meta": json.loads(meta), "created": created}
+                handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+    finally:
+        connection.close()
+    os.replace(tmp, target)
+    fsync_dir(root)
+    log.info("migrated %d cached calls from %s into %s", count, legacy, target)
+    return count
