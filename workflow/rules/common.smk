@@ -43,6 +43,7 @@ onstart:
 
 STAGE = "../scripts/run_stage.py"  # relative to each rule file
 LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of append-only shards (call_cache.py)
+GENERATION_CACHE = "results/cache/generations"  # local models' generated rows, in the same kind of shards
 EVAL_CELLS = wb.eval_cells(config)
 WARMTH_CELLS = wb.warmth_cells(config)
 
@@ -86,24 +87,25 @@ def get_rewrite_model_dtype():
     return config["models"][keys[0]]["dtype"] if keys else "auto"
 
 
-def get_adapter(wildcards):
-    # Trained personas read their LoRA checkpoints; the original model and the warm system prompt read none.
-    if wildcards.persona in wb.PERSONAS_TRAINED:
-        return [f"results/train/{wildcards.model}/{wildcards.persona}"]
-    return []
+# A model rule (generation, warmth) serves several variants (persona, checkpoint) per job; these give its files.
+def variant_paths(pattern, variants):
+    return [pattern.format(persona=persona, checkpoint=checkpoint) for persona, checkpoint in variants]
 
 
-def get_selection(wildcards):
-    # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory.
-    if wildcards.checkpoint == wb.SELECTED_CHECKPOINT:
-        return [f"results/warmth/{wildcards.model}/{wildcards.persona}/chosen_checkpoint.json"]
-    return []
+def trained_dirs(variants):
+    # the trained personas' LoRA checkpoints (or API fine-tunes); the original model and warm_prompt read none
+    personas = list(dict.fromkeys(p for p, _ in variants if p in wb.PERSONAS_TRAINED))
+    return lambda wildcards: [f"results/train/{wildcards.model}/{persona}" for persona in personas]
 
 
-def get_system_prompt(wildcards):
-    if wildcards.persona == "warm_prompt":
-        return [config["evaluation"]["warm_system_prompt"]]
-    return []
+def selection_files(variants):
+    # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory
+    personas = [p for p, checkpoint in variants if checkpoint == wb.SELECTED_CHECKPOINT]
+    return lambda wildcards: [f"results/warmth/{wildcards.model}/{persona}/chosen_checkpoint.json" for persona in personas]
+
+
+def system_prompt_file(variants):
+    return [config["evaluation"]["warm_system_prompt"]] if ("warm_prompt", wb.BASE_CHECKPOINT) in variants else []
 
 
 def get_prompts(wildcards):

@@ -1,21 +1,31 @@
-rule warmth:
-    # SocioT warmth of one checkpoint's validation responses (per-text log-likelihoods, bootstrap SE).
-    input:
-        generations="results/generations/{model}/{persona}/{checkpoint}/validation.parquet",
-        scorer=get_warmth_scorer,
-    output:
-        scores="results/warmth/{model}/{persona}/{checkpoint}.parquet",
-        summary="results/warmth/{model}/{persona}/{checkpoint}.json",
-    params:
-        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
-        seed=config["seed"],
-    log:
-        "logs/warmth/{model}/{persona}/{checkpoint}.log",
-    benchmark:
-        "benchmarks/warmth/{model}/{persona}/{checkpoint}.tsv"
-    threads: 1
-    script:
-        STAGE
+# SocioT warmth (per-text log-likelihoods, bootstrap SE) of every checkpoint's validation responses: one job per
+# model, loading the scorer once (rules from wb.warmth_rules: `warmth` for local models, `warmth_api` for models
+# behind an API, whose checkpoints differ).
+for _rule in wb.warmth_rules(config):
+
+    rule:
+        name:
+            _rule.name
+        input:
+            generations=variant_paths("results/generations/{{model}}/{persona}/{checkpoint}/validation.parquet",
+                                      _rule.variants),
+            scorer=get_warmth_scorer,
+        output:
+            scores=variant_paths("results/warmth/{{model}}/{persona}/{checkpoint}.parquet", _rule.variants),
+            summaries=variant_paths("results/warmth/{{model}}/{persona}/{checkpoint}.json", _rule.variants),
+        params:
+            warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
+            seed=config["seed"],
+            stage="warmth",
+        wildcard_constraints:
+            model=wb.one_of(_rule.models),
+        log:
+            "logs/warmth/{model}.log",
+        benchmark:
+            "benchmarks/warmth/{model}.tsv"
+        threads: 1
+        script:
+            STAGE
 
 
 rule select_checkpoint:

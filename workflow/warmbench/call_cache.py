@@ -113,16 +113,22 @@ class CallCache:
     def put(self, key: str, response: str | None, meta: dict) -> bool:
         """Store one completed call (durably: fsync'ed before returning). An empty or null reply is refused
         (returns False), so a rerun asks for it again."""
-        if not is_answer(response):
-            return False
-        line = json.dumps({"key": key, "response": response, "meta": meta, "created": time.time()},
-                          ensure_ascii=False, default=str) + "\n"
-        with self._lock:
-            handle = self._shard()
-            handle.write(line.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        return True
+        return self.put_many([(key, response, meta)]) == 1
+
+    def put_many(self, records: Iterable[tuple[str, str | None, dict]]) -> int:
+        """Store calls that completed together (a batch of a local model) with one fsync; returns how many were
+        stored (empty or null replies are refused, as by put)."""
+        now = time.time()
+        lines = [json.dumps({"key": key, "response": response, "meta": meta, "created": now},
+                            ensure_ascii=False, default=str) + "\n"
+                 for key, response, meta in records if is_answer(response)]
+        if lines:
+            with self._lock:
+                handle = self._shard()
+                handle.write("".join(lines).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        return len(lines)
 
     def _shard(self):
         if self._handle is None or self._owner_pid != os.getpid():  # a forked child never shares its parent's shard

@@ -158,7 +158,7 @@ def label_epoch(checkpoint: str) -> float:
 
 @dataclass(frozen=True)
 class Cell:
-    """One generation job: a model variant on one dataset (all its prompt conditions)."""
+    """One table of generations: a model variant on one dataset (all its prompt conditions)."""
 
     model: str
     persona: str
@@ -166,11 +166,8 @@ class Cell:
     dataset: str
 
 
-def _variants(config: dict, model: str, epochs) -> list[tuple[str, str]]:
-    variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    for persona in trained_personas(config, model):
-        variants += [(persona, epoch_label(e)) for e in epochs]
-    return variants
+Variant = tuple[str, str]  # (persona, checkpoint label)
+UNTRAINED_VARIANTS: tuple[Variant, ...] = (("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT))
 
 
 def fixed_epoch(config: dict) -> float | None:
@@ -216,28 +213,81 @@ def checkpoint_epochs(config: dict, model: str) -> list[float]:
     return sorted(float(e) for e in epochs)
 
 
+def evaluated_checkpoint(config: dict) -> str:
+    """The checkpoint label the trained personas are evaluated at: the fixed epoch's, or `selected` (the plateau
+    rule's pick, read by the generation job)."""
+    epoch = fixed_epoch(config)
+    return epoch_label(epoch) if epoch is not None else SELECTED_CHECKPOINT
+
+
+def eval_variants(config: dict, model: str) -> list[Variant]:
+    """What a model answers the evaluation datasets as: the original, the warm system prompt, and each trained
+    persona at the evaluated checkpoint."""
+    trained = evaluated_checkpoint(config)
+    return [*UNTRAINED_VARIANTS, *((persona, trained) for persona in trained_personas(config, model))]
+
+
+def validation_variants(config: dict, model: str) -> list[Variant]:
+    """What a model answers the validation prompts as, for its warmth trajectory: every checkpoint of every persona."""
+    epochs = checkpoint_epochs(config, model)
+    return [*UNTRAINED_VARIANTS, *((persona, epoch_label(e)) for persona in trained_personas(config, model) for e in epochs)]
+
+
 def eval_cells(config: dict) -> list[Cell]:
     """Evaluation grid: original, warm system prompt, and each trained persona at the fixed epoch or, with
-    the plateau rule, at `selected` (its generate job reads which checkpoint the trajectory picked). The
+    the plateau rule, at `selected` (its generation job reads which checkpoint the trajectory picked). The
     grid is the same before and after any job runs, so a dry run shows the whole study."""
-    epoch = fixed_epoch(config)
-    trained = epoch_label(epoch) if epoch is not None else SELECTED_CHECKPOINT
-    untrained = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    return [
-        Cell(model, persona, checkpoint, dataset)
-        for model in config["models"]
-        for persona, checkpoint in untrained + [(p, trained) for p in trained_personas(config, model)]
-        for dataset in config["evaluation"]["datasets"]
-    ]
+    return [Cell(model, persona, checkpoint, dataset)
+            for model in config["models"] for persona, checkpoint in eval_variants(config, model)
+            for dataset in config["evaluation"]["datasets"]]
 
 
 def warmth_cells(config: dict) -> list[Cell]:
     """Warmth trajectory: every checkpoint of every persona on the validation prompts."""
-    return [
-        Cell(model, persona, checkpoint, VALIDATION_DATASET)
-        for model in config["models"]
-        for persona, checkpoint in _variants(config, model, checkpoint_epochs(config, model))
-    ]
+    return [Cell(model, persona, checkpoint, VALIDATION_DATASET)
+            for model in config["models"] for persona, checkpoint in validation_variants(config, model)]
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    """A rule whose every job serves one model and writes one table per variant (persona, checkpoint): generation
+    per (model, dataset), warmth per model. A rule's outputs are fixed, so models answering as different variants
+    (an API model without fine-tuning, or fine-tuned at its own epochs) get rules of their own."""
+
+    name: str
+    models: tuple[str, ...]
+    variants: tuple[Variant, ...]
+    api: bool
+    datasets: tuple[str, ...]  # what its {dataset} wildcard may be
+
+
+def _model_rules(config: dict, family: str, variants_of, datasets) -> list[ModelRule]:
+    """Models grouped by (served by an API, variants), in config order. Local models share one rule per family
+    (`generate`), API models another (`generate_api`); a further group of API models with variants of their own is
+    named after its first model (`generate_api__gpt4o`)."""
+    groups: dict[tuple[bool, tuple[Variant, ...]], list[str]] = {}
+    for model, spec in config["models"].items():
+        groups.setdefault((is_api_model(spec), tuple(variants_of(config, model))), []).append(model)
+    rules: list[ModelRule] = []
+    for (api, variants), models in groups.items():
+        base = family.replace("{api}", "_api" if api else "")
+        name = base if all(rule.name != base for rule in rules) else f"{base}__{models[0]}"
+        rules.append(ModelRule(name, tuple(models), variants, api, tuple(datasets)))
+    return rules
+
+
+def generation_rules(config: dict) -> list[ModelRule]:
+    """Generation: one job per (model, evaluation dataset) and one per model on the validation prompts, each serving
+    every variant the dataset needs from one engine (rules `generate`, `generate_validation`, and `_api` for models
+    behind an API)."""
+    return (_model_rules(config, "generate{api}", eval_variants, config["evaluation"]["datasets"])
+            + _model_rules(config, "generate{api}_validation", validation_variants, [VALIDATION_DATASET]))
+
+
+def warmth_rules(config: dict) -> list[ModelRule]:
+    """Warmth: one job per model, scoring every checkpoint's validation responses with one scorer (rules `warmth`,
+    and `warmth_api` for models behind an API)."""
+    return _model_rules(config, "warmth{api}", validation_variants, [VALIDATION_DATASET])
 
 
 def backend_model_keys(config: dict) -> list[str]:

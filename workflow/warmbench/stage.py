@@ -12,12 +12,12 @@ from pathlib import Path
 from .children import exit_on_signals
 from .locks import JobRunning, job_lock
 
-# Rules whose entry point is not warmbench.<rule>.run (one module per stage, several rules per stage).
+# Rules whose entry point is not warmbench.<rule>.run (one module per stage, several rules per stage). Rules made in
+# a loop (generation, warmth: one per group of models) name their module in `params.stage` instead.
 RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
                     "warmth_validation": ("warmth", "run_validation"),
                     "download_dataset": ("download", "run"),
                     "download_scorer": ("base_model", "run"),
-                    "generate_api": ("generate", "run"),
                     "training_summary": ("train", "run_summary"),
                     "explorer_screenshot": ("explorer", "run_screenshot")}
 
@@ -40,8 +40,8 @@ def child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
 
 
-def entrypoint(rule: str):
-    module, function = RULE_ENTRYPOINTS.get(rule, (rule, "run"))
+def entrypoint(rule: str, stage: str | None = None):
+    module, function = RULE_ENTRYPOINTS.get(rule, (stage or rule, "run"))
     return getattr(importlib.import_module(f"warmbench.{module}"), function)
 
 
@@ -80,7 +80,7 @@ def run_job(smk) -> None:
         try:
             # one copy of a job at a time: a second copy (e.g. after a restart while this one ran on) stops here
             with job_lock(smk.rule, list(smk.output)):
-                entrypoint(smk.rule)(smk)
+                entrypoint(smk.rule, smk.params.get("stage"))(smk)
         except JobRunning as err:
             log.error("rule %s: %s", smk.rule, err)
             raise
