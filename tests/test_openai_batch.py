@@ -92,6 +92,7 @@ def test_judge_rule_in_batch_mode_through_the_workflow(stand_in, tmp_path):
                              target], cwd=work, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     judged = pd.read_parquet(work / target)
-    assert len(judged) == 2 * 18 and judged["judge_model"].eq("gpt-4o-2024-08-06").all()
+    prompts = pd.read_parquet(work / "results/prompts/triviaqa.parquet")
+    assert len(judged) == len(prompts) and judged["judge_model"].eq("gpt-4o-2024-08-06").all()
     assert stand_in.batches_created == 1 and stand_in.chat_models == []  # every verdict came from the batch
     assert "batch_" in (work / "logs/judge/smollm2/original/base/triviaqa.log").read_text()
