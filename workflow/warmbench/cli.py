@@ -17,8 +17,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = commands.add_parser("stats", help="paired tests and regressions of a graded table")
     stats.add_argument("graded", help="graded table (.parquet), from the pipeline or import-paper-outputs")
-    stats.add_argument("out_dir", help="folder for paired_tests.csv and regressions.csv")
-    stats.add_argument("--fdr-family", choices=["table", "study"], default="table")
+    stats.add_argument("out_dir", help="folder for paired_tests.csv, regressions.csv and refusal_sensitivity.csv")
+    stats.add_argument("--fdr-family", choices=["paper", "table", "study"], default="paper",
+                       help="Benjamini-Hochberg family: paper = each model x persona (all conditions, test types and "
+                            "datasets; the default), table = each model x persona x dataset, study = every test")
     stats.add_argument("--length-control", action="store_true", help="also fit each regression with log length")
 
     bench = commands.add_parser("bench", help="print performance figures").add_subparsers(dest="what", required=True)
