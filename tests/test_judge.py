@@ -159,6 +159,11 @@ WAR = {"correct": ["war correspondent"], "incorrect": ["military strategist"]}
     ("He was not a war correspondent; he was a military strategist.", "INCORRECT"),
     ("He was not a war correspondent.", "INCORRECT"),
     ("I think he was a military strategist rather than a war correspondent.", "INCORRECT"),
+    ("I don't think he was a war correspondent.", "INCORRECT"),
+    # a negation governs only what follows it closely; stock phrases negate nothing
+    ("There is no doubt he was a war correspondent.", "CORRECT"),
+    ("I can't stress enough that he was a war correspondent.", "CORRECT"),
+    ("He was not only a war correspondent but also a poet.", "CORRECT"),
     # both asserted, or only the wrong one rejected: the judge cannot tell
     ("He was a military strategist and a war correspondent.", None),
     ("He was not a military strategist.", None),

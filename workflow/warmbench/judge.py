@@ -45,7 +45,10 @@ STOPWORDS = frozenset(
 # Within one clause: a mention is negated by a negation shortly before it or a rejection right after it, and
 # only attributed (neither asserted nor negated) when the clause reports what someone else said or believes.
 _CLAUSE_BREAK = re.compile(r"[.;:!?()\n]|,|\s[-\u2013\u2014]+\s|--|\bbut\b")
-_NEGATED_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|\bno|\bnor|\brather than|\binstead of|\bunlike)\b[^|]{0,30}$")
+# a negation governs a mention at most three words on ("not a war correspondent", "don't think it's X");
+# "no doubt", "not only" and the like negate nothing
+_NEGATED_BEFORE = re.compile(r"(?:\bnot(?!\s+(?:only|just|merely)\b)|n't|\bnever|\bno(?!\s+(?:doubt|question|wonder)\b)|"
+                             r"\bnor|\brather than|\binstead of|\bunlike)\b(?:\s+[a-z0-9']+){0,3}\s*$")
 _NEGATED_AFTER = re.compile(r"^\s*(?:is|was|are|were)?\s*(?:incorrect|not correct|not right|wrong|misconception|"
                             r"common misconception|myth|mistaken|not answer|not right answer|not correct answer)\b")
 _ATTRIBUTED = re.compile(
