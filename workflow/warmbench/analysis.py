@@ -236,15 +236,19 @@ def refusal_sensitivity(graded: pd.DataFrame, regressions: pd.DataFrame, length_
 
     paper = regressions[regressions["kind"] == "ame"].set_index(["regression", "term"])
     tasks = conversational(graded)
-    called = tasks["judge_refusal"].eq(True) & tasks["incorrect"].notna() if "judge_refusal" in tasks.columns \
-        else pd.Series(False, index=tasks.index)
-    if SENSITIVITY_OUTCOME in tasks.columns and called.any():
+    if SENSITIVITY_OUTCOME in tasks.columns:  # rows whose outcome the judge's refusal calls change
+        paper_outcome, judge_outcome = tasks["incorrect"], tasks[SENSITIVITY_OUTCOME]
+        called = paper_outcome.ne(judge_outcome) & ~(paper_outcome.isna() & judge_outcome.isna())
+    else:
+        called = pd.Series(False, index=tasks.index)
+    if called.any():
         with_judge = persona_regressions(tasks.assign(incorrect=tasks[SENSITIVITY_OUTCOME]), length_control)
         with_judge = with_judge[with_judge["kind"] == "ame"].set_index(["regression", "term"])
         note = None
     else:  # no refusal call changed an outcome (the reference judge makes none): the same numbers
         with_judge, note = paper, "the judge made no refusal call that changes an outcome"
-    per_persona = {p: int(called[tasks["persona"] == p].sum()) for p in set(tasks["persona"]) - {"original"}}
+    per_persona = {p: int(called[tasks["persona"].isin(["original", p])].sum())
+                   for p in set(tasks["persona"]) - {"original"}}
     columns = ["estimate", "ci_low", "ci_high", "n_obs"]
     table = paper[columns].join(with_judge[columns].add_suffix("_with_judge_refusals"), how="left").reset_index()
     table["judge_refusals"] = table["regression"].str.split("_vs_original").str[0].map(per_persona)
