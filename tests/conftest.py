@@ -21,27 +21,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
-def random_adapter(model_dir, path: Path, seed: int) -> Path:
-    """A LoRA adapter with nonzero, seeded weights: it changes the model's answers, as a trained one would."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
-    with torch.no_grad():
-        for name, weight in peft.named_parameters():
-            if "lora_B" in name:
-                weight.mul_(0.3)  # a nudge, not noise: answers stay fluent but differ from the base
-    peft.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def lora_adapters(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
     """Two random LoRA adapters of the tiny model, a1 and a2."""
+    from warmbench.bench import random_adapter
+
     root = tmp_path_factory.mktemp("adapters")
     return {name: str(random_adapter(tiny_model_dir, root / name, seed)) for name, seed in (("a1", 1), ("a2", 2))}
 

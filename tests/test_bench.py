@@ -35,8 +35,14 @@ def test_dag_benchmark_counts_the_paper_grid(capsys):
 
     assert dag_benchmark("config/paper.yaml", repeats=1, workdir=str(REPO)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("dry run of config/paper.yaml: ") and lines[-1].startswith("RATIO: dry run ")
-    assert any(line.split() == ["generate:", str(4 * 7 * 4 + 4 * (2 + 2 * 8))] for line in lines)
+    assert lines[0].startswith("dry run of config/paper.yaml: ") and lines[-2].startswith("RATIO: dry run ")
+    # one generation job per (open model, dataset): 4 open models x 7 datasets, and one on the validation prompts
+    # each, serving every variant (original, warm prompt, the trained checkpoints) from one engine
+    assert any(line.split() == ["generate:", str(4 * 7)] for line in lines)
+    assert any(line.split() == ["generate_validation:", "4"] for line in lines)
+    assert {line for line in lines if line.strip().startswith("engine starts of ")} == {
+        f"  engine starts of {model}: 8" for model in ("llama31_8b", "llama31_70b", "qwen25_32b", "mistral_small")}
+    assert lines[-1] == "engine starts per open model: max 8 (target <= 8)"
 
 
 @pytest.mark.slow

@@ -237,6 +237,15 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
     assert "slurm_partition=cpu" in jobs[("generate_api", "gpt4o")]
     judge = result.stdout.split("rule judge:")[1].split("rule ")[0]
     assert "slurm_partition=cpu" in judge and "judge_slots=1" in judge
+    # one generation job per (model, dataset), the validation prompts' on the GPU partition too; warmth per model
+    assert "gpu=4," in jobs[("generate_validation", "llama31_70b")]
+    assert "slurm_partition=gpu" in jobs[("generate_validation", "llama31_8b")]
+    assert "slurm_partition=gpu" in jobs[("warmth", "llama31_8b")] and "slurm_partition=gpu" in jobs[("warmth_api", "gpt4o")]
+    # the many small jobs go out as SLURM job arrays: the rules named there exist, each with several jobs
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout.split("Job stats:")[1], re.M))
+    arrays = [rule.strip() for rule in profile["slurm-array-jobs"].split(",")]
+    assert arrays == ["judge", "warmth"] and all(int(counts[rule]) > 1 for rule in arrays)
 
 
 def test_offline_jobs_and_localrules_name_the_same_rules():

@@ -194,3 +194,70 @@ def test_bench_pipeline_sums_the_real_benchmarks(run_dir):
     lines = bench.stdout.strip().splitlines()
     assert lines[-1].startswith("TOTAL:") and "peak job RSS" in lines[-1]
     assert any(line.startswith("generate") for line in lines)
+
+
+def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tables(run_dir, monkeypatch):
+    """One generation job per (model, dataset) starts one engine and writes every cell's table as the per-cell design
+    did: for each cell, a job of that cell alone (today's generate_local with one variant, its own empty cache) gives
+    the same rows and columns, the same prompts, seeds and provenance; a rerun of the generation jobs loads nothing.
+    (Kept last in this file: it reruns the generation jobs in the shared run folder.)"""
+    from warmbench import config as wb
+    from warmbench.call_cache import CallCache
+    from warmbench.generate import ENGINE_START, Variant, generate_local
+    from warmbench.llm import Sampling, TransformersChat
+
+    monkeypatch.chdir(run_dir)  # the run's paths (adapters, prompts) are relative to its folder
+    cfg = load_config()
+    datasets = cfg["evaluation"]["datasets"] + [wb.VALIDATION_DATASET]
+    logs = {p.stem: p.read_text() for p in (run_dir / "logs" / "generate" / "smollm2").glob("*.log")}
+    assert set(logs) == set(datasets)  # one job per dataset
+    assert all(text.count(ENGINE_START) == 1 for text in logs.values()), {k: v.count(ENGINE_START) for k, v in logs.items()}
+
+    cfg_full = yaml.safe_load((REPO / CONFIG).read_text())
+    wb.validate(cfg_full)
+    cells = wb.eval_cells(cfg_full) + wb.warmth_cells(cfg_full)
+    written = sorted(p.relative_to(run_dir / "results/generations").as_posix()
+                     for p in (run_dir / "results/generations").rglob("*.parquet"))
+    assert written == sorted(f"{c.model}/{c.persona}/{c.checkpoint}/{c.dataset}.parquet" for c in cells)
+    chat = TransformersChat(run_dir / "resources/models/smollm2", dtype=cfg_full["models"]["smollm2"]["dtype"], threads=2)
+    system_prompt = (run_dir / cfg_full["evaluation"]["warm_system_prompt"]).read_text().strip()
+    same = total = 0
+    for cell in cells:
+        path = run_dir / f"results/generations/{cell.model}/{cell.persona}/{cell.checkpoint}/{cell.dataset}.parquet"
+        table = pd.read_parquet(path)
+        prompts = pd.read_parquet(run_dir / f"results/prompts/{cell.dataset}.parquet")
+        checkpoint, epoch, adapter = cell.checkpoint, wb.label_epoch(cell.checkpoint), None
+        if cell.persona in wb.PERSONAS_TRAINED:  # the trained checkpoint this cell evaluates, from the run's files
+            if checkpoint == wb.SELECTED_CHECKPOINT:
+                checkpoint = json.loads((run_dir / f"results/warmth/smollm2/{cell.persona}/chosen_checkpoint.json")
+                                        .read_text())["checkpoint"]
+            manifest = json.loads((run_dir / f"results/train/smollm2/{cell.persona}/checkpoints.json").read_text())
+            entry = next(e for e in manifest["checkpoints"] if e["checkpoint"] == checkpoint)
+            epoch, adapter = entry["epoch"], f"results/train/smollm2/{cell.persona}/{entry['path']}"
+        sampling = (cfg_full["warmth"]["sampling"] if cell.dataset == wb.VALIDATION_DATASET else
+                    {**cfg_full["evaluation"]["sampling"], **cfg_full["evaluation"]["dataset_sampling"].get(cell.dataset, {})})
+        alone = generate_local(
+            prompts, [Variant(cell.persona, "alone", checkpoint, epoch, adapter,
+                              system_prompt if cell.persona == "warm_prompt" else None)],
+            model=cell.model, model_cfg=cfg_full["models"]["smollm2"], model_dir=str(run_dir / "resources/models/smollm2"),
+            cache=CallCache(run_dir / f"per_cell_cache/{cell.persona}_{cell.checkpoint}_{cell.dataset}"),
+            sampling=Sampling.from_config(sampling), batch_size=cfg_full["evaluation"]["batch_size"],
+            seed=cfg_full["seed"], load_engine=lambda: chat)["alone"]
+        assert list(table.columns) == list(alone.columns) and len(table) == len(alone) == len(prompts), path
+        provenance = [c for c in table.columns if c not in ("response", "n_tokens")]
+        pd.testing.assert_frame_equal(table[provenance], alone[provenance], obj=str(path))
+        same += int((table["response"] == alone["response"]).sum())
+        total += len(table)
+    # each prompt is sampled from its own seed: alone or batched with other variants it draws the same answer, up
+    # to bfloat16 arithmetic that varies with the batch's shape
+    assert same / total > 0.8, f"{same}/{total} responses as the per-cell jobs give them"
+
+    before = {p: pd.read_parquet(p) for p in (run_dir / "results/generations").rglob("*.parquet")}
+    rerun = snakemake(run_dir, "--cores", "2", "--configfile", CONFIG, "--forcerun", "generate", "generate_validation",
+                      "--until", "generate", "generate_validation")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    logs = {p.stem: p.read_text() for p in (run_dir / "logs" / "generate" / "smollm2").glob("*.log")}
+    assert set(logs) == set(datasets) and not any(ENGINE_START in text for text in logs.values())
+    assert all("the model is not loaded" in text for text in logs.values())
+    for path, frame in before.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(path), frame, obj=str(path))

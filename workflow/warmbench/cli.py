@@ -57,11 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     bjudge.add_argument("--items", type=int, default=4, help="TriviaQA smoke items, 28 prompts each")
     bjudge.add_argument("--concurrency", type=int, default=4)
 
-    bgen = bench.add_parser("generation", help="tokens/s of each generation backend vs a one-prompt-at-a-time loop")
-    bgen.add_argument("--model", default="resources/models/smollm2")
-    bgen.add_argument("--prompts", type=int, default=256)
-    bgen.add_argument("--max-new-tokens", type=int, default=32)
-    bgen.add_argument("--batch-size", type=int, default=64)
+    bgen = bench.add_parser("generation", help="one generation job per (model, dataset) vs one per cell, on the same "
+                            "prompts; with --backends: tokens/s of each backend vs a one-prompt-at-a-time loop")
+    bgen.add_argument("--backends", action="store_true", help="compare the backends instead of the job shapes")
+    bgen.add_argument("--model", default="resources/models/smollm2",
+                      help="model folder (default: %(default)s; jobs: materialised from the package if absent)")
+    bgen.add_argument("--prompts", type=int, default=256, help="--backends: prompts")
+    bgen.add_argument("--items", type=int, default=2, help="jobs: TriviaQA smoke items, 28 prompts each")
+    bgen.add_argument("--validation-prompts", type=int, default=16, help="jobs: validation prompts")
+    bgen.add_argument("--checkpoints", type=int, default=3, help="jobs: checkpoints per trained persona")
+    bgen.add_argument("--max-new-tokens", type=int, default=None, help="default: 24 (jobs), 32 (--backends)")
+    bgen.add_argument("--batch-size", type=int, default=None, help="default: 48 (jobs), 64 (--backends)")
     bgen.add_argument("--dtype", default="bfloat16")
 
     btrain = bench.add_parser("train", help="train tokens/s, s/step and peak memory of warmbench's LoRA training, "
@@ -154,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "generation":
         from .bench import generation_benchmark
 
-        return generation_benchmark(args.model, args.prompts, args.max_new_tokens, args.batch_size, args.dtype)
+        if args.backends:
+            return generation_benchmark(args.model, args.prompts, args.max_new_tokens or 32, args.batch_size or 64,
+                                        args.dtype)
+        from .bench import generation_job_benchmark
+
+        return generation_job_benchmark(args.model, args.items, args.validation_prompts, args.checkpoints,
+                                        args.max_new_tokens or 24, args.batch_size or 48, args.dtype)
     if args.what == "train":
         from .bench import train_benchmark
 

@@ -31,6 +31,7 @@ from .train import MANIFEST
 
 log = logging.getLogger(__name__)
 
+ENGINE_START = "loading the model"  # logged once per engine start (tests count these in the job logs)
 # Part of every generation cache key: raise it when the way a row is drawn changes (then nothing cached is reused).
 GENERATION_CACHE_VERSION = 1
 
@@ -229,10 +230,14 @@ def run(smk) -> None:
                               sampling=sampling, seed=smk.params.seed)
     else:
         model_dir = smk.input.base_model[0]
+
+        def load_engine():
+            log.info("%s: %s (the job's one engine start)", ENGINE_START, model_dir)
+            return make_generator(model_cfg, model_dir, smk.threads)
+
         frames = generate_local(prompts, variants, model=smk.wildcards.model, model_cfg=model_cfg,
                                 model_dir=model_dir, cache=cache, sampling=sampling,
-                                batch_size=smk.params.batch_size, seed=smk.params.seed,
-                                load_engine=lambda: make_generator(model_cfg, model_dir, smk.threads))
+                                batch_size=smk.params.batch_size, seed=smk.params.seed, load_engine=load_engine)
     for v in variants:
         frame = frames[v.output]
         write_table(v.output, frame)
