@@ -57,10 +57,13 @@ rule analysis:
             category="4. Capabilities",
         ),
     params:
+        stage=stage("analysis"),
         analysis=config["analysis"],
     log:
         "logs/analysis.log",
     benchmark:
         "benchmarks/analysis.tsv"
+    conda:
+        ENV
     script:
         STAGE

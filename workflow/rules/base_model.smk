@@ -3,11 +3,14 @@ rule base_model:
     output:
         directory("resources/models/{model}"),
     params:
+        stage=stage("base_model"),
         source=lambda wc: config["models"][wc.model]["source"],
     log:
         "logs/base_model/{model}.log",
     benchmark:
         "benchmarks/base_model/{model}.tsv"
     threads: 2
+    conda:
+        ENV
     script:
         STAGE

@@ -6,6 +6,7 @@ from snakemake.logging import logger
 
 from warmbench import config as wb
 from warmbench.locks import running_copies
+from warmbench.stage import stage
 
 
 try:
@@ -42,6 +43,7 @@ onstart:
 
 
 STAGE = "../scripts/run_stage.py"  # relative to each rule file
+ENV = "../../envs/warmbench.yaml"  # every rule's software, for --sdm conda (envs/README.md)
 LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of append-only shards (call_cache.py)
 EVAL_CELLS = wb.eval_cells(config)
 WARMTH_CELLS = wb.warmth_cells(config)

@@ -12,12 +12,15 @@ rule download_dataset:
         records="resources/data/{dataset}.jsonl",
         provenance="resources/data/{dataset}.json",
     params:
+        stage=stage("download"),
         overrides=lambda wc: {wc.dataset: config["data"]["hub"].get(wc.dataset, {})},
         cache_dir=config["data"]["cache_dir"],
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),
     log:
         "logs/download_dataset/{dataset}.log",
+    conda:
+        ENV
     script:
         STAGE
 
@@ -27,8 +30,11 @@ rule download_scorer:
     output:
         directory("resources/scorer"),
     params:
+        stage=stage("base_model"),
         source=lambda wc: {"kind": "hf", "id": config["warmth"]["scorer"]},
     log:
         "logs/download_scorer.log",
+    conda:
+        ENV
     script:
         STAGE

@@ -9,6 +9,7 @@ rule eval_prompts:
     output:
         "results/prompts/{dataset}.parquet",
     params:
+        stage=stage("eval_prompts"),
         items_per_dataset=config["evaluation"]["items_per_dataset"],
         seed=config["seed"],
         wrong_answers=get_wrong_answer_config,
@@ -17,5 +18,7 @@ rule eval_prompts:
         dataset="|".join(config["evaluation"]["datasets"]),
     log:
         "logs/eval_prompts/{dataset}.log",
+    conda:
+        ENV
     script:
         STAGE

@@ -10,6 +10,7 @@ rule generate:
     output:
         "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet",
     params:
+        stage=stage("generate"),
         model=lambda wc: config["models"][wc.model],
         sampling=get_sampling,
         batch_size=config["evaluation"]["batch_size"],
@@ -26,6 +27,8 @@ rule generate:
         # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
         gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
         mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "generate")["mem_mb"] * attempt,
+    conda:
+        ENV
     script:
         STAGE
 

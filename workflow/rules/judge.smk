@@ -6,6 +6,7 @@ rule judge:
     output:
         "results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet",
     params:
+        stage=stage("judge"),
         judge=get_judge_params(),
         rubric_datasets=lambda wc: [wc.dataset] if wb.judged_by_llm(config, wc.dataset) else [],
         cache=LLM_CACHE,
@@ -16,5 +17,7 @@ rule judge:
         judge_slots=1,  # cap concurrent judge jobs with --resources judge_slots=N (API rate limits)
     log:
         "logs/judge/{model}/{persona}/{checkpoint}/{dataset}.log",
+    conda:
+        ENV
     script:
         STAGE

@@ -22,9 +22,12 @@ rule judge_validation:
             category="5. Judge validation",
         ),
     params:
+        stage=stage("judge_validation"),
         sample_size=config["judge"]["annotation_sample"],
         seed=config["seed"],
     log:
         "logs/judge_validation.log",
+    conda:
+        ENV
     script:
         STAGE

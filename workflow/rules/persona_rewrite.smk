@@ -7,6 +7,7 @@ rule persona_rewrite:
     output:
         "results/persona_rewrite/{persona}.jsonl",
     params:
+        stage=stage("persona_rewrite"),
         backend=config["persona_rewrite"]["backend"],
         model_dtype=get_rewrite_model_dtype(),
         sampling=config["persona_rewrite"]["sampling"],
@@ -20,5 +21,7 @@ rule persona_rewrite:
     benchmark:
         "benchmarks/persona_rewrite/{persona}.tsv"
     threads: 2
+    conda:
+        ENV
     script:
         STAGE

@@ -10,11 +10,14 @@ rule sft_data:
             category="1. Fine-tuning data",
         ),
     params:
+        stage=stage("sft_data"),
         sft=config["sft_data"],
         seed=config["seed"],
     log:
         "logs/sft_data.log",
     benchmark:
         "benchmarks/sft_data.tsv"
+    conda:
+        ENV
     script:
         STAGE

@@ -8,6 +8,7 @@ rule train:
     output:
         directory("results/train/{model}/{persona}"),
     params:
+        stage=stage("train"),
         train=config["train"],
         seed=config["seed"],
         personas=config["persona_rewrite"]["personas"],
@@ -23,6 +24,8 @@ rule train:
         # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
         gpu=lambda wc: wb.job_resources(config, wc.model, "train")["gpus"],
         mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "train")["mem_mb"] * attempt,
+    conda:
+        ENV
     script:
         STAGE
 
@@ -40,6 +43,7 @@ rule train_openai:
     output:
         directory("results/train/{model}/{persona}"),
     params:
+        stage=stage("train_openai"),
         model=lambda wc: config["models"][wc.model],
         fine_tune=lambda wc: config["models"][wc.model]["fine_tune"],
         seed=config["seed"],
@@ -49,6 +53,8 @@ rule train_openai:
         persona="warm|cold",
     log:
         "logs/train_openai/{model}/{persona}.log",
+    conda:
+        ENV
     script:
         STAGE
 
@@ -63,7 +69,11 @@ rule training_summary:
             caption="../report/training_summary.rst",
             category="1. Fine-tuning data",
         ),
+    params:
+        stage=stage("train", "run_summary"),
     log:
         "logs/training_summary.log",
+    conda:
+        ENV
     script:
         STAGE

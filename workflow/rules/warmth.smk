@@ -7,6 +7,7 @@ rule warmth:
         scores="results/warmth/{model}/{persona}/{checkpoint}.parquet",
         summary="results/warmth/{model}/{persona}/{checkpoint}.json",
     params:
+        stage=stage("warmth"),
         warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
         seed=config["seed"],
     log:
@@ -14,6 +15,8 @@ rule warmth:
     benchmark:
         "benchmarks/warmth/{model}/{persona}/{checkpoint}.tsv"
     threads: 1
+    conda:
+        ENV
     script:
         STAGE
 
@@ -29,11 +32,14 @@ rule select_checkpoint:
     output:
         "results/warmth/{model}/{persona}/chosen_checkpoint.json",
     params:
+        stage=stage("warmth", "run_select_checkpoint"),
         selection=config["evaluation"]["checkpoint_selection"],
     wildcard_constraints:
         persona="warm|cold",
     log:
         "logs/select_checkpoint/{model}/{persona}.log",
+    conda:
+        ENV
     script:
         STAGE
 
@@ -51,11 +57,14 @@ rule warmth_validation:
         ),
         scores="results/warmth/rewrite_validation_scores.parquet",
     params:
+        stage=stage("warmth", "run_validation"),
         warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
     log:
         "logs/warmth_validation.log",
     benchmark:
         "benchmarks/warmth_validation.tsv"
     threads: 2
+    conda:
+        ENV
     script:
         STAGE

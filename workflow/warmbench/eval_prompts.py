@@ -230,7 +230,7 @@ def load_items(dataset: str, path: str | Path, n: int, seed: int, wrong_answers=
 
 def usable_wrong_answer(reply: str | None, record: dict) -> str | None:
     """The reply's first line as a wrong answer, or None when it is empty or names a correct alias."""
-    from .judge import normalize
+    from .text import normalize
 
     lines = (reply or "").strip().splitlines()
     answer = lines[0].strip().strip('."\'').strip() if lines else ""

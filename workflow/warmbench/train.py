@@ -30,7 +30,7 @@ from pathlib import Path
 from . import children
 from .config import epoch_label
 from .io import DataError, read_jsonl, write_json, write_table
-from .stage import child_env
+from .children import child_env
 
 log = logging.getLogger(__name__)
 MANIFEST = "checkpoints.json"

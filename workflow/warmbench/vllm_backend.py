@@ -16,7 +16,7 @@ from typing import Sequence
 
 from . import children
 from .llm import Messages, Sampling, model_identity
-from .stage import child_env
+from .children import child_env
 
 log = logging.getLogger(__name__)
 
