@@ -327,3 +327,23 @@ def test_a_real_run_of_the_paper_config_without_secrets_stops_before_any_job(tmp
     assert re.search(r"Missing secrets: OPENAI_API_KEY is not set, needed by .*; HF_TOKEN is not set, needed by "
                      r"data\.hub\.disinfo", result.stderr)
     assert not (work / "logs").exists() and not (work / "resources").exists() and not (work / "results").exists()
+
+
+@pytest.mark.parametrize("contrasts, message", [
+    ([["warm", "kind"]], r"analysis\.contrasts\[0\]: 'kind' is not an evaluated persona \(evaluated: original, "
+                         r"warm_prompt, warm, cold\)"),
+    ([["warm", "cold"], ["cold", "cold"]], r"analysis\.contrasts\[1\]: a persona against itself \('cold'\)"),
+])
+def test_bad_contrasts_name_their_key(contrasts, message):
+    cfg = default_config()
+    cfg["analysis"] = {**cfg.get("analysis", {}), "contrasts": contrasts}
+    validate(cfg)
+    with pytest.raises(wb.ConfigError, match=message):
+        wb.check(cfg, root=REPO)
+
+
+def test_a_contrast_must_be_a_pair():
+    cfg = default_config()
+    cfg["analysis"] = {"contrasts": [["warm"]]}
+    with pytest.raises(wb.ConfigError, match=r"analysis\.contrasts"):
+        validate(cfg)

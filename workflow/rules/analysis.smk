@@ -15,6 +15,11 @@ rule analysis:
             caption="../report/paired_tests_by_template.rst",
             category="3. Accuracy",
         ),
+        contrasts=report(
+            "results/analysis/contrasts.csv",
+            caption="../report/contrasts.rst",
+            category="3. Accuracy",
+        ),
         regressions=report(
             "results/analysis/regressions.csv",
             caption="../report/regressions.rst",

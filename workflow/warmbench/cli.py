@@ -8,6 +8,13 @@ import sys
 from .children import exit_on_signals
 
 
+def _contrast(text: str) -> tuple[str, str]:
+    persona, _, reference = text.partition(":")
+    if not persona or not reference or ":" in reference:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PERSONA:REFERENCE, e.g. warm:cold")
+    return persona, reference
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -24,11 +31,15 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = commands.add_parser("stats", help="paired tests and regressions of a graded table")
     stats.add_argument("graded", help="graded table (.parquet), from the pipeline or import-paper-outputs")
-    stats.add_argument("out_dir", help="folder for paired_tests.csv, paired_tests_by_template.csv, regressions.csv and refusal_sensitivity.csv")
+    stats.add_argument("out_dir", help="folder for paired_tests.csv, paired_tests_by_template.csv, contrasts.csv, "
+                                       "regressions.csv and refusal_sensitivity.csv")
     stats.add_argument("--fdr-family", choices=["paper", "table", "study"], default="paper",
                        help="Benjamini-Hochberg family: paper = each model x persona (all conditions, test types and "
                             "datasets; the default), table = each model x persona x dataset, study = every test")
     stats.add_argument("--length-control", action="store_true", help="also fit each regression with log length")
+    stats.add_argument("--contrast", action="append", default=[], metavar="PERSONA:REFERENCE",
+                       type=_contrast,
+                       help="also test PERSONA against REFERENCE on identical prompts (repeatable), e.g. warm:cold")
 
     explore = commands.add_parser("explore", help="a graded table -> the static HTML answer explorer (OUT/index.html)")
     explore.add_argument("graded", help="graded table (.parquet), from the pipeline or import-paper-outputs")
@@ -121,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         from .analysis import write_stats
 
         paired, regressions = write_stats(pd.read_parquet(args.graded), args.out_dir, args.fdr_family,
-                                          args.length_control)
+                                          args.length_control, args.contrast)
         print(f"wrote {len(paired)} paired tests and {len(regressions)} regression rows to {args.out_dir}")
         return 0
     if args.command == "explore":

@@ -266,6 +266,19 @@ def writes_wrong_answers(config: dict) -> bool:
     return config["data"]["source"] == "hub" and "triviaqa" in config["evaluation"]["datasets"]
 
 
+def _check_contrasts(config: dict) -> None:
+    """analysis.contrasts: two different personas that the study evaluates."""
+    evaluated = [*PERSONAS_UNTRAINED, *config["persona_rewrite"]["personas"]]
+    for k, (persona, reference) in enumerate(config["analysis"]["contrasts"]):
+        where = f"analysis.contrasts[{k}]"
+        unknown = [name for name in (persona, reference) if name not in evaluated]
+        if unknown:
+            raise ConfigError(f"{where}: {', '.join(map(repr, unknown))} is not an evaluated persona "
+                              f"(evaluated: {', '.join(evaluated)})")
+        if persona == reference:
+            raise ConfigError(f"{where}: a persona against itself ({persona!r})")
+
+
 def check(config: dict, root: str | os.PathLike = ".") -> None:
     """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job. Secrets
     (API keys, the hub token) are not checked here: see missing_secrets."""
@@ -289,6 +302,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         if prompt is None:
             raise ConfigError(f"persona_rewrite.prompts.{persona}: no rewrite prompt for persona {persona!r}")
         _require_file(root, prompt, f"persona_rewrite.prompts.{persona}")
+    _check_contrasts(config)
     _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
     _require_file(root, config["evaluation"]["warm_system_prompt"], "evaluation.warm_system_prompt")
     source = config["sft_data"]["source"]
