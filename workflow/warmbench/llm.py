@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .base_model import SOURCE_RECORD
 from .call_cache import CallCache  # noqa: F401 - the cache's public home is here, beside cached_chat
 from .io import sha256_file
 
@@ -102,7 +103,6 @@ IDENTITY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "to
                   "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "tokenizer.model",
                   "model.safetensors.index.json", "pytorch_model.bin.index.json")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-SOURCE_RECORD = "warmbench_source.json"  # written by base_model: the source block and the revision fetched
 
 
 def _safetensors_header(path: Path) -> bytes:
