@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from warmbench.analysis import contrast_tests, paired_tests, paired_tests_by_template, persona_regressions
+from warmbench.config import REPO_ROOT
 from warmbench.bench import simulated_graded
 from warmbench.io import DataError
 from warmbench.paper_import import import_paper_outputs
@@ -352,3 +353,41 @@ def test_stats_command_takes_contrasts(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "warmbench.cli", "stats", str(tmp_path / "graded.parquet"),
                           str(tmp_path / "out"), "--contrast", "warm"], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected PERSONA:REFERENCE" in bad.stderr
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """module -> the package modules it imports, at the top or inside a function."""
+    import ast
+
+    package = REPO_ROOT / "workflow" / "warmbench"
+    modules = {path.stem for path in package.glob("*.py")}
+    edges = {}
+    for path in package.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("warmbench."):
+                deps.add(node.module.split(".")[1])
+        edges[path.stem] = deps & modules - {path.stem}
+    return edges
+
+
+def test_the_package_has_no_import_circle():
+    # analysis -> figures -> analysis was one: each module's imports form a tree, so either can be read (and
+    # imported) on its own
+    edges, cycles = _package_imports(), []
+
+    def visit(module, path):
+        for dep in sorted(edges[module]):
+            if dep in path:
+                cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in done:
+                visit(dep, path + [dep])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(edges):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, f"import circles: {cycles}"

@@ -22,10 +22,37 @@ def test_summary_per_rule_from_snakemake_benchmark_files(tmp_path):
 def test_warmth_benchmark_prints_the_ratio_last(tiny_model_dir, capsys):
     from warmbench.bench import warmth_benchmark
 
-    assert warmth_benchmark(str(tiny_model_dir), n_texts=3, batch_size=8) == 0
+    assert warmth_benchmark(str(tiny_model_dir), n_texts=4, batch_size=8, baseline_texts=2) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("RATIO: warmbench scorer is ")
-    assert any("reference loop, float32" in line and "r=1.0000" in line for line in lines)
+    assert lines[-1].startswith("RATIO: warmbench scorer is ") and "texts/s" in lines[-1]
+    # the slow loops score a sample, the scorer all texts; rates are compared, scores on the common sample
+    assert "the one-at-a-time loops on the first 2" in lines[0]
+    assert any("reference loop, float32" in line and "   2 texts" in line and "r=1.0000" in line for line in lines)
+    assert any("warmbench, bfloat16, batch 8" in line and "   4 texts" in line for line in lines)
+
+
+@pytest.mark.parametrize("bench, argv, expected", [
+    ("stats", [], {"rows": 44_000}),
+    ("stats", ["--full"], {"rows": 440_000}),
+    ("stats", ["--full", "--rows", "1000"], {"rows": 1000}),
+    ("warmth", [], {"n_texts": 96, "baseline_texts": 16}),
+    ("warmth", ["--full"], {"n_texts": 512, "baseline_texts": 512}),
+    ("judge", [], {"n_items": 1, "n_prompts": 8}),
+    ("judge", ["--full"], {"n_items": 4, "n_prompts": None}),
+    ("explorer", [], {"rows": 100_000}),
+    ("explorer", ["--full"], {"rows": 1_000_000}),
+    ("cache", [], {"records": 50_000, "lookups": 2_250}),
+    ("cache", ["--full"], {"records": 200_000, "lookups": 9_000}),
+])
+def test_benchmarks_are_quick_by_default_and_paper_size_with_full(monkeypatch, bench, argv, expected):
+    # each default fits about 3 minutes on 2 shared cores (README lists the times); --full is the large version
+    import warmbench.bench
+    from warmbench.cli import main
+
+    seen = {}
+    monkeypatch.setattr(warmbench.bench, f"{bench}_benchmark", lambda *args, **kwargs: seen.update(kwargs) or 0)
+    assert main(["bench", bench, *argv]) == 0
+    assert {k: seen[k] for k in expected} == expected
 
 
 def test_dag_benchmark_counts_the_paper_grid(capsys):

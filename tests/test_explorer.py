@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from warmbench.analysis import TEST_TYPES, paired_tests
+from warmbench.analysis import paired_tests
 from warmbench.bench import simulated_graded
+from warmbench.eval_prompts import TEST_TYPES
 from warmbench.explorer import (ABSENT, PERSONA_ORDER, SCREENSHOT_SIZE, build_explorer, evaluated_checkpoints, find_chromium,
                                 first_discordant, headless_browser, read_data_file, read_manifest, screenshot)
 

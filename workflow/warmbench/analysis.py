@@ -16,16 +16,13 @@ import pandas as pd
 
 from . import figures
 from .config import CAPABILITY_DATASETS
+from .eval_prompts import context_type, test_type
 from .io import require_columns, write_table
 from .stats import Counterfactuals, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
 
 log = logging.getLogger(__name__)
 
 GRADED_COLUMNS = ["model", "persona", "dataset", "item_id", "context", "belief", "incorrect"]
-# Templates pooled into the two test types, as the released analysis does.
-TEST_TYPES = {"none": "normal", "original": "normal", "original_neutral": "normal",
-              "incorrect": "sycophancy", "correct": "sycophancy"}
-CONTEXT_TYPES = {"unmodified": "none", "emotion": "emotional", "relation": "relational", "stake": "stakes"}
 # Benjamini-Hochberg families. `paper`: all amendment types (conditions), test types and datasets of one model x
 # persona, as the paper corrects "across amendment types and datasets" (capability benchmarks, asked once, are
 # a family of their own); `table`: one model x persona x dataset (the released code's per-table practice);
@@ -45,16 +42,6 @@ REGRESSION_COLUMNS = ["regression", "kind", "term", "estimate", "ci_low", "ci_hi
 SENSITIVITY_COLUMNS = ["regression", "term", "estimate", "ci_low", "ci_high", "n_obs", "estimate_with_judge_refusals",
                        "ci_low_with_judge_refusals", "ci_high_with_judge_refusals", "n_obs_with_judge_refusals",
                        "judge_refusals", "note"]
-
-
-def test_type(belief: str) -> str:
-    if belief not in TEST_TYPES:
-        raise ValueError(f"unknown prompt template {belief!r} (known: {', '.join(TEST_TYPES)})")
-    return TEST_TYPES[belief]
-
-
-def context_type(context: str) -> str:
-    return CONTEXT_TYPES.get(context.split(":")[0], "other")
 
 
 def _pairs(graded: pd.DataFrame, persona: str, reference: str = "original") -> pd.DataFrame:

@@ -17,6 +17,24 @@ from pathlib import Path
 from . import children
 from .config import REPO_ROOT
 
+# Sizes of the stage benchmarks: by default each finishes in about 3 minutes on 2 shared cores (slow baselines
+# are timed on a sample and compared by rate); `--full` runs the paper-size version. A size given on the command
+# line wins over both.
+SIZES = {
+    "stats": {"quick": {"rows": 44_000}, "full": {"rows": 440_000}},
+    "warmth": {"quick": {"n_texts": 96, "baseline_texts": 16}, "full": {"n_texts": 512, "baseline_texts": 512}},
+    "judge": {"quick": {"n_items": 1, "n_prompts": 8}, "full": {"n_items": 4, "n_prompts": None}},
+    "explorer": {"quick": {"rows": 100_000}, "full": {"rows": 1_000_000}},
+    "cache": {"quick": {"records": 50_000, "shards": 50, "lookups": 2_250},
+              "full": {"records": 200_000, "shards": 50, "lookups": 9_000}},
+}
+STATS_TARGET_S, STATS_TARGET_ROWS = 60, 440_000  # all tests and regressions of the paper-size table in a minute
+
+
+def sizes(bench: str, full: bool = False, **given) -> dict:
+    """The sizes `bench` runs at: the quick or full defaults, with the ones given (not None) in their place."""
+    return {**SIZES[bench]["full" if full else "quick"], **{k: v for k, v in given.items() if v is not None}}
+
 
 def _child_main(target, args, queue) -> None:
     children.die_with_parent()  # a benchmark run never outlives the benchmark, however it ends
@@ -133,7 +151,7 @@ def simulated_graded(rows: int = 440_000, seed: int = 0, warm_effect: float = 0.
     return graded
 
 
-def stats_benchmark(rows: int = 440_000, seed: int = 0) -> int:
+def stats_benchmark(rows: int = SIZES["stats"]["full"]["rows"], seed: int = 0) -> int:
     """Fit every regression of the study on a simulated table; print time, peak memory and the AMEs."""
     import resource
 
@@ -154,16 +172,20 @@ def stats_benchmark(rows: int = 440_000, seed: int = 0) -> int:
     print(f"paired tests: {len(paired):,} in {tested - built:.1f} s")
     print(f"regressions: {regressions['regression'].nunique()} fits, {len(regressions):,} rows in {fitted - tested:.1f} s")
     print(main[["regression", "ame_pp", "ci_low", "ci_high"]].to_string(index=False))
-    print(f"TOTAL: {fitted - built:.1f} s for all tests and regressions on {len(graded):,} rows, "
-          f"peak RSS {peak:,.0f} MiB (targets: <= 60 s, <= 4096 MiB)")
+    rate, target_rate = len(graded) / (fitted - built), STATS_TARGET_ROWS / STATS_TARGET_S
+    print(f"TOTAL: {fitted - built:.1f} s for all tests and regressions on {len(graded):,} rows ({rate:,.0f} rows/s), "
+          f"peak RSS {peak:,.0f} MiB (targets: >= {target_rate:,.0f} rows/s, i.e. {STATS_TARGET_ROWS:,} rows in "
+          f"<= {STATS_TARGET_S} s; <= 4096 MiB at that size)")
     return 0
 
 
-def warmth_benchmark(model_dir: str, n_texts: int = 512, batch_size: int = 16, threads: int = 2,
-                     dtype: str = "bfloat16") -> int:
+def warmth_benchmark(model_dir: str, n_texts: int = SIZES["warmth"]["full"]["n_texts"], batch_size: int = 16, threads: int = 2,
+                     dtype: str = "bfloat16", baseline_texts: int | None = None) -> int:
     """SocioT scoring of the same texts: the reference-style loop (float32, one (text, prefix) pair per forward)
     against warmbench's scorer (batched, length-sorted, LM head only at scored tokens, in `dtype`); the same
-    one-at-a-time loop in `dtype` separates what batching buys from what the dtype buys."""
+    one-at-a-time loop in `dtype` separates what batching buys from what the dtype buys. The one-at-a-time loops
+    score the first `baseline_texts` texts only (all by default) and are compared by rate (texts/s); scores are
+    compared on the texts both scored."""
     import numpy as np
 
     from .sft_data import build_split, iter_sharegpt, sharegpt_path
@@ -173,31 +195,37 @@ def warmth_benchmark(model_dir: str, n_texts: int = 512, batch_size: int = 16, t
                  "train_per_type": n_texts, "validation_per_type": 1}
     split = build_split(iter_sharegpt(sharegpt_path({"kind": "sharegpt_package"})), split_cfg, seed=0)
     texts = [m["content"][:300] for c in split.train for m in c["messages"] if m["role"] == "assistant"][:n_texts]
-    runs = {"reference loop, float32": ("float32", 1), f"one at a time, {dtype}": (dtype, 1),
-            f"warmbench, {dtype}, batch {batch_size}": (dtype, batch_size)}
+    sample = texts[:min(baseline_texts or len(texts), len(texts))]
+    runs = {"reference loop, float32": ("float32", 1, sample), f"one at a time, {dtype}": (dtype, 1, sample),
+            f"warmbench, {dtype}, batch {batch_size}": (dtype, batch_size, texts)}
     scorers, timings = {}, {}
-    for name, (run_dtype, size) in runs.items():
+    for name, (run_dtype, size, run_texts) in runs.items():
         if run_dtype not in scorers:
             scorers[run_dtype] = SocioTScorer(model_dir, threads=threads, dtype=run_dtype)
             scorers[run_dtype].loglik(texts[:4], batch_size=4)  # warm-up
         started = time.perf_counter()
-        result = scorers[run_dtype].loglik(texts, batch_size=size)
-        timings[name] = (time.perf_counter() - started, warmth_scores(result))
-    print(f"{len(texts)} ShareGPT replies (<= 300 chars) x 8 SocioT prefixes, scorer {model_dir}, {threads} threads")
-    (base_s, base), _, (fast_s, fast) = timings.values()
-    for name, (seconds, scores) in timings.items():
-        agreement = np.corrcoef(base, scores)[0, 1]
-        print(f"  {name:>32}: {seconds:7.1f} s  {len(texts) / seconds:6.2f} texts/s  {base_s / seconds:5.1f}x  "
-              f"warmth r={agreement:.4f} vs reference, max |diff| {np.abs(base - scores).max():.3f}")
-    one_s = timings[f"one at a time, {dtype}"][0]
-    print(f"  (per-text warmth SD {base.std():.3f}; batching alone gives {one_s / fast_s:.1f}x in {dtype})")
-    print(f"RATIO: warmbench scorer is {base_s / fast_s:.1f}x the one-at-a-time reference loop (target >= 4x)")
+        result = scorers[run_dtype].loglik(run_texts, batch_size=size)
+        seconds = time.perf_counter() - started
+        timings[name] = (len(run_texts) / seconds, seconds, len(run_texts), warmth_scores(result))
+    print(f"{len(texts)} ShareGPT replies (<= 300 chars) x 8 SocioT prefixes, scorer {model_dir}, {threads} threads; "
+          f"the one-at-a-time loops on the first {len(sample)}")
+    (base_rate, _, _, base), _, (fast_rate, _, _, fast) = timings.values()
+    for name, (rate, seconds, n, scores) in timings.items():
+        common = scores[:len(sample)]
+        print(f"  {name:>32}: {n:4d} texts {seconds:7.1f} s  {rate:6.2f} texts/s  {rate / base_rate:5.1f}x  "
+              f"warmth r={np.corrcoef(base, common)[0, 1]:.4f} vs reference, max |diff| {np.abs(base - common).max():.3f}")
+    one_rate = timings[f"one at a time, {dtype}"][0]
+    print(f"  (per-text warmth SD {base.std():.3f}; batching alone gives {fast_rate / one_rate:.1f}x in {dtype})")
+    print(f"RATIO: warmbench scorer is {fast_rate / base_rate:.1f}x the one-at-a-time reference loop in texts/s "
+          "(target >= 4x)")
     return 0
 
 
-def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, workdir: str | None = None) -> int:
+def judge_benchmark(model_dir: str, n_items: int = SIZES["judge"]["full"]["n_items"], concurrency: int = 4, workdir: str | None = None,
+                    n_prompts: int | None = None) -> int:
     """The LLM judge against a real OpenAI-compatible server on loopback (`transformers serve` with `model_dir`
-    as a stand-in judge): calls and verdicts/s on a first run, then the calls a rerun makes (target 0)."""
+    as a stand-in judge): calls and verdicts/s on a first run, then the calls a rerun makes (target 0). With
+    `n_prompts`, a seeded sample of that many of the items' prompts."""
     import tempfile
     import pandas as pd
 
@@ -208,6 +236,8 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
 
     items = load_items("triviaqa", smoke_path("triviaqa"), n_items, seed=0)
     frame = pd.DataFrame(expand_conditions(items, load_amendments(REPO_ROOT / "config" / "amendments.yaml"), seed=0))
+    if n_prompts is not None and n_prompts < len(frame):
+        frame = frame.sample(n_prompts, random_state=0).sort_index().reset_index(drop=True)
     answers = ["The answer is {c}.", "I think it's {i}, like you said!", "Hmm, {c} or maybe {i}?"]
     frame["response"] = [answers[k % 3].format(c=c, i=i)
                          for k, (c, i) in enumerate(zip(frame["correct_answer"], frame["incorrect_answer"]))]
@@ -218,7 +248,7 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
         # the server dies with this benchmark; if the benchmark is killed, the server's guardian removes `tmp`
         with LocalServer(model_dir, free_port(), Path(tmp) / "server.log", remove=(tmp,)) as server:
             judge = OpenAIChat(str(model_dir), base_url=server.base_url, api_key_env="WARMBENCH_BENCH_KEY",
-                               max_concurrency=concurrency, max_retries=4, timeout_s=300)
+                               max_concurrency=concurrency, max_retries=4, timeout_s=300)  # a CPU server is slow
             cache = CallCache(Path(tmp) / "calls.sqlite")
             runs = {}
             for name in ("first run", "rerun"):
@@ -226,7 +256,7 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
                 result = judge_with_llm(frame, rubrics, judge, cache, sampling, parse_retries=1)
                 runs[name] = (time.perf_counter() - started, result["judge_calls"], server.requests())
             missing = sum(v is None for v in result["llm_verdict"])
-    print(f"{len(frame)} TriviaQA verdicts ({n_items} items x {len(frame) // max(n_items, 1)} prompts), judge {model_dir} served by "
+    print(f"{len(frame)} TriviaQA verdicts (prompts of {n_items} items), judge {model_dir} served by "
           f"`transformers serve` on 127.0.0.1, concurrency {concurrency}; {missing} missing after a re-ask")
     served_before = 0
     for name, (seconds, calls, served) in runs.items():
@@ -239,7 +269,8 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
     return 0
 
 
-def cache_benchmark(records: int = 200_000, shards: int = 50, lookups: int = 9_000, workdir: str | None = None) -> int:
+def cache_benchmark(records: int = SIZES["cache"]["full"]["records"], shards: int = SIZES["cache"]["full"]["shards"],
+                    lookups: int = SIZES["cache"]["full"]["lookups"], workdir: str | None = None) -> int:
     """The LLM call cache at study scale: `records` judge-sized calls (a short reply, the usual metadata) spread over
     `shards` shards (one per job that made calls), then one job's `lookups` keys found in one pass, against the
     single SQLite file used before (an indexed lookup per key). Also the time of a durable (fsync'ed) put."""
@@ -532,7 +563,8 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     return 0
 
 
-def explorer_benchmark(rows: int = 1_000_000, response_chars: int = 600, out: str = "results/bench_explorer") -> int:
+def explorer_benchmark(rows: int = SIZES["explorer"]["full"]["rows"], response_chars: int = 600,
+                       out: str = "results/bench_explorer") -> int:
     """Build the answer explorer from a simulated paper-size graded table (texts of realistic length); print the
     build time and file sizes, and, with headless Chromium, how long the page takes to open, filter, show a prompt
     and search one model x dataset."""

@@ -15,6 +15,14 @@ def _contrast(text: str) -> tuple[str, str]:
     return persona, reference
 
 
+def _size_help(bench: str, key: str, what: str) -> str:
+    from .bench import SIZES
+
+    quick, full = (SIZES[bench][size][key] for size in ("quick", "full"))
+    shown = lambda v: "all" if v is None else f"{v:,}"  # noqa: E731
+    return f"{what} (default: {shown(quick)}; --full: {shown(full)})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,19 +61,25 @@ def main(argv: list[str] | None = None) -> int:
     pipe.add_argument("--configfile", help="config for --run (default: the embedded default)")
     pipe.add_argument("--cores", type=int, default=2)
     bstats = bench.add_parser("stats", help="time and memory of all regressions on a simulated paper-size table")
-    bstats.add_argument("--rows", type=int, default=440_000)
+    bstats.add_argument("--rows", type=int, help=_size_help("stats", "rows", "simulated graded rows"))
+    bstats.add_argument("--full", action="store_true", help="the paper-size table")
     bstats.add_argument("--seed", type=int, default=0)
 
     bwarmth = bench.add_parser("warmth", help="SocioT texts/s, batched vs one at a time, on the same texts")
     bwarmth.add_argument("--model", default="resources/models/smollm2", help="scorer checkpoint (default: %(default)s)")
-    bwarmth.add_argument("--texts", type=int, default=512)
+    bwarmth.add_argument("--texts", type=int, help=_size_help("warmth", "n_texts", "texts warmbench's scorer scores"))
+    bwarmth.add_argument("--baseline-texts", type=int,
+                         help=_size_help("warmth", "baseline_texts", "of those, texts the one-at-a-time loops score"))
+    bwarmth.add_argument("--full", action="store_true", help="the full set of texts, every loop on all of them")
     bwarmth.add_argument("--batch-size", type=int, default=16)
     bwarmth.add_argument("--dtype", default="bfloat16", help="dtype of warmbench's scorer (default: %(default)s)")
 
     bjudge = bench.add_parser("judge", help="LLM judge calls on a first run and a rerun, and verdicts/s, "
                               "against a loopback OpenAI-compatible server")
     bjudge.add_argument("--model", default="resources/models/smollm2", help="stand-in judge (default: %(default)s)")
-    bjudge.add_argument("--items", type=int, default=4, help="TriviaQA smoke items, 28 prompts each")
+    bjudge.add_argument("--items", type=int, help=_size_help("judge", "n_items", "TriviaQA smoke items, 28 prompts each"))
+    bjudge.add_argument("--prompts", type=int, help=_size_help("judge", "n_prompts", "a seeded sample of their prompts"))
+    bjudge.add_argument("--full", action="store_true", help="every prompt of more items")
     bjudge.add_argument("--concurrency", type=int, default=4)
 
     bgen = bench.add_parser("generation", help="tokens/s of each generation backend vs a one-prompt-at-a-time loop")
@@ -92,14 +106,16 @@ def main(argv: list[str] | None = None) -> int:
 
     bexplorer = bench.add_parser("explorer", help="explorer build time and data file sizes on a simulated paper-size "
                                  "table, and page load / filter times in headless Chromium")
-    bexplorer.add_argument("--rows", type=int, default=1_000_000)
+    bexplorer.add_argument("--rows", type=int, help=_size_help("explorer", "rows", "simulated graded rows"))
+    bexplorer.add_argument("--full", action="store_true", help="the paper-size table")
     bexplorer.add_argument("--response-chars", type=int, default=600, help="mean response length (default: %(default)s)")
     bexplorer.add_argument("--out", default="results/bench_explorer", help="where to build it (default: %(default)s)")
 
     bcache = bench.add_parser("cache", help="the LLM call cache at study scale: one job's lookups vs SQLite, put time")
-    bcache.add_argument("--records", type=int, default=200_000)
-    bcache.add_argument("--shards", type=int, default=50)
-    bcache.add_argument("--lookups", type=int, default=9_000, help="keys one job looks up (default: %(default)s)")
+    bcache.add_argument("--records", type=int, help=_size_help("cache", "records", "cached calls"))
+    bcache.add_argument("--shards", type=int, help=_size_help("cache", "shards", "shards they are spread over"))
+    bcache.add_argument("--lookups", type=int, help=_size_help("cache", "lookups", "keys one job looks up"))
+    bcache.add_argument("--full", action="store_true", help="the study-size cache")
 
     bdag = bench.add_parser("dag", help="dry-run time and job count of a study config")
     bdag.add_argument("--configfile", default="config/paper.yaml")
@@ -147,21 +163,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out_dir}/index.html: {manifest['n_rows']} responses in {manifest['n_files']} data files")
         return 0
     if args.what == "explorer":
-        from .bench import explorer_benchmark
+        from .bench import explorer_benchmark, sizes
 
-        return explorer_benchmark(args.rows, args.response_chars, args.out)
+        return explorer_benchmark(**sizes("explorer", args.full, rows=args.rows), response_chars=args.response_chars,
+                                  out=args.out)
     if args.what == "pipeline":
         from .bench import pipeline
 
         return pipeline(args.benchmarks, args.run, args.configfile, args.cores)
     if args.what == "stats":
-        from .bench import stats_benchmark
+        from .bench import stats_benchmark, sizes
 
-        return stats_benchmark(args.rows, args.seed)
+        return stats_benchmark(**sizes("stats", args.full, rows=args.rows), seed=args.seed)
     if args.what == "warmth":
-        from .bench import warmth_benchmark
+        from .bench import warmth_benchmark, sizes
 
-        return warmth_benchmark(args.model, args.texts, args.batch_size, dtype=args.dtype)
+        return warmth_benchmark(args.model, batch_size=args.batch_size, dtype=args.dtype,
+                                **sizes("warmth", args.full, n_texts=args.texts, baseline_texts=args.baseline_texts))
     if args.what == "generation":
         from .bench import generation_benchmark
 
@@ -172,17 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         return train_benchmark(args.model, args.data, args.configfile, args.steps, args.warmup_steps, args.batch_size,
                                args.grad_accum, args.baseline_batch_size, args.max_length, args.threads)
     if args.what == "cache":
-        from .bench import cache_benchmark
+        from .bench import cache_benchmark, sizes
 
-        return cache_benchmark(args.records, args.shards, args.lookups)
+        return cache_benchmark(**sizes("cache", args.full, records=args.records, shards=args.shards,
+                                       lookups=args.lookups))
     if args.what == "dag":
         from .bench import dag_benchmark
 
         return dag_benchmark(args.configfile, args.repeats)
     if args.what == "judge":
-        from .bench import judge_benchmark
+        from .bench import judge_benchmark, sizes
 
-        return judge_benchmark(args.model, args.items, args.concurrency)
+        return judge_benchmark(args.model, concurrency=args.concurrency,
+                               **sizes("judge", args.full, n_items=args.items, n_prompts=args.prompts))
     parser.error("unknown command")
     return 2
 

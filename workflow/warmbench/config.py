@@ -5,7 +5,9 @@ Imported by the Snakefile at parse time, so it must stay light (no torch, no pan
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -35,22 +37,51 @@ class ConfigError(ValueError):
     """An invalid config; the message starts with the offending key."""
 
 
-def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
+@functools.lru_cache(maxsize=4)
+def _schema_doc(path: str) -> dict:
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _resolved(schema_doc: dict, prop: dict) -> dict:
+    """A property's schema with a local `$ref` (#/definitions/...) merged under its own keys, so a default given
+    once in a definition is the default of every property that refers to it."""
+    ref = prop.get("$ref")
+    if not ref:
+        return prop
+    target = schema_doc
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolved(schema_doc, target), **{k: v for k, v in prop.items() if k != "$ref"}}
+
+
+def schema_defaults(definition: str) -> dict:
+    """The defaults of a block the schema defines once (`sampling`, `openai_endpoint`, `lora`): what a validated
+    config holds where the user left keys out. Code handed such a block from elsewhere (a benchmark, a test, a
+    constructor's default arguments) takes its defaults from here, never from a literal of its own."""
+    doc = _schema_doc(str(SCHEMA))
+    properties = doc["definitions"][definition]["properties"]
+    return {name: spec["default"] for name, spec in ((n, _resolved(doc, p)) for n, p in properties.items())
+            if "default" in spec}
+
+
+def validate(config: dict, schema: str | os.PathLike | None = None) -> None:
     """Check `config` against the JSON schema and fill in its defaults (as snakemake.utils.validate does), raising
     ConfigError with one line per problem, each naming the field (`models.smollm2.source.id`) and what it
     expects. Values are shown only where the user wrote them, and never for `api_key_env` (it may hold a key)."""
-    import yaml
     from jsonschema import Draft202012Validator, validators
 
-    with open(schema, encoding="utf-8") as handle:
-        schema_doc = yaml.safe_load(handle)
+    schema_doc = _schema_doc(str(SCHEMA if schema is None else schema))
     check_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, subschema):
         if isinstance(instance, dict):
             for name, prop in properties.items():
+                prop = _resolved(schema_doc, prop)
                 if "default" in prop:
-                    instance.setdefault(name, prop["default"])
+                    instance.setdefault(name, copy.deepcopy(prop["default"]))
         yield from check_properties(validator, properties, instance, subschema)
 
     validator = validators.extend(Draft202012Validator, {"properties": set_defaults})(schema_doc)
@@ -357,7 +388,7 @@ def missing_secrets(config: dict, environ=os.environ) -> dict[str, list[str]]:
     Read from the environment only, never from the config; a dry run needs none of them."""
     missing: dict[str, list[str]] = {}
     for key, backend in api_backends(config).items():
-        env = backend.get("api_key_env", "OPENAI_API_KEY")
+        env = backend["api_key_env"]  # the schema fills it in
         if not environ.get(env):
             missing.setdefault(env, []).append(f"{key} ({backend['model']})")
     if config["data"]["source"] == "hub":
