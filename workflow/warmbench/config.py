@@ -39,11 +39,32 @@ def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
     """Check `config` against the JSON schema and fill in its defaults (as snakemake.utils.validate does), raising
     ConfigError with one line per problem, each naming the field (`models.smollm2.source.id`) and what it
     expects. Values are shown only where the user wrote them, and never for `api_key_env` (it may hold a key)."""
+    _validate(config, _schema(schema))
+
+
+def validated_section(key: str, value: dict, schema: str | os.PathLike = SCHEMA) -> dict:
+    """A copy of one top-level section (`train`) checked against its part of the schema, with its defaults filled
+    in: for code handed a section alone (a stage run outside Snakemake, a benchmark), so the schema stays the one
+    source of its defaults. Errors name the field under `key`."""
+    import copy
+
+    doc = _schema(schema)
+    value = copy.deepcopy(value)
+    _validate({key: value}, {"type": "object", "properties": {key: doc["properties"][key]},
+                             "definitions": doc.get("definitions", {})})
+    return value
+
+
+def _schema(schema) -> dict:
     import yaml
-    from jsonschema import Draft202012Validator, validators
 
     with open(schema, encoding="utf-8") as handle:
-        schema_doc = yaml.safe_load(handle)
+        return yaml.safe_load(handle)
+
+
+def _validate(config: dict, schema_doc: dict) -> None:
+    from jsonschema import Draft202012Validator, validators
+
     check_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, subschema):
