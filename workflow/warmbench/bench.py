@@ -439,7 +439,7 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
 
 
 # Sizes of `bench train`: the small default finishes in about 3 minutes on 2 CPU cores; --full is the study's shape
-TRAIN_BENCH_SIZES = {"small": {"max_length": 64, "steps": 2, "warmup_steps": 1},
+TRAIN_BENCH_SIZES = {"small": {"max_length": 64, "steps": 1, "warmup_steps": 1},
                      "full": {"max_length": None, "steps": 8, "warmup_steps": 2}}  # None: the config's
 
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="conversations JSONL ({\"messages\": [...]} per line; default: %(default)s)")
     btrain.add_argument("--configfile", default="config/paper.yaml", help="its train: settings (default: %(default)s)")
     btrain.add_argument("--full", action="store_true", help="the large version: the config's max_length, 8 timed "
-                        "steps after 2 warm-up steps (default: max_length 64, 2 timed after 1)")
+                        "steps after 2 warm-up steps (default: max_length 64, 1 timed after 1)")
     btrain.add_argument("--steps", type=int, help="timed optimizer steps (default: by size)")
     btrain.add_argument("--warmup-steps", type=int, help="untimed first steps (default: by size)")
     btrain.add_argument("--batch-size", type=int, help="per-device batch (default: the config's)")
