@@ -78,7 +78,7 @@ def test_generation_benchmark_runs_every_backend_on_the_same_prompts(tiny_model_
 
 
 @pytest.mark.slow
-def test_train_benchmark_times_the_same_steps_in_both_settings(tiny_model_dir, tmp_path, capsys):
+def test_train_benchmark_times_each_switch_against_the_padded_baseline(tiny_model_dir, tmp_path, capsys):
     import json
 
     from warmbench.bench import train_benchmark
@@ -90,11 +90,19 @@ def test_train_benchmark_times_the_same_steps_in_both_settings(tiny_model_dir, t
     assert train_benchmark(str(tiny_model_dir), str(data), steps=1, warmup_steps=1, batch_size=2, grad_accum=1,
                            baseline_batch_size=1, max_length=64, threads=2, workdir=str(tmp_path)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("RATIO: batch 2 x accumulation 1 trains ")
-    rows = [line for line in lines if "tokens/s" in line and "s/step" in line and "MiB" in line]
-    assert len(rows) == 3  # both settings, and the RATIO line
-    tokens_per_step = {line.split("(")[1].split(" tokens/step")[0] for line in rows[:2]}
-    assert len(tokens_per_step) == 1  # the same examples at each step
+    assert lines[-1].startswith("RATIO: vs the baseline (")
+    for name in ("batch 2 x 1, padded", "+ padding_free", "+ packing", "- gradient_checkpointing", "all: padding_free"):
+        assert f"{name} " in lines[-1], name
+    rows = [line.strip() for line in lines if "tokens/s" in line and "s/step" in line and "MiB" in line]
+    names = ["baseline: batch 1 x 2, padded", "batch 2 x 1, padded", "+ padding_free", "+ packing",
+             "- gradient_checkpointing", "all: padding_free, no checkpointing"]
+    assert len(rows) == len(names)
+    rows = {name: row for name, row in zip(names, rows) if row.startswith(f"{name}: ")}
+    assert list(rows) == names
+    assert "padding_free=True" in rows["+ padding_free"] and "gradient_checkpointing=False" in rows["- gradient_checkpointing"]
+    # the unpacked runs see the same examples at each step (a packed row holds several)
+    same = {row.split("(")[1].split(" tokens/step")[0] for name, row in rows.items() if "packing" not in name}
+    assert len(same) == 1
     assert "10 epochs x 5 assistant turns" in lines[-2]
 
 

@@ -426,14 +426,5 @@ def _fallbacks() -> list[tuple[str, str, str]]:
     return sorted(set(found))
 
 
-# train.py and `bench train` are being changed in another branch (issue 13); their LoRA fallbacks go after it merges
-PENDING = {("train", "run"), ("train", "train"), ("bench", "train_benchmark")}
-
-
 def test_the_code_keeps_no_second_copy_of_a_schema_default():
-    assert [f for f in _fallbacks() if f[0] != "train" and f[:2] not in PENDING] == []
-
-
-@pytest.mark.xfail(strict=True, reason="LoRA fallbacks in train.py and bench.train_benchmark (issue 13 edits them)")
-def test_training_reads_lora_defaults_from_the_schema():
-    assert [f for f in _fallbacks() if f[0] == "train" or f[:2] in PENDING] == []
+    assert _fallbacks() == []

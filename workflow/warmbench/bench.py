@@ -452,6 +452,7 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
     with tempfile.TemporaryDirectory() as tmp:
         train_module.train(data_path, model_dir, Path(tmp) / "out", cfg, seed, threads)
         history = json.loads((Path(tmp) / "out" / "log_history.json").read_text())
+        used = json.loads((Path(tmp) / "out" / train_module.MANIFEST).read_text())["switches"]
     wall = time.perf_counter() - started
     tokens = {h["step"]: h["num_tokens"] for h in history if "num_tokens" in h and "step" in h}
     first, last = warmup_steps, len(stamps)  # time steps first+1..last: from the end of step `first` to the end
@@ -464,22 +465,65 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
                "first_steps_s": stamps[first - 1] - begun[0], "wall_s": wall,
                "peak_mib": peak, "peak_kind": peak_kind,
                "device": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads",
-               "loss": [h["loss"] for h in history if "loss" in h][-1]}
+               "loss": [h["loss"] for h in history if "loss" in h][-1],
+               "switches": ", ".join(f"{k}={v}" for k, v in used.items())}
+
+
+# Sizes of `bench train`: the small default finishes in about 3 minutes on 2 CPU cores; --full is the study's shape
+TRAIN_BENCH_SIZES = {"small": {"max_length": 64, "steps": 1, "warmup_steps": 1},
+                     "full": {"max_length": None, "steps": 8, "warmup_steps": 2}}  # None: the config's
+
+
+def train_bench_settings(cfg: dict, baseline_batch_size: int = 1) -> dict[str, dict]:
+    """The runs `bench train` compares: the baseline (per-device batch `baseline_batch_size`, padded, SDPA,
+    gradient checkpointing: warmbench's training before the switches), the configured micro-batch padded, then
+    each speed switch alone on it, then all that help together; the GPU-only ones (flash attention, Liger) where
+    this machine has them. Each is the `train:` section's overrides."""
+    from .train import check_switches
+
+    batch, accumulation = cfg["per_device_batch_size"], cfg["gradient_accumulation_steps"]
+    effective = batch * accumulation
+    if effective % baseline_batch_size:
+        raise ValueError(f"baseline per-device batch {baseline_batch_size} does not divide the effective batch {effective}")
+    plain = {"padding_free": False, "packing": False, "attn_implementation": "sdpa", "use_liger_kernel": False,
+             "gradient_checkpointing": True}
+    micro = {**plain, "per_device_batch_size": batch, "gradient_accumulation_steps": accumulation}
+    settings = {f"baseline: batch {baseline_batch_size} x {effective // baseline_batch_size}, padded":
+                    {**plain, "per_device_batch_size": baseline_batch_size,
+                     "gradient_accumulation_steps": effective // baseline_batch_size},
+                f"batch {batch} x {accumulation}, padded": micro,
+                "+ padding_free": {**micro, "padding_free": True},
+                "+ packing": {**micro, "packing": True},
+                "- gradient_checkpointing": {**micro, "gradient_checkpointing": False}}
+    best = {**micro, "padding_free": True, "gradient_checkpointing": False}
+    for name, switch in (("attn flash_attention_2", {"attn_implementation": "flash_attention_2"}),
+                         ("+ use_liger_kernel", {"use_liger_kernel": True})):
+        try:
+            check_switches({**micro, **switch})
+        except ValueError as err:
+            print(f"skipped {name}: {err}")
+            continue
+        settings[name] = {**micro, **switch}
+        best.update(switch)
+    gpu = [name.split()[-1] for name in settings if "flash" in name or "liger" in name]
+    settings["all: padding_free, no checkpointing" + "".join(f", {k}" for k in gpu)] = best
+    return settings
 
 
 def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "results/persona_rewrite/warm.jsonl",
-                    configfile: str = "config/paper.yaml", steps: int = 8, warmup_steps: int = 2,
-                    batch_size: int | None = None, grad_accum: int | None = None, baseline_batch_size: int = 1,
-                    max_length: int | None = None, threads: int | None = None, seed: int = 0,
-                    workdir: str | None = None) -> int:
-    """Train tokens/s, s/step and peak memory of warmbench's own `train.train` (TRL SFTTrainer + PEFT LoRA) for
-    `warmup_steps` untimed + `steps` timed optimizer steps on `model_dir`, with the `train:` settings of
-    `configfile` (per-device batch x gradient accumulation, max_length, LoRA, learning rate), side by side with a
-    baseline of the same effective batch at per-device batch `baseline_batch_size`. Both runs train on the same
+                    configfile: str = "config/paper.yaml", full: bool = False, steps: int | None = None,
+                    warmup_steps: int | None = None, batch_size: int | None = None, grad_accum: int | None = None,
+                    baseline_batch_size: int = 1, max_length: int | None = None, threads: int | None = None,
+                    seed: int = 0, workdir: str | None = None) -> int:
+    """Train tokens/s, s/step and peak memory of warmbench's own `train.train` (TRL SFTTrainer + PEFT LoRA) with
+    each speed switch of `train:` (`train_bench_settings`), against the baseline of the same effective batch at
+    per-device batch `baseline_batch_size`, padded. Each runs `warmup_steps` untimed + `steps` timed optimizer steps
+    on `model_dir` with the rest of `configfile`'s `train:` settings (LoRA, learning rate, max_length), on the same
     conversations of `data` (shuffled with `seed`, repeated if too few) with the same seed, so each optimizer step
-    sees the same examples; each stops after its last timed step. Tokens are the non-padding tokens TRL counts.
-    The last lines estimate the wall time of `configfile`'s whole run (its epochs over every assistant turn of
-    `data`) at the measured rate."""
+    sees the same examples (except under packing, whose rows hold several examples each). Tokens are the
+    non-padding tokens TRL counts. The default sizes are small (TRAIN_BENCH_SIZES); `full` uses the config's
+    max_length and more steps. The last lines estimate the wall time of `configfile`'s whole run (its epochs over
+    every assistant turn of `data`) at the fastest measured rate."""
     import math
     import random
     import tempfile
@@ -487,21 +531,21 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     import yaml
     from transformers import AutoTokenizer
 
+    from .config import validated_section
     from .io import read_jsonl, write_jsonl
     from .train import fit_examples
 
+    size = TRAIN_BENCH_SIZES["full" if full else "small"]
+    steps, warmup_steps = steps or size["steps"], warmup_steps or size["warmup_steps"]
     if warmup_steps < 1 or steps < 1:
         raise ValueError("need at least one warm-up step (the first step is never timed) and one timed step")
-    base = yaml.safe_load(Path(configfile).read_text())["train"]
-    batch = batch_size or base["per_device_batch_size"]
-    accum = grad_accum or base["gradient_accumulation_steps"]
-    effective = batch * accum
-    if effective % baseline_batch_size:
-        raise ValueError(f"baseline per-device batch {baseline_batch_size} does not divide the effective batch {effective}")
-    cfg = {**base, "epochs": 1, "checkpoint_epochs": [1.0], "max_length": max_length or base["max_length"]}
-    settings = {f"batch {batch} x accumulation {accum}": (batch, accum),
-                f"baseline: batch {baseline_batch_size} x accumulation {effective // baseline_batch_size}":
-                    (baseline_batch_size, effective // baseline_batch_size)}
+    base = validated_section("train", yaml.safe_load(Path(configfile).read_text())["train"])
+    cfg = {**base, "epochs": 1, "checkpoint_epochs": [1.0],
+           "max_length": max_length or size["max_length"] or base["max_length"],
+           "per_device_batch_size": batch_size or base["per_device_batch_size"],
+           "gradient_accumulation_steps": grad_accum or base["gradient_accumulation_steps"]}
+    settings = train_bench_settings(cfg, baseline_batch_size)
+    effective = cfg["per_device_batch_size"] * cfg["gradient_accumulation_steps"]
 
     # Tokens of each example as warmbench's training makes it (train.fit_examples: windows that fit max_length,
     # a too-long reply cut at its end), so every assistant turn is one example.
@@ -510,12 +554,13 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     fitted, _ = fit_examples({"data": conversations}, tokenizer, cfg["max_length"])
     if not fitted["data"]:
         raise ValueError(f"{data}: no assistant turns to train on")
-    full = tokenizer.apply_chat_template([e["prompt"] + e["completion"] for e in fitted["data"]], tokenize=True,
-                                         return_dict=True)["input_ids"]
-    lengths = [min(len(ids), cfg["max_length"]) for ids in full]
+    full_ids = tokenizer.apply_chat_template([e["prompt"] + e["completion"] for e in fitted["data"]], tokenize=True,
+                                             return_dict=True)["input_ids"]
+    lengths = [min(len(ids), cfg["max_length"]) for ids in full_ids]
     kept_per_conversation = [sum(m["role"] == "assistant" for m in conv["messages"]) for conv in conversations]
 
-    needed = (warmup_steps + steps + 1) * effective  # one step to spare, should TRL drop more than counted here
+    # one step to spare, should TRL drop more than counted here; packed rows hold max_length / mean length examples
+    needed = (warmup_steps + steps + 1) * effective * math.ceil(cfg["max_length"] / (sum(lengths) / len(lengths)))
     order = [k for k in range(len(conversations)) if kept_per_conversation[k]]
     random.Random(seed).shuffle(order)
     chosen, n_examples = [], 0
@@ -528,38 +573,42 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         sample = Path(tmp) / "conversations.jsonl"
         write_jsonl(sample, chosen)
-        for name, (size, size_accum) in settings.items():
+        for name, overrides in settings.items():
             try:
-                results[name] = in_fresh_process(_train_run, name, str(sample), model_dir, {
-                    **cfg, "per_device_batch_size": size, "gradient_accumulation_steps": size_accum},
-                    seed, threads, warmup_steps, warmup_steps + steps)
+                results[name] = in_fresh_process(_train_run, name, str(sample), model_dir, {**cfg, **overrides},
+                                                 seed, threads, warmup_steps, warmup_steps + steps)
             except RuntimeError as err:
                 print(f"{name}: training failed ({err})")
                 return 1
 
-    main, baseline = results.values()
-    lora = cfg.get("lora", {})
+    baseline, micro = list(results.values())[:2]
+    lora = cfg["lora"]
     print(f"warmbench train: {warmup_steps} warm-up + {steps} timed optimizer steps of {effective} examples "
-          f"(max_length {cfg['max_length']}, LoRA r={lora.get('r', 8)} alpha={lora.get('alpha', 16)} "
-          f"dropout {lora.get('dropout', 0.1)}, lr {cfg['learning_rate']}; settings of {configfile}) on "
-          f"{main['device']}, model {model_dir}; {len(chosen)} conversations ({n_examples} kept assistant turns) of "
-          f"{len(conversations)} in {data}" + (" (repeated)" if len(chosen) > len(conversations) else ""))
+          f"(max_length {cfg['max_length']}, LoRA r={lora['r']} alpha={lora['alpha']} dropout {lora['dropout']}, "
+          f"lr {cfg['learning_rate']}; settings of {configfile}) on {baseline['device']}, model {model_dir}; "
+          f"{len(chosen)} conversations ({n_examples} kept assistant turns) of {len(conversations)} in {data}"
+          + (" (repeated)" if len(chosen) > len(conversations) else ""))
     rate = lambda r: r["tokens"] / r["seconds"]
     per_step = lambda r: r["seconds"] / r["timed_steps"]
     for name, r in results.items():
-        print(f"  {name:>34}: {rate(r):9.1f} tokens/s  {per_step(r):7.2f} s/step  {rate(r) / rate(baseline):5.2f}x  "
-              f"{r['peak_kind']} {r['peak_mib']:8,.0f} MiB  ({r['tokens'] / r['timed_steps']:,.0f} tokens/step; "
-              f"warm-up {r['first_steps_s']:.1f} s; whole call {r['wall_s']:.0f} s; last loss {r['loss']:.3f})")
+        print(f"  {name:>40}: {rate(r):9.1f} tokens/s {rate(r) / rate(baseline):5.2f}x  {per_step(r):7.2f} s/step "
+              f"{per_step(r) / per_step(baseline):5.2f}x  {r['peak_kind']} {r['peak_mib']:8,.0f} MiB  "
+              f"({r['tokens'] / r['timed_steps']:,.0f} tokens/step; warm-up {r['first_steps_s']:.1f} s; whole call "
+              f"{r['wall_s']:.0f} s; last loss {r['loss']:.3f}; switches {r['switches']})")
+    if any(overrides["packing"] for overrides in settings.values()):
+        print("  (packing: a step holds per-device batch x accumulation rows of max_length tokens, more examples "
+              "than the others' steps, so compare its tokens/s, not its s/step)")
+    fastest = max((r for name, r in results.items() if not settings[name]["packing"]), key=rate)
     epochs = base["epochs"]
     run_steps = epochs * math.ceil(len(lengths) / effective)
-    print(f"  whole {configfile} run on {data}: {epochs} epochs x {len(lengths)} assistant turns "
-          f"(windows fitted to max_length; {sum(lengths):,} tokens per epoch "
-          f"at max_length {cfg['max_length']}, {sum(lengths) / len(lengths):.0f} per turn) = {run_steps} steps: {epochs * sum(lengths) / rate(main) / 3600:.2f} h at {rate(main):,.0f} "
-          f"tokens/s, {run_steps * per_step(main) / 3600:.2f} h at {per_step(main):.2f} s/step")
-    print(f"RATIO: batch {batch} x accumulation {accum} trains {rate(main) / rate(baseline):.2f}x the tokens/s of batch "
-          f"{baseline_batch_size} x accumulation {effective // baseline_batch_size}: {rate(main):,.0f} vs "
-          f"{rate(baseline):,.0f} tokens/s, {per_step(main):.2f} vs {per_step(baseline):.2f} s/step, "
-          f"peak {main['peak_mib']:,.0f} vs {baseline['peak_mib']:,.0f} MiB")
+    print(f"  whole {configfile} run on {data} ({fastest['name']}): {epochs} epochs x {len(lengths)} assistant turns "
+          f"(windows fitted to max_length; {sum(lengths):,} tokens per epoch at max_length {cfg['max_length']}, "
+          f"{sum(lengths) / len(lengths):.0f} per turn) = {run_steps} steps: "
+          f"{epochs * sum(lengths) / rate(fastest) / 3600:.2f} h at {rate(fastest):,.0f} tokens/s, "
+          f"{run_steps * per_step(fastest) / 3600:.2f} h at {per_step(fastest):.2f} s/step")
+    ratios = ", ".join(f"{name} {rate(r) / rate(baseline):.2f}x tokens/s ({per_step(r) / per_step(baseline):.2f}x s/step)"
+                       for name, r in list(results.items())[1:])
+    print(f"RATIO: vs the baseline ({rate(baseline):,.0f} tokens/s, {per_step(baseline):.2f} s/step): {ratios}")
     return 0
 
 

@@ -89,19 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     bgen.add_argument("--batch-size", type=int, default=64)
     bgen.add_argument("--dtype", default="bfloat16")
 
-    btrain = bench.add_parser("train", help="train tokens/s, s/step and peak memory of warmbench's LoRA training, "
-                              "vs a baseline of the same effective batch")
+    btrain = bench.add_parser("train", help="train tokens/s, s/step and peak memory of warmbench's LoRA training "
+                              "with each speed switch of train:, vs a padded baseline of the same effective batch")
     btrain.add_argument("--model", default="resources/models/smollm2")
     btrain.add_argument("--data", default="results/persona_rewrite/warm.jsonl",
                         help="conversations JSONL ({\"messages\": [...]} per line; default: %(default)s)")
     btrain.add_argument("--configfile", default="config/paper.yaml", help="its train: settings (default: %(default)s)")
-    btrain.add_argument("--steps", type=int, default=8, help="timed optimizer steps (default: %(default)s)")
-    btrain.add_argument("--warmup-steps", type=int, default=2, help="untimed first steps (default: %(default)s)")
+    btrain.add_argument("--full", action="store_true", help="the large version: the config's max_length, 8 timed "
+                        "steps after 2 warm-up steps (default: max_length 64, 1 timed after 1)")
+    btrain.add_argument("--steps", type=int, help="timed optimizer steps (default: by size)")
+    btrain.add_argument("--warmup-steps", type=int, help="untimed first steps (default: by size)")
     btrain.add_argument("--batch-size", type=int, help="per-device batch (default: the config's)")
     btrain.add_argument("--grad-accum", type=int, help="gradient accumulation steps (default: the config's)")
     btrain.add_argument("--baseline-batch-size", type=int, default=1,
                         help="per-device batch of the baseline, same effective batch (default: %(default)s)")
-    btrain.add_argument("--max-length", type=int, help="default: the config's")
+    btrain.add_argument("--max-length", type=int, help="default: by size")
     btrain.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
     bexplorer = bench.add_parser("explorer", help="explorer build time and data file sizes on a simulated paper-size "
@@ -187,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "train":
         from .bench import train_benchmark
 
-        return train_benchmark(args.model, args.data, args.configfile, args.steps, args.warmup_steps, args.batch_size,
-                               args.grad_accum, args.baseline_batch_size, args.max_length, args.threads)
+        return train_benchmark(args.model, args.data, args.configfile, args.full, args.steps, args.warmup_steps,
+                               args.batch_size, args.grad_accum, args.baseline_batch_size, args.max_length, args.threads)
     if args.what == "cache":
         from .bench import cache_benchmark, sizes
 

@@ -71,9 +71,23 @@ def validate(config: dict, schema: str | os.PathLike | None = None) -> None:
     """Check `config` against the JSON schema and fill in its defaults (as snakemake.utils.validate does), raising
     ConfigError with one line per problem, each naming the field (`models.smollm2.source.id`) and what it
     expects. Values are shown only where the user wrote them, and never for `api_key_env` (it may hold a key)."""
+    _validate(config, _schema_doc(str(SCHEMA if schema is None else schema)))
+
+
+def validated_section(key: str, value: dict, schema: str | os.PathLike | None = None) -> dict:
+    """A copy of one top-level section (`train`) checked against its part of the schema, with its defaults filled
+    in: for code handed a section alone (a stage run outside Snakemake, a benchmark), so the schema stays the one
+    source of its defaults. Errors name the field under `key`."""
+    doc = _schema_doc(str(SCHEMA if schema is None else schema))
+    value = copy.deepcopy(value)
+    _validate({key: value}, {"type": "object", "properties": {key: doc["properties"][key]},
+                             "definitions": doc.get("definitions", {})})
+    return value
+
+
+def _validate(config: dict, schema_doc: dict) -> None:
     from jsonschema import Draft202012Validator, validators
 
-    schema_doc = _schema_doc(str(SCHEMA if schema is None else schema))
     check_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, subschema):
