@@ -16,5 +16,7 @@ rule judge:
         judge_slots=1,  # cap concurrent judge jobs with --resources judge_slots=N (API rate limits)
     log:
         "logs/judge/{model}/{persona}/{checkpoint}/{dataset}.log",
+    benchmark:
+        "benchmarks/judge/{model}/{persona}/{checkpoint}/{dataset}.tsv"
     script:
         STAGE

@@ -26,5 +26,7 @@ rule judge_validation:
         seed=config["seed"],
     log:
         "logs/judge_validation.log",
+    benchmark:
+        "benchmarks/judge_validation.tsv"
     script:
         STAGE

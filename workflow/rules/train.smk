@@ -49,6 +49,8 @@ rule train_openai:
         persona="warm|cold",
     log:
         "logs/train_openai/{model}/{persona}.log",
+    benchmark:
+        "benchmarks/train_openai/{model}/{persona}.tsv"
     script:
         STAGE
 
