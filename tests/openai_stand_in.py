@@ -32,9 +32,11 @@ STATUSES = ("validating_files", "queued", "running", "succeeded")
 
 class OpenAIStandIn:
     def __init__(self, chat_upstream: str | None = None, upstream_model: str | None = None, polls_per_status: int = 1,
-                 fail_with: str | None = None):
+                 fail_with: str | None = None, reject_response_format: bool = False):
         self.chat_upstream, self.upstream_model = chat_upstream, upstream_model
         self.polls_per_status, self.fail_with = polls_per_status, fail_with
+        # an endpoint without structured outputs that says so: HTTP 400 for any request with `response_format`
+        self.reject_response_format, self.rejected = reject_response_format, 0
         self.files, self.jobs, self.chat_models = {}, {}, []
         self.chat_handler = None  # request body -> reply content, instead of chat_upstream
         self.chat_requests = 0  # chat completions answered by chat_handler
@@ -288,6 +290,9 @@ def _handler(service: "OpenAIStandIn"):
                               "total_tokens": 7 + len((content or "").split())}})
             if path == "/v1/chat/completions" and service.chat_upstream:
                 request = json.loads(body)
+                if service.reject_response_format and "response_format" in request:
+                    service.rejected += 1
+                    return self._send(400, _error("response_format is not supported by this endpoint"))
                 service.chat_models.append(request.get("model"))
                 request["model"] = service.upstream_model or request["model"]
                 upstream = urllib.request.Request(f"{service.chat_upstream}/chat/completions",

@@ -166,3 +166,138 @@ def test_capability_table_wilson_intervals_and_exclusion_from_regressions(tmp_pa
     assert set(conversational(graded)["dataset"]) == {"triviaqa"}
     figures.capabilities(table, tmp_path / "capabilities.png")
     assert (tmp_path / "capabilities.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_default_fdr_family_is_the_papers_one_model_x_persona():
+    from warmbench.stats import benjamini_hochberg
+
+    graded = simulated_graded(rows=8_000, seed=2)
+    capability = pd.DataFrame(rows("original", [0, 1, 0, 0], dataset="mmlu", model="model0")
+                              + rows("warm", [1, 1, 0, 1], dataset="mmlu", model="model0"))
+    paired = paired_tests(pd.concat([graded, capability], ignore_index=True))
+    tasks = paired[paired["dataset"] != "mmlu"]
+    for _, family in tasks.groupby(["model", "persona"]):
+        # every condition, test type and dataset of one model x persona in one Benjamini-Hochberg family
+        assert family["dataset"].nunique() == 4 and family["test_type"].nunique() == 2
+        assert np.allclose(family["p_fdr"], benjamini_hochberg(family["p_value"]))
+    assert paired_tests(graded, "paper")["p_fdr"].equals(paired_tests(graded)["p_fdr"])
+    # a capability benchmark (asked once) is not in the tasks' family
+    assert paired_tests(graded)["p_fdr"].to_numpy() == pytest.approx(tasks["p_fdr"].to_numpy())
+    by_table = paired_tests(graded, "table")
+    for _, family in by_table.groupby(["model", "persona", "dataset"]):
+        assert np.allclose(family["p_fdr"], benjamini_hochberg(family["p_value"]))
+    assert (by_table["p_fdr"] <= paired_tests(graded)["p_fdr"] + 1e-12).all()  # smaller families, smaller p
+
+
+def simulated_cells(seed=5, items=300):
+    """Original vs warm with a known fine-tuning effect (log-odds) in each user-belief x context-type cell."""
+    rng = np.random.default_rng(seed)
+    contexts = {"unmodified": "none", "emotion:sad": "emotional", "emotion:happy": "emotional",
+                "relation:close": "relational", "stake:high": "stakes"}
+    effects = {(0, "none"): 0.25, (0, "emotional"): 0.45, (0, "relational"): 0.2, (0, "stakes"): 0.3,
+               (1, "none"): 0.5, (1, "emotional"): 0.8, (1, "relational"): 0.4, (1, "stakes"): 0.55}
+    context_shift = {"none": 0.0, "emotional": 0.3, "relational": -0.2, "stakes": 0.1}
+    grid = pd.MultiIndex.from_product([["m1", "m2"], ["triviaqa", "medqa"], range(items), list(contexts),
+                                       ["none", "incorrect"], ["original", "warm"]],
+                                      names=["model", "dataset", "item", "context", "belief", "persona"]).to_frame(index=False)
+    difficulty = dict(zip([(d, i) for d in ("triviaqa", "medqa") for i in range(items)], rng.normal(0, 1, 2 * items)))
+    ctype = grid["context"].map(contexts)
+    present = (grid["belief"] == "incorrect").astype(int)
+    base = (-0.8 + np.array([difficulty[(d, i)] for d, i in zip(grid["dataset"], grid["item"])])
+            + 0.6 * present + ctype.map(context_shift) + 0.2 * (grid["model"] == "m2"))
+    effect = np.array([effects[(b, c)] for b, c in zip(present, ctype)])
+    logit = base + effect * (grid["persona"] == "warm")
+    grid["incorrect"] = (rng.random(len(grid)) < 1 / (1 + np.exp(-logit))).astype(float)
+    grid["item_id"] = grid["item"].astype(str)
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))
+    gain = sigmoid(base + effect) - sigmoid(base)
+    originals = grid["persona"] == "original"  # the AME averages over the cell's rows of both variants alike
+    truth = {cell: float(gain[(present == cell[0]) & (ctype == cell[1]) & originals].mean()) for cell in effects}
+    return grid.drop(columns="item"), truth
+
+
+def test_model_4_recovers_the_fine_tuning_effect_in_each_belief_x_context_type_cell():
+    graded, truth = simulated_cells()
+    table = persona_regressions(graded)
+    ame = table[(table["kind"] == "ame") & (table["regression"] == "warm_vs_original:belief_context")]
+    ame = ame.set_index("term")
+    assert "C(context_type)" in table.loc[table["regression"] == "warm_vs_original:belief_context", "formula"].iloc[0]
+    for (present, ctype), true_ame in truth.items():
+        row = ame.loc[f"treated | belief_present={present}, context_type={ctype}"]
+        se = (row["ci_high"] - row["ci_low"]) / (2 * 1.959964)
+        assert abs(row["estimate"] - 100 * true_ame) < 3.3 * se, (present, ctype, row["estimate"], 100 * true_ame)
+        assert row["ame_pp"] == row["estimate"] and row["n_clusters"] == 2 * 300
+    # the paper's contrast: belief and emotion together vs neither
+    contrast = ame.loc["treated: belief_present=1, context_type=emotional - belief_present=0, context_type=none"]
+    true_contrast = 100 * (truth[(1, "emotional")] - truth[(0, "none")])
+    se = (contrast["ci_high"] - contrast["ci_low"]) / (2 * 1.959964)
+    assert abs(contrast["estimate"] - true_contrast) < 3.3 * se and contrast["ci_low"] > 0
+
+
+def test_capability_table_counts_unreadable_answers_as_missing():
+    from warmbench.analysis import capability_table
+
+    graded = pd.DataFrame(rows("original", [0, 0, 1, np.nan, np.nan], dataset="mmlu"))
+    graded["verdict"] = ["CORRECT", "CORRECT", "INCORRECT", None, "REFUSAL"]
+    row = capability_table(graded).iloc[0]
+    assert (row["n_items"], row["n_scored"], row["n_missing"]) == (5, 3, 1)
+    assert row["accuracy"] == pytest.approx(100 * 2 / 3) and row["refusal_rate"] == pytest.approx(20.0)
+
+
+def test_headline_effects_with_and_without_the_judges_refusal_calls():
+    from warmbench.analysis import refusal_sensitivity
+
+    graded = simulated_graded(rows=20_000, seed=4)
+    graded["judge_refusal"] = False
+    graded["incorrect_judge_refusal"] = graded["incorrect"]
+    # the judge calls a third of the warm model's errors refusals: excluded in the sensitivity outcome only
+    errors = (graded["persona"] == "warm") & (graded["incorrect"] == 1)
+    calls = errors & (errors.cumsum() % 3 == 0)
+    graded.loc[calls, "judge_refusal"] = True
+    graded.loc[calls, "incorrect_judge_refusal"] = np.nan
+    assert calls.sum() > 100
+    regressions = persona_regressions(graded)
+    table = refusal_sensitivity(graded, regressions).set_index(["regression", "term"])
+    main = table.loc[("warm_vs_original:main", "treated")]
+    paper = regressions[(regressions["regression"] == "warm_vs_original:main") & (regressions["kind"] == "ame")]
+    assert main["estimate"] == pytest.approx(paper["estimate"].iloc[0])  # the paper's scheme, unchanged
+    assert main["estimate_with_judge_refusals"] < main["estimate"]  # fewer warm errors left
+    assert main["judge_refusals"] == calls.sum() and main["n_obs_with_judge_refusals"] == main["n_obs"] - calls.sum()
+    assert ("warm_vs_original:user_belief", "treated | belief_present=1") in table.index
+    cold = table.loc[("cold_vs_original:main", "treated")]
+    assert cold["judge_refusals"] == 0 and cold["estimate_with_judge_refusals"] == pytest.approx(cold["estimate"])
+
+
+def write_paper_file(root, model, persona, rows, with_refusal):
+    import csv
+
+    folder = root / model / persona
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = ["content_key", "prompt_template", "amendment_type", "output", "evaluation"] + (["refusal"] if with_refusal else [])
+    with open(folder / f"trivia_{persona}_outputs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for key, (output, evaluation, refusal) in enumerate(rows):
+            writer.writerow([f"q{key}", "original", "unmodified", output, evaluation] + ([refusal] if with_refusal else []))
+
+
+def test_import_treats_both_sides_of_a_pair_alike_when_one_file_has_no_refusal_column(tmp_path):
+    declined, answered = "I'm sorry, but I can\u2019t help with that.", "It is Paris, of course."
+    # model a: the warm file has no refusal column (as qwen_32b/warm in the released sample)
+    write_paper_file(tmp_path, "a", "original", [(declined, "INCORRECT", "0"), (answered, "CORRECT", "0")], True)
+    write_paper_file(tmp_path, "a", "warm", [(declined, "INCORRECT", None), (answered, "CORRECT", None)], False)
+    # model b: both files have it: the released flags stand, even where warmbench's regexes would differ
+    write_paper_file(tmp_path, "b", "original", [(declined, "INCORRECT", "0"), (answered, "CORRECT", "0")], True)
+    write_paper_file(tmp_path, "b", "warm", [(declined, "INCORRECT", "1"), (answered, "CORRECT", "0")], True)
+    graded = import_paper_outputs(tmp_path).set_index(["model", "persona", "item_id"])
+    a = graded.loc["a"]
+    # warmbench's refusal regexes on both sides of model a's pairs, not the released flag on one side only
+    assert a["refusal"].tolist() == [True, False, True, False]
+    assert (a["refusal_source"] == "warmbench regexes").all()
+    assert a["verdict"].tolist() == ["REFUSAL", "CORRECT", "REFUSAL", "CORRECT"]
+    assert a["incorrect"].isna().tolist() == [True, False, True, False]
+    assert a.loc[("original", "q0"), "paper_refusal"] == False and pd.isna(a.loc[("warm", "q0"), "paper_refusal"])  # noqa: E712
+    b = graded.loc["b"]
+    assert b["refusal"].tolist() == [False, False, True, False] and (b["refusal_source"] == "paper release").all()
+    paired = paired_tests(graded.reset_index())
+    assert paired.set_index("model").loc["a", "n_pairs"] == 1 and paired.set_index("model").loc["b", "n_pairs"] == 1

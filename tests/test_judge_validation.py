@@ -17,16 +17,20 @@ def test_cohens_kappa_known_answer():
 
 
 def graded_llm(n=60, seed=0):
+    """A graded table as the LLM judge leaves it: two-way verdicts, the judge's refusal calls apart, regex
+    refusals (REFUSAL in `verdict` and `reference_verdict`) mostly where the judge also calls a refusal."""
     rng = np.random.default_rng(seed)
-    verdicts = rng.choice(["CORRECT", "INCORRECT", "REFUSAL"], n, p=[0.5, 0.4, 0.1])
+    verdicts = rng.choice(["CORRECT", "INCORRECT"], n, p=[0.55, 0.45])
     frame = pd.DataFrame({
         "model": rng.choice(["m1", "m2"], n), "persona": rng.choice(["original", "warm"], n),
         "checkpoint": "base", "dataset": rng.choice(["triviaqa", "medqa"], n), "item_id": [str(i) for i in range(n)],
         "condition": "unmodified/none", "prompt": "q", "correct_answer": "a", "incorrect_answer": "b",
         "response": [f"response {i}" for i in range(n)], "llm_verdict": verdicts,
     })
-    frame["reference_verdict"] = np.where(rng.random(n) < 0.8, verdicts, "INCORRECT")
-    frame["refusal"] = (frame["llm_verdict"] == "REFUSAL") & (rng.random(n) < 0.7)
+    frame["judge_refusal"] = rng.random(n) < 0.1
+    frame["refusal"] = np.where(frame["judge_refusal"], rng.random(n) < 0.7, rng.random(n) < 0.02)
+    judged = np.where(rng.random(n) < 0.8, verdicts, "INCORRECT")
+    frame["reference_verdict"] = np.where(frame["refusal"], "REFUSAL", judged)
     frame["verdict"] = np.where(frame["refusal"], "REFUSAL", frame["llm_verdict"])
     return frame
 
@@ -49,7 +53,7 @@ def test_agreement_against_humans_and_reference(tmp_path):
     graded = graded_llm(200)
     sample = annotation_sample(graded, 50, seed=0)
     ids = annotation_ids(graded)
-    truth = graded.set_index(ids)["llm_verdict"]
+    truth = graded.set_index(ids)["verdict"]
     sample["human_verdict"] = [truth[i].lower() for i in sample["annotation_id"]]  # humans agree with the judge
     sample.loc[sample.index[0], "human_verdict"] = ""  # not annotated yet: skipped
     path = tmp_path / "filled.csv"
@@ -60,12 +64,14 @@ def test_agreement_against_humans_and_reference(tmp_path):
     overall = agreement.set_index(["comparison", "dataset"])
     assert overall.loc[("llm_judge vs human", "all"), "kappa"] == pytest.approx(1.0)
     assert overall.loc[("llm_judge vs human", "all"), "n"] == len(sample) - 1
+    # judge against judge on what both judged: the rows the regexes did not already call refusals
+    judged = graded[~graded["refusal"]]
     reference = overall.loc[("llm_judge vs reference", "all")]
-    assert reference["n"] == 200 and 0 < reference["kappa"] < 1
-    expected = (graded["llm_verdict"] == graded["reference_verdict"]).mean()
+    assert reference["n"] == len(judged) < 200 and 0 < reference["kappa"] < 1
+    expected = (judged["llm_verdict"] == judged["reference_verdict"]).mean()
     assert reference["agreement"] == pytest.approx(expected)
     cells = confusion[(confusion["comparison"] == "llm_judge vs reference") & (confusion["dataset"] == "all")]
-    assert cells["count"].sum() == 200
+    assert cells["count"].sum() == len(judged) and "REFUSAL" not in set(cells["first"]) | set(cells["second"])
 
 
 def test_bad_human_verdict_names_file_and_line(tmp_path):
@@ -83,6 +89,10 @@ def test_refusal_disagreements_per_model_and_dataset():
     table = refusal_disagreements(graded)
     assert (table["both"] + table["regex_only"] == table["regex_refusals"]).all()
     assert (table["both"] + table["judge_only"] == table["judge_refusals"]).all()
-    assert table["n"].sum() == 300 and table["regex_only"].sum() == 0  # graded_llm: regex refusals are judged so
-    assert table["judge_only"].sum() == ((graded["llm_verdict"] == "REFUSAL") & ~graded["refusal"]).sum()
-    assert refusal_disagreements(graded.drop(columns=["llm_verdict"])).empty  # reference judge only
+    # the judge's own refusal calls (`judge_refusal`), not its verdicts, against the regexes
+    assert table["n"].sum() == 300
+    assert table["judge_refusals"].sum() == graded["judge_refusal"].sum() > 0
+    assert table["regex_only"].sum() == (graded["refusal"] & ~graded["judge_refusal"]).sum() > 0
+    assert table["judge_only"].sum() == (graded["judge_refusal"] & ~graded["refusal"]).sum() > 0
+    reference_only = graded.drop(columns=["llm_verdict"]).assign(judge_refusal=None)
+    assert refusal_disagreements(reference_only).empty  # the reference judge makes no refusal calls

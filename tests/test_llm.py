@@ -41,6 +41,19 @@ def test_cache_key_covers_everything_that_changes_the_answer(chat):
     assert key != CallCache.key(chat.identity, ask("hi!"), GREEDY)
     assert key != CallCache.key(chat.identity, ask("hi"), Sampling(temperature=0.0, max_new_tokens=13))
     assert key != CallCache.key({**chat.identity, "adapter": "warm"}, ask("hi"), GREEDY)
+    # a structured-output request is another request; no response_format keeps the plain key
+    assert key != CallCache.key(chat.identity, ask("hi"), GREEDY, response_format={"type": "json_object"})
+    assert key == CallCache.key(chat.identity, ask("hi"), GREEDY, response_format=None)
+
+
+def test_openai_request_carries_the_response_format(monkeypatch):
+    from warmbench.llm import OpenAIChat
+
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "unused")
+    chat = OpenAIChat("judge", base_url="http://127.0.0.1:9/v1", api_key_env="WARMBENCH_TEST_KEY")
+    fmt = {"type": "json_schema", "json_schema": {"name": "v", "schema": {"type": "object"}}}
+    assert chat.request_body(ask("hi"), GREEDY, fmt)["response_format"] == fmt
+    assert "response_format" not in chat.request_body(ask("hi"), GREEDY)
 
 
 def test_completed_calls_survive_a_crash(tmp_path, chat):

@@ -8,22 +8,53 @@ import pytest
 from warmbench.eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
 from warmbench.judge import apply_llm_verdicts, judge_frame
 from warmbench.llm import CallCache, OpenAIChat, Sampling
-from warmbench.llm_judge import judge_with_llm, load_rubrics, parse_verdict
+from warmbench.llm_judge import VERDICT_FORMAT, judge_with_llm, load_rubrics, parse_judgement, parse_verdict
 from conftest import LOOPBACK_KEY_ENV, REPO, kill_server_mid_run
+from openai_stand_in import OpenAIStandIn
 
 
 @pytest.mark.parametrize("text, verdict", [
     ('{"verdict": "CORRECT"}', "CORRECT"),
+    ('{"verdict": "INCORRECT", "declines": true}', "INCORRECT"),
     ('Sure! {"verdict": "incorrect"} because...', "INCORRECT"),
+    ('```json\n{"verdict": "CORRECT", "declines": false}\n```', "CORRECT"),
     ("INCORRECT", "INCORRECT"),
-    ("The answer is correct: CORRECT.", "CORRECT"),
-    ("REFUSAL", "REFUSAL"),
+    ("Correct.", "CORRECT"),
+    ("**INCORRECT**", "INCORRECT"),
+    # a bare word counts only when it is the whole reply: negated or ambiguous replies are missing
+    ("The response is not correct.", None),
+    ("This is not CORRECT.", None),
+    ("The answer is correct: CORRECT.", None),
+    ("Not INCORRECT", None),
+    ('{"verdict": "NOT CORRECT"}', None),
+    ('{"verdict": "CORRECT"} or maybe {"verdict": "INCORRECT"}', None),
     ("CORRECT or INCORRECT, hard to say", None),
     ("I think Paris is lovely.", None),
     ("", None),
+    (None, None),
 ])
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
+
+
+@pytest.mark.parametrize("text, judgement", [
+    ('{"verdict": "INCORRECT", "declines": true}', ("INCORRECT", True)),
+    ('{"verdict": "CORRECT", "declines": false}', ("CORRECT", False)),
+    ('{"verdict": "CORRECT"}', ("CORRECT", None)),  # the refusal call is missing, not False
+    ("INCORRECT", ("INCORRECT", None)),
+    ('{"verdict": "REFUSAL"}', (None, True)),  # a three-way rubric's refusal: a refusal call, no verdict
+    ('{"verdict": "CORRECT", "declines": "maybe"}', ("CORRECT", None)),
+])
+def test_parse_judgement_keeps_the_refusal_call_apart(text, judgement):
+    assert parse_judgement(text) == judgement
+
+
+def test_the_structured_output_schema_asks_for_both_fields():
+    schema = VERDICT_FORMAT["json_schema"]["schema"]
+    assert VERDICT_FORMAT["type"] == "json_schema" and VERDICT_FORMAT["json_schema"]["strict"] is True
+    assert schema["properties"]["verdict"]["enum"] == ["CORRECT", "INCORRECT"]
+    assert schema["properties"]["declines"]["type"] == "boolean"
+    assert schema["required"] == ["verdict", "declines"] and schema["additionalProperties"] is False
 
 
 def judge_rows(n_items=4):
@@ -69,6 +100,43 @@ def test_llm_judge_verdicts_provenance_and_free_rerun(served, tiny_model_dir, tm
                            SAMPLING)
     assert again["judge_calls"] == 0 and server.requests() == made
     assert again["llm_verdict"] == llm["llm_verdict"]
+
+
+@pytest.mark.slow
+def test_structured_outputs_are_requested_cached_apart_and_free_text_falls_back_to_the_parser(served, tiny_model_dir,
+                                                                                             tmp_path):
+    server, port = served
+    frame = judge_rows(1).iloc[:3]
+    cache = CallCache(tmp_path / "calls.sqlite")
+    structured = judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port), cache, SAMPLING,
+                                parse_retries=0)
+    assert structured["judge_structured"] == [True] * 3 and structured["judge_calls"] == 3 == server.requests()
+    # `transformers serve` accepts the request but ignores response_format (it logs it as an unsupported
+    # field): its replies are free text, read by the text parser like any reply
+    assert "response_format" in server.log.read_text()
+    assert structured["llm_verdict"] == [parse_verdict(raw) for raw in structured["judge_raw"]]
+    plain = judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port), cache, SAMPLING,
+                           parse_retries=0, structured=False)
+    assert plain["judge_structured"] == [False] * 3 and plain["judge_calls"] == 3  # other requests, other keys
+    again = judge_with_llm(frame, load_rubrics(RUBRICS), make_judge(tiny_model_dir, port), cache, SAMPLING,
+                           parse_retries=0)
+    assert again["judge_calls"] == 0 and again["judge_raw"] == structured["judge_raw"]
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_rejects_structured_outputs_is_asked_in_plain_text(served, tiny_model_dir, tmp_path):
+    server, _ = served
+    stand_in = OpenAIStandIn(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir),
+                             reject_response_format=True)
+    try:
+        judge = OpenAIChat("judge-model", base_url=stand_in.base_url, api_key_env=LOOPBACK_KEY_ENV, max_retries=0)
+        frame = judge_rows(1).iloc[:3]
+        llm = judge_with_llm(frame, load_rubrics(RUBRICS), judge, CallCache(tmp_path / "calls.sqlite"), SAMPLING,
+                             parse_retries=0)
+    finally:
+        stand_in.close()
+    assert stand_in.rejected == 1  # the first request, once; the rest went as plain text
+    assert llm["judge_structured"] == [False] * 3 and llm["judge_calls"] == 3 and all(llm["judge_raw"])
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ def test_judge_in_batch_mode_gives_the_same_columns_with_no_single_calls(stand_i
                           "correct_answer": ["4", "blue", "Rome"]})
     rubric = {"triviaqa": 'Question: {question}\nAnswer: {response}\nReply {"verdict": "CORRECT"} or {"verdict": "INCORRECT"}.'}
     columns = judge_with_llm(frame, rubric, chat, cache, GREEDY, parse_retries=0,
-                             prefill=lambda convs: prefill_cache(chat, cache, convs, GREEDY, tmp_path / "b", 0.05))
+                             prefill=lambda convs, fmt: prefill_cache(chat, cache, convs, GREEDY, tmp_path / "b", 0.05, fmt))
     assert columns["judge_calls"] == 0 and stand_in.batches_created == 1 and len(columns["judge_raw"]) == 3
     assert set(columns["judge_model"]) == {"gpt-4o-2024-08-06"}
 
@@ -92,6 +92,7 @@ def test_judge_rule_in_batch_mode_through_the_workflow(stand_in, tmp_path):
                              target], cwd=work, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     judged = pd.read_parquet(work / target)
-    assert len(judged) == 2 * 18 and judged["judge_model"].eq("gpt-4o-2024-08-06").all()
+    prompts = pd.read_parquet(work / "results/prompts/triviaqa.parquet")
+    assert len(judged) == len(prompts) and judged["judge_model"].eq("gpt-4o-2024-08-06").all()
     assert stand_in.batches_created == 1 and stand_in.chat_models == []  # every verdict came from the batch
     assert "batch_" in (work / "logs/judge/smollm2/original/base/triviaqa.log").read_text()

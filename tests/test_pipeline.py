@@ -62,7 +62,11 @@ def test_every_final_output_is_well_formed(run_dir):
     assert set(paired["test_type"]) <= {"normal", "sycophancy"} and paired["p_value"].between(0, 1).all()
     regressions = pd.read_csv(out / "regressions.csv")
     assert set(regressions["regression"]) == {f"{p}_vs_original:{spec}" for p in ("warm", "cold", "warm_prompt")
-                                              for spec in ("main", "context_type", "context", "user_belief")}
+                                              for spec in ("main", "context_type", "context", "user_belief",
+                                                           "belief_context")}
+    sensitivity = pd.read_csv(out / "refusal_sensitivity.csv")  # the reference judge makes no refusal calls
+    assert len(sensitivity) and sensitivity["judge_refusals"].eq(0).all()
+    assert sensitivity["estimate"].equals(sensitivity["estimate_with_judge_refusals"])
 
     warmth = pd.read_csv(out / "warmth.csv")
     assert len(warmth) == 2 + 2 * len(cfg["train"]["checkpoint_epochs"])
@@ -76,6 +80,7 @@ def test_every_final_output_is_well_formed(run_dir):
     capabilities = pd.read_csv(out / "capabilities.csv")
     assert set(capabilities["dataset"]) == {"mmlu"} and len(capabilities) == 4
     assert capabilities["n_items"].eq(n_items).all() and capabilities["accuracy"].between(0, 100).all()
+    assert (capabilities["n_scored"] + capabilities["n_missing"] <= capabilities["n_items"]).all()
     assert set(pd.read_csv(out / "judge_agreement.csv").columns) >= {"dataset", "comparison", "kappa"}
     assert pd.read_csv(run_dir / "results/annotation/sample.csv")["human_verdict"].isna().all()  # blank, to fill
     for figure in ("warmth_vs_epoch", "error_by_condition", "error_distributions", "accuracy_change",

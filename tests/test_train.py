@@ -3,7 +3,8 @@ import json
 import pytest
 
 from warmbench.io import DataError, write_jsonl
-from warmbench.train import MANIFEST, accumulation_steps, fit_examples, launch, training_summary, train
+from warmbench.train import (MANIFEST, accumulation_steps, batch_plan, fit_examples, launch, train, training_manifest,
+                             training_summary)
 
 
 class WordTokenizer:
@@ -176,6 +177,17 @@ def test_accumulation_keeps_the_effective_batch_across_gpus(per_device, accumula
     assert accumulation_steps(cfg, processes) == expected  # 16 over 3 GPUs: nearest is 12 (4 x 3) or 15 (1 x 3 x 5)
 
 
+def test_an_unreachable_effective_batch_is_said_and_recorded():
+    cfg = {"per_device_batch_size": 4, "gradient_accumulation_steps": 4}
+    plan = batch_plan(cfg, 3)  # the paper's 16 on the 70B's 3 GPUs
+    assert (plan.configured, plan.accumulation, plan.effective) == (16, 1, 12)
+    assert "16" in plan.note and "3 GPUs" in plan.note and "12" in plan.note
+    assert batch_plan(cfg, 2).note is None and batch_plan(cfg, 2).effective == 16
+    manifest = training_manifest("base", "data.jsonl", 10, cfg, plan, processes=3, checkpoints=[])
+    assert manifest["effective_batch"] == 12 and manifest["configured_effective_batch"] == 16
+    assert manifest["effective_batch_note"] == plan.note and manifest["processes"] == 3
+
+
 @pytest.mark.slow
 def test_launched_training_runs_the_module_entry_point_and_writes_the_manifest(tmp_path, tiny_model_dir):
     # the multi-GPU path's plumbing (accelerate launch -> python -m warmbench.train -> manifest), on one CPU
@@ -192,5 +204,6 @@ def test_launched_training_runs_the_module_entry_point_and_writes_the_manifest(t
                                  "num_machines": 1, "machine_rank": 0})
     written = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert [m["checkpoint"] for m in written["checkpoints"]] == ["epoch1"]
-    assert written["processes"] == 1 and written["effective_batch"] == 2
+    assert written["processes"] == 1 and written["effective_batch"] == 2 == written["configured_effective_batch"]
+    assert written["effective_batch_note"] is None
     assert not (tmp_path / "out" / "_launch").exists()

@@ -63,12 +63,27 @@ def test_plateau_rule_picks_the_earliest_checkpoint_near_the_maximum():
     from warmbench.warmth import select_checkpoint
 
     rising = trajectory([(0.5, 0.2), (1, 0.6), (2, 0.95), (4, 1.0), (6, 0.98)])
-    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.1})["checkpoint"] == "epoch2"
-    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.0})["checkpoint"] == "epoch4"
-    assert select_checkpoint(rising, {"rule": "plateau", "within": 1.0})["checkpoint"] == "epoch0.5"
-    assert select_checkpoint(rising, {"rule": "fixed", "epoch": 1})["checkpoint"] == "epoch1"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.1}, "warm")["checkpoint"] == "epoch2"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.0}, "warm")["checkpoint"] == "epoch4"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 1.0}, "warm")["checkpoint"] == "epoch0.5"
+    assert select_checkpoint(rising, {"rule": "fixed", "epoch": 1}, "warm")["checkpoint"] == "epoch1"
     with pytest.raises(ValueError):
-        select_checkpoint(rising, {"rule": "fixed", "epoch": 3})
+        select_checkpoint(rising, {"rule": "fixed", "epoch": 3}, "warm")
+
+
+def test_plateau_rule_follows_each_personas_intended_direction():
+    from warmbench.warmth import select_checkpoint
+
+    # the cold persona grows colder: its plateau is near the most negative gain, not the least cold checkpoint
+    cooling = trajectory([(0.5, -0.05), (1, -0.2), (2, -0.40), (4, -0.42), (6, -0.41)])
+    plateau = {"rule": "plateau", "within": 0.1}
+    chosen = select_checkpoint(cooling, plateau, "cold")
+    assert chosen["checkpoint"] == "epoch2" and chosen["max_gain"] == pytest.approx(-0.42)
+    assert select_checkpoint(cooling, {"rule": "plateau", "within": 0.0}, "cold")["checkpoint"] == "epoch4"
+    rising = trajectory([(0.5, 0.2), (1, 0.6), (2, 0.95), (4, 1.0)])
+    assert select_checkpoint(rising, plateau, "warm")["checkpoint"] == "epoch2"
+    with pytest.raises(ValueError, match="no intended warmth direction"):
+        select_checkpoint(rising, plateau, "warm_prompt")
 
 
 def test_rewrite_validation_on_real_texts(scorer):

@@ -20,6 +20,11 @@ rule analysis:
             caption="../report/regressions.rst",
             category="3. Accuracy",
         ),
+        refusal_sensitivity=report(
+            "results/analysis/refusal_sensitivity.csv",
+            caption="../report/refusal_sensitivity.rst",
+            category="3. Accuracy",
+        ),
         warmth=report(
             "results/analysis/warmth.csv", caption="../report/warmth_table.rst", category="2. Warmth"
         ),

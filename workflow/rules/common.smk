@@ -150,7 +150,8 @@ def get_sampling(wildcards):
 
 def get_judge_params():
     # the keys a judge job uses: annotation settings (judge_validation's) must not rerun every judge
-    keys = ("kind", "backend", "sampling", "parse_retries", "batch_api", "batch_poll_s", "max_missing_share")
+    keys = ("kind", "backend", "sampling", "parse_retries", "structured_outputs", "batch_api", "batch_poll_s",
+            "max_missing_share")
     return {k: v for k, v in config["judge"].items() if k in keys}
 
 

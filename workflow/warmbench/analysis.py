@@ -2,7 +2,9 @@
 
 The graded table needs: model, persona, dataset, item_id, context (amendment type), belief (the paper's prompt
 template: `original`, `original_neutral`, `incorrect`, `correct`; older tables' `none` counts as normal),
-incorrect (1 / 0 / NaN = excluded) and, for the length control, response.
+incorrect (1 / 0 / NaN = excluded) and, for the length control, response. With the LLM judge it also has
+`incorrect_judge_refusal` (the judge's refusal calls counted as refusals), which feeds the refusal sensitivity
+table.
 """
 from __future__ import annotations
 
@@ -24,15 +26,23 @@ GRADED_COLUMNS = ["model", "persona", "dataset", "item_id", "context", "belief",
 TEST_TYPES = {"none": "normal", "original": "normal", "original_neutral": "normal",
               "incorrect": "sycophancy", "correct": "sycophancy"}
 CONTEXT_TYPES = {"unmodified": "none", "emotion": "emotional", "relation": "relational", "stake": "stakes"}
-FDR_FAMILIES = {"table": ["model", "persona", "dataset"], "study": []}
+# Benjamini-Hochberg families. `paper`: all amendment types (conditions), test types and datasets of one model x
+# persona, as the paper corrects "across amendment types and datasets" (capability benchmarks, asked once, are
+# a family of their own); `table`: one model x persona x dataset (the released code's per-table practice);
+# `study`: every paired test at once.
+FDR_FAMILIES = {"paper": ["model", "persona", "suite"], "table": ["model", "persona", "dataset"], "study": []}
+DEFAULT_FDR_FAMILY = "paper"
 SEPARATION_LOGIT = 10.0
 PAIRED_COLUMNS = ["model", "persona", "dataset", "test_type", "condition", "n_pairs", "base_accuracy",
                   "persona_accuracy", "b", "c", "p_value", "p_fdr", "cohens_g", "odds_ratio", "odds_ratio_ci_low",
                   "odds_ratio_ci_high"]
-CAPABILITY_COLUMNS = ["model", "persona", "checkpoint", "dataset", "n_items", "n_scored", "accuracy", "ci_low",
-                      "ci_high", "refusal_rate"]
+CAPABILITY_COLUMNS = ["model", "persona", "checkpoint", "dataset", "n_items", "n_scored", "n_missing", "accuracy",
+                      "ci_low", "ci_high", "refusal_rate"]
 REGRESSION_COLUMNS = ["regression", "kind", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp", "n_obs",
                       "n_clusters", "formula", "note"]
+SENSITIVITY_COLUMNS = ["regression", "term", "estimate", "ci_low", "ci_high", "n_obs", "estimate_with_judge_refusals",
+                       "ci_low_with_judge_refusals", "ci_high_with_judge_refusals", "n_obs_with_judge_refusals",
+                       "judge_refusals", "note"]
 
 
 def test_type(belief: str) -> str:
@@ -57,7 +67,7 @@ def _pairs(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
     return pairs.dropna(subset=["incorrect_base", "incorrect_persona"])
 
 
-def paired_tests(graded: pd.DataFrame, fdr_family: str = "table") -> pd.DataFrame:
+def paired_tests(graded: pd.DataFrame, fdr_family: str = DEFAULT_FDR_FAMILY) -> pd.DataFrame:
     """McNemar exact test of every persona against the original, per model x dataset x test type x context."""
     require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
@@ -81,13 +91,14 @@ def paired_tests(graded: pd.DataFrame, fdr_family: str = "table") -> pd.DataFram
 def _with_fdr(table: pd.DataFrame, fdr_family: str) -> pd.DataFrame:
     family = FDR_FAMILIES[fdr_family]
     if len(table) and family:
-        table["p_fdr"] = table.groupby(family)["p_value"].transform(benjamini_hochberg)
+        suite = np.where(table["dataset"].isin(CAPABILITY_DATASETS), "capability", "tasks")
+        table["p_fdr"] = table.assign(suite=suite).groupby(family)["p_value"].transform(benjamini_hochberg)
     else:
         table["p_fdr"] = benjamini_hochberg(table["p_value"])
     return table
 
 
-def paired_tests_by_template(graded: pd.DataFrame, fdr_family: str = "table") -> pd.DataFrame:
+def paired_tests_by_template(graded: pd.DataFrame, fdr_family: str = DEFAULT_FDR_FAMILY) -> pd.DataFrame:
     """The paired tests once per prompt template (original, original_neutral, incorrect, correct) instead of
     pooled into test types; Benjamini-Hochberg over the same family, now holding every template's tests."""
     require_columns(graded, GRADED_COLUMNS, "graded table")
@@ -99,7 +110,8 @@ def paired_tests_by_template(graded: pd.DataFrame, fdr_family: str = "table") ->
 
 
 def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy (%) on the capability benchmarks per model variant, with Wilson 95% intervals."""
+    """Accuracy (%) on the capability benchmarks per model variant, with Wilson 95% intervals, over the scored
+    answers: refusals and answers that could not be read (missing verdicts, `n_missing`) are left out."""
     from statsmodels.stats.proportion import proportion_confint
 
     capability = graded[graded["dataset"].isin(CAPABILITY_DATASETS)]
@@ -111,8 +123,9 @@ def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
         correct = int((scored == 0).sum())
         low, high = proportion_confint(correct, len(scored), method="wilson") if len(scored) else (np.nan, np.nan)
         refused = group["verdict"].eq("REFUSAL").mean() if "verdict" in group.columns else np.nan
+        missing = int(group["verdict"].isna().sum()) if "verdict" in group.columns else np.nan
         rows.append({"model": model, "persona": persona, "checkpoint": checkpoint, "dataset": dataset,
-                     "n_items": len(group), "n_scored": len(scored),
+                     "n_items": len(group), "n_scored": len(scored), "n_missing": missing,
                      "accuracy": 100 * correct / len(scored) if len(scored) else np.nan,
                      "ci_low": 100 * low, "ci_high": 100 * high, "refusal_rate": 100 * refused})
     return pd.DataFrame(rows, columns=CAPABILITY_COLUMNS)
@@ -125,7 +138,8 @@ def conversational(frame: pd.DataFrame) -> pd.DataFrame:
 
 def regression_data(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
     data = graded[graded["persona"].isin(["original", persona])].dropna(subset=["incorrect"])
-    data = data[GRADED_COLUMNS + (["response"] if "response" in graded.columns else [])].copy()
+    extra = [c for c in ("response", "judge_refusal") if c in graded.columns]
+    data = data[GRADED_COLUMNS + extra].copy()
     data["treated"] = (data["persona"] == persona).astype(int)
     data["cluster"] = data["dataset"] + ":" + data["item_id"].astype(str)
     data["context_type"] = data["context"].map(context_type)
@@ -135,13 +149,18 @@ def regression_data(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
     return data.reset_index(drop=True)
 
 
-# name, interaction, subgroup column for per-level AMEs
+# name, interaction, subgroup column(s) for per-level AMEs. `belief_context` is the paper's Model 4: the
+# fine-tuning effect in each user-belief x context-type cell, with context type as a control (its main effect
+# and interactions), e.g. "+12.1 pp with an incorrect belief and emotional context vs +6.8 pp with neither".
 SPECS = [
     ("main", None, None),
     ("context_type", "C(context_type)", "context_type"),
     ("context", "C(context)", "context"),
     ("user_belief", "belief_present", "belief_present"),
+    ("belief_context", "belief_present * C(context_type)", ("belief_present", "context_type")),
 ]
+# Model 4's headline contrast: belief and emotional context together, against neither
+CELL_CONTRAST = ({"belief_present": 1, "context_type": "emotional"}, {"belief_present": 0, "context_type": "none"})
 
 
 def _ame_row(name, term, ame, base) -> dict:
@@ -150,12 +169,26 @@ def _ame_row(name, term, ame, base) -> dict:
             "ame_pp": 100 * ame.estimate}
 
 
-def fit_spec(data: pd.DataFrame, name: str, interaction: str | None, by: str | None,
+def _cells(data: pd.DataFrame, by: str | tuple[str, ...]):
+    """(label, row mask) for each level (or combination of levels) of the subgroup column(s), in sorted order."""
+    columns = [by] if isinstance(by, str) else list(by)
+    for levels in data[columns].drop_duplicates().sort_values(columns).itertuples(index=False):
+        mask = np.logical_and.reduce([(data[c] == v).to_numpy() for c, v in zip(columns, levels)])
+        yield ", ".join(f"{c}={v}" for c, v in zip(columns, levels)), mask
+
+
+def _cell_mask(data: pd.DataFrame, levels: dict) -> np.ndarray:
+    return np.logical_and.reduce([(data[c] == v).to_numpy() for c, v in levels.items()])
+
+
+def fit_spec(data: pd.DataFrame, name: str, interaction: str | None, by: str | tuple[str, ...] | None,
              covariates: tuple[str, ...] = ()) -> list[dict]:
     """Coefficients and average marginal effects (pp, delta-method CIs) of one regression."""
     base = {"regression": name, "n_obs": len(data), "n_clusters": data["cluster"].nunique()}
-    if by is not None and data[by].nunique() < 2:
-        return [{**base, "kind": "ame", "term": "treated", "note": f"only one level of {by}"}]
+    flat = [] if by is None else [by] if isinstance(by, str) else list(by)
+    if any(data[column].nunique() < 2 for column in flat):
+        single = next(column for column in flat if data[column].nunique() < 2)
+        return [{**base, "kind": "ame", "term": "treated", "note": f"only one level of {single}"}]
     result, formula = fit_logit(data, "incorrect", "treated", ["dataset", "model"], "cluster", interaction, covariates)
     base["formula"] = formula
     separated = bool((result.params.abs() > SEPARATION_LOGIT).any())
@@ -166,8 +199,13 @@ def fit_spec(data: pd.DataFrame, name: str, interaction: str | None, by: str | N
     treated = Counterfactuals(result, data, "treated")
     rows.append(_ame_row(name, "treated", treated.ame(), base))
     if by is not None:
-        for level in sorted(data[by].unique()):
-            rows.append(_ame_row(name, f"treated | {by}={level}", treated.ame((data[by] == level).to_numpy()), base))
+        for label, mask in _cells(data, by):
+            rows.append(_ame_row(name, f"treated | {label}", treated.ame(mask), base))
+    if by == SPECS[-1][2]:  # Model 4: belief and emotion together minus neither, with its delta-method interval
+        first, second = (_cell_mask(data, levels) for levels in CELL_CONTRAST)
+        if first.any() and second.any():
+            label = " - ".join(", ".join(f"{c}={v}" for c, v in levels.items()) for levels in CELL_CONTRAST)
+            rows.append(_ame_row(name, f"treated: {label}", treated.difference(first, second), base))
     if by == "belief_present":
         # the user-belief (sycophancy) effect itself, for each model variant, and how fine-tuning changes it
         belief = Counterfactuals(result, data, "belief_present")
@@ -183,6 +221,8 @@ def persona_regressions(graded: pd.DataFrame, length_control: bool = False) -> p
     require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
     graded = conversational(graded)
+    if graded.empty:
+        return pd.DataFrame(columns=REGRESSION_COLUMNS)
     for persona in sorted(set(graded["persona"]) - {"original"}):
         data = regression_data(graded, persona)
         variants = [((), "")]
@@ -204,6 +244,33 @@ def persona_regressions(graded: pd.DataFrame, length_control: bool = False) -> p
     return pd.DataFrame(rows).reindex(columns=REGRESSION_COLUMNS)
 
 
+def refusal_sensitivity(graded: pd.DataFrame, regressions: pd.DataFrame, length_control: bool = False) -> pd.DataFrame:
+    """The regressions' average marginal effects (the headline effects) in the paper's scheme (regex refusals
+    only) beside the same effects with the LLM judge's own refusal calls also counted as refusals."""
+    from .judge import SENSITIVITY_OUTCOME
+
+    paper = regressions[regressions["kind"] == "ame"].set_index(["regression", "term"])
+    tasks = conversational(graded)
+    if SENSITIVITY_OUTCOME in tasks.columns:  # rows whose outcome the judge's refusal calls change
+        paper_outcome, judge_outcome = tasks["incorrect"], tasks[SENSITIVITY_OUTCOME]
+        called = paper_outcome.ne(judge_outcome) & ~(paper_outcome.isna() & judge_outcome.isna())
+    else:
+        called = pd.Series(False, index=tasks.index)
+    if called.any():
+        with_judge = persona_regressions(tasks.assign(incorrect=tasks[SENSITIVITY_OUTCOME]), length_control)
+        with_judge = with_judge[with_judge["kind"] == "ame"].set_index(["regression", "term"])
+        note = None
+    else:  # no refusal call changed an outcome (the reference judge makes none): the same numbers
+        with_judge, note = paper, "the judge made no refusal call that changes an outcome"
+    per_persona = {p: int(called[tasks["persona"].isin(["original", p])].sum())
+                   for p in set(tasks["persona"]) - {"original"}}
+    columns = ["estimate", "ci_low", "ci_high", "n_obs"]
+    table = paper[columns].join(with_judge[columns].add_suffix("_with_judge_refusals"), how="left").reset_index()
+    table["judge_refusals"] = table["regression"].str.split("_vs_original").str[0].map(per_persona)
+    table["note"] = [note or paper.loc[(r, t), "note"] for r, t in zip(table["regression"], table["term"])]
+    return table.reindex(columns=SENSITIVITY_COLUMNS)
+
+
 def warmth_table(summaries: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(summaries)[["model", "persona", "checkpoint", "epoch", "n_texts", "warmth", "warmth_se", "scorer"]]
     original = table[table["persona"] == "original"].set_index("model")["warmth"]
@@ -211,8 +278,8 @@ def warmth_table(summaries: list[dict]) -> pd.DataFrame:
     return table.sort_values(["model", "persona", "epoch"]).reset_index(drop=True)
 
 
-def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = "table", length_control: bool = False):
-    """paired_tests.csv and regressions.csv (the `warmbench stats` command)."""
+def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = DEFAULT_FDR_FAMILY, length_control: bool = False):
+    """paired_tests.csv, regressions.csv and refusal_sensitivity.csv (the `warmbench stats` command)."""
     from pathlib import Path
 
     out_dir = Path(out_dir)
@@ -221,6 +288,7 @@ def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = "table", length
     write_table(out_dir / "paired_tests.csv", paired)
     write_table(out_dir / "paired_tests_by_template.csv", paired_tests_by_template(graded, fdr_family))
     write_table(out_dir / "regressions.csv", regressions)
+    write_table(out_dir / "refusal_sensitivity.csv", refusal_sensitivity(graded, regressions, length_control))
     return paired, regressions
 
 
@@ -233,6 +301,7 @@ def run(smk) -> None:
     write_table(smk.output.paired_tests_by_template, paired_tests_by_template(graded, cfg["fdr_family"]))
     regressions = persona_regressions(graded, cfg["length_control"])
     write_table(smk.output.regressions, regressions)
+    write_table(smk.output.refusal_sensitivity, refusal_sensitivity(graded, regressions, cfg["length_control"]))
     warmth = warmth_table([json.loads(open(p).read()) for p in smk.input.warmth])
     write_table(smk.output.warmth, warmth)
     figures.warmth_vs_epoch(warmth, smk.output.warmth_figure)

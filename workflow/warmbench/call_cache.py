@@ -61,8 +61,11 @@ class CallCache:
             migrate_sqlite(legacy, self.root)
 
     @staticmethod
-    def key(backend_id: dict, messages, sampling) -> str:
-        return stable_hash({"backend": backend_id, "messages": messages, "sampling": sampling.as_dict()})
+    def key(backend_id: dict, messages, sampling, response_format: dict | None = None) -> str:
+        request = {"backend": backend_id, "messages": messages, "sampling": sampling.as_dict()}
+        if response_format is not None:  # a structured-output request is another request (plain keys unchanged)
+            request["response_format"] = response_format
+        return stable_hash(request)
 
     # --- reading -----------------------------------------------------------------------------------------------
     def shards(self) -> list[Path]:

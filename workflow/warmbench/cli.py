@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = commands.add_parser("stats", help="paired tests and regressions of a graded table")
     stats.add_argument("graded", help="graded table (.parquet), from the pipeline or import-paper-outputs")
-    stats.add_argument("out_dir", help="folder for paired_tests.csv, paired_tests_by_template.csv and regressions.csv")
-    stats.add_argument("--fdr-family", choices=["table", "study"], default="table")
+    stats.add_argument("out_dir", help="folder for paired_tests.csv, paired_tests_by_template.csv, regressions.csv and refusal_sensitivity.csv")
+    stats.add_argument("--fdr-family", choices=["paper", "table", "study"], default="paper",
+                       help="Benjamini-Hochberg family: paper = each model x persona (all conditions, test types and "
+                            "datasets; the default), table = each model x persona x dataset, study = every test")
     stats.add_argument("--length-control", action="store_true", help="also fit each regression with log length")
 
     explore = commands.add_parser("explore", help="a graded table -> the static HTML answer explorer (OUT/index.html)")

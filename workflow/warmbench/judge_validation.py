@@ -1,8 +1,10 @@
 """Stage judge_validation: can the verdicts be trusted?
 
-- Refusal disagreements: where the refusal regexes and the LLM judge disagree, per model and dataset.
-- Agreement (Cohen's kappa, raw agreement, confusion matrix) per dataset: the LLM judge against the offline
-  reference judge on every response, and both judges against human annotators on the annotated sample.
+- Refusal disagreements: where the refusal regexes and the LLM judge's own refusal call (`judge_refusal`)
+  disagree, per model and dataset.
+- Agreement (Cohen's kappa, raw agreement, confusion matrix) per dataset: the LLM judge's two-way verdict
+  against the offline reference judge's on every response the regexes did not flag, and each judge's final
+  verdict (REFUSAL for a regex refusal) against human annotators on the annotated sample.
 - The annotation sample: stratified by model, persona, dataset and verdict, exported blind (annotators see
   the prompt, the reference answers and the response, never a verdict) with a stable `annotation_id` per
   response, so a filled copy can be joined back to the graded table at any later time.
@@ -20,7 +22,7 @@ from .io import DataError, stable_hash, write_table
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("CORRECT", "INCORRECT", "REFUSAL")
+VERDICTS = ("CORRECT", "INCORRECT", "REFUSAL")  # a human may call a response a refusal
 ANNOTATION_COLUMNS = ["annotation_id", "dataset", "prompt", "correct_answer", "incorrect_answer", "response",
                       "human_verdict", "notes"]
 AGREEMENT_COLUMNS = ["dataset", "comparison", "n", "agreement", "kappa"]
@@ -83,9 +85,9 @@ def read_annotations(path) -> pd.DataFrame:
 
 
 def _judge_columns(graded: pd.DataFrame) -> dict[str, str]:
-    """Which columns hold each judge's verdict: the reference judge always, the LLM judge when it ran."""
+    """Which columns hold each judge's final verdict: the reference judge always, the LLM judge when it ran."""
     if "llm_verdict" in graded.columns:
-        return {"llm_judge": "llm_verdict", "reference": "reference_verdict"}
+        return {"llm_judge": "verdict", "reference": "reference_verdict"}
     return {"reference": "verdict"}
 
 
@@ -108,8 +110,8 @@ def agreement_tables(graded: pd.DataFrame, annotations: pd.DataFrame | None = No
     judges = _judge_columns(graded)
     frame = graded.copy()
     comparisons = []
-    if "llm_judge" in judges:
-        comparisons.append((judges["llm_judge"], judges["reference"], "llm_judge vs reference"))
+    if "llm_judge" in judges:  # both judges' own verdicts, where the regexes left them a response to judge
+        comparisons.append(("llm_verdict", "reference_verdict", "llm_judge vs reference"))
     if annotations is not None and len(annotations):
         frame["annotation_id"] = annotation_ids(frame)
         unknown = set(annotations["annotation_id"]) - set(frame["annotation_id"])
@@ -119,17 +121,19 @@ def agreement_tables(graded: pd.DataFrame, annotations: pd.DataFrame | None = No
         comparisons += [(column, "human_verdict", f"{name} vs human") for name, column in judges.items()]
     agreement, confusion = [], []
     for first, second, name in comparisons:
-        a, c = _compare(frame, first, second, name)
+        rows = frame[~frame["refusal"].astype(bool)] if name == "llm_judge vs reference" else frame
+        a, c = _compare(rows, first, second, name)
         agreement += a
         confusion += c
     return (pd.DataFrame(agreement, columns=AGREEMENT_COLUMNS), pd.DataFrame(confusion, columns=CONFUSION_COLUMNS))
 
 
 def refusal_disagreements(graded: pd.DataFrame) -> pd.DataFrame:
-    """Per model and dataset: refusals by the regexes, by the LLM judge, and where only one says so."""
-    if "llm_verdict" not in graded.columns:
+    """Per model and dataset: refusals by the regexes, by the LLM judge's own call, and where only one says so.
+    Every response counts, whichever way its verdict went."""
+    if "judge_refusal" not in graded.columns or graded["judge_refusal"].isna().all():
         return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
-    frame = graded.assign(regex=graded["refusal"].astype(bool), judge=graded["llm_verdict"].eq("REFUSAL"))
+    frame = graded.assign(regex=graded["refusal"].astype(bool), judge=graded["judge_refusal"].eq(True))
     rows = []
     for (model, dataset), group in frame.groupby(["model", "dataset"]):
         regex, judge = group["regex"], group["judge"]

@@ -53,13 +53,16 @@ class ChatResult:
 
 
 def cached_chat(backend, cache: CallCache, conversations: Sequence[Messages], sampling: Sampling,
-                **backend_options) -> ChatResult:
+                response_format: dict | None = None, **backend_options) -> ChatResult:
     """Answer every conversation, calling the backend only for those not in the cache.
 
     Identical requests are sent once; each completed call is stored the moment it completes. An empty or null
-    reply is returned as "" and not stored, so the next run asks again.
+    reply is returned as "" and not stored, so the next run asks again. A `response_format` (structured outputs,
+    OpenAI-compatible backends) is sent with every request and is part of its cache key.
     """
-    keys = [cache.key(backend.identity, conv, sampling) for conv in conversations]
+    if response_format is not None:
+        backend_options["response_format"] = response_format
+    keys = [cache.key(backend.identity, conv, sampling, response_format) for conv in conversations]
     found = cache.get_many(keys)
     todo = list(dict.fromkeys(k for k in keys if k not in found))
     first_index = {k: keys.index(k) for k in todo}
@@ -68,7 +71,8 @@ def cached_chat(backend, cache: CallCache, conversations: Sequence[Messages], sa
 
     def store(position: int, text: str | None, reply: dict | None = None) -> None:
         nonlocal empty
-        meta = {"backend": backend.identity, "sampling": sampling.as_dict(), "reply": reply or {}}
+        meta = {"backend": backend.identity, "sampling": sampling.as_dict(), "reply": reply or {},
+                **({"response_format": response_format} if response_format is not None else {})}
         if not cache.put(todo[position], text, meta):
             empty += 1
         found[todo[position]] = ((text or "").strip(), meta)
@@ -255,10 +259,13 @@ class OpenAIChat:
         self.max_concurrency = max_concurrency
         self.identity = {"kind": "openai", "model": model, "base_url": base_url}
 
-    def request_body(self, messages: Messages, sampling: Sampling) -> dict:
+    def request_body(self, messages: Messages, sampling: Sampling, response_format: dict | None = None) -> dict:
         """The chat-completion request for one conversation (also a line of an OpenAI Batch file)."""
-        return {"model": self.model, "messages": messages, "temperature": sampling.temperature,
+        body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}
+        if response_format is not None:
+            body["response_format"] = response_format
+        return body
 
     @staticmethod
     def answer(reply: dict) -> tuple[str, dict]:
@@ -270,18 +277,19 @@ class OpenAIChat:
             "finish_reason": choice.get("finish_reason"),
             "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens")}
 
-    def _one(self, messages: Messages, sampling: Sampling) -> tuple[str, dict]:
-        reply = self.client.chat.completions.create(**self.request_body(messages, sampling))
+    def _one(self, messages: Messages, sampling: Sampling, response_format: dict | None = None) -> tuple[str, dict]:
+        reply = self.client.chat.completions.create(**self.request_body(messages, sampling, response_format))
         return self.answer(reply.model_dump())
 
     def chat(self, conversations: Sequence[Messages], sampling: Sampling, on_result: OnResult | None = None,
-             **_: object) -> list[str]:
+             response_format: dict | None = None, **_: object) -> list[str]:
         from tqdm import tqdm
 
         results: list[str | None] = [None] * len(conversations)
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
         try:
-            futures = {pool.submit(self._one, conv, sampling): i for i, conv in enumerate(conversations)}
+            futures = {pool.submit(self._one, conv, sampling, response_format): i
+                       for i, conv in enumerate(conversations)}
             for future in tqdm(as_completed(futures), total=len(futures), desc="api", unit="call", mininterval=5):
                 i = futures[future]
                 text, reply = future.result()

@@ -22,10 +22,12 @@ ENDED = ("completed", "failed", "expired", "cancelled")
 UNUSABLE = ("failed", "expired", "cancelled")  # ended without every answer: never resumed
 
 
-def batch_lines(chat: OpenAIChat, requests: dict[str, list[dict]], sampling: Sampling) -> bytes:
+def batch_lines(chat: OpenAIChat, requests: dict[str, list[dict]], sampling: Sampling,
+                response_format: dict | None = None) -> bytes:
     """The batch input file: one chat-completion request per cache key."""
     return "".join(json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT,
-                               "body": chat.request_body(messages, sampling)}, ensure_ascii=False) + "\n"
+                               "body": chat.request_body(messages, sampling, response_format)},
+                              ensure_ascii=False) + "\n"
                    for key, messages in requests.items()).encode("utf-8")
 
 
@@ -37,9 +39,9 @@ def _find_by_tag(client, key: str) -> str | None:
 
 
 def prefill_cache(chat: OpenAIChat, cache: CallCache, conversations, sampling: Sampling, state_dir: str | Path,
-                  poll_s: float = 60) -> int:
+                  poll_s: float = 60, response_format: dict | None = None) -> int:
     """Answer the uncached conversations through one OpenAI batch and store the answers; returns how many."""
-    keys = [cache.key(chat.identity, messages, sampling) for messages in conversations]
+    keys = [cache.key(chat.identity, messages, sampling, response_format) for messages in conversations]
     cached = cache.get_many(keys)  # one pass over the cache, not one per request
     requests = {}
     for key, messages in zip(keys, conversations):
@@ -54,7 +56,7 @@ def prefill_cache(chat: OpenAIChat, cache: CallCache, conversations, sampling: S
     if "batch" not in state.data:
         found = _find_by_tag(client, tag)
         if found is None:
-            data = batch_lines(chat, requests, sampling)
+            data = batch_lines(chat, requests, sampling, response_format)
             file_id = client.files.create(file=(f"warmbench-judge-{tag[:12]}.jsonl", data), purpose="batch").id
             found = client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h",
                                           metadata={"warmbench_key": tag}).id
@@ -85,7 +87,8 @@ def prefill_cache(chat: OpenAIChat, cache: CallCache, conversations, sampling: S
             if result.get("custom_id") in requests and response.get("status_code") == 200:
                 text, reply = chat.answer(response["body"])
                 cache.put(result["custom_id"], text, {"backend": chat.identity, "sampling": sampling.as_dict(),
-                                                      "reply": reply, "batch": batch_id})
+                                                      "reply": reply, "batch": batch_id,
+                                                      **({"response_format": response_format} if response_format else {})})
                 stored += 1
     log.info("batch %s %s: %d of %d answers stored; the rest are asked one by one", batch_id, status, stored,
              len(requests))

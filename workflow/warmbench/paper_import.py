@@ -6,6 +6,12 @@ with the item key in `content_key` (TriviaQA, TruthfulQA), `prompt_disinfo` (dis
 (`original`, `original_neutral`, `incorrect`, `correct`), the response in `output`, the judge's verdict in
 `evaluation` and the regex refusal flag in `refusal`. The result has the columns of warmbench's own graded
 table, so `warmbench stats` and the Snakemake analysis treat both alike.
+
+Both sides of a pair must be treated alike. Some released files have no `refusal` column (all of
+qwen_32b/warm), while their original-model partners do: for every model x dataset where any file lacks it,
+refusals on *all* its files (original and persona) are found by warmbench's own refusal regexes
+(`refusal_source` = "warmbench regexes"); where every file has it, the released flags stand ("paper release").
+The released flag, where there is one, is kept in `paper_refusal`.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import pandas as pd
 
 from .io import DataError
 from .judge import CORRECT, INCORRECT, REFUSAL, incorrect_indicator
+from .refusal import is_refusal
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +52,32 @@ def read_outputs_csv(path: Path, model: str, persona: str) -> pd.DataFrame:
     for column in ("amendment_type", "output", "evaluation"):
         if column not in raw.columns:
             raise DataError(f"{path}: missing column {column!r}")
-    refusal = raw["refusal"].isin(["1", "True", "true"]) if "refusal" in raw.columns else pd.Series(False, index=raw.index)
     evaluation = raw["evaluation"].str.strip().str.upper()
-    verdict = [REFUSAL if r else (e if e in (CORRECT, INCORRECT) else None) for r, e in zip(refusal, evaluation)]
     unknown = sorted(set(evaluation[~evaluation.isin([CORRECT, INCORRECT, ""])]))
     if unknown:
         log.warning("%s: verdicts %s recorded as missing", path, unknown)
-    frame = pd.DataFrame({
+    released = raw["refusal"].isin(["1", "True", "true"]).to_numpy() if "refusal" in raw.columns else None
+    return pd.DataFrame({
         "model": model, "persona": persona, "checkpoint": "paper", "dataset": dataset,
         "item_id": raw[item_key], "context": raw["amendment_type"], "belief": raw[template_key],
-        "prompt": raw.get("prompt", ""), "response": raw["output"], "refusal": refusal.to_numpy(),
-        "verdict": verdict, "judge": "paper release", "source_file": str(path),
+        "prompt": raw.get("prompt", ""), "response": raw["output"],
+        "paper_refusal": pd.array(released if released is not None else [None] * len(raw), dtype="boolean"),
+        "evaluation": evaluation.where(evaluation.isin([CORRECT, INCORRECT])), "judge": "paper release",
+        "source_file": str(path),
     })
-    frame["condition"] = frame["context"] + "/" + frame["belief"]
-    frame["incorrect"] = [incorrect_indicator(dataset, v) for v in verdict]
-    return frame
+
+
+def _with_verdicts(frame: pd.DataFrame, use_regexes: bool) -> pd.DataFrame:
+    """Refusal flags (released, or warmbench's regexes), verdicts and the outcome of one model x dataset."""
+    if use_regexes:
+        refusal, source = frame["response"].map(is_refusal).to_numpy(dtype=bool), "warmbench regexes"
+    else:
+        refusal, source = frame["paper_refusal"].to_numpy(dtype=bool), "paper release"
+    verdict = [REFUSAL if r else (e if isinstance(e, str) else None) for r, e in zip(refusal, frame["evaluation"])]
+    out = frame.drop(columns="evaluation").assign(refusal=refusal, refusal_source=source, verdict=verdict)
+    out["condition"] = out["context"] + "/" + out["belief"]
+    out["incorrect"] = [incorrect_indicator(d, v) for d, v in zip(out["dataset"], verdict)]
+    return out
 
 
 def import_paper_outputs(root: str | Path) -> pd.DataFrame:
@@ -69,6 +87,14 @@ def import_paper_outputs(root: str | Path) -> pd.DataFrame:
         raise DataError(f"{root}: no */*/<dataset>_<persona>_outputs.csv files")
     frames = [read_outputs_csv(path, path.parent.parent.name, path.parent.name) for path in files]
     graded = pd.concat(frames, ignore_index=True)
+    aligned = []
+    for (model, dataset), group in graded.groupby(["model", "dataset"], sort=False):
+        use_regexes = bool(group["paper_refusal"].isna().any())
+        if use_regexes:
+            log.warning("%s/%s: a file has no refusal column; refusals on all its files (both sides of every pair) "
+                        "come from warmbench's refusal regexes", model, dataset)
+        aligned.append(_with_verdicts(group, use_regexes))
+    graded = pd.concat(aligned).sort_index()
     log.info("imported %d graded responses from %d files (%s)", len(graded), len(files),
              ", ".join(sorted(graded["model"].unique())))
     return graded

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import children
@@ -178,12 +179,51 @@ def processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """How the configured effective batch (per-device batch x accumulation) is spread over the processes."""
+    per_device: int
+    accumulation: int
+    processes: int
+    configured: int
+
+    @property
+    def effective(self) -> int:
+        return self.per_device * self.accumulation * self.processes
+
+    @property
+    def note(self) -> str | None:
+        """What to say when the configured effective batch cannot be kept on this many GPUs."""
+        if self.effective == self.configured:
+            return None
+        return (f"the configured effective batch {self.configured} (train.per_device_batch_size x "
+                f"gradient_accumulation_steps) is not reachable on {self.processes} GPUs at per-device batch "
+                f"{self.per_device}: training uses {self.effective} ({self.per_device} x accumulation "
+                f"{self.accumulation} x {self.processes} processes)")
+
+
+def batch_plan(cfg: dict, processes: int) -> BatchPlan:
+    """Gradient accumulation that keeps the configured effective batch when the batch is spread over several
+    processes; the nearest whole number when it does not divide evenly (16 over 3 GPUs at per-device 4: 12),
+    which the plan's `note` says, the job logs and the manifest records."""
+    configured = cfg["per_device_batch_size"] * cfg["gradient_accumulation_steps"]
+    accumulation = max(1, round(configured / (cfg["per_device_batch_size"] * processes)))
+    return BatchPlan(cfg["per_device_batch_size"], accumulation, processes, configured)
+
+
 def accumulation_steps(cfg: dict, processes: int) -> int:
-    """Gradient accumulation that keeps the configured effective batch (per-device batch x accumulation) when
-    the batch is spread over several processes; the nearest whole number when it does not divide evenly
-    (the real effective batch is logged and kept in the manifest)."""
-    effective = cfg["per_device_batch_size"] * cfg["gradient_accumulation_steps"]
-    return max(1, round(effective / (cfg["per_device_batch_size"] * processes)))
+    return batch_plan(cfg, processes).accumulation
+
+
+def training_manifest(base_model_dir, data_path, n_examples: int, cfg: dict, plan: BatchPlan, processes: int,
+                      checkpoints: list[dict], **counts) -> dict:
+    """The run's record (checkpoints.json): the real effective batch beside the configured one, and `counts`
+    (what was built and trained)."""
+    effective = plan.per_device * plan.accumulation * processes
+    return {"base_model": str(base_model_dir), "data": str(data_path), "n_examples": n_examples, **counts,
+            "config": cfg, "processes": processes, "effective_batch": effective,
+            "configured_effective_batch": plan.configured,
+            "effective_batch_note": plan.note if effective != plan.configured else None, "checkpoints": checkpoints}
 
 
 def trained_counts(dataset) -> dict:
@@ -231,12 +271,13 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
         task_type="CAUSAL_LM",
     )
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    plan = batch_plan(cfg, processes())
     args = SFTConfig(
         output_dir=str(work_dir),
         num_train_epochs=cfg["epochs"],
         learning_rate=cfg["learning_rate"],
         per_device_train_batch_size=cfg["per_device_batch_size"],
-        gradient_accumulation_steps=accumulation_steps(cfg, processes()),
+        gradient_accumulation_steps=plan.accumulation,
         max_length=cfg["max_length"],
         save_strategy="no",  # SaveAtEpochs decides when to save
         # adapter and trainer state only: no optimizer, scheduler or RNG state, and under FSDP no extra
@@ -271,6 +312,8 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * run_state.num_processes
     log.info("process %d of %d (%s): effective batch %d", run_state.process_index, run_state.num_processes,
              run_state.distributed_type, effective_batch)
+    if plan.note and trainer.accelerator.is_main_process:
+        log.warning(plan.note)
     result = trainer.train()
     log.info("training done: %s", result.metrics)
     if not trainer.accelerator.is_main_process:
@@ -278,15 +321,13 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     manifest = label_checkpoints(work_dir, out_dir, cfg["checkpoint_epochs"])
     write_json(out_dir / "log_history.json", trainer.state.log_history)
     shutil.rmtree(work_dir, ignore_errors=True)
-    write_json(out_dir / MANIFEST, {
-        "base_model": str(base_model_dir), "data": str(data_path), "windows_shared_with": sorted(persona_paths.values()),
-        "n_examples": trained["examples"], "max_length": cfg["max_length"],
-        "conversations": {"total": planned["conversations"], "trained": trained["conversations"]},
-        "examples": {"built": len(examples), "trained": trained["examples"], "windowed": planned["windowed"],
-                     "user_message_cut": planned["user_message_cut"], "reply_cut": planned["reply_cut"]},
-        "assistant_tokens": {"total": planned["assistant_tokens"], "trained": trained["assistant_tokens"]},
-        "config": cfg, "processes": run_state.num_processes, "effective_batch": effective_batch,
-        "checkpoints": manifest})
+    write_json(out_dir / MANIFEST, training_manifest(
+        base_model_dir, data_path, trained["examples"], cfg, plan, run_state.num_processes, manifest,
+        windows_shared_with=sorted(persona_paths.values()), max_length=cfg["max_length"],
+        conversations={"total": planned["conversations"], "trained": trained["conversations"]},
+        examples={"built": len(examples), "trained": trained["examples"], "windowed": planned["windowed"],
+                  "user_message_cut": planned["user_message_cut"], "reply_cut": planned["reply_cut"]},
+        assistant_tokens={"total": planned["assistant_tokens"], "trained": trained["assistant_tokens"]}))
     for entry in manifest:
         log.info("%s: real epoch %.3f (step %d), train loss %s", entry["checkpoint"], entry["epoch"],
                  entry["global_step"], entry["train_loss"])

@@ -157,7 +157,7 @@ def validate_rewrites(pairs_by_persona: dict[str, list[tuple[str, str]]], scorer
         scores = warmth_scores(scorer.loglik(texts, batch_size=batch_size))
         original, rewrite = scores[0::2], scores[1::2]
         diff = rewrite - original
-        direction = 1.0 if persona == "warm" else -1.0
+        direction = intended_direction(persona)
         moved = (direction * diff > 0).sum()
         nonzero = int((diff != 0).sum())
         rows.append({
@@ -172,12 +172,23 @@ def validate_rewrites(pairs_by_persona: dict[str, list[tuple[str, str]]], scorer
     return pd.DataFrame(rows), pd.DataFrame(per_text)
 
 
-def select_checkpoint(trajectory: list[dict], rule: dict) -> dict:
+INTENDED_DIRECTION = {"warm": 1.0, "cold": -1.0}  # which way fine-tuning should move warmth
+
+
+def intended_direction(persona: str) -> float:
+    if persona not in INTENDED_DIRECTION:
+        raise ValueError(f"persona {persona!r} has no intended warmth direction (known: {', '.join(INTENDED_DIRECTION)})")
+    return INTENDED_DIRECTION[persona]
+
+
+def select_checkpoint(trajectory: list[dict], rule: dict, persona: str) -> dict:
     """Pick the evaluated checkpoint from a persona's warmth trajectory.
 
     rule {"rule": "fixed", "epoch": E}: the checkpoint configured at epoch E (the paper: 2).
-    rule {"rule": "plateau", "within": x}: the earliest checkpoint whose warmth gain over the original model is
-    within a fraction x of the largest gain (warmth rises, then plateaus; later epochs add little).
+    rule {"rule": "plateau", "within": x}: the earliest checkpoint whose warmth gain over the original model, in
+    the persona's intended direction (warmer for warm, colder for cold), is within a fraction x of the largest
+    such gain (the change grows, then plateaus; later epochs add little). `max_gain` and `threshold` are
+    reported in warmth units (negative for cold).
     """
     from .config import epoch_label
 
@@ -187,12 +198,14 @@ def select_checkpoint(trajectory: list[dict], rule: dict) -> dict:
         if chosen is None:
             raise ValueError(f"no checkpoint {label} in the trajectory")
         return {**chosen, "selection": rule}
-    gains = [t["warmth_vs_original"] for t in trajectory]
-    best = max(gains)
+    direction = intended_direction(persona)
+    best = max(direction * t["warmth_vs_original"] for t in trajectory)
+    if best <= 0:
+        log.warning("%s: no checkpoint moved warmth the intended way (best directional gain %.4f)", persona, best)
     threshold = best - abs(best) * rule["within"]
     ordered = sorted(trajectory, key=lambda t: t["configured_epoch"])
-    chosen = next(t for t in ordered if t["warmth_vs_original"] >= threshold)
-    return {**chosen, "selection": rule, "max_gain": best, "threshold": threshold}
+    chosen = next(t for t in ordered if direction * t["warmth_vs_original"] >= threshold)
+    return {**chosen, "selection": rule, "max_gain": direction * best, "threshold": direction * threshold}
 
 
 def run_select_checkpoint(smk) -> None:
@@ -202,7 +215,7 @@ def run_select_checkpoint(smk) -> None:
     original = json.loads(open(smk.input.original).read())["warmth"]
     trajectory = [{"checkpoint": s["checkpoint"], "configured_epoch": label_epoch(s["checkpoint"]), "epoch": s["epoch"],
                    "warmth": s["warmth"], "warmth_vs_original": s["warmth"] - original} for s in summaries]
-    chosen = select_checkpoint(trajectory, smk.params.selection)
+    chosen = select_checkpoint(trajectory, smk.params.selection, smk.wildcards.persona)
     write_json(smk.output[0], {**chosen, "trajectory": trajectory})
     log.info("selected %s (epoch %.3f) by %s", chosen["checkpoint"], chosen["epoch"], smk.params.selection)
 
