@@ -1,6 +1,7 @@
 """Cost: the plan before a run (from the Snakemake DAG and the config's assumptions and prices) and the ledger
 after it (the call cache's usage, the API fine-tunes' manifests, the benchmark files)."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from warmbench import config as wb
 from warmbench import cost
 from warmbench.call_cache import RULE_ENV, CallCache
 from warmbench.io import stable_hash
-from conftest import REPO, scratch_workflow
+from conftest import REPO, SHARED, scratch_workflow
 
 GENERATION = "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet"
 
@@ -72,6 +73,18 @@ def test_a_job_that_writes_several_cells_counts_their_prompts_and_starts_once():
     assert a.tokens_out == b.tokens_out == 4 * 500 * 28 * 281
     start = cfg["plan"]["throughput"]["job_start_s"]
     assert a.gpu_hours - b.gpu_hours == pytest.approx(3 * start / 3600)
+
+
+def test_a_gpu_job_whose_outputs_the_plan_does_not_know_is_named_not_counted_as_free():
+    """A generation rule rewritten to write files of another layout must show up as not estimated."""
+    cfg = load("config/paper.yaml")
+    table = cost.plan([cost.PlannedJob("generate_bundle", "generate", ("results/generations/llama31_8b/medqa.arrow",),
+                                       gpus=1)], cfg, REPO)
+    assert table.total.unestimated == {"generate_bundle"}
+    assert "not estimated (GPU jobs whose outputs match no layout in cost.OUTPUTS): generate_bundle" \
+        in cost.format_plan(table, cfg)
+    cpu_only = cost.plan([cost.PlannedJob("analysis", "analysis", ("results/analysis/x.csv",))], cfg, REPO)
+    assert not cpu_only.total.unestimated
 
 
 def test_gpu_hours_scale_with_the_models_parameters_and_its_gpus_start():
@@ -139,7 +152,7 @@ def test_the_paper_plan_is_on_the_papers_scale(paper_jobs):
                       ("train_openai", fine_tuning), ("persona_rewrite", rewrites)):
         assert 0.5 < rows[rule].api_usd / own < 2, rule
     assert 0.5 < table.total.api_usd / (judge + base_generation + tuned_generation + fine_tuning + rewrites) < 2
-    assert not table.total.unpriced and not table.total.unsized
+    assert not table.total.unpriced and not table.total.unsized and not table.total.unestimated
 
 
 def test_prices_are_dated_and_a_configs_entries_add_to_the_built_in_table():
@@ -198,7 +211,7 @@ def test_a_real_run_over_budget_stops_before_any_job(tmp_path):
     work = scratch_workflow(tmp_path / "work")
     cfg = api_judged(yaml.safe_load((REPO / "tests/config/config.yaml").read_text()), budget=0.0001)
     (work / "budget.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**__import__("os").environ, "OPENAI_API_KEY": "not-used"}
+    env = {**os.environ, "OPENAI_API_KEY": "not-used"}
     env.pop(cost.FORCE_ENV, None)
     result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "budget.yaml"],
                             cwd=work, capture_output=True, text=True, env=env, timeout=300)
@@ -209,8 +222,10 @@ def test_a_real_run_over_budget_stops_before_any_job(tmp_path):
 
 
 def test_warmbench_plan_prints_the_table_with_its_sources():
+    """The paper config plans without any secret (its judge, rewrites and fine-tunes are GPT-4o)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "HF_TOKEN")}
     result = subprocess.run([sys.executable, "-m", "warmbench.cli", "plan", "--configfile", "config/paper.yaml"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+                            cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert re.search(r"^total\s+\d+", out, re.M) and "gpt-4o-2024-08-06" in out and "as of 2024-08-20" in out
@@ -335,3 +350,26 @@ def test_the_cost_rule_writes_the_ledger_for_the_report(tmp_path, monkeypatch):
     assert api.loc[0, "usd"] == pytest.approx(1.01) and api.loc[0, "price_as_of"] == "2024-08-20"
     jobs = pd.read_csv(tmp_path / "jobs.csv")
     assert jobs.loc[0, "rule"] == "judge" and jobs.loc[0, "hours"] == pytest.approx(0.025)
+
+
+def test_the_plans_answer_lengths_are_the_studys_released_ones():
+    """plan.prompt_tokens and plan.response_tokens of the four tasks are what the schema says they are: the mean
+    characters / 4 of the prompts and outputs in the authors' released sample (skipped without ../shared)."""
+    sample = SHARED / "reference" / "warm_ai_2025" / "sample_data"
+    if not sample.is_dir():
+        pytest.skip(f"{sample} is absent")
+    assume = load("config/paper.yaml")["plan"]
+    released = {"trivia": "triviaqa", "truthfulqa": "truthfulqa", "disinfo": "disinfo", "medqa": "medqa"}
+    tables = {}
+    for path in sorted(sample.glob("*/*/*_outputs.csv")):
+        dataset = released.get(path.name.split("_")[0])
+        if dataset:
+            tables.setdefault(dataset, []).append(pd.read_csv(path))
+    assert set(tables) == set(released.values())
+    for dataset, parts in tables.items():
+        table = pd.concat(parts)
+        chars_per_token = assume["chars_per_token"]
+        prompt = table["prompt"].astype(str).str.len().mean() / chars_per_token
+        output = table["output"].astype(str).str.len().mean() / chars_per_token
+        assert assume["prompt_tokens"][dataset] == pytest.approx(prompt, rel=0.05), dataset
+        assert assume["response_tokens"][dataset] == pytest.approx(output, rel=0.05), dataset

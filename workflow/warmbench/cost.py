@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -178,6 +179,7 @@ class Estimate:
     api_usd: float | None = 0.0  # None: some model of it has no price
     unpriced: set = field(default_factory=set)  # API models without a price
     unsized: set = field(default_factory=set)  # local models whose size is unknown (models.<name>.params_b)
+    unestimated: set = field(default_factory=set)  # GPU rules none of whose outputs is a layout of OUTPUTS
 
     def add(self, other: "Estimate") -> None:
         self.requests += other.requests
@@ -187,6 +189,7 @@ class Estimate:
         self.api_usd = None if self.api_usd is None or other.api_usd is None else self.api_usd + other.api_usd
         self.unpriced |= other.unpriced
         self.unsized |= other.unsized
+        self.unestimated |= other.unestimated
 
 
 _SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)([BM])(?![A-Za-z])", re.I)
@@ -284,7 +287,7 @@ class Planner:
 
     # one job
     def estimate(self, job: PlannedJob) -> Estimate:
-        total, local_gpu_work = Estimate(), False
+        total, local_gpu_work, known = Estimate(), False, False
         for output in job.outputs:
             for kind, pattern in OUTPUTS.items():
                 match = pattern.search(output)
@@ -292,7 +295,10 @@ class Planner:
                     part, gpu_work = getattr(self, f"_{kind}")(job, **match.groupdict())
                     total.add(part)
                     local_gpu_work |= gpu_work
+                    known = True
                     break
+        if job.gpus and not known:  # GPU work the plan cannot see: say so rather than count it as nothing
+            total.unestimated.add(job.rule)
         if local_gpu_work and job.gpus:  # loading weights and starting the engine, once per job and GPU
             total.gpu_hours += job.gpus * self.assume["throughput"]["job_start_s"] / 3600
         return total
@@ -440,6 +446,7 @@ def format_plan(table: Plan, config: dict, title: str = "") -> str:
     if table.to_run != table.jobs:
         lines.append(line("still to run", "", table.to_run, table.to_run, table.remaining))
     speed = config["plan"]["throughput"]
+    table_end = len(lines)  # the notes below are wrapped, the table is not
     lines += ["",
               "requests: LLM prompts sent; tokens in: prompt tokens sent (train, train_openai: tokens trained, x epochs); "
               "an upper bound: calls already in the call cache are not paid again.",
@@ -463,13 +470,18 @@ def format_plan(table: Plan, config: dict, title: str = "") -> str:
     if unsized:
         lines.append("size unknown, GPU-hours left out: "
                      + ", ".join(f"models.{m}.params_b" for m in sorted(unsized)))
+    if table.total.unestimated:
+        lines.append(f"not estimated (GPU jobs whose outputs match no layout in cost.OUTPUTS): "
+                     f"{', '.join(sorted(table.total.unestimated))}")
     problem = budget_problem(table, config)
     budget = config["budget"]["api_usd"]
     if problem:
         lines.append(f"WARNING: {problem}")
     elif budget is not None:
         lines.append(f"budget: within budget.api_usd = ${budget:,.2f}")
-    return "\n".join(lines)
+    notes = [textwrap.fill(note, width=len(header), subsequent_indent="  ") if note else note
+             for note in lines[table_end:]]
+    return "\n".join(lines[:table_end] + notes)
 
 
 def _api_models(config: dict) -> set[str]:
