@@ -293,7 +293,9 @@ def test_the_ledger_prices_api_fine_tunes_from_their_manifests(tmp_path):
     lora = tmp_path / "train" / "smollm2" / "warm"
     lora.mkdir(parents=True)
     (lora / "checkpoints.json").write_text(json.dumps({"checkpoints": [{"checkpoint": "epoch1"}]}))
-    rows = cost.fine_tuning_ledger(tmp_path / "train", cost.price_table(load("config/config.yaml")))
+    trained = cost.trained_dirs(tmp_path / "train")
+    assert trained == [folder, lora]
+    rows = cost.fine_tuning_ledger(trained, cost.price_table(load("config/config.yaml")))
     assert len(rows) == 1
     row = rows.iloc[0]
     assert (row["stage"], row["model"], row["calls"], row["trained_tokens"]) == ("train", "gpt-4o-2024-08-06", 2, 8_000_000)
@@ -340,14 +342,21 @@ def test_the_cost_rule_writes_the_ledger_for_the_report(tmp_path, monkeypatch):
         {"prompt_tokens": 400_000, "completion_tokens": 1_000})
     (tmp_path / "benchmarks" / "judge" / "m").mkdir(parents=True)
     (tmp_path / "benchmarks" / "judge" / "m" / "triviaqa.tsv").write_text(HEADER + "90\t0\t512\t1\t1\t1\t0\t0\t90\t9\n")
+    tuned = tmp_path / "train" / "gpt4o" / "warm"  # an API fine-tune, an input of the rule
+    tuned.mkdir(parents=True)
+    (tuned / "checkpoints.json").write_text(json.dumps({"base_model": "gpt-4o-2024-08-06", "backend": "openai",
+                                                        "checkpoints": [{"job_id": "ftjob-1", "trained_tokens": 40_000}]}))
     cfg = load("config/config.yaml")
-    smk = SimpleNamespace(params=SimpleNamespace(cache=str(tmp_path / "cache"), train=str(tmp_path / "train"),
+    smk = SimpleNamespace(input=SimpleNamespace(trained=[str(tuned)]),
+                          params=SimpleNamespace(cache=str(tmp_path / "cache"),
                                                  benchmarks=str(tmp_path / "benchmarks"), prices=cost.price_table(cfg),
                                                  models=cfg["models"]),
                           output=SimpleNamespace(api=str(tmp_path / "api.csv"), jobs=str(tmp_path / "jobs.csv")))
     cost.run(smk)
     api = pd.read_csv(tmp_path / "api.csv")
     assert api.loc[0, "usd"] == pytest.approx(1.01) and api.loc[0, "price_as_of"] == "2024-08-20"
+    assert (api.loc[1, "rule"], api.loc[1, "trained_tokens"]) == ("train_openai", 40_000)
+    assert api.loc[1, "usd"] == pytest.approx(1.0)
     jobs = pd.read_csv(tmp_path / "jobs.csv")
     assert jobs.loc[0, "rule"] == "judge" and jobs.loc[0, "hours"] == pytest.approx(0.025)
 

@@ -3,12 +3,12 @@ rule cost:
     # their rule and usage; the API fine-tunes' manifests) and job hours per rule (the benchmark files).
     input:
         get_final_output(),
+        trained=get_trained_dirs(),  # their manifests: what each API fine-tune trained
     output:
         api=report("results/cost/api_calls.csv", caption="../report/cost_api_calls.rst", category="7. Cost"),
         jobs=report("results/cost/job_hours.csv", caption="../report/cost_job_hours.rst", category="7. Cost"),
     params:
         cache=LLM_CACHE,
-        train="results/train",
         benchmarks="benchmarks",
         prices=price_table(config),
         models=config["models"],

@@ -560,15 +560,25 @@ def api_ledger(cache_dir: str | os.PathLike, prices: dict):
     return table[LEDGER_COLUMNS]
 
 
-def fine_tuning_ledger(train_root: str | os.PathLike, prices: dict):
-    """Per API fine-tune (results/train/<model>/<persona>/checkpoints.json of backend openai): its jobs and the
-    tokens OpenAI reports it trained, priced per trained token."""
+def trained_dirs(train_root: str | os.PathLike) -> list[Path]:
+    """Every fine-tune folder with a manifest under a root (results/train/<model>/<persona>)."""
+    from .train import MANIFEST
+
+    return [path.parent for path in sorted(Path(train_root).glob(f"*/*/{MANIFEST}"))]
+
+
+def fine_tuning_ledger(trained: list[str | os.PathLike], prices: dict):
+    """Per API fine-tune (a folder results/train/<model>/<persona> whose checkpoints.json names backend openai): its
+    jobs and the tokens OpenAI reports it trained, priced per trained token. LoRA fine-tunes cost no API money."""
     import pandas as pd
 
     from .train import MANIFEST
 
     rows = []
-    for manifest_path in sorted(Path(train_root).glob(f"*/*/{MANIFEST}")):
+    for folder in trained:
+        manifest_path = Path(folder) / MANIFEST
+        if not manifest_path.is_file():
+            continue
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("backend") != "openai":
             continue
@@ -613,12 +623,12 @@ def job_ledger(benchmarks: str | os.PathLike, config: dict):
     return table.sort_values("hours", ascending=False)[columns]
 
 
-def ledger(cache: str | os.PathLike, train_root: str | os.PathLike, benchmarks: str | os.PathLike, config: dict):
+def ledger(cache: str | os.PathLike, trained: list[str | os.PathLike], benchmarks: str | os.PathLike, config: dict):
     """(API calls and fine-tunes, job hours) of a run."""
     import pandas as pd
 
     prices = price_table(config)
-    api = pd.concat([api_ledger(cache, prices), fine_tuning_ledger(train_root, prices)], ignore_index=True)
+    api = pd.concat([api_ledger(cache, prices), fine_tuning_ledger(trained, prices)], ignore_index=True)
     return api, job_ledger(benchmarks, config)
 
 
@@ -644,7 +654,7 @@ def run(smk) -> None:
     from .io import write_table
 
     config = {"models": smk.params.models, "prices": smk.params.prices}
-    api, jobs = ledger(smk.params.cache, smk.params.train, smk.params.benchmarks, config)
+    api, jobs = ledger(smk.params.cache, list(smk.input.trained), smk.params.benchmarks, config)
     write_table(smk.output.api, api)
     write_table(smk.output.jobs, jobs)
     log.info("ledger: %d API rows ($%.2f), %d rules' job hours (%.2f h, %.2f GPU-h)", len(api),
@@ -669,6 +679,6 @@ def cli(args) -> int:
         print(format_plan(table, config, title=f"warmbench plan: {args.configfile}, {table.jobs} jobs "
                                                 f"({table.to_run} to run)"))
         return 0
-    api, jobs = ledger(args.cache, args.train, args.benchmarks, config)
+    api, jobs = ledger(args.cache, trained_dirs(args.train), args.benchmarks, config)
     print(format_ledger(api, jobs))
     return 0
