@@ -87,6 +87,21 @@ def test_a_gpu_job_whose_outputs_the_plan_does_not_know_is_named_not_counted_as_
     assert not cpu_only.total.unestimated
 
 
+def test_rewrites_follow_the_conversations_cut():
+    """sft_data.max_turns messages hold at most half as many assistant turns; max_message_chars caps each message."""
+    cfg = load("config/paper.yaml")
+    job = [cost.PlannedJob("persona_rewrite", "persona_rewrite", ("results/persona_rewrite/warm.jsonl",))]
+    full = cost.plan(job, cfg, REPO).total
+    conversations = 6 * cfg["sft_data"]["train_per_type"]  # six query types
+    assert full.requests == pytest.approx(conversations * cfg["plan"]["sharegpt"]["assistant_turns"])
+    cfg["sft_data"].update(max_turns=2, max_message_chars=200)  # one exchange, 50 tokens a message
+    cut = cost.plan(job, cfg, REPO).total
+    assert cut.requests == conversations
+    assert cut.tokens_out == conversations * 50
+    prompt_file = len(re.sub(r"\{\w+\}", "", (REPO / cfg["persona_rewrite"]["prompts"]["warm"]).read_text())) / 4
+    assert cut.tokens_in == pytest.approx(conversations * (prompt_file + 50 + 50))
+
+
 def test_gpu_hours_scale_with_the_models_parameters_and_its_gpus_start():
     cfg = load("config/paper.yaml")
     small = cost.plan([cost.PlannedJob("train", "train", ("results/train/llama31_8b/warm",), gpus=1)], cfg, REPO).total

@@ -338,10 +338,14 @@ class Planner:
         return estimate, False
 
     def _rewrite(self, job, persona) -> tuple[Estimate, bool]:
-        rewrite, sharegpt = self.config["persona_rewrite"], self.assume["sharegpt"]
-        n = self.conversations * sharegpt["assistant_turns"]
-        per_call = self.file_tokens(rewrite["prompts"][persona]) + sharegpt["user_tokens"] + sharegpt["reply_tokens"]
-        out = min(sharegpt["reply_tokens"], rewrite["sampling"]["max_new_tokens"])
+        rewrite, sharegpt, cut = self.config["persona_rewrite"], self.assume["sharegpt"], self.config["sft_data"]
+        # conversations are cut to sft_data.max_turns messages (half of them the assistant's), each message to
+        # max_message_chars
+        n = self.conversations * min(sharegpt["assistant_turns"], cut["max_turns"] // 2)
+        longest = math.inf if cut["max_message_chars"] is None else cut["max_message_chars"] / self.assume["chars_per_token"]
+        user, reply = min(sharegpt["user_tokens"], longest), min(sharegpt["reply_tokens"], longest)
+        per_call = self.file_tokens(rewrite["prompts"][persona]) + user + reply
+        out = min(reply, rewrite["sampling"]["max_new_tokens"])
         estimate = Estimate(n, n * per_call, n * out)
         self.priced(estimate, rewrite["backend"])
         return estimate, False
