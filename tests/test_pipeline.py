@@ -200,11 +200,11 @@ def test_the_plan_and_the_ledger_meet_the_run(run_dir):
     """The plan's counts are the run's; its token estimate is of the right size; the ledger holds the run's calls
     (the local rewrite model reports its usage too) and its job hours."""
     from warmbench import config as wb
-    from warmbench import cost
+    from warmbench import plan
 
     cfg = load_config()
     wb.validate(cfg)
-    table = cost.plan(cost.dag_jobs(CONFIG, workdir=run_dir), cfg, root=run_dir)
+    table = plan.plan(plan.dag_jobs(CONFIG, workdir=run_dir), cfg, root=run_dir)
     generate = [row for row in table.rows.values() if row.stage == "generate"]
     # every generation cell, the validation prompts' included
     generations = pd.concat([pd.read_parquet(path) for path in (run_dir / "results/generations").rglob("*.parquet")])

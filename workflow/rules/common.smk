@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.logging import logger
 
 from warmbench import config as wb
-from warmbench.cost import jobs_from_dag, price_table, start_plan
+from warmbench.plan import jobs_from_dag, price_table, start_plan
 from warmbench.locks import running_copies
 
 

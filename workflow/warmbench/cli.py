@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     explore.add_argument("--paired-tests", help="paired_tests.csv to list (default: computed from the table)")
 
     plan = commands.add_parser("plan", help="per rule of a config's DAG: jobs, LLM requests, tokens, GPU-hours and "
-                               "API cost, before running it (cost.py)")
+                               "API cost, before running it (plan.py)")
     plan.add_argument("--configfile", default="config/config.yaml", help="default: %(default)s")
     ledger = commands.add_parser("cost", help="what a run spent: API tokens and cost per stage and model (call cache, "
                                  "fine-tune manifests), job hours per rule (benchmarks)")
@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build_explorer(graded, paired, args.out_dir)
         print(f"wrote {args.out_dir}/index.html: {manifest['n_rows']} responses in {manifest['n_files']} data files")
         return 0
-    if args.command in ("plan", "cost"):
+    if args.command == "plan":
+        from .plan import cli
+
+        return cli(args)
+    if args.command == "cost":
         from .cost import cli
 
         return cli(args)
