@@ -30,9 +30,11 @@ include: "workflow/rules/warmth.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/judge_validation.smk"
 include: "workflow/rules/explorer.smk"
+include: "workflow/rules/cost.smk"
 
 
 rule all:
     input:
         get_final_output(),
+        rules.cost.output,
     default_target: True

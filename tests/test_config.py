@@ -311,7 +311,7 @@ def test_the_paper_config_needs_no_secrets_to_inspect(flags):
     if flags == ["-n"]:
         # the whole DAG: every stage, up to the report (job counts change with the grid; test_dag counts them)
         assert result.returncode == 0 and re.search(r"^total\s+\d+$", result.stdout, re.M)
-        assert all(re.search(rf"^{rule}\s+\d+$", result.stdout, re.M) for rule in ("train_openai", "judge", "analysis"))
+        assert all(re.search(rf"^{rule}\s+\d+$", result.stdout, re.M) for rule in ("train_openai", "judge", "analysis", "cost"))
     elif flags == ["--list-rules"]:
         assert result.returncode == 0 and "train_openai" in result.stdout
     else:  # every rule names its environment (envs/): snakemake's linter finds nothing

@@ -213,3 +213,28 @@ def test_bench_pipeline_sums_the_real_benchmarks(run_dir):
     lines = bench.stdout.strip().splitlines()
     assert lines[-1].startswith("TOTAL:") and "peak job RSS" in lines[-1]
     assert any(line.startswith("generate") for line in lines)
+
+
+def test_the_plan_and_the_ledger_meet_the_run(run_dir):
+    """The plan's counts are the run's; its token estimate is of the right size; the ledger holds the run's calls
+    (the local rewrite model reports its usage too) and its job hours."""
+    from warmbench import config as wb
+    from warmbench import plan
+
+    cfg = load_config()
+    wb.validate(cfg)
+    table = plan.plan(plan.dag_jobs(CONFIG, workdir=run_dir), cfg, root=run_dir)
+    generate = [row for row in table.rows.values() if row.stage == "generate"]
+    # every generation cell, the validation prompts' included
+    generations = pd.concat([pd.read_parquet(path) for path in (run_dir / "results/generations").rglob("*.parquet")])
+    assert sum(row.requests for row in generate) == len(generations)
+    assert 1 / 3 < sum(row.tokens_out for row in generate) / generations["n_tokens"].sum() < 3
+
+    api = pd.read_csv(run_dir / "results/cost/api_calls.csv")
+    rewrites = api[api["rule"] == "persona_rewrite"]
+    assert rewrites["calls"].sum() > 0 and rewrites["prompt_tokens"].sum() > 0 and rewrites["usd"].eq(0).all()
+    assert 1 / 3 < table.rows["persona_rewrite"].requests / rewrites["calls"].sum() < 3
+    hours = pd.read_csv(run_dir / "results/cost/job_hours.csv").set_index("rule")
+    assert {"train", "judge", "analysis"} <= set(hours.index) and hours["hours"].gt(0).all()
+    assert any(rule.startswith("generate") for rule in hours.index)
+    assert "done in" in (run_dir / "logs/cost.log").read_text()

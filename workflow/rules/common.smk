@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.logging import logger
 
 from warmbench import config as wb
+from warmbench.plan import jobs_from_dag, price_table, start_plan
 from warmbench.locks import running_copies
 from warmbench.stage import stage
 
@@ -40,6 +41,11 @@ onstart:
     if _running:
         raise WorkflowError("These jobs are still running from an earlier run; wait for them or stop them first:\n"
                             + "\n".join(_running))
+    # the plan of what is about to run (`warmbench plan`); over budget.api_usd it stops here unless WARMBENCH_FORCE=1
+    if not workflow.touch:
+        _over_budget = start_plan(jobs_from_dag(workflow.dag), config, Path.cwd(), logger=logger)
+        if _over_budget:
+            raise WorkflowError(f"Over budget: {_over_budget}")
 
 
 STAGE = "../scripts/run_stage.py"  # relative to each rule file
@@ -141,10 +147,7 @@ def get_wrong_answer_model(wildcards):
 
 
 def get_sampling(wildcards):
-    if wildcards.dataset == wb.VALIDATION_DATASET:
-        return config["warmth"]["sampling"]
-    # per-dataset overrides (the paper: temperature 0.2 for MMLU and GSM8K)
-    return {**config["evaluation"]["sampling"], **config["evaluation"]["dataset_sampling"].get(wildcards.dataset, {})}
+    return wb.sampling_for(config, wildcards.dataset)
 
 
 def get_judge_params():
@@ -157,7 +160,7 @@ def get_judge_params():
 def get_judge_rubrics(wildcards):
     if not wb.judged_by_llm(config, wildcards.dataset):
         return []
-    return [config["judge"]["rubrics"].get(wildcards.dataset, f"config/prompts/judge_{wildcards.dataset}.txt")]
+    return [wb.judge_rubric(config, wildcards.dataset)]
 
 
 def get_annotations(wildcards):

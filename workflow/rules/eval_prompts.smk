@@ -18,6 +18,8 @@ rule eval_prompts:
         dataset="|".join(config["evaluation"]["datasets"]),
     log:
         "logs/eval_prompts/{dataset}.log",
+    benchmark:
+        "benchmarks/eval_prompts/{dataset}.tsv"
     conda:
         ENV
     script:

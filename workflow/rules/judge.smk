@@ -17,6 +17,8 @@ rule judge:
         judge_slots=1,  # cap concurrent judge jobs with --resources judge_slots=N (API rate limits)
     log:
         "logs/judge/{model}/{persona}/{checkpoint}/{dataset}.log",
+    benchmark:
+        "benchmarks/judge/{model}/{persona}/{checkpoint}/{dataset}.tsv"
     conda:
         ENV
     script:

@@ -27,6 +27,8 @@ rule judge_validation:
         seed=config["seed"],
     log:
         "logs/judge_validation.log",
+    benchmark:
+        "benchmarks/judge_validation.tsv"
     conda:
         ENV
     script:

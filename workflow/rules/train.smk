@@ -53,6 +53,8 @@ rule train_openai:
         persona="warm|cold",
     log:
         "logs/train_openai/{model}/{persona}.log",
+    benchmark:
+        "benchmarks/train_openai/{model}/{persona}.tsv"
     conda:
         ENV
     script:

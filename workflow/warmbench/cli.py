@@ -54,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     explore.add_argument("out_dir", help="folder for index.html and its data/ files")
     explore.add_argument("--paired-tests", help="paired_tests.csv to list (default: computed from the table)")
 
+    plan = commands.add_parser("plan", help="per rule of a config's DAG: jobs, LLM requests, tokens, GPU-hours and "
+                               "API cost, before running it (plan.py)")
+    plan.add_argument("--configfile", default="config/config.yaml", help="default: %(default)s")
+    ledger = commands.add_parser("cost", help="what a run spent: API tokens and cost per stage and model (call cache, "
+                                 "fine-tune manifests), job hours per rule (benchmarks)")
+    ledger.add_argument("--configfile", default="config/config.yaml", help="its prices and GPUs (default: %(default)s)")
+    ledger.add_argument("--cache", default="results/cache/llm_calls", help="default: %(default)s")
+    ledger.add_argument("--train", default="results/train", help="fine-tune manifests (default: %(default)s)")
+    ledger.add_argument("--benchmarks", default="benchmarks", help="default: %(default)s")
+
     bench = commands.add_parser("bench", help="print performance figures").add_subparsers(dest="what", required=True)
     pipe = bench.add_parser("pipeline", help="wall time and peak memory per rule, from Snakemake benchmark files")
     pipe.add_argument("--benchmarks", default="benchmarks", help="folder of benchmark .tsv files (default: %(default)s)")
@@ -164,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build_explorer(graded, paired, args.out_dir)
         print(f"wrote {args.out_dir}/index.html: {manifest['n_rows']} responses in {manifest['n_files']} data files")
         return 0
+    if args.command == "plan":
+        from .plan import cli
+
+        return cli(args)
+    if args.command == "cost":
+        from .cost import cli
+
+        return cli(args)
     if args.what == "explorer":
         from .bench import explorer_benchmark, sizes
 

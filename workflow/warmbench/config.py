@@ -33,6 +33,20 @@ def judged_by_llm(config: dict, dataset: str) -> bool:
     return config["judge"]["kind"] == "llm" and dataset not in REGEX_SCORED_DATASETS
 
 
+def judge_rubric(config: dict, dataset: str) -> str:
+    """The LLM judge's rubric file for a dataset: judge.rubrics.<dataset>, or config/prompts/judge_<dataset>.txt."""
+    return (config["judge"].get("rubrics") or {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
+
+
+def sampling_for(config: dict, dataset: str) -> dict:
+    """Sampling of a dataset's generations: warmth.sampling for the validation prompts; evaluation.sampling with the
+    dataset's evaluation.dataset_sampling overrides (the paper: temperature 0.2 for MMLU and GSM8K) otherwise."""
+    if dataset == VALIDATION_DATASET:
+        return config["warmth"]["sampling"]
+    evaluation = config["evaluation"]
+    return {**evaluation["sampling"], **evaluation["dataset_sampling"].get(dataset, {})}
+
+
 class ConfigError(ValueError):
     """An invalid config; the message starts with the offending key."""
 
@@ -382,8 +396,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         if "backend" not in judge:
             raise ConfigError("judge.backend: the LLM judge must be named explicitly (kind: openai, model: ...)")
         for dataset in [d for d in config["evaluation"]["datasets"] if judged_by_llm(config, d)]:
-            rubric = judge.get("rubrics", {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
-            _require_file(root, rubric, f"judge.rubrics.{dataset}")
+            _require_file(root, judge_rubric(config, dataset), f"judge.rubrics.{dataset}")
 
 
 def _check_scorer(config: dict, root: Path) -> None:

@@ -317,23 +317,37 @@ def render_prompt(amendments: dict, dataset: str, template: str, context: str, s
     return re.sub(r"([.?!])\.$", r"\1", prompt)  # "...foxes." + "." -> one full stop
 
 
+def conditions(dataset: str, amendments: dict) -> list[tuple[str, str]]:
+    """The (context, template) pairs each item of a dataset is asked under: every context x template, with
+    original_neutral in the unmodified context only; a capability benchmark once, unmodified/original."""
+    if dataset in CAPABILITY_DATASETS:
+        return [(UNMODIFIED, "original")]
+    return [(context, template) for context in amendments["contexts"] for template in TEMPLATES
+            if template != NEUTRAL or context == UNMODIFIED]
+
+
+def prompts_per_item(dataset: str, amendments: dict) -> int:
+    """Prompts one item becomes (28 for a task with the study's 9 contexts; 1 for a capability benchmark)."""
+    return len(conditions(dataset, amendments))
+
+
 def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[dict]:
-    """Every item under every context x template condition (original_neutral in the unmodified context only)."""
+    """Every item under every condition of `conditions`."""
     rows = []
     for item in items:
         if item["dataset"] in CAPABILITY_DATASETS:
             rows.append(_row(item, UNMODIFIED, "original", -1, item["question"]))
             continue
-        for context, statements in amendments["contexts"].items():
-            variant = -1
-            if context != UNMODIFIED:
-                variant = int(stable_hash([seed, item["dataset"], item["item_id"], context]), 16) % len(statements)
+        variants = {}  # one statement per (item, context), the same under every template
+        for context, template in conditions(item["dataset"], amendments):
+            statements = amendments["contexts"][context]
+            if context not in variants:
+                variants[context] = -1 if context == UNMODIFIED else \
+                    int(stable_hash([seed, item["dataset"], item["item_id"], context]), 16) % len(statements)
+            variant = variants[context]
             statement = statements[variant] if variant >= 0 else ""
-            for template in TEMPLATES:
-                if template == NEUTRAL and context != UNMODIFIED:
-                    continue
-                prompt = render_prompt(amendments, item["dataset"], template, context, statement, item)
-                rows.append(_row(item, context, template, variant, prompt))
+            prompt = render_prompt(amendments, item["dataset"], template, context, statement, item)
+            rows.append(_row(item, context, template, variant, prompt))
     return rows
 
 

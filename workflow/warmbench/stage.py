@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .call_cache import RULE_ENV
 from .children import PACKAGE_ROOT, exit_on_signals
 from .locks import JobRunning, job_lock
 
@@ -85,17 +86,37 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def output_to(stream):
+    """File descriptors 1 and 2 (and so every child process: vLLM's worker, `accelerate launch`, servers) write to
+    `stream` until the block ends; sys.stdout and sys.stderr too."""
+    for handle in (sys.stdout, sys.stderr):
+        handle.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        stream.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def run_job(smk) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     stream = open(log_path, "a", buffering=1, encoding="utf-8") if log_path else None
-    # stderr carries tqdm progress bars and warnings, stdout the trainer's loss lines: both go to the job's log.
+    # stderr carries tqdm progress bars (with rates and ETA) and warnings, stdout the trainer's loss lines: both go to
+    # the job's log, from this process and from its children.
     with contextlib.ExitStack() as stack:
         if stream is not None:
             stack.enter_context(stream)
-            stack.enter_context(contextlib.redirect_stderr(stream))
-            stack.enter_context(contextlib.redirect_stdout(stream))
+            stack.enter_context(output_to(stream))
         configure_logging()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ[RULE_ENV] = smk.rule  # each LLM call it caches names this rule (the cost ledger)
         if smk.rule not in ONLINE_RULES:
             os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
         log = logging.getLogger(f"warmbench.{smk.rule}")
