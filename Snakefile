@@ -13,7 +13,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 report: "workflow/report/workflow.rst"
 
 
@@ -34,7 +33,7 @@ include: "workflow/rules/cost.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
         rules.cost.output,
-    default_target: True

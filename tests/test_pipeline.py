@@ -96,7 +96,7 @@ def test_rewrite_validation_reports_its_numbers(run_dir):
 
 
 def test_training_data_and_checkpoints(run_dir):
-    rewrites = [json.loads(l) for l in (run_dir / "results/persona_rewrite/warm.jsonl").read_text().splitlines()]
+    rewrites = [json.loads(line) for line in (run_dir / "results/persona_rewrite/warm.jsonl").read_text().splitlines()]
     assert rewrites and all(r["rewrite"]["backend"]["kind"] == "transformers" for r in rewrites)
     manifest = json.loads((run_dir / "results/train/smollm2/warm/checkpoints.json").read_text())
     assert [c["checkpoint"] for c in manifest["checkpoints"]] == ["epoch0.5", "epoch1"]

@@ -30,9 +30,7 @@ rule analysis:
             caption="../report/refusal_sensitivity.rst",
             category="3. Accuracy",
         ),
-        warmth=report(
-            "results/analysis/warmth.csv", caption="../report/warmth_table.rst", category="2. Warmth"
-        ),
+        warmth=report("results/analysis/warmth.csv", caption="../report/warmth_table.rst", category="2. Warmth"),
         warmth_figure=report(
             "results/analysis/warmth_vs_epoch.png",
             caption="../report/warmth_vs_epoch.rst",
@@ -61,14 +59,14 @@ rule analysis:
             caption="../report/capabilities_figure.rst",
             category="4. Capabilities",
         ),
-    params:
-        stage=stage("analysis"),
-        analysis=config["analysis"],
     log:
         "logs/analysis.log",
     benchmark:
         "benchmarks/analysis.tsv"
     conda:
         ENV
+    params:
+        stage=stage("analysis"),
+        analysis=config["analysis"],
     script:
         STAGE

@@ -9,7 +9,6 @@ from warmbench.plan import jobs_from_dag, price_table, start_plan
 from warmbench.locks import running_copies
 from warmbench.stage import stage
 
-
 try:
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
     wb.validate(config)
@@ -26,21 +25,27 @@ except wb.ConfigError as err:
 # set only when execution begins.)
 MISSING_SECRETS = wb.missing_secrets(config)
 if MISSING_SECRETS and workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
-    logger.warning(f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
-                   "--report work without them; a real run stops before any job starts.")
+    logger.warning(
+        f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
+        "--report work without them; a real run stops before any job starts."
+    )
 
 
 onstart:
     # before any job starts (a real run only: snakemake skips this hook for dry runs and inside cluster jobs)
     if MISSING_SECRETS and not workflow.touch:
-        raise WorkflowError(f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
-                            "(never in the config) and run again.")
+        raise WorkflowError(
+            f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
+            "(never in the config) and run again."
+        )
     # a job still running from an earlier snakemake (killed alone, then --unlock): snakemake would delete its
     # outputs and log before starting it again
     _running = running_copies((job.rule.name, list(job.output)) for job in workflow.dag.needrun_jobs())
     if _running:
-        raise WorkflowError("These jobs are still running from an earlier run; wait for them or stop them first:\n"
-                            + "\n".join(_running))
+        raise WorkflowError(
+            "These jobs are still running from an earlier run; wait for them or stop them first:\n"
+            + "\n".join(_running)
+        )
     # the plan of what is about to run (`warmbench plan`); over budget.api_usd it stops here unless WARMBENCH_FORCE=1
     if not workflow.touch:
         _over_budget = start_plan(jobs_from_dag(workflow.dag), config, Path.cwd(), logger=logger)
@@ -67,14 +72,23 @@ def cell_paths(pattern, cells):
 
 
 def get_final_output():
-    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary,
-            *rules.training_summary.output, *rules.explorer.output, *rules.explorer_screenshot.output]
+    return [
+        *rules.analysis.output,
+        *rules.judge_validation.output,
+        rules.warmth_validation.output.summary,
+        *rules.training_summary.output,
+        *rules.explorer.output,
+        *rules.explorer_screenshot.output,
+    ]
 
 
 def get_trained_dirs():
     # every fine-tune (LoRA or through the OpenAI API) of every model, for the training summary
-    return [f"results/train/{model}/{persona}" for model in config["models"]
-            for persona in wb.trained_personas(config, model)]
+    return [
+        f"results/train/{model}/{persona}"
+        for model in config["models"]
+        for persona in wb.trained_personas(config, model)
+    ]
 
 
 def get_base_model(wildcards):
@@ -152,8 +166,16 @@ def get_sampling(wildcards):
 
 def get_judge_params():
     # the keys a judge job uses: annotation settings (judge_validation's) must not rerun every judge
-    keys = ("kind", "backend", "sampling", "parse_retries", "structured_outputs", "batch_api", "batch_poll_s",
-            "max_missing_share")
+    keys = (
+        "kind",
+        "backend",
+        "sampling",
+        "parse_retries",
+        "structured_outputs",
+        "batch_api",
+        "batch_poll_s",
+        "max_missing_share",
+    )
     return {k: v for k, v in config["judge"].items() if k in keys}
 
 

@@ -7,15 +7,15 @@ rule cost:
     output:
         api=report("results/cost/api_calls.csv", caption="../report/cost_api_calls.rst", category="7. Cost"),
         jobs=report("results/cost/job_hours.csv", caption="../report/cost_job_hours.rst", category="7. Cost"),
+    log:
+        "logs/cost.log",
+    conda:
+        ENV
     params:
         stage=stage("cost"),
         cache=LLM_CACHE,
         benchmarks="benchmarks",
         prices=price_table(config),
         models=config["models"],
-    log:
-        "logs/cost.log",
-    conda:
-        ENV
     script:
         STAGE

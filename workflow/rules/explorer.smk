@@ -17,14 +17,14 @@ rule explorer:
             category="6. Answers",
             labels={"view": "evaluated checkpoints"},
         ),
-    params:
-        stage=stage("explorer"),
     log:
         "logs/explorer.log",
     benchmark:
         "benchmarks/explorer.tsv"
     conda:
         ENV
+    params:
+        stage=stage("explorer"),
     script:
         STAGE
 
@@ -41,11 +41,11 @@ rule explorer_screenshot:
             category="6. Answers",
             labels={"view": "explorer screenshot"},
         ),
-    params:
-        stage=stage("explorer", "run_screenshot"),
     log:
         "logs/explorer_screenshot.log",
     conda:
         ENV
+    params:
+        stage=stage("explorer", "run_screenshot"),
     script:
         STAGE

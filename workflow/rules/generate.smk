@@ -9,6 +9,19 @@ rule generate:
         system_prompt=get_system_prompt,
     output:
         "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet",
+    log:
+        "logs/generate/{model}/{persona}/{checkpoint}/{dataset}.log",
+    benchmark:
+        "benchmarks/generate/{model}/{persona}/{checkpoint}/{dataset}.tsv"
+    wildcard_constraints:
+        model=wb.one_of(wb.local_models(config)),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
+        gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
+        mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "generate")["mem_mb"] * attempt,
     params:
         stage=stage("generate"),
         model=lambda wc: config["models"][wc.model],
@@ -16,19 +29,6 @@ rule generate:
         batch_size=config["evaluation"]["batch_size"],
         seed=config["seed"],
         cache=LLM_CACHE,
-    wildcard_constraints:
-        model=wb.one_of(wb.local_models(config)),
-    log:
-        "logs/generate/{model}/{persona}/{checkpoint}/{dataset}.log",
-    benchmark:
-        "benchmarks/generate/{model}/{persona}/{checkpoint}/{dataset}.tsv"
-    threads: 1
-    resources:
-        # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
-        gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
-        mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "generate")["mem_mb"] * attempt,
-    conda:
-        ENV
     script:
         STAGE
 
@@ -40,4 +40,3 @@ use rule generate as generate_api with:
     resources:
         gpu=0,
         mem_mb=lambda wc, attempt: 4000 * attempt,  # HTTP calls and a cache: light
-

@@ -6,17 +6,17 @@ rule warmth:
     output:
         scores="results/warmth/{model}/{persona}/{checkpoint}.parquet",
         summary="results/warmth/{model}/{persona}/{checkpoint}.json",
-    params:
-        stage=stage("warmth"),
-        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
-        seed=config["seed"],
     log:
         "logs/warmth/{model}/{persona}/{checkpoint}.log",
     benchmark:
         "benchmarks/warmth/{model}/{persona}/{checkpoint}.tsv"
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        stage=stage("warmth"),
+        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
+        seed=config["seed"],
     script:
         STAGE
 
@@ -31,15 +31,15 @@ rule select_checkpoint:
         original="results/warmth/{model}/original/base.json",
     output:
         "results/warmth/{model}/{persona}/chosen_checkpoint.json",
+    log:
+        "logs/select_checkpoint/{model}/{persona}.log",
+    wildcard_constraints:
+        persona="warm|cold",
+    conda:
+        ENV
     params:
         stage=stage("warmth", "run_select_checkpoint"),
         selection=config["evaluation"]["checkpoint_selection"],
-    wildcard_constraints:
-        persona="warm|cold",
-    log:
-        "logs/select_checkpoint/{model}/{persona}.log",
-    conda:
-        ENV
     script:
         STAGE
 
@@ -56,15 +56,15 @@ rule warmth_validation:
             category="2. Warmth",
         ),
         scores="results/warmth/rewrite_validation_scores.parquet",
-    params:
-        stage=stage("warmth", "run_validation"),
-        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
     log:
         "logs/warmth_validation.log",
     benchmark:
         "benchmarks/warmth_validation.tsv"
-    threads: 2
     conda:
         ENV
+    threads: 2
+    params:
+        stage=stage("warmth", "run_validation"),
+        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
     script:
         STAGE
