@@ -70,8 +70,9 @@ def test_dag_benchmark_counts_the_paper_grid(capsys):
 def test_generation_benchmark_runs_every_backend_on_the_same_prompts(tiny_model_dir, capsys):
     from warmbench.bench import generation_benchmark
 
-    assert generation_benchmark(str(tiny_model_dir), n_prompts=4, max_new_tokens=4, batch_size=4) == 0
+    assert generation_benchmark(str(tiny_model_dir), n_prompts=4, max_new_tokens=4, batch_size=4, baseline_prompts=2) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    assert "the loop: the first 2" in lines[0]  # the slow loop's rate from a sample
     assert lines[-1].startswith("RATIO: vs the one-prompt-at-a-time loop: transformers batched ")
     for backend in ("naive loop:", "transformers batched:", "vllm:"):
         assert any(line.strip().startswith(backend) and "peak RSS" in line for line in lines), backend

@@ -24,6 +24,8 @@ SIZES = {
     "stats": {"quick": {"rows": 44_000}, "full": {"rows": 440_000}},
     "warmth": {"quick": {"n_texts": 96, "baseline_texts": 16}, "full": {"n_texts": 512, "baseline_texts": 512}},
     "judge": {"quick": {"n_items": 1, "n_prompts": 8}, "full": {"n_items": 4, "n_prompts": None}},
+    # the one-prompt-at-a-time loop is timed on the first baseline_prompts only: rates compare, not totals
+    "generation": {"quick": {"n_prompts": 64, "baseline_prompts": 8}, "full": {"n_prompts": 256, "baseline_prompts": 256}},
     "explorer": {"quick": {"rows": 100_000}, "full": {"rows": 1_000_000}},
     "cache": {"quick": {"records": 50_000, "shards": 50, "lookups": 2_250},
               "full": {"records": 200_000, "shards": 50, "lookups": 9_000}},
@@ -378,10 +380,12 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
                "texts": [t for t, _ in out], "engine_start_s": engine_start}
 
 
-def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = 256, max_new_tokens: int = 32,
-                         batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2) -> int:
+def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = SIZES["generation"]["quick"]["n_prompts"],
+                         max_new_tokens: int = 32, batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2,
+                         baseline_prompts: int | None = None) -> int:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
-    conditions), side by side, against a naive one-prompt-at-a-time `generate` loop; peak RSS of each."""
+    conditions), side by side, against a naive one-prompt-at-a-time `generate` loop timed on the first
+    `baseline_prompts` of them (all by default); peak RSS of each."""
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
 
     amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
@@ -389,17 +393,18 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     for dataset in ("triviaqa", "truthfulqa", "medqa", "disinfo"):
         prompts += [r["prompt"] for r in expand_conditions(load_items(dataset, smoke_path(dataset), 8, 0), amendments, 0)]
     prompts = prompts[:n_prompts]
-    backends = ["naive loop", "transformers batched"]
+    backends = {"naive loop": prompts[:baseline_prompts or len(prompts)], "transformers batched": prompts}
     if (REPO_ROOT / ".venv-vllm" / "bin" / "python").is_file():
-        backends.append("vllm")
-    results = {backend: in_fresh_process(_generation_run, backend, model_dir, prompts, max_new_tokens, batch_size,
-                                         dtype, threads) for backend in backends}
+        backends["vllm"] = prompts
+    results = {backend: in_fresh_process(_generation_run, backend, model_dir, asked, max_new_tokens, batch_size,
+                                         dtype, threads) for backend, asked in backends.items()}
     weights_mib = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) / 2**20
-    print(f"{len(prompts)} prompts (smoke items x conditions), greedy, <= {max_new_tokens} new tokens, {dtype}, "
+    print(f"{len(prompts)} prompts (smoke items x conditions; the loop: the first {len(backends['naive loop'])}), "
+          f"greedy, <= {max_new_tokens} new tokens, {dtype}, "
           f"{threads} threads, model {model_dir} ({weights_mib:.0f} MiB of float32 weights on disk)")
     base = results["naive loop"]
     for name, r in results.items():
-        agree = sum(a == b for a, b in zip(r["texts"], base["texts"])) / len(prompts)
+        agree = sum(a == b for a, b in zip(r["texts"], base["texts"])) / len(base["texts"])  # the loop's prompts
         print(f"  {name:>22}: {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:8.1f} tokens/s  "
               f"{(r['tokens'] / r['seconds']) / (base['tokens'] / base['seconds']):5.1f}x  peak RSS {r['peak_rss_mib']:6.0f} MiB  "
               f"same text as the loop: {100 * agree:.0f}%"

@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
 
     bgen = bench.add_parser("generation", help="tokens/s of each generation backend vs a one-prompt-at-a-time loop")
     bgen.add_argument("--model", default="resources/models/smollm2")
-    bgen.add_argument("--prompts", type=int, default=256)
+    bgen.add_argument("--prompts", type=int, help=_size_help("generation", "n_prompts", "smoke prompts every backend answers"))
+    bgen.add_argument("--baseline-prompts", type=int,
+                      help=_size_help("generation", "baseline_prompts", "of those, prompts the one-at-a-time loop answers"))
+    bgen.add_argument("--full", action="store_true", help="the loop answers every prompt too")
     bgen.add_argument("--max-new-tokens", type=int, default=32)
     bgen.add_argument("--batch-size", type=int, default=64)
     bgen.add_argument("--dtype", default="bfloat16")
@@ -201,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         return warmth_benchmark(args.model, batch_size=args.batch_size, dtype=args.dtype,
                                 **sizes("warmth", args.full, n_texts=args.texts, baseline_texts=args.baseline_texts))
     if args.what == "generation":
-        from .bench import generation_benchmark
+        from .bench import generation_benchmark, sizes
 
-        return generation_benchmark(args.model, args.prompts, args.max_new_tokens, args.batch_size, args.dtype)
+        size = sizes("generation", args.full, n_prompts=args.prompts, baseline_prompts=args.baseline_prompts)
+        return generation_benchmark(args.model, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                    dtype=args.dtype, **size)
     if args.what == "train":
         from .bench import train_benchmark
 
