@@ -92,7 +92,8 @@ def test_train_benchmark_times_each_switch_against_the_padded_baseline(tiny_mode
                            baseline_batch_size=1, max_length=64, threads=2, workdir=str(tmp_path)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("RATIO: vs the baseline (")
-    for name in ("batch 2 x 1, padded", "+ padding_free", "+ packing", "- gradient_checkpointing", "all: padding_free"):
+    for name in ("batch 2 x 1, padded", "+ padding_free", "+ packing", "- gradient_checkpointing",
+                 "all: padding_free, no checkpointing"):
         assert f"{name} " in lines[-1], name
     rows = [line.strip() for line in lines if "tokens/s" in line and "s/step" in line and "MiB" in line]
     names = ["baseline: batch 1 x 2, padded", "batch 2 x 1, padded", "+ padding_free", "+ packing",
