@@ -1,8 +1,13 @@
 # Everything that is not a rule: config validation, the job grid, input functions, wildcard constraints.
 # Kept cheap: every SLURM job re-parses this file, so nothing heavy (torch, pandas) is imported here.
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
+
+# warmbench from this workflow's own folder, as its jobs import it (workflow/scripts/run_stage.py), not whatever copy
+# is installed: the code hashes in each rule's params.stage are then hashes of the code its jobs will run
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from warmbench import config as wb
 from warmbench.plan import jobs_from_dag, price_table, start_plan
