@@ -198,7 +198,7 @@ def test_editing_a_stage_module_reruns_that_stage_and_what_depends_on_it_only(ru
         stats = dict(re.findall(r"^(\w+)\s+(\d+)$", (dry.stdout + dry.stderr).split("Job stats:")[1], re.M))
         judged = len(list((run_dir / "results/judged").rglob("*.parquet")))
         assert stats.pop("judge") == str(judged) and stats.pop("total")
-        assert set(stats) == {"analysis", "judge_validation", "explorer", "explorer_screenshot", "all"}
+        assert set(stats) == {"analysis", "judge_validation", "explorer", "explorer_screenshot", "cost", "all"}
         assert "params have changed" in (dry.stdout + dry.stderr).lower()
     finally:
         module.write_text(original)
