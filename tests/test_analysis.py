@@ -356,21 +356,12 @@ def test_stats_command_takes_contrasts(tmp_path):
 
 
 def _package_imports() -> dict[str, set[str]]:
-    """module -> the package modules it imports, at the top or inside a function."""
-    import ast
+    """module -> the package modules it imports, at the top or inside a function (as the code hashes see them)."""
+    from warmbench.stage import warmbench_imports
 
     package = REPO_ROOT / "workflow" / "warmbench"
     modules = {path.stem for path in package.glob("*.py")}
-    edges = {}
-    for path in package.glob("*.py"):
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("warmbench."):
-                deps.add(node.module.split(".")[1])
-        edges[path.stem] = deps & modules - {path.stem}
-    return edges
+    return {path.stem: warmbench_imports(path) & modules - {path.stem} for path in package.glob("*.py")}
 
 
 def test_the_package_has_no_import_circle():

@@ -24,7 +24,7 @@ _OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub 
                  "local rule first (models: a `models` entry; the warmth scorer: a `models` key, a local path or a hub id)")
 
 
-def _warmbench_imports(path: Path) -> set[str]:
+def warmbench_imports(path: Path) -> set[str]:
     """The warmbench modules a module's source imports (at the top or inside functions)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -49,7 +49,7 @@ def code_hash(module: str) -> str:
         if name in seen or not path.is_file():
             continue
         seen.add(name)
-        todo += _warmbench_imports(path)
+        todo += warmbench_imports(path)
     digest = hashlib.sha256()
     for name in sorted(seen):
         digest.update(f"{name}\0".encode() + (package / f"{name}.py").read_bytes())
