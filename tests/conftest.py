@@ -73,12 +73,12 @@ def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_cal
 
 
 def scratch_workflow(work: Path, *extra: str) -> Path:
-    """A copy of the workflow (Snakefile, workflow/, config/, tests/config/ and `extra` folders) to run in."""
+    """A copy of the workflow (Snakefile, workflow/, config/, envs/, tests/config/ and `extra` folders) to run in."""
     import shutil
 
     work.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "config", "tests/config", *extra):
+    for folder in ("workflow", "config", "envs", "tests/config", *extra):
         shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return work
 

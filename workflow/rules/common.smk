@@ -1,12 +1,18 @@
 # Everything that is not a rule: config validation, the job grid, input functions, wildcard constraints.
 # Kept cheap: every SLURM job re-parses this file, so nothing heavy (torch, pandas) is imported here.
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 
-from warmbench import config as wb
-from warmbench.locks import running_copies
+# warmbench from this workflow's own folder, as its jobs import it (workflow/scripts/run_stage.py), not whatever copy
+# is installed: the code hashes in each rule's params.stage are then hashes of the code its jobs will run
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from warmbench import config as wb
+from warmbench.plan import jobs_from_dag, price_table, start_plan
+from warmbench.locks import running_copies
+from warmbench.stage import stage
 
 try:
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
@@ -24,24 +30,36 @@ except wb.ConfigError as err:
 # set only when execution begins.)
 MISSING_SECRETS = wb.missing_secrets(config)
 if MISSING_SECRETS and workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
-    logger.warning(f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
-                   "--report work without them; a real run stops before any job starts.")
+    logger.warning(
+        f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
+        "--report work without them; a real run stops before any job starts."
+    )
 
 
 onstart:
     # before any job starts (a real run only: snakemake skips this hook for dry runs and inside cluster jobs)
     if MISSING_SECRETS and not workflow.touch:
-        raise WorkflowError(f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
-                            "(never in the config) and run again.")
+        raise WorkflowError(
+            f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
+            "(never in the config) and run again."
+        )
     # a job still running from an earlier snakemake (killed alone, then --unlock): snakemake would delete its
     # outputs and log before starting it again
     _running = running_copies((job.rule.name, list(job.output)) for job in workflow.dag.needrun_jobs())
     if _running:
-        raise WorkflowError("These jobs are still running from an earlier run; wait for them or stop them first:\n"
-                            + "\n".join(_running))
+        raise WorkflowError(
+            "These jobs are still running from an earlier run; wait for them or stop them first:\n"
+            + "\n".join(_running)
+        )
+    # the plan of what is about to run (`warmbench plan`); over budget.api_usd it stops here unless WARMBENCH_FORCE=1
+    if not workflow.touch:
+        _over_budget = start_plan(jobs_from_dag(workflow.dag), config, Path.cwd(), logger=logger)
+        if _over_budget:
+            raise WorkflowError(f"Over budget: {_over_budget}")
 
 
 STAGE = "../scripts/run_stage.py"  # relative to each rule file
+ENV = "../../envs/warmbench.yaml"  # every rule's software, for --sdm conda (envs/README.md)
 LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of append-only shards (call_cache.py)
 GENERATION_CACHE = "results/cache/generations"  # local models' generated rows, in the same kind of shards
 EVAL_CELLS = wb.eval_cells(config)
@@ -60,14 +78,23 @@ def cell_paths(pattern, cells):
 
 
 def get_final_output():
-    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary,
-            *rules.training_summary.output, *rules.explorer.output, *rules.explorer_screenshot.output]
+    return [
+        *rules.analysis.output,
+        *rules.judge_validation.output,
+        rules.warmth_validation.output.summary,
+        *rules.training_summary.output,
+        *rules.explorer.output,
+        *rules.explorer_screenshot.output,
+    ]
 
 
 def get_trained_dirs():
     # every fine-tune (LoRA or through the OpenAI API) of every model, for the training summary
-    return [f"results/train/{model}/{persona}" for model in config["models"]
-            for persona in wb.trained_personas(config, model)]
+    return [
+        f"results/train/{model}/{persona}"
+        for model in config["models"]
+        for persona in wb.trained_personas(config, model)
+    ]
 
 
 def get_base_model(wildcards):
@@ -101,7 +128,9 @@ def trained_dirs(variants):
 def selection_files(variants):
     # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory
     personas = [p for p, checkpoint in variants if checkpoint == wb.SELECTED_CHECKPOINT]
-    return lambda wildcards: [f"results/warmth/{wildcards.model}/{persona}/chosen_checkpoint.json" for persona in personas]
+    return lambda wildcards: [
+        f"results/warmth/{wildcards.model}/{persona}/chosen_checkpoint.json" for persona in personas
+    ]
 
 
 def system_prompt_file(variants):
@@ -141,23 +170,28 @@ def get_wrong_answer_model(wildcards):
 
 
 def get_sampling(wildcards):
-    if wildcards.dataset == wb.VALIDATION_DATASET:
-        return config["warmth"]["sampling"]
-    # per-dataset overrides (the paper: temperature 0.2 for MMLU and GSM8K)
-    return {**config["evaluation"]["sampling"], **config["evaluation"]["dataset_sampling"].get(wildcards.dataset, {})}
+    return wb.sampling_for(config, wildcards.dataset)
 
 
 def get_judge_params():
     # the keys a judge job uses: annotation settings (judge_validation's) must not rerun every judge
-    keys = ("kind", "backend", "sampling", "parse_retries", "structured_outputs", "batch_api", "batch_poll_s",
-            "max_missing_share")
+    keys = (
+        "kind",
+        "backend",
+        "sampling",
+        "parse_retries",
+        "structured_outputs",
+        "batch_api",
+        "batch_poll_s",
+        "max_missing_share",
+    )
     return {k: v for k, v in config["judge"].items() if k in keys}
 
 
 def get_judge_rubrics(wildcards):
     if not wb.judged_by_llm(config, wildcards.dataset):
         return []
-    return [config["judge"]["rubrics"].get(wildcards.dataset, f"config/prompts/judge_{wildcards.dataset}.txt")]
+    return [wb.judge_rubric(config, wildcards.dataset)]
 
 
 def get_annotations(wildcards):

@@ -18,7 +18,28 @@ for _rule in wb.generation_rules(config):
             system_prompt=system_prompt_file(_rule.variants),
         output:
             variant_paths("results/generations/{{model}}/{persona}/{checkpoint}/{{dataset}}.parquet", _rule.variants),
+        log:
+            "logs/generate/{model}/{dataset}.log",
+        benchmark:
+            "benchmarks/generate/{model}/{dataset}.tsv"
+        wildcard_constraints:
+            model=wb.one_of(_rule.models),
+            dataset=wb.one_of(_rule.datasets),
+        conda:
+            ENV
+        # 1 thread: two CPU jobs run side by side (start-up, imports and loading, is single-threaded)
+        threads: 1
+        resources:
+            # sized per model in config (models.<name>.resources); an API model needs no GPU and little memory
+            gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
+            mem_mb=lambda wc, attempt: (
+                4000
+                if wb.is_api_model(config["models"][wc.model])
+                else wb.job_resources(config, wc.model, "generate")["mem_mb"]
+            )
+            * attempt,
         params:
+            stage=stage("generate"),
             model=lambda wc: config["models"][wc.model],
             variants=[list(variant) for variant in _rule.variants],
             sampling=get_sampling,
@@ -27,20 +48,5 @@ for _rule in wb.generation_rules(config):
             # API models' calls go to the LLM call cache (paid calls, kept with the judge's); local models' rows to
             # a cache of their own, so judge jobs never read through generations
             cache=LLM_CACHE if _rule.api else GENERATION_CACHE,
-            stage="generate",
-        wildcard_constraints:
-            model=wb.one_of(_rule.models),
-            dataset=wb.one_of(_rule.datasets),
-        log:
-            "logs/generate/{model}/{dataset}.log",
-        benchmark:
-            "benchmarks/generate/{model}/{dataset}.tsv"
-        # 1 thread: two CPU jobs run side by side (start-up, imports and loading, is single-threaded)
-        threads: 1
-        resources:
-            # sized per model in config (models.<name>.resources); an API model needs no GPU and little memory
-            gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
-            mem_mb=lambda wc, attempt: (4000 if wb.is_api_model(config["models"][wc.model])
-                                        else wb.job_resources(config, wc.model, "generate")["mem_mb"]) * attempt,
         script:
             STAGE

@@ -7,23 +7,26 @@ for _rule in wb.warmth_rules(config):
         name:
             _rule.name
         input:
-            generations=variant_paths("results/generations/{{model}}/{persona}/{checkpoint}/validation.parquet",
-                                      _rule.variants),
+            generations=variant_paths(
+                "results/generations/{{model}}/{persona}/{checkpoint}/validation.parquet", _rule.variants
+            ),
             scorer=get_warmth_scorer,
         output:
             scores=variant_paths("results/warmth/{{model}}/{persona}/{checkpoint}.parquet", _rule.variants),
             summaries=variant_paths("results/warmth/{{model}}/{persona}/{checkpoint}.json", _rule.variants),
-        params:
-            warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
-            seed=config["seed"],
-            stage="warmth",
-        wildcard_constraints:
-            model=wb.one_of(_rule.models),
         log:
             "logs/warmth/{model}.log",
         benchmark:
             "benchmarks/warmth/{model}.tsv"
+        wildcard_constraints:
+            model=wb.one_of(_rule.models),
+        conda:
+            ENV
         threads: 1
+        params:
+            stage=stage("warmth"),
+            warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
+            seed=config["seed"],
         script:
             STAGE
 
@@ -38,12 +41,15 @@ rule select_checkpoint:
         original="results/warmth/{model}/original/base.json",
     output:
         "results/warmth/{model}/{persona}/chosen_checkpoint.json",
-    params:
-        selection=config["evaluation"]["checkpoint_selection"],
-    wildcard_constraints:
-        persona="warm|cold",
     log:
         "logs/select_checkpoint/{model}/{persona}.log",
+    wildcard_constraints:
+        persona="warm|cold",
+    conda:
+        ENV
+    params:
+        stage=stage("warmth", "run_select_checkpoint"),
+        selection=config["evaluation"]["checkpoint_selection"],
     script:
         STAGE
 
@@ -60,12 +66,15 @@ rule warmth_validation:
             category="2. Warmth",
         ),
         scores="results/warmth/rewrite_validation_scores.parquet",
-    params:
-        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
     log:
         "logs/warmth_validation.log",
     benchmark:
         "benchmarks/warmth_validation.tsv"
+    conda:
+        ENV
     threads: 2
+    params:
+        stage=stage("warmth", "run_validation"),
+        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
     script:
         STAGE

@@ -9,6 +9,8 @@ that network filesystems do not reliably give (SQLite documents that its WAL mod
   before the call counts as done; `kill -9` loses at most the call in flight. A torn last line (a write cut off)
   has no newline and is skipped by every reader.
 - A bad reply is never kept: an empty or null response is not stored (`put` refuses it), so a rerun asks again.
+- Each record names the rule of the job that made the call (`rule`, from the environment variable RULE_ENV that
+  stage.run_job sets), so the cost ledger can say what each stage spent.
 - The same key written twice (two jobs asking the same question at once) resolves to the earliest record,
   identically for every reader.
 - The single SQLite file of earlier warmbench versions (`<cache>.sqlite`, e.g. results/cache/llm_calls.sqlite)
@@ -32,6 +34,7 @@ from .io import fsync_dir, stable_hash
 log = logging.getLogger(__name__)
 
 SHARD_SUFFIX = ".jsonl"
+RULE_ENV = "WARMBENCH_RULE"  # the rule of the running job (set by stage.run_job), recorded with each call
 _KEY_PREFIX = b'{"key": "'  # every record starts with its key: lines for other keys are skipped unparsed
 _KEY_LENGTH = 64  # sha256 hex
 
@@ -121,8 +124,8 @@ class CallCache:
     def put_many(self, records: Iterable[tuple[str, str | None, dict]]) -> int:
         """Store calls that completed together (a batch of a local model) with one fsync; returns how many were
         stored (empty or null replies are refused, as by put)."""
-        now = time.time()
-        lines = [json.dumps({"key": key, "response": response, "meta": meta, "created": now},
+        now, rule = time.time(), os.environ.get(RULE_ENV)
+        lines = [json.dumps({"key": key, "response": response, "meta": meta, "created": now, "rule": rule},
                             ensure_ascii=False, default=str) + "\n"
                  for key, response, meta in records if is_answer(response)]
         if lines:

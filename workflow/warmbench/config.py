@@ -5,7 +5,9 @@ Imported by the Snakefile at parse time, so it must stay light (no torch, no pan
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -31,26 +33,83 @@ def judged_by_llm(config: dict, dataset: str) -> bool:
     return config["judge"]["kind"] == "llm" and dataset not in REGEX_SCORED_DATASETS
 
 
+def judge_rubric(config: dict, dataset: str) -> str:
+    """The LLM judge's rubric file for a dataset: judge.rubrics.<dataset>, or config/prompts/judge_<dataset>.txt."""
+    return (config["judge"].get("rubrics") or {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
+
+
+def sampling_for(config: dict, dataset: str) -> dict:
+    """Sampling of a dataset's generations: warmth.sampling for the validation prompts; evaluation.sampling with the
+    dataset's evaluation.dataset_sampling overrides (the paper: temperature 0.2 for MMLU and GSM8K) otherwise."""
+    if dataset == VALIDATION_DATASET:
+        return config["warmth"]["sampling"]
+    evaluation = config["evaluation"]
+    return {**evaluation["sampling"], **evaluation["dataset_sampling"].get(dataset, {})}
+
+
 class ConfigError(ValueError):
     """An invalid config; the message starts with the offending key."""
 
 
-def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
+@functools.lru_cache(maxsize=4)
+def _schema_doc(path: str) -> dict:
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _resolved(schema_doc: dict, prop: dict) -> dict:
+    """A property's schema with a local `$ref` (#/definitions/...) merged under its own keys, so a default given
+    once in a definition is the default of every property that refers to it."""
+    ref = prop.get("$ref")
+    if not ref:
+        return prop
+    target = schema_doc
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolved(schema_doc, target), **{k: v for k, v in prop.items() if k != "$ref"}}
+
+
+def schema_defaults(definition: str) -> dict:
+    """The defaults of a block the schema defines once (`sampling`, `openai_endpoint`, `lora`): what a validated
+    config holds where the user left keys out. Code handed such a block from elsewhere (a benchmark, a test, a
+    constructor's default arguments) takes its defaults from here, never from a literal of its own."""
+    doc = _schema_doc(str(SCHEMA))
+    properties = doc["definitions"][definition]["properties"]
+    return {name: spec["default"] for name, spec in ((n, _resolved(doc, p)) for n, p in properties.items())
+            if "default" in spec}
+
+
+def validate(config: dict, schema: str | os.PathLike | None = None) -> None:
     """Check `config` against the JSON schema and fill in its defaults (as snakemake.utils.validate does), raising
     ConfigError with one line per problem, each naming the field (`models.smollm2.source.id`) and what it
     expects. Values are shown only where the user wrote them, and never for `api_key_env` (it may hold a key)."""
-    import yaml
+    _validate(config, _schema_doc(str(SCHEMA if schema is None else schema)))
+
+
+def validated_section(key: str, value: dict, schema: str | os.PathLike | None = None) -> dict:
+    """A copy of one top-level section (`train`) checked against its part of the schema, with its defaults filled
+    in: for code handed a section alone (a stage run outside Snakemake, a benchmark), so the schema stays the one
+    source of its defaults. Errors name the field under `key`."""
+    doc = _schema_doc(str(SCHEMA if schema is None else schema))
+    value = copy.deepcopy(value)
+    _validate({key: value}, {"type": "object", "properties": {key: doc["properties"][key]},
+                             "definitions": doc.get("definitions", {})})
+    return value
+
+
+def _validate(config: dict, schema_doc: dict) -> None:
     from jsonschema import Draft202012Validator, validators
 
-    with open(schema, encoding="utf-8") as handle:
-        schema_doc = yaml.safe_load(handle)
     check_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, subschema):
         if isinstance(instance, dict):
             for name, prop in properties.items():
+                prop = _resolved(schema_doc, prop)
                 if "default" in prop:
-                    instance.setdefault(name, prop["default"])
+                    instance.setdefault(name, copy.deepcopy(prop["default"]))
         yield from check_properties(validator, properties, instance, subschema)
 
     validator = validators.extend(Draft202012Validator, {"properties": set_defaults})(schema_doc)
@@ -316,6 +375,19 @@ def writes_wrong_answers(config: dict) -> bool:
     return config["data"]["source"] == "hub" and "triviaqa" in config["evaluation"]["datasets"]
 
 
+def _check_contrasts(config: dict) -> None:
+    """analysis.contrasts: two different personas that the study evaluates."""
+    evaluated = [*PERSONAS_UNTRAINED, *config["persona_rewrite"]["personas"]]
+    for k, (persona, reference) in enumerate(config["analysis"]["contrasts"]):
+        where = f"analysis.contrasts[{k}]"
+        unknown = [name for name in (persona, reference) if name not in evaluated]
+        if unknown:
+            raise ConfigError(f"{where}: {', '.join(map(repr, unknown))} is not an evaluated persona "
+                              f"(evaluated: {', '.join(evaluated)})")
+        if persona == reference:
+            raise ConfigError(f"{where}: a persona against itself ({persona!r})")
+
+
 def check(config: dict, root: str | os.PathLike = ".") -> None:
     """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job. Secrets
     (API keys, the hub token) are not checked here: see missing_secrets."""
@@ -339,6 +411,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         if prompt is None:
             raise ConfigError(f"persona_rewrite.prompts.{persona}: no rewrite prompt for persona {persona!r}")
         _require_file(root, prompt, f"persona_rewrite.prompts.{persona}")
+    _check_contrasts(config)
     _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
     _require_file(root, config["evaluation"]["warm_system_prompt"], "evaluation.warm_system_prompt")
     source = config["sft_data"]["source"]
@@ -373,8 +446,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         if "backend" not in judge:
             raise ConfigError("judge.backend: the LLM judge must be named explicitly (kind: openai, model: ...)")
         for dataset in [d for d in config["evaluation"]["datasets"] if judged_by_llm(config, d)]:
-            rubric = judge.get("rubrics", {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
-            _require_file(root, rubric, f"judge.rubrics.{dataset}")
+            _require_file(root, judge_rubric(config, dataset), f"judge.rubrics.{dataset}")
 
 
 def _check_scorer(config: dict, root: Path) -> None:
@@ -393,7 +465,7 @@ def missing_secrets(config: dict, environ=os.environ) -> dict[str, list[str]]:
     Read from the environment only, never from the config; a dry run needs none of them."""
     missing: dict[str, list[str]] = {}
     for key, backend in api_backends(config).items():
-        env = backend.get("api_key_env", "OPENAI_API_KEY")
+        env = backend["api_key_env"]  # the schema fills it in
         if not environ.get(env):
             missing.setdefault(env, []).append(f"{key} ({backend['model']})")
     if config["data"]["source"] == "hub":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 
 import numpy as np
 import pandas as pd
@@ -32,14 +31,16 @@ DISAGREEMENT_COLUMNS = ["model", "dataset", "n", "regex_refusals", "judge_refusa
 
 
 def cohens_kappa(first, second) -> float:
-    """Cohen's kappa of two raters' labels over the same items (NaN when undefined)."""
-    first, second = np.asarray(first, dtype=object), np.asarray(second, dtype=object)
-    if len(first) == 0:
+    """Cohen's kappa of two raters' labels over the same items (statsmodels); pairs with a missing label are
+    left out; NaN when undefined (no pairs, or both raters always give the same single label)."""
+    from statsmodels.stats.inter_rater import cohens_kappa as kappa_of_table
+
+    pairs = pd.DataFrame({"first": list(first), "second": list(second)}, dtype=object).dropna()
+    labels = sorted(set(pairs["first"]) | set(pairs["second"]))
+    if len(labels) < 2:
         return float("nan")
-    labels = sorted(set(first) | set(second))
-    observed = float(np.mean(first == second))
-    expected = sum(float(np.mean(first == label)) * float(np.mean(second == label)) for label in labels)
-    return float("nan") if math.isclose(expected, 1.0) else (observed - expected) / (1 - expected)
+    table = pd.crosstab(pairs["first"], pairs["second"]).reindex(index=labels, columns=labels, fill_value=0)
+    return float(kappa_of_table(table.to_numpy()).kappa)
 
 
 def annotation_ids(graded: pd.DataFrame) -> pd.Series:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .base_model import SOURCE_RECORD
 from .call_cache import CallCache  # noqa: F401 - the cache's public home is here, beside cached_chat
+from .config import schema_defaults
 from .io import sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
@@ -30,11 +32,15 @@ Messages = list[dict]
 OnResult = Callable[..., None]  # on_result(index, text, reply_meta=None)
 
 
+SAMPLING_DEFAULTS = schema_defaults("sampling")  # the schema holds every default; code only reads them
+ENDPOINT_DEFAULTS = schema_defaults("openai_endpoint")
+
+
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 300
+    temperature: float = SAMPLING_DEFAULTS["temperature"]
+    top_p: float = SAMPLING_DEFAULTS["top_p"]
+    max_new_tokens: int = SAMPLING_DEFAULTS["max_new_tokens"]
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "Sampling":
@@ -102,7 +108,6 @@ IDENTITY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "to
                   "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "tokenizer.model",
                   "model.safetensors.index.json", "pytorch_model.bin.index.json")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-SOURCE_RECORD = "warmbench_source.json"  # written by base_model: the source block and the revision fetched
 
 
 def _safetensors_header(path: Path) -> bytes:
@@ -304,8 +309,10 @@ class TransformersChat:
 class OpenAIChat:
     """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server)."""
 
-    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 max_concurrency: int = 8, max_retries: int = 6, timeout_s: float = 120):
+    def __init__(self, model: str, base_url: str | None = ENDPOINT_DEFAULTS["base_url"],
+                 api_key_env: str = ENDPOINT_DEFAULTS["api_key_env"],
+                 max_concurrency: int = ENDPOINT_DEFAULTS["max_concurrency"],
+                 max_retries: int = ENDPOINT_DEFAULTS["max_retries"], timeout_s: float = ENDPOINT_DEFAULTS["timeout_s"]):
         from openai import OpenAI
 
         api_key = os.environ.get(api_key_env)

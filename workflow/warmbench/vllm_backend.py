@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import children
+from .children import child_env
 from .llm import Messages, OnResult, Sampling, load_chat_tokenizer, model_identity, prompt_seed, render_chat
-from .stage import child_env
 
 log = logging.getLogger(__name__)
 

@@ -78,7 +78,7 @@ class SocioTScorer:
             ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
             attention = torch.zeros((len(seqs), width), dtype=torch.long)
             scored = torch.zeros((len(seqs), width), dtype=torch.bool)  # positions whose token is text
-            for row, ((t, p), seq) in enumerate(zip(chunk, seqs)):
+            for row, ((_, p), seq) in enumerate(zip(chunk, seqs)):
                 ids[row, : len(seq)] = torch.tensor(seq)
                 attention[row, : len(seq)] = 1
                 scored[row, len(self.prefix_ids[p]) : len(seq)] = True
