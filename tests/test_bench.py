@@ -134,3 +134,30 @@ def test_cache_benchmark_finds_one_jobs_keys_in_every_shard(tmp_path, capsys):
     assert lines[0].startswith("2,000 cached calls in 4 shards") and "one job looks up 100 keys" in lines[0]
     assert "durable put (fsync)" in lines[1] and lines[-1].startswith("RATIO: a job's cache lookups take ")
     assert list(tmp_path.iterdir()) == []  # its scratch folder is gone
+
+
+def test_a_bench_names_a_model_folder_or_data_file_that_is_not_there():
+    from warmbench.bench import bench_model, bench_train_data
+
+    with pytest.raises(SystemExit, match="--model no/such/model: no such model folder"):
+        bench_model("no/such/model")
+    with pytest.raises(SystemExit, match="--data no/such.jsonl: no such file"):
+        bench_train_data("no/such.jsonl")
+
+
+def test_bench_train_without_make_run_trains_on_sharegpt_conversations(tmp_path, monkeypatch):
+    """Before `make run` has written the warm rewrites, bench train still runs: on the embedded default's ShareGPT
+    conversations, written once into the user's cache."""
+    from warmbench.bench import DEFAULT_TRAIN_DATA, bench_train_data
+    from warmbench.io import read_jsonl
+
+    monkeypatch.chdir(tmp_path)  # no results/ here
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = bench_train_data(DEFAULT_TRAIN_DATA, n_conversations=8)
+    assert data.startswith(str(tmp_path / "cache"))
+    conversations = list(read_jsonl(data))
+    assert len(conversations) == 8
+    for conversation in conversations:
+        roles = [m["role"] for m in conversation["messages"]]
+        assert roles[0] == "user" and roles[-1] == "assistant" and len(roles) % 2 == 0
+    assert bench_train_data(DEFAULT_TRAIN_DATA, n_conversations=8) == data  # written once

@@ -37,6 +37,64 @@ SIZES = {
 STATS_TARGET_S, STATS_TARGET_ROWS = 60, 440_000  # all tests and regressions of the paper-size table in a minute
 
 
+DEFAULT_MODEL = "resources/models/smollm2"  # the embedded default's model, as `make run` converts it
+DEFAULT_TRAIN_DATA = "results/persona_rewrite/warm.jsonl"  # its warm rewrites
+
+
+def _bench_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warmbench" / "bench"
+
+
+def bench_model(model_dir: str) -> str:
+    """The model folder a bench loads: the one given; the embedded default's, before `make run` has made it,
+    converted once from its package (the source in config/config.yaml) into the user's cache."""
+    if Path(model_dir).is_dir():
+        return model_dir
+    if model_dir != DEFAULT_MODEL:
+        raise SystemExit(f"--model {model_dir}: no such model folder")
+    import shutil
+
+    import yaml
+
+    from .base_model import SOURCE_RECORD, materialize
+    from .io import stable_hash
+
+    source = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["models"]["smollm2"]["source"]
+    out = _bench_cache() / "models" / stable_hash(source)[:16]
+    if not (out / SOURCE_RECORD).is_file():  # written last: a folder without it is an interrupted conversion
+        print(f"{DEFAULT_MODEL} is not there yet (`make run` makes it): converting {source['file']} into {out}")
+        shutil.rmtree(out, ignore_errors=True)
+        materialize(source, out)
+    return str(out)
+
+
+def bench_train_data(data: str, n_conversations: int = 64) -> str:
+    """The conversations a train bench trains on: the file given; before `make run` has written the warm
+    rewrites, the first `n_conversations` usable ShareGPT conversations of the embedded default (the same lengths
+    of text, not rewritten), written once into the user's cache."""
+    if Path(data).is_file():
+        return data
+    if data != DEFAULT_TRAIN_DATA:
+        raise SystemExit(f"--data {data}: no such file")
+    from .io import write_jsonl
+    from .sft_data import iter_sharegpt, normalize_conversation, sharegpt_path
+
+    out = _bench_cache() / f"sharegpt_{n_conversations}.jsonl"
+    if not out.is_file():
+        conversations = []
+        for record in iter_sharegpt(sharegpt_path({"kind": "sharegpt_package"})):
+            messages = normalize_conversation(record, max_turns=4)
+            if messages:
+                conversations.append({"messages": messages})
+            if len(conversations) == n_conversations:
+                break
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out.with_suffix(".tmp"), conversations)
+        out.with_suffix(".tmp").replace(out)
+    print(f"{DEFAULT_TRAIN_DATA} is not there yet (`make run` writes it): training on {out}")
+    return str(out)
+
+
 def sizes(bench: str, full: bool = False, **given) -> dict:
     """The sizes `bench` runs at: the quick or full defaults, with the ones given (not None) in their place."""
     return {**SIZES[bench]["full" if full else "quick"], **{k: v for k, v in given.items() if v is not None}}

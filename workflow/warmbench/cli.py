@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import pipeline
 
         return pipeline(args.benchmarks, args.run, args.configfile, args.cores)
+    from .bench import bench_model, bench_train_data
+
     if args.what == "stats":
         from .bench import stats_benchmark, sizes
 
@@ -207,26 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "warmth":
         from .bench import warmth_benchmark, sizes
 
-        return warmth_benchmark(args.model, batch_size=args.batch_size, dtype=args.dtype,
+        return warmth_benchmark(bench_model(args.model), batch_size=args.batch_size, dtype=args.dtype,
                                 **sizes("warmth", args.full, n_texts=args.texts, baseline_texts=args.baseline_texts))
     if args.what == "generation":
         from .bench import generation_benchmark, sizes
 
         if args.backends:
             size = sizes("generation_backends", args.full, n_prompts=args.prompts, baseline_prompts=args.baseline_prompts)
-            return generation_benchmark(args.model, max_new_tokens=args.max_new_tokens or 32,
+            return generation_benchmark(bench_model(args.model), max_new_tokens=args.max_new_tokens or 32,
                                         batch_size=args.batch_size or 64, dtype=args.dtype, **size)
         from .bench import generation_job_benchmark
 
         size = sizes("generation", args.full, items=args.items, validation_prompts=args.validation_prompts,
                      checkpoints=args.checkpoints)
-        return generation_job_benchmark(args.model, max_new_tokens=args.max_new_tokens or 24,
+        return generation_job_benchmark(bench_model(args.model), max_new_tokens=args.max_new_tokens or 24,
                                         batch_size=args.batch_size or 48, dtype=args.dtype, **size)
     if args.what == "train":
         from .bench import train_benchmark
 
-        return train_benchmark(args.model, args.data, args.configfile, args.full, args.steps, args.warmup_steps,
-                               args.batch_size, args.grad_accum, args.baseline_batch_size, args.max_length, args.threads)
+        return train_benchmark(bench_model(args.model), bench_train_data(args.data), args.configfile, args.full,
+                               args.steps, args.warmup_steps, args.batch_size, args.grad_accum,
+                               args.baseline_batch_size, args.max_length, args.threads)
     if args.what == "cache":
         from .bench import cache_benchmark, sizes
 
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "judge":
         from .bench import judge_benchmark, sizes
 
-        return judge_benchmark(args.model, concurrency=args.concurrency,
+        return judge_benchmark(bench_model(args.model), concurrency=args.concurrency,
                                **sizes("judge", args.full, n_items=args.items, n_prompts=args.prompts))
     parser.error("unknown command")
     return 2
