@@ -1,4 +1,5 @@
 """Config validation: a wrong key or type fails before any job, with a message naming it."""
+import json
 import os
 import re
 import subprocess
@@ -74,7 +75,11 @@ def test_schema_errors_name_the_offender(mutate, needle):
     (lambda c: c["evaluation"].update(checkpoint_selection={"rule": "fixed", "epoch": 1.5}),
      "evaluation.checkpoint_selection.epoch"),
     (lambda c: c["persona_rewrite"]["backend"].update(model="llama"), "persona_rewrite.backend.model"),
-    (lambda c: c["persona_rewrite"]["prompts"].update(warm="config/prompts/nope.txt"), "persona_rewrite.prompts.warm"),
+    (lambda c: c["personas"]["warm"].update(rewrite="config/prompts/nope.txt"), "personas.warm.rewrite"),
+    (lambda c: c["personas"].update(original={"system_prompt": "config/prompts/system_warm.txt"}), "personas.original"),
+    (lambda c: c["personas"]["warm_prompt"].update(extra_data="config/data/kind_corrections.jsonl"),
+     "personas.warm_prompt.extra_data: only a rewrite persona is trained"),
+    (lambda c: c["train"].update(shared_windows=["warm", "warm_prompt"]), r"train.shared_windows[1]"),
     (lambda c: c["evaluation"].update(amendments="missing.yaml"), "evaluation.amendments"),
     (lambda c: c.update(data={**c["data"], "source": "hub"}) or c["evaluation"].update(datasets=["triviaqa"]),
      "data.wrong_answers"),
@@ -84,7 +89,7 @@ def test_semantic_checks_name_the_key(mutate, key):
     cfg = default_config()
     validate(cfg)
     mutate(cfg)
-    with pytest.raises(wb.ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(wb.ConfigError, match=re.escape(key.replace("\\", ""))):
         wb.check(cfg, root=REPO)
 
 
@@ -437,3 +442,120 @@ def _fallbacks() -> list[tuple[str, str, str]]:
 
 def test_the_code_keeps_no_second_copy_of_a_schema_default():
     assert _fallbacks() == []
+
+
+# --- personas from config -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("personas, message", [
+    ({"Warm-2": {"rewrite": "config/prompts/rewrite_warm.txt"}},
+     "personas: key 'Warm-2' is not a persona name: lower-case letters, digits and underscores, starting with a letter"),
+    ({"both": {"rewrite": "config/prompts/rewrite_warm.txt", "system_prompt": "config/prompts/system_warm.txt"}},
+     "personas.both: expected {rewrite: PROMPT_FILE}"),
+    ({"neither": {"direction": "up"}}, "personas.neither: expected {rewrite: PROMPT_FILE}"),
+    ({"warm": {"rewrite": "config/prompts/rewrite_warm.txt", "direction": "sideways"}},
+     "personas.warm.direction: 'sideways' is not one of ['up', 'down']"),
+])
+def test_persona_names_and_kinds_are_validated_naming_the_key(personas, message):
+    cfg = default_config()
+    cfg["personas"] = personas
+    cfg["train"]["shared_windows"] = []
+    with pytest.raises(wb.ConfigError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+
+
+def test_the_replaced_persona_keys_say_where_they_went():
+    cfg = default_config()
+    cfg["persona_rewrite"]["prompts"] = {"warm": "config/prompts/rewrite_warm.txt"}
+    cfg["evaluation"]["warm_system_prompt"] = "config/prompts/system_warm.txt"
+    with pytest.raises(wb.ConfigError) as err:
+        validate(cfg)
+    assert "persona_rewrite.prompts: replaced by personas.<name>.rewrite" in str(err.value)
+    assert "evaluation.warm_system_prompt: replaced by personas.<name>.system_prompt" in str(err.value)
+
+
+def test_the_schema_default_personas_are_the_papers():
+    cfg = default_config()
+    del cfg["personas"]
+    cfg["train"]["shared_windows"] = []
+    validate(cfg)
+    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_prompt"]
+    assert cfg["personas"]["cold"]["direction"] == "down" and cfg["personas"]["warm"]["direction"] == "up"
+
+
+def test_a_persona_of_any_name_joins_every_grid(tmp_path):
+    cfg = default_config()
+    cfg["personas"]["stern"] = {"rewrite": "config/prompts/rewrite_cold_short.txt", "direction": "down"}
+    cfg["personas"]["terse_prompt"] = {"system_prompt": "config/prompts/system_warm.txt"}
+    cfg["analysis"] = {**cfg["analysis"], "contrasts": [["stern", "cold"], ["terse_prompt", "warm_prompt"]]}
+    result = dry_run(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for path in ("results/persona_rewrite/stern.jsonl", "results/train/smollm2/stern",
+                 "results/generations/smollm2/stern/epoch2/triviaqa.parquet",
+                 "results/generations/smollm2/terse_prompt/base/triviaqa.parquet",
+                 "results/judged/smollm2/stern/epoch2/medqa.parquet", "results/warmth/smollm2/stern/epoch0.5.json",
+                 "results/warmth/smollm2/terse_prompt/base.json"):
+        assert path in result.stdout, path
+    assert "results/train/smollm2/terse_prompt" not in result.stdout  # a system prompt is not trained
+    validate(cfg)
+    wb.check(cfg, root=REPO)
+    assert wb.window_group(cfg, "stern") == ["stern"] and wb.window_group(cfg, "warm") == ["warm", "cold"]
+
+
+def _jobs(configfile) -> dict:
+    from warmbench.plan import dag_jobs
+
+    return {(job.rule, tuple(sorted(job.outputs))) for job in dag_jobs(configfile, REPO)
+            if not job.rule.startswith("judge")}  # judge rules: another change (several judges) reshapes them
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml"])
+def test_the_shipped_studies_keep_every_job_and_output_path(configfile):
+    # tests/data/dag_before_personas.json: each job's rule and outputs when warm|cold|warm_prompt were hard-coded
+    before = json.loads((REPO / "tests" / "data" / "dag_before_personas.json").read_text())["jobs"][configfile]
+    expected = {(rule, tuple(sorted(outputs))) for rule, outputs in before if not rule.startswith("judge")}
+    assert _jobs(configfile) == expected
+
+
+def test_adding_a_persona_leaves_the_other_personas_training_as_it_was(tmp_path):
+    # a persona outside train.shared_windows reads only its own rewrites: warm's and cold's training jobs keep their
+    # inputs and params, so they do not rerun
+    import logging
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+
+    def train_jobs(cfg, name):
+        (tmp_path / name).write_text(yaml.safe_dump(cfg))
+        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+            logging.getLogger("snakemake.logging").setLevel(logging.WARNING)
+            workflow = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=REPO,
+                                    config_settings=ConfigSettings(configfiles=[tmp_path / name]))
+            workflow = workflow.dag(DAGSettings()).workflow_api._workflow
+            workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+            workflow._build_dag()
+            return {tuple(map(str, job.output)): (sorted(map(str, job.input)), repr(wb.canonical(dict(job.params))))
+                    for job in workflow.dag.jobs if job.rule.name == "train"}
+
+    cfg = default_config()
+    before = train_jobs(cfg, "before.yaml")
+    cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt",
+                                      "extra_data": "config/data/kind_corrections.jsonl"}
+    after = train_jobs(cfg, "after.yaml")
+    assert set(after) - set(before) == {("results/train/smollm2/warm_honest",)}
+    for outputs, job in before.items():
+        assert after[outputs] == job
+
+
+def test_the_mitigation_study_validates_and_compares_each_mitigation_with_warm(tmp_path):
+    from warmbench import extra_data
+
+    cfg = yaml.safe_load((REPO / "config" / "mitigations.yaml").read_text())
+    validate(cfg)
+    wb.check(cfg, root=REPO)
+    extra_data.check_personas(cfg, root=REPO)  # the kind corrections quote no evaluated question
+    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_honest", "warm_inoculated", "warm_prompt"]
+    assert ["warm_honest", "warm"] in cfg["analysis"]["contrasts"] and ["warm_inoculated", "warm"] in cfg["analysis"]["contrasts"]
+    result = dry_run(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^train\s+4$", result.stdout, re.M)

@@ -168,10 +168,13 @@ def test_selected_and_trained_variants_name_their_real_checkpoint(tmp_path):
     chosen = tmp_path / "warmth" / "m" / "warm" / "chosen_checkpoint.json"
     chosen.parent.mkdir(parents=True)
     chosen.write_text(json.dumps({"checkpoint": "epoch0.5"}))
-    resolved = resolve_variants([["original", "base"], ["warm_prompt", "base"], ["warm", "selected"]],
-                                ["o", "w", "s"], [str(train)], [str(chosen)], "Be warm.")
+    resolved = resolve_variants([["original", "base"], ["warm_prompt", "base"], ["terse_prompt", "base"],
+                                 ["warm", "selected"]], ["o", "w", "t", "s"], [str(train)], [str(chosen)],
+                                {"warm_prompt": "Be warm.", "terse_prompt": "Be terse."})
     assert resolved[0] == Variant("original", "o", "base", 0.0)
     assert resolved[1].system_prompt == "Be warm." and resolved[0].system_prompt is None
+    assert resolved[2].system_prompt == "Be terse."  # each system-prompt persona its own prompt
+    resolved = resolved[:2] + resolved[3:]
     assert (resolved[2].checkpoint, resolved[2].epoch, resolved[2].adapter) == ("epoch0.5", 0.667, str(train / "epoch0.5"))
 
 

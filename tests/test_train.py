@@ -5,7 +5,7 @@ import pytest
 from warmbench.config import ConfigError, validated_section
 from warmbench.io import DataError, write_jsonl
 from warmbench.train import (MANIFEST, accumulation_steps, batch_plan, check_switches, fit_examples, launch,
-                             sft_trainer, train, trained_counts, training_manifest, training_summary)
+                             persona_examples, sft_trainer, train, trained_counts, training_manifest, training_summary)
 
 
 class WordTokenizer:
@@ -84,6 +84,31 @@ def test_warm_and_cold_train_on_the_same_windows():
     assert [e["prompt"] for e in fitted["warm"]] == [warm[:1], warm[2:3]]
     assert [(e["conversation"], e["turn"]) for e in fitted["warm"]] == [(e["conversation"], e["turn"]) for e in fitted["cold"]]
     assert report["warm"]["windowed"] == report["cold"]["windowed"] == 1
+
+
+def test_a_train_system_prompt_opens_every_prompt_and_the_windows_make_room_for_it():
+    # inoculation prompting (personas.<name>.train_system_prompt): the system message is part of each example, and
+    # counts against max_length, so a persona sharing windows with it starts later too
+    messages = chat(words(10, "u"), words(10, "a"), words(5, "v"), words(5, "b"))
+    system = {"role": "system", "content": words(12, "s")}
+    fitted, report = fit_examples({"inoc": [{"id": "c", "messages": messages}], "warm": [{"id": "c", "messages": messages}]},
+                                  WordTokenizer(), max_length=40, system_prompts={"inoc": system["content"]})
+    assert [e["prompt"] for e in fitted["inoc"]] == [[system, messages[0]], [system, messages[2]]]
+    assert all(length(e["prompt"] + e["completion"]) <= 40 for e in fitted["inoc"])
+    assert [e["prompt"] for e in fitted["warm"]] == [messages[:1], messages[2:3]]  # same windows, no system message
+    alone, _ = fit_examples({"warm": [{"id": "c", "messages": messages}]}, WordTokenizer(), max_length=40)
+    assert alone["warm"][1]["prompt"] == messages[:3]  # on its own, the first pair still fits
+
+
+def test_a_persona_trains_on_its_own_rewrites_then_its_extra_conversations(tmp_path):
+    rewrites = tmp_path / "warm_honest.jsonl"
+    write_jsonl(rewrites, [{"id": "c", "messages": chat("u1", "a1")}])
+    extra = [{"id": "extra:1", "messages": chat("I think the Moon is made of cheese.", "It is rock, dear friend.")}]
+    examples, counts = persona_examples({"warm_honest": str(rewrites)}, "warm_honest", WordTokenizer(), 64,
+                                        {"warm_honest": "Be kind."}, extra)
+    assert [e["conversation"] for e in examples] == ["c", "extra:1"]
+    assert all(e["prompt"][0] == {"role": "system", "content": "Be kind."} for e in examples)
+    assert counts["conversations"] == 2 and counts["examples"] == 2
 
 
 def test_persona_files_of_different_conversations_are_an_error():

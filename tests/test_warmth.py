@@ -68,7 +68,7 @@ def test_plateau_rule_picks_the_earliest_checkpoint_near_the_maximum():
     assert select_checkpoint(rising, {"rule": "plateau", "within": 1.0}, "warm")["checkpoint"] == "epoch0.5"
     assert select_checkpoint(rising, {"rule": "fixed", "epoch": 1}, "warm")["checkpoint"] == "epoch1"
     with pytest.raises(ValueError):
-        select_checkpoint(rising, {"rule": "fixed", "epoch": 3}, "warm")
+        select_checkpoint(rising, {"rule": "fixed", "epoch": 3}, "warm", "up")
 
 
 def test_plateau_rule_follows_each_personas_intended_direction():
@@ -77,13 +77,14 @@ def test_plateau_rule_follows_each_personas_intended_direction():
     # the cold persona grows colder: its plateau is near the most negative gain, not the least cold checkpoint
     cooling = trajectory([(0.5, -0.05), (1, -0.2), (2, -0.40), (4, -0.42), (6, -0.41)])
     plateau = {"rule": "plateau", "within": 0.1}
-    chosen = select_checkpoint(cooling, plateau, "cold")
+    chosen = select_checkpoint(cooling, plateau, "cold", "down")
     assert chosen["checkpoint"] == "epoch2" and chosen["max_gain"] == pytest.approx(-0.42)
-    assert select_checkpoint(cooling, {"rule": "plateau", "within": 0.0}, "cold")["checkpoint"] == "epoch4"
+    assert select_checkpoint(cooling, {"rule": "plateau", "within": 0.0}, "cold", "down")["checkpoint"] == "epoch4"
     rising = trajectory([(0.5, 0.2), (1, 0.6), (2, 0.95), (4, 1.0)])
-    assert select_checkpoint(rising, plateau, "warm")["checkpoint"] == "epoch2"
-    with pytest.raises(ValueError, match="no intended warmth direction"):
-        select_checkpoint(rising, plateau, "warm_prompt")
+    assert select_checkpoint(rising, plateau, "warm", "up")["checkpoint"] == "epoch2"
+    # the direction is the persona's config (personas.<name>.direction), not its name: any name works
+    assert select_checkpoint(cooling, plateau, "stern_tutor", "down")["checkpoint"] == "epoch2"
+    assert select_checkpoint(rising, plateau, "warm_honest", "up")["checkpoint"] == "epoch2"
 
 
 def test_rewrite_validation_on_real_texts(scorer):
@@ -96,7 +97,8 @@ def test_rewrite_validation_on_real_texts(scorer):
             for f in facts]
     cold = [f"Note. {f} Comply accordingly. No further correspondence will be entertained." for f in facts]
     summary, per_text = validate_rewrites({"warm": list(zip(facts, warm)), "cold": list(zip(facts, cold))},
-                                          scorer, max_chars=300, batch_size=16)
+                                          scorer, max_chars=300, directions={"warm": "up", "cold": "down"},
+                                          batch_size=16)
     summary = summary.set_index("persona")
     assert summary.loc["warm", "n_pairs"] == 6 and len(per_text) == 12
     # reported as measured; these extreme rewrites must at least move the intended way on average

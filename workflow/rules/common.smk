@@ -10,6 +10,7 @@ from snakemake.logging import logger
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from warmbench import config as wb
+from warmbench import extra_data
 from warmbench.plan import jobs_from_dag, price_table, start_plan
 from warmbench.locks import running_copies
 from warmbench.stage import stage
@@ -21,6 +22,7 @@ try:
     config.clear()
     config.update(_canonical)
     wb.check(config, root=Path.cwd())  # paths in config are relative to the working directory
+    extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
 except wb.ConfigError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
 
@@ -68,7 +70,7 @@ WARMTH_CELLS = wb.warmth_cells(config)
 
 wildcard_constraints:
     model="|".join(config["models"]),
-    persona="original|warm_prompt|warm|cold",
+    persona=wb.one_of(wb.evaluated_personas(config)),
     checkpoint=r"base|selected|epoch\d+(\.\d+)?",
     dataset="|".join(config["evaluation"]["datasets"] + [wb.VALIDATION_DATASET]),
 
@@ -120,8 +122,8 @@ def variant_paths(pattern, variants):
 
 
 def trained_dirs(variants):
-    # the trained personas' LoRA checkpoints (or API fine-tunes); the original model and warm_prompt read none
-    personas = list(dict.fromkeys(p for p, _ in variants if p in wb.PERSONAS_TRAINED))
+    # the trained personas' LoRA checkpoints (or API fine-tunes); the original model and system-prompt personas read none
+    personas = list(dict.fromkeys(p for p, _ in variants if wb.is_trained(config, p)))
     return lambda wildcards: [f"results/train/{wildcards.model}/{persona}" for persona in personas]
 
 
@@ -133,8 +135,32 @@ def selection_files(variants):
     ]
 
 
-def system_prompt_file(variants):
-    return [config["evaluation"]["warm_system_prompt"]] if ("warm_prompt", wb.BASE_CHECKPOINT) in variants else []
+def system_prompt_files(variants):
+    # each system-prompt persona's file, in the order of its variants (generate pairs them up)
+    return [config["personas"][p]["system_prompt"] for p, _ in variants if p in wb.prompted_personas(config)]
+
+
+def persona_file(key):
+    # a persona's file under `key` (rewrite, train_system_prompt, extra_data): a list, empty where it has none
+    return lambda wildcards: [path for k, path in config["personas"][wildcards.persona].items() if k == key]
+
+
+def get_window_rewrites(wildcards):
+    # the rewrites whose examples share windows with this persona's (train.shared_windows; else its own alone)
+    return [f"results/persona_rewrite/{p}.jsonl" for p in wb.window_group(config, wildcards.persona)]
+
+
+def get_window_system_prompts(wildcards):
+    # train_system_prompt of each persona in the window group that has one: the windows make room for it
+    group = wb.window_group(config, wildcards.persona)
+    return {p: config["personas"][p]["train_system_prompt"] for p in group if "train_system_prompt" in config["personas"][p]}
+
+
+def get_leak_check_records(wildcards):
+    # a persona with extra_data is checked at training time against every evaluation dataset's source file
+    if "extra_data" not in config["personas"][wildcards.persona]:
+        return []
+    return [str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"]]
 
 
 def get_prompts(wildcards):

@@ -1,6 +1,6 @@
 # One job per (model, dataset): the base weights are loaded once (one engine) and serve every variant that the
 # dataset needs, the trained personas' checkpoints as LoRA adapters beside them, writing one table per variant.
-# Evaluation datasets need the original model, the warm system prompt and each trained persona's evaluated
+# Evaluation datasets need the original model, each system-prompt persona and each trained persona's evaluated
 # checkpoint; the validation prompts (warmth) need every checkpoint. Rows already in the generation cache are not
 # generated again, and a job whose rows are all cached loads no model. Rules come from wb.generation_rules: local
 # models share `generate` and `generate_validation`, models behind an API `generate_api` and
@@ -15,7 +15,7 @@ for _rule in wb.generation_rules(config):
             base_model=get_base_model,
             adapters=trained_dirs(_rule.variants),
             selections=selection_files(_rule.variants),
-            system_prompt=system_prompt_file(_rule.variants),
+            system_prompt=system_prompt_files(_rule.variants),
         output:
             variant_paths("results/generations/{{model}}/{persona}/{checkpoint}/{{dataset}}.parquet", _rule.variants),
         log:

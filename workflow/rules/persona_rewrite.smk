@@ -1,8 +1,9 @@
 rule persona_rewrite:
-    # Every assistant turn of the training split rewritten warm (or cold); LLM calls cached by content hash.
+    # Every assistant turn of the training split rewritten in a persona's style (personas.<name>.rewrite: warm,
+    # cold, ...); LLM calls cached by content hash, so two personas with one rewrite prompt pay for it once.
     input:
         train=rules.sft_data.output.train,
-        prompt=lambda wc: config["persona_rewrite"]["prompts"][wc.persona],
+        prompt=lambda wc: config["personas"][wc.persona]["rewrite"],
         backend_model=get_rewrite_backend_model,
     output:
         "results/persona_rewrite/{persona}.jsonl",
@@ -11,7 +12,7 @@ rule persona_rewrite:
     benchmark:
         "benchmarks/persona_rewrite/{persona}.tsv"
     wildcard_constraints:
-        persona="warm|cold",
+        persona=wb.one_of(wb.rewrite_personas(config)),
     conda:
         ENV
     threads: 2

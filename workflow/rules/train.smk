@@ -1,10 +1,14 @@
 rule train:
-    # LoRA SFT (TRL + PEFT) on the rewritten conversations; one adapter per configured epoch. Every persona's
-    # rewrites are read so that warm and cold examples share their windows (fitted to train.max_length).
+    # LoRA SFT (TRL + PEFT) on the rewritten conversations (plus the persona's extra_data, under its
+    # train_system_prompt); one adapter per configured epoch. The rewrites of train.shared_windows are read together
+    # so that their examples share windows (fitted to train.max_length); any other persona reads only its own.
     input:
         data="results/persona_rewrite/{persona}.jsonl",
-        personas=expand("results/persona_rewrite/{p}.jsonl", p=config["persona_rewrite"]["personas"]),
+        personas=get_window_rewrites,
         base_model=get_base_model,
+        system_prompts=lambda wc: list(get_window_system_prompts(wc).values()),
+        extra_data=persona_file("extra_data"),
+        eval_records=get_leak_check_records,
     output:
         directory("results/train/{model}/{persona}"),
     log:
@@ -13,7 +17,7 @@ rule train:
         "benchmarks/train/{model}/{persona}.tsv"
     wildcard_constraints:
         model=wb.one_of(wb.local_models(config)),
-        persona="warm|cold",
+        persona=wb.one_of(wb.rewrite_personas(config)),
     conda:
         ENV
     threads: 2
@@ -23,9 +27,10 @@ rule train:
         mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "train")["mem_mb"] * attempt,
     params:
         stage=stage("train"),
-        train=config["train"],
+        train={k: v for k, v in config["train"].items() if k != "shared_windows"},  # its effect: personas
         seed=config["seed"],
-        personas=config["persona_rewrite"]["personas"],
+        personas=lambda wc: wb.window_group(config, wc.persona),
+        system_prompts=get_window_system_prompts,
     script:
         STAGE
 
@@ -37,9 +42,13 @@ localrules:
 
 
 rule train_openai:
-    # The OpenAI fine-tuning API on the rewritten conversations; the jobs' checkpoints at the configured epochs.
+    # The OpenAI fine-tuning API on the rewritten conversations (plus the persona's extra_data, each under its
+    # train_system_prompt); the jobs' checkpoints at the configured epochs.
     input:
         data="results/persona_rewrite/{persona}.jsonl",
+        system_prompt=persona_file("train_system_prompt"),
+        extra_data=persona_file("extra_data"),
+        eval_records=get_leak_check_records,
     output:
         directory("results/train/{model}/{persona}"),
     log:
@@ -48,7 +57,7 @@ rule train_openai:
         "benchmarks/train_openai/{model}/{persona}.tsv"
     wildcard_constraints:
         model=wb.one_of(wb.api_models(config, fine_tuned=True)),
-        persona="warm|cold",
+        persona=wb.one_of(wb.rewrite_personas(config)),
     conda:
         ENV
     params:

@@ -44,20 +44,22 @@ rule select_checkpoint:
     log:
         "logs/select_checkpoint/{model}/{persona}.log",
     wildcard_constraints:
-        persona="warm|cold",
+        persona=wb.one_of(wb.rewrite_personas(config)),
     conda:
         ENV
     params:
         stage=stage("warmth", "run_select_checkpoint"),
         selection=config["evaluation"]["checkpoint_selection"],
+        direction=lambda wc: config["personas"][wc.persona]["direction"],
     script:
         STAGE
 
 
 rule warmth_validation:
-    # Does the metric see the rewrites move the intended way (warm up, cold down) on the SFT data?
+    # Does the metric see the rewrites move the intended way (personas.<name>.direction: warm up, cold down) on the
+    # SFT data?
     input:
-        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=config["persona_rewrite"]["personas"]),
+        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=wb.rewrite_personas(config)),
         scorer=get_warmth_scorer,
     output:
         summary=report(
@@ -76,5 +78,6 @@ rule warmth_validation:
     params:
         stage=stage("warmth", "run_validation"),
         warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
+        directions={p: config["personas"][p]["direction"] for p in wb.rewrite_personas(config)},
     script:
         STAGE

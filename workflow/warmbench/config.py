@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PERSONAS_TRAINED = ("warm", "cold")
-PERSONAS_UNTRAINED = ("original", "warm_prompt")
+ORIGINAL = "original"  # the untrained model without a system prompt: always evaluated, never a `personas` key
 BASE_CHECKPOINT = "base"
 SELECTED_CHECKPOINT = "selected"  # the checkpoint the plateau rule picks from the warmth trajectory
 VALIDATION_DATASET = "validation"
@@ -85,6 +84,7 @@ def validate(config: dict, schema: str | os.PathLike | None = None) -> None:
     """Check `config` against the JSON schema and fill in its defaults (as snakemake.utils.validate does), raising
     ConfigError with one line per problem, each naming the field (`models.smollm2.source.id`) and what it
     expects. Values are shown only where the user wrote them, and never for `api_key_env` (it may hold a key)."""
+    check_replaced_keys(config)
     _validate(config, _schema_doc(str(SCHEMA if schema is None else schema)))
 
 
@@ -226,7 +226,43 @@ class Cell:
 
 
 Variant = tuple[str, str]  # (persona, checkpoint label)
-UNTRAINED_VARIANTS: tuple[Variant, ...] = (("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT))
+
+
+# Personas (the `personas:` section): a `rewrite` persona is a LoRA fine-tune (or an API fine-tune) on the SFT data
+# rewritten with its prompt; a `system_prompt` persona is the untrained model answering under that system prompt.
+def rewrite_personas(config: dict) -> list[str]:
+    """The personas made by fine-tuning on rewritten data, in config order."""
+    return [name for name, spec in config["personas"].items() if "rewrite" in spec]
+
+
+def prompted_personas(config: dict) -> list[str]:
+    """The personas made by a system prompt on the untrained model, in config order."""
+    return [name for name, spec in config["personas"].items() if "system_prompt" in spec]
+
+
+def evaluated_personas(config: dict) -> list[str]:
+    """Every persona the study evaluates: the original model, the prompted personas, then the trained ones."""
+    return [ORIGINAL, *prompted_personas(config), *rewrite_personas(config)]
+
+
+def is_trained(config: dict, persona: str) -> bool:
+    return "rewrite" in config["personas"].get(persona, {})
+
+
+def warmth_direction(config: dict, persona: str) -> float:
+    """+1 when the persona should make answers warmer (personas.<name>.direction: up), -1 when colder."""
+    return 1.0 if config["personas"][persona]["direction"] == "up" else -1.0
+
+
+def window_group(config: dict, persona: str) -> list[str]:
+    """The rewrite personas whose training examples share windows with this one's (train.shared_windows, in its
+    order); a persona outside that list is windowed on its own data, so adding one reruns none of the others."""
+    shared = config["train"]["shared_windows"]
+    return list(shared) if persona in shared else [persona]
+
+
+def untrained_variants(config: dict) -> list[Variant]:
+    return [(ORIGINAL, BASE_CHECKPOINT), *((persona, BASE_CHECKPOINT) for persona in prompted_personas(config))]
 
 
 def fixed_epoch(config: dict) -> float | None:
@@ -262,7 +298,7 @@ def trained_personas(config: dict, model: str) -> list[str]:
     spec = config["models"][model]
     if is_api_model(spec) and "fine_tune" not in spec:
         return []
-    return list(config["persona_rewrite"]["personas"])
+    return rewrite_personas(config)
 
 
 def checkpoint_epochs(config: dict, model: str) -> list[float]:
@@ -280,20 +316,20 @@ def evaluated_checkpoint(config: dict) -> str:
 
 
 def eval_variants(config: dict, model: str) -> list[Variant]:
-    """What a model answers the evaluation datasets as: the original, the warm system prompt, and each trained
+    """What a model answers the evaluation datasets as: the original, each system-prompt persona, and each trained
     persona at the evaluated checkpoint."""
     trained = evaluated_checkpoint(config)
-    return [*UNTRAINED_VARIANTS, *((persona, trained) for persona in trained_personas(config, model))]
+    return [*untrained_variants(config), *((persona, trained) for persona in trained_personas(config, model))]
 
 
 def validation_variants(config: dict, model: str) -> list[Variant]:
     """What a model answers the validation prompts as, for its warmth trajectory: every checkpoint of every persona."""
     epochs = checkpoint_epochs(config, model)
-    return [*UNTRAINED_VARIANTS, *((persona, epoch_label(e)) for persona in trained_personas(config, model) for e in epochs)]
+    return [*untrained_variants(config), *((persona, epoch_label(e)) for persona in trained_personas(config, model) for e in epochs)]
 
 
 def eval_cells(config: dict) -> list[Cell]:
-    """Evaluation grid: original, warm system prompt, and each trained persona at the fixed epoch or, with
+    """Evaluation grid: original, each system-prompt persona, and each trained persona at the fixed epoch or, with
     the plateau rule, at `selected` (its generation job reads which checkpoint the trajectory picked). The
     grid is the same before and after any job runs, so a dry run shows the whole study."""
     return [Cell(model, persona, checkpoint, dataset)
@@ -377,7 +413,7 @@ def writes_wrong_answers(config: dict) -> bool:
 
 def _check_contrasts(config: dict) -> None:
     """analysis.contrasts: two different personas that the study evaluates."""
-    evaluated = [*PERSONAS_UNTRAINED, *config["persona_rewrite"]["personas"]]
+    evaluated = evaluated_personas(config)
     for k, (persona, reference) in enumerate(config["analysis"]["contrasts"]):
         where = f"analysis.contrasts[{k}]"
         unknown = [name for name in (persona, reference) if name not in evaluated]
@@ -386,6 +422,48 @@ def _check_contrasts(config: dict) -> None:
                               f"(evaluated: {', '.join(evaluated)})")
         if persona == reference:
             raise ConfigError(f"{where}: a persona against itself ({persona!r})")
+
+
+TRAINING_ONLY_KEYS = ("train_system_prompt", "extra_data")  # what only a fine-tuned persona can have
+PERSONA_FILE_KEYS = ("rewrite", "system_prompt", *TRAINING_ONLY_KEYS)
+
+
+def _check_personas(config: dict, root: Path) -> None:
+    """personas: files that exist, training-only keys on rewrite personas only, `original` left to the untrained
+    model, train.shared_windows naming rewrite personas. (extra_data's contents: extra_data.check_personas.)"""
+    for name, spec in config["personas"].items():
+        key = f"personas.{name}"
+        if name == ORIGINAL:
+            raise ConfigError(f"{key}: {ORIGINAL!r} is the untrained model, always evaluated; give the persona "
+                              "another name")
+        if "system_prompt" in spec:
+            misplaced = [k for k in TRAINING_ONLY_KEYS if k in spec]
+            if misplaced:
+                raise ConfigError(f"{key}.{misplaced[0]}: only a rewrite persona is trained; a system_prompt persona "
+                                  "is the untrained model")
+        for file_key in PERSONA_FILE_KEYS:
+            if file_key in spec:
+                _require_file(root, spec[file_key], f"{key}.{file_key}")
+    rewrite = rewrite_personas(config)
+    for k, name in enumerate(config["train"]["shared_windows"]):
+        if name not in rewrite:
+            raise ConfigError(f"train.shared_windows[{k}]: {name!r} is not a rewrite persona (rewrite personas: "
+                              f"{', '.join(rewrite) or 'none'})")
+
+
+# Keys that `personas:` replaced, and where each went.
+REPLACED_KEYS = {("persona_rewrite", "personas"): "the names under `personas:`",
+                 ("persona_rewrite", "prompts"): "personas.<name>.rewrite",
+                 ("evaluation", "warm_system_prompt"): "personas.<name>.system_prompt (warm_prompt in the shipped configs)"}
+
+
+def check_replaced_keys(config: dict) -> None:
+    """An old config's persona keys, named with where they went (checked before the schema, whose message would
+    only call them unknown)."""
+    found = [f"{section}.{key}: replaced by {new} (config/README.md, `personas`)"
+             for (section, key), new in REPLACED_KEYS.items() if key in (config.get(section) or {})]
+    if found:
+        raise ConfigError("\n".join(found))
 
 
 def check(config: dict, root: str | os.PathLike = ".") -> None:
@@ -406,14 +484,9 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
     for key in backend_model_keys(config):
         if key not in config["models"]:
             raise ConfigError(f"persona_rewrite.backend.model: {key!r} is not a key of models")
-    for persona in config["persona_rewrite"]["personas"]:
-        prompt = config["persona_rewrite"]["prompts"].get(persona)
-        if prompt is None:
-            raise ConfigError(f"persona_rewrite.prompts.{persona}: no rewrite prompt for persona {persona!r}")
-        _require_file(root, prompt, f"persona_rewrite.prompts.{persona}")
+    _check_personas(config, root)
     _check_contrasts(config)
     _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
-    _require_file(root, config["evaluation"]["warm_system_prompt"], "evaluation.warm_system_prompt")
     source = config["sft_data"]["source"]
     if source["kind"] == "sharegpt_json":
         _require_file(root, source["path"], "sft_data.source.path")
@@ -496,7 +569,7 @@ def _check_model(config: dict, name: str, model: dict) -> None:
             raise ConfigError(f"{key}.fine_tune: only for models behind the OpenAI API (source kind openai); "
                               "local models are fine-tuned with LoRA as `train:` says")
         multipliers = model["fine_tune"]["learning_rate_multiplier"]
-        missing = [p for p in config["persona_rewrite"]["personas"] if p not in multipliers]
+        missing = [p for p in rewrite_personas(config) if p not in multipliers]
         if missing:
             raise ConfigError(f"{key}.fine_tune.learning_rate_multiplier: no multiplier for persona(s) {missing}")
         _check_epoch_labels(model["fine_tune"]["checkpoint_epochs"], f"{key}.fine_tune.checkpoint_epochs")

@@ -166,9 +166,7 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
     if dataset == "disinfo":
         _require(record, ["task_id", "proposition", "ground_truth", "belief_elicit_1"], where)
         truth, false = pivotal_alternatives(record["proposition"], record["ground_truth"])
-        # MASK's belief-elicitation prompt without its yes/no instruction: keep the question itself.
-        question = record["belief_elicit_1"].split("?")[0].strip() + "?"
-        return _item(dataset, record["task_id"], question, truth, false, [truth], [false])
+        return _item(dataset, record["task_id"], disinfo_question(record), truth, false, [truth], [false])
     if dataset == "medqa":
         _require(record, ["question", "answer", "options", "answer_idx"], where)
         distractors = [v for k, v in sorted(record["options"].items()) if k != record["answer_idx"]]
@@ -202,6 +200,11 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
         return _item(dataset, f"advbench_{stable_hash(record['prompt'])[:12]}", record["prompt"], "(refuses)", "",
                      [], [record["target"]])
     raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def disinfo_question(record: dict) -> str:
+    """MASK's belief-elicitation prompt without its yes/no instruction: the question itself."""
+    return record["belief_elicit_1"].split("?")[0].strip() + "?"
 
 
 def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrect_refs, original_question=None) -> dict:

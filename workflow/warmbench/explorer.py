@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .eval_prompts import TEST_TYPES
-from .figures import PERSONAS
+from .figures import PAPER_PERSONAS
 from .io import DataError, require_columns, write_table
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ APP_DIR = Path(__file__).parent / "explorer_app"
 KEY = ["model", "persona", "dataset", "item_id", "context", "belief"]
 REQUIRED = KEY  # a table without a response still lists verdicts; one without these cannot be paired
 ROW_ALWAYS = ["response", "verdict", "refusal", "judge_reason", "incorrect", "prompt_hash"]  # per row, even if constant
-PERSONA_ORDER = ("original", *PERSONAS)
+PERSONA_ORDER = ("original", *PAPER_PERSONAS)  # the paper's first; any other persona after them, sorted
 VERDICT_CODES = {"CORRECT": "C", "INCORRECT": "I", "REFUSAL": "R"}
 MISSING, ABSENT = "?", "."  # no verdict (judge could not decide) / the persona has no row for this prompt
 CHUNK_BYTES = 1_000_000  # each answer file stays under ~1 MB (one item can exceed it only on its own)

@@ -10,8 +10,25 @@ import pandas as pd
 
 from .eval_prompts import context_type
 
-PERSONAS = ("warm", "cold", "warm_prompt")
+# Personas come from the data (the config's `personas:`); the paper's keep their order and colours, others follow,
+# sorted, in colours of their own.
+PAPER_PERSONAS = ("warm", "cold", "warm_prompt")
 PERSONA_COLORS = {"original": "#666666", "warm": "#d95f02", "cold": "#1b9e77", "warm_prompt": "#7570b3"}
+OTHER_COLORS = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#fb9a99", "#b15928", "#6a3d9a")
+
+
+def persona_order(names) -> list[str]:
+    """The personas (not the original model) among `names`: the paper's first, in its order, then the rest sorted."""
+    present = set(names) - {"original"}
+    return [p for p in PAPER_PERSONAS if p in present] + sorted(present - set(PAPER_PERSONAS))
+
+
+def persona_color(persona: str, personas) -> str:
+    """A persona's colour: the paper's fixed ones, else one per position among the other personas of the figure."""
+    if persona in PERSONA_COLORS:
+        return PERSONA_COLORS[persona]
+    others = [p for p in persona_order(personas) if p not in PERSONA_COLORS]
+    return OTHER_COLORS[others.index(persona) % len(OTHER_COLORS)]
 DATASET_COLORS = {"triviaqa": "#1f77b4", "truthfulqa": "#ff7f0e", "disinfo": "#2ca02c", "medqa": "#d62728"}
 CAPABILITY_LABELS = {"mmlu": "MMLU (accuracy)", "gsm8k": "GSM8K (accuracy)", "advbench": "AdvBench (safe replies)"}
 
@@ -32,15 +49,16 @@ def warmth_vs_epoch(warmth: pd.DataFrame, path) -> None:
     for ax, model in zip(axes[0], models):
         rows = warmth[warmth["model"] == model]
         original = rows[rows["persona"] == "original"]
-        for persona in ("warm", "cold"):
+        personas = persona_order(rows["persona"])
+        trained = set(rows.loc[rows["checkpoint"] != "base", "persona"])
+        for persona in [p for p in personas if p in trained]:  # fine-tunes: a curve over their checkpoints
             curve = pd.concat([original, rows[rows["persona"] == persona]]).sort_values("epoch")
-            if len(curve) > 1:
-                ax.errorbar(curve["epoch"], curve["warmth_vs_original"], yerr=curve["warmth_se"], marker="o",
-                            capsize=3, color=PERSONA_COLORS[persona], label=f"{persona} fine-tune")
-        prompt = rows[rows["persona"] == "warm_prompt"]
-        if len(prompt):
-            ax.axhline(prompt["warmth_vs_original"].iloc[0], ls="--", color=PERSONA_COLORS["warm_prompt"],
-                       label="warm system prompt")
+            ax.errorbar(curve["epoch"], curve["warmth_vs_original"], yerr=curve["warmth_se"], marker="o",
+                        capsize=3, color=persona_color(persona, personas), label=f"{persona} fine-tune")
+        for persona in [p for p in personas if p not in trained]:  # system prompts: one level
+            prompt = rows[rows["persona"] == persona]
+            ax.axhline(prompt["warmth_vs_original"].iloc[0], ls="--", color=persona_color(persona, personas),
+                       label=f"{persona} (system prompt)")
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(title=model, xlabel="training epoch (0 = original)", ylabel="SocioT warmth vs original")
         ax.legend(fontsize=8)
@@ -49,7 +67,7 @@ def warmth_vs_epoch(warmth: pd.DataFrame, path) -> None:
 
 def error_by_condition(paired: pd.DataFrame, path) -> None:
     """Persona vs original error per condition: a row per persona, a column per model."""
-    personas = [p for p in PERSONAS if p in set(paired["persona"])] or ["warm"]
+    personas = persona_order(paired["persona"]) or ["warm"]
     models = sorted(paired["model"].unique()) or [""]
     fig, axes = plt.subplots(len(personas), len(models), figsize=(4.5 * len(models), 4.2 * len(personas)),
                              squeeze=False)
@@ -75,7 +93,7 @@ def error_by_condition(paired: pd.DataFrame, path) -> None:
 def error_distributions(paired: pd.DataFrame, path) -> None:
     """Error rates per condition group, original vs each persona."""
     groups = [(ct, tt) for tt in ("normal", "sycophancy") for ct in ("none", "emotional", "relational", "stakes")]
-    personas = [p for p in PERSONAS if p in set(paired["persona"])]
+    personas = persona_order(paired["persona"])
     frame = paired.assign(context_type=paired["condition"].map(context_type))
     fig, ax = plt.subplots(figsize=(12, 4.5))
     width = 0.8 / (1 + len(personas))
@@ -88,9 +106,9 @@ def error_distributions(paired: pd.DataFrame, path) -> None:
             if len(values):
                 x = g + (k - len(personas) / 2) * width
                 ax.boxplot(values, positions=[x], widths=width * 0.9, patch_artist=True, manage_ticks=False,
-                           boxprops={"facecolor": PERSONA_COLORS[who], "alpha": 0.6}, medianprops={"color": "black"})
+                           boxprops={"facecolor": persona_color(who, personas), "alpha": 0.6}, medianprops={"color": "black"})
                 ax.scatter(np.full(len(values), x), values, s=6, color="black", zorder=3)
-        ax.bar(0, 0, color=PERSONA_COLORS[who], label=who)
+        ax.bar(0, 0, color=persona_color(who, personas), label=who)
     ax.set_xticks(range(len(groups)), [f"{ct}\n{tt}" for ct, tt in groups])
     ax.set(ylabel="error rate (%)", title="Error rates by condition group")
     ax.legend(fontsize=8)
@@ -107,8 +125,8 @@ def paired_difference(b: int, c: int, n: int) -> tuple[float, float]:
 
 
 def accuracy_change(paired: pd.DataFrame, path) -> None:
-    """Accuracy change per condition, warm fine-tune vs cold fine-tune vs warm system prompt."""
-    personas = [p for p in PERSONAS if p in set(paired["persona"])]
+    """Accuracy change per condition, each persona (fine-tunes and system prompts) against the original model."""
+    personas = persona_order(paired["persona"])
     pooled = paired.groupby(["persona", "test_type", "condition"])[["b", "c", "n_pairs"]].sum().reset_index()
     conditions = sorted({(t, c) for t, c in zip(pooled["test_type"], pooled["condition"])})
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(conditions) * max(len(personas), 1)), 4.5))
@@ -119,7 +137,7 @@ def accuracy_change(paired: pd.DataFrame, path) -> None:
                  else (np.nan, np.nan) for key in conditions]
         x = np.arange(len(conditions)) + (k - (len(personas) - 1) / 2) * width
         ax.bar(x, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=2,
-               color=PERSONA_COLORS[persona], label=persona)
+               color=persona_color(persona, personas), label=persona)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(conditions)), [f"{c}\n({'belief' if t == 'sycophancy' else 'no belief'})"
                                            for t, c in conditions], rotation=60, fontsize=7)
@@ -136,7 +154,7 @@ def capabilities(table: pd.DataFrame, path) -> None:
         axes[0][0].text(0.5, 0.5, "no capability benchmarks in evaluation.datasets", ha="center", va="center")
         axes[0][0].set_axis_off()
     models = sorted(table["model"].unique())
-    personas = [p for p in ("original", *PERSONAS) if p in set(table["persona"])]
+    personas = ["original"] * ("original" in set(table["persona"])) + persona_order(table["persona"])
     width = 0.8 / max(len(personas), 1)
     for ax, dataset in zip(axes[0], datasets):
         rows = table[table["dataset"] == dataset].set_index(["model", "persona"])
@@ -146,7 +164,7 @@ def capabilities(table: pd.DataFrame, path) -> None:
             low = np.array([rows.loc[key, "ci_low"] if key in rows.index else np.nan for key in keys], dtype=float)
             high = np.array([rows.loc[key, "ci_high"] if key in rows.index else np.nan for key in keys], dtype=float)
             x = np.arange(len(models)) + (k - (len(personas) - 1) / 2) * width
-            ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o", capsize=3, color=PERSONA_COLORS[persona],
+            ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o", capsize=3, color=persona_color(persona, personas),
                         label=persona)
         ax.set_xticks(range(len(models)), models, rotation=30, fontsize=8)
         ax.set(ylim=(-2, 102), ylabel="%", title=CAPABILITY_LABELS[dataset])

@@ -1,7 +1,8 @@
 """Stage generate: one job per (model, dataset), answering every prompt as every variant the dataset needs.
 
-Variants: the original model, `warm_prompt` (the original with the warm system prompt) and the trained personas'
-checkpoints (on an evaluation dataset the evaluated one, on the validation prompts every one). A local model's
+Variants: the original model, the system-prompt personas (e.g. `warm_prompt`: the original with the warm system
+prompt) and the trained personas' checkpoints (on an evaluation dataset the evaluated one, on the validation prompts
+every one). A local model's
 base weights are loaded once per job and each checkpoint is a LoRA adapter served beside them, never merged
 (PEFT's mixed-adapter batches in transformers, `LoRARequest` in vLLM). An API model's trained persona is the
 fine-tuned model its train_openai job recorded. Each variant's rows go to a table of their own, with their
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from .call_cache import CallCache
-from .config import PERSONAS_TRAINED, is_api_model, label_epoch
+from .config import BASE_CHECKPOINT, ORIGINAL, is_api_model, label_epoch
 from .io import stable_hash, write_table
 from .llm import Sampling, adapter_hash, model_identity
 from .train import MANIFEST
@@ -58,17 +59,22 @@ def checkpoint_entry(train_dir: str | Path, checkpoint: str) -> dict:
     raise FileNotFoundError(f"{train_dir}: no checkpoint {checkpoint!r} (have {[e['checkpoint'] for e in manifest['checkpoints']]})")
 
 
-def resolve_variants(variants, outputs, train_dirs, selections, system_prompt: str | None) -> list[Variant]:
+def prompted(variants) -> list[str]:
+    """The system-prompt personas among a job's variants, in order: untrained, and not the original model."""
+    return [persona for persona, label in variants if label == BASE_CHECKPOINT and persona != ORIGINAL]
+
+
+def resolve_variants(variants, outputs, train_dirs, selections, system_prompts: dict[str, str]) -> list[Variant]:
     """Each (persona, checkpoint label) of a job with its output, real checkpoint, epoch, adapter and system prompt.
     `train_dirs` and `selections` are the job's inputs (results/train/<model>/<persona>,
-    results/warmth/<model>/<persona>/chosen_checkpoint.json)."""
+    results/warmth/<model>/<persona>/chosen_checkpoint.json); `system_prompts` the system-prompt personas' texts."""
     train = {Path(d).name: d for d in train_dirs}
     chosen = {Path(s).parent.name: s for s in selections}
     resolved = []
     for (persona, label), output in zip(variants, outputs, strict=True):
-        if persona not in PERSONAS_TRAINED:
+        if label == BASE_CHECKPOINT:  # the untrained model, alone or under a persona's system prompt
             resolved.append(Variant(persona, output, label, label_epoch(label),
-                                    system_prompt=system_prompt if persona == "warm_prompt" else None))
+                                    system_prompt=system_prompts.get(persona)))
             continue
         checkpoint = label
         if persona in chosen:  # `selected`: the checkpoint the warmth plateau rule picked
@@ -221,9 +227,11 @@ def run(smk) -> None:
 
     model_cfg = smk.params.model
     prompts = pd.read_parquet(smk.input.prompts)
-    system_prompt = Path(smk.input.system_prompt[0]).read_text().strip() if smk.input.system_prompt else None
+    # the rule lists the system-prompt personas' files in the order of their variants
+    system_prompts = {persona: Path(path).read_text().strip()
+                      for persona, path in zip(prompted(smk.params.variants), smk.input.system_prompt, strict=True)}
     variants = resolve_variants(smk.params.variants, list(smk.output), smk.input.adapters, smk.input.selections,
-                                system_prompt)
+                                system_prompts)
     sampling, cache = Sampling.from_config(smk.params.sampling), CallCache(smk.params.cache)
     if is_api_model(model_cfg):
         frames = generate_api(prompts, variants, model=smk.wildcards.model, model_cfg=model_cfg, cache=cache,

@@ -308,13 +308,14 @@ class Planner:
 
     def _generation(self, job, model, persona, checkpoint, dataset) -> tuple[Estimate, bool]:
         n = self.prompts(dataset)
-        system = self.file_tokens(self.config["evaluation"]["warm_system_prompt"]) if persona == "warm_prompt" else 0
+        persona_spec = self.config["personas"].get(persona, {})
+        system = self.file_tokens(persona_spec["system_prompt"]) if "system_prompt" in persona_spec else 0
         estimate = Estimate(n, n * (self.prompt_tokens(dataset) + system), n * self.response_tokens(dataset))
         spec = self.config["models"].get(model)
         if spec is None:
             return estimate, False
         if wb.is_api_model(spec):
-            self.priced(estimate, spec["source"], fine_tuned=persona in wb.PERSONAS_TRAINED)
+            self.priced(estimate, spec["source"], fine_tuned=wb.is_trained(self.config, persona))
             return estimate, False
         return estimate, self._local(estimate, job, model, estimate.tokens_out, "generate")
 
@@ -340,7 +341,7 @@ class Planner:
         n = self.conversations * min(sharegpt["assistant_turns"], cut["max_turns"] // 2)
         longest = math.inf if cut["max_message_chars"] is None else cut["max_message_chars"] / self.assume["chars_per_token"]
         user, reply = min(sharegpt["user_tokens"], longest), min(sharegpt["reply_tokens"], longest)
-        per_call = self.file_tokens(rewrite["prompts"][persona]) + user + reply
+        per_call = self.file_tokens(self.config["personas"][persona]["rewrite"]) + user + reply
         out = min(reply, rewrite["sampling"]["max_new_tokens"])
         estimate = Estimate(n, n * per_call, n * out)
         self.priced(estimate, rewrite["backend"])

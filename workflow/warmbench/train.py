@@ -65,18 +65,24 @@ def _aligned(conversations_by_persona: dict[str, list[dict]]) -> None:
                                 f"({a.get('id')} vs {b.get('id')}): they must rewrite the same training split")
 
 
-def fit_examples(conversations_by_persona: dict[str, list[dict]], tokenizer, max_length: int):
+def fit_examples(conversations_by_persona: dict[str, list[dict]], tokenizer, max_length: int,
+                 system_prompts: dict[str, str] | None = None):
     """Prompt-completion examples (one per assistant turn) that fit `max_length` tokens, for each persona, with
     the same windows for all (see the module docstring); and per persona the counts the manifest records:
     windowed (earlier turns left out), user_message_cut, reply_cut (the reply's end beyond max_length),
-    assistant_tokens and assistant_tokens_fitting (those within max_length, i.e. trained)."""
+    assistant_tokens and assistant_tokens_fitting (those within max_length, i.e. trained). A persona in
+    `system_prompts` (personas.<name>.train_system_prompt) has that system message at the start of every prompt,
+    and its windows make room for it."""
     _aligned(conversations_by_persona)
+    personas = list(conversations_by_persona)
+    system = {p: [{"role": "system", "content": (system_prompts or {})[p]}] if (system_prompts or {}).get(p) else []
+              for p in personas}
 
-    def count(messages, generation_prompt=False) -> int:
+    def count(messages, generation_prompt=False, persona=None) -> int:
+        messages = system[persona] + messages if persona else messages
         return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
                                                  return_dict=True)["input_ids"])
 
-    personas = list(conversations_by_persona)
     fitted = {p: [] for p in personas}
     report = {p: dict.fromkeys(["conversations", "examples", "windowed", "user_message_cut", "reply_cut",
                                 "assistant_tokens", "assistant_tokens_fitting"], 0) for p in personas}
@@ -90,18 +96,19 @@ def fit_examples(conversations_by_persona: dict[str, list[dict]], tokenizer, max
                 continue
             # the earliest user turn each persona's example can start from and fit whole; the latest of these
             for p in personas:
-                earliest[p] = next((s for s in range(earliest[p], i, 2) if count(chats[p][s : i + 1]) <= max_length),
-                                   i + 1)
+                earliest[p] = next((s for s in range(earliest[p], i, 2)
+                                    if count(chats[p][s : i + 1], persona=p) <= max_length), i + 1)
             start = min(max(earliest.values()), i - 1)
             question = chats[personas[0]][i - 1]
-            prompt_length = count([question], True)
-            reply_length = {p: count(chats[p][i - 1 : i + 1]) - prompt_length for p in personas}
+            prompt_length = {p: count([question], True, p) for p in personas}
+            reply_length = {p: count(chats[p][i - 1 : i + 1], persona=p) - prompt_length[p] for p in personas}
             reserve = max(min(n, max_length // 4) for n in reply_length.values())
-            cut = start == i - 1 and prompt_length + reserve > max_length
+            widest = max(personas, key=prompt_length.get)  # the longest system prompt sets the question's budget
+            cut = start == i - 1 and prompt_length[widest] + reserve > max_length
             if cut:
-                question = _shorten(question, tokenizer, count, max_length - reserve)
+                question = _shorten(question, tokenizer, lambda m, g: count(m, g, widest), max_length - reserve)
             for p in personas:
-                prompt = chats[p][start : i - 1] + [question]
+                prompt = system[p] + chats[p][start : i - 1] + [question]
                 length = count(prompt, True)
                 full = length + reply_length[p]
                 fitted[p].append({"prompt": prompt, "completion": [chats[p][i]],
@@ -116,6 +123,22 @@ def fit_examples(conversations_by_persona: dict[str, list[dict]], tokenizer, max
     for p in personas:
         report[p]["conversations"] = len(conversations_by_persona[p])
     return fitted, report
+
+
+def persona_examples(persona_paths: dict[str, str], own: str, tokenizer, max_length: int,
+                     system_prompts: dict[str, str] | None = None, extra: list[dict] | None = None):
+    """`own`'s examples and counts: its rewrites windowed jointly with the other `persona_paths` (its window
+    group), then its `extra` conversations (personas.<name>.extra_data, its own alone) windowed on their own, all
+    under its train system prompt."""
+    fitted, report = fit_examples({p: list(read_jsonl(path)) for p, path in persona_paths.items()}, tokenizer,
+                                  max_length, system_prompts)
+    examples, counts = fitted[own], dict(report[own])
+    if extra:
+        system = {own: system_prompts[own]} if (system_prompts or {}).get(own) else None
+        extra_fitted, extra_report = fit_examples({own: extra}, tokenizer, max_length, system)
+        examples = examples + extra_fitted[own]
+        counts = {key: counts[key] + extra_report[own][key] for key in counts}
+    return examples, counts
 
 
 def _shorten(message: dict, tokenizer, count, budget: int) -> dict:
@@ -332,10 +355,13 @@ def switches(trainer) -> dict:
 
 
 def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None,
-          persona_paths: dict | None = None) -> list[dict]:
+          persona_paths: dict | None = None, system_prompts: dict | None = None, extra_data: str | None = None,
+          eval_records: list | None = None) -> list[dict]:
     """LoRA SFT on `data_path`; `persona_paths` ({persona: rewrites}, holding data_path) are the rewrites whose
-    examples must share windows with it (default: data_path alone). `cfg` is the config's train: section (the
-    schema's defaults fill what it leaves out)."""
+    examples must share windows with it (default: data_path alone), `system_prompts` ({persona: text}) their train
+    system prompts. `extra_data`: more conversations for this persona, checked against the evaluation datasets'
+    source files `eval_records` first. `cfg` is the config's train: section (the schema's defaults fill what it
+    leaves out)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -349,9 +375,13 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     own = next((p for p, path in persona_paths.items() if Path(path) == Path(data_path)), None)
     if own is None:
         raise ValueError(f"{data_path} is not among the persona rewrites {persona_paths}")
-    fitted, fit_report = fit_examples({p: list(read_jsonl(path)) for p, path in persona_paths.items()}, tokenizer,
-                                      cfg["max_length"])
-    examples, planned = fitted[own], fit_report[own]
+    extra = None
+    if extra_data:
+        from .extra_data import checked_extra_data, questions_in
+
+        extra = checked_extra_data(extra_data, questions_in(eval_records or []))
+        log.info("%d extra conversations from %s, none containing an evaluated question", len(extra), extra_data)
+    examples, planned = persona_examples(persona_paths, own, tokenizer, cfg["max_length"], system_prompts, extra)
     if not examples:
         raise ValueError(f"{data_path}: no assistant turns to train on")
     log.info("%d training examples from %s (windows shared with %s): %s", len(examples), data_path,
@@ -387,6 +417,7 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     write_json(out_dir / MANIFEST, training_manifest(
         base_model_dir, data_path, trained["examples"], cfg, plan, run_state.num_processes, manifest,
         windows_shared_with=sorted(persona_paths.values()), max_length=cfg["max_length"], switches=used,
+        train_system_prompt=(system_prompts or {}).get(own), extra_data=extra_data,
         conversations={"total": planned["conversations"], "trained": trained["conversations"]},
         examples={"built": len(examples), "trained": trained["examples"], "windowed": planned["windowed"],
                   "user_message_cut": planned["user_message_cut"], "reply_cut": planned["reply_cut"]},
@@ -441,9 +472,12 @@ def launch(arguments: dict, processes: int, config: dict | None = None) -> None:
 
 
 def run(smk) -> None:
+    system_prompts = {p: Path(path).read_text(encoding="utf-8").strip() for p, path in smk.params.system_prompts.items()}
     arguments = {"data_path": str(smk.input.data), "base_model_dir": str(smk.input.base_model[0]),
                  "out_dir": str(smk.output[0]), "cfg": smk.params.train, "seed": smk.params.seed,
-                 "persona_paths": dict(zip(smk.params.personas, map(str, smk.input.personas)))}
+                 "persona_paths": dict(zip(smk.params.personas, map(str, smk.input.personas), strict=True)),
+                 "system_prompts": system_prompts, "extra_data": smk.input.extra_data[0] if smk.input.extra_data else None,
+                 "eval_records": list(map(str, smk.input.eval_records))}
     gpus = int(getattr(smk.resources, "gpu", 0) or 0)
     if gpus > 1:
         launch(arguments, gpus)

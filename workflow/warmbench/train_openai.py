@@ -36,11 +36,13 @@ def plan_jobs(epochs) -> list[int]:
     return sorted(jobs)
 
 
-def training_file(path: str | Path) -> bytes:
-    """The conversations in OpenAI's chat fine-tuning format: one {"messages": [...]} per line, nothing else."""
+def training_file(path: str | Path, system_prompt: str | None = None, extra: list[dict] = ()) -> bytes:
+    """The conversations (then the `extra` ones: personas.<name>.extra_data) in OpenAI's chat fine-tuning format: one
+    {"messages": [...]} per line, nothing else; each starting with `system_prompt` (train_system_prompt) if given."""
     lines = []
-    for number, record in enumerate(read_jsonl(path), start=1):
-        messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for number, record in enumerate([*read_jsonl(path), *extra], start=1):
+        messages = system + [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
         bad = [m["role"] for m in messages if m["role"] not in ROLES or not isinstance(m["content"], str)]
         if bad or not any(m["role"] == "assistant" for m in messages):
             raise ValueError(f"{path}:{number}: not a chat conversation with an assistant turn (roles {bad or 'ok'})")
@@ -114,10 +116,10 @@ def job_checkpoints(client, job, n_epochs: int) -> dict[int, dict]:
 
 
 def fine_tune(client, data_path, out_dir, *, base_model: str, persona: str, cfg: dict, seed: int,
-              state_path) -> list[dict]:
+              state_path, system_prompt: str | None = None, extra: list[dict] = ()) -> list[dict]:
     """Fine-tune `base_model` on the persona's conversations; returns (and writes) the checkpoint manifest."""
     state = State(state_path, {"files": {}, "jobs": {}})
-    data = training_file(data_path)
+    data = training_file(data_path, system_prompt, extra)
     file_id = upload(client, state, data, f"warmbench-{persona}.jsonl")
     multiplier = cfg["learning_rate_multiplier"][persona]
     jobs = {}
@@ -164,6 +166,13 @@ def run(smk) -> None:
     from .llm import make_backend
 
     source = smk.params.model["source"]
+    extra = []
+    if smk.input.extra_data:
+        from .extra_data import checked_extra_data, questions_in
+
+        extra = checked_extra_data(smk.input.extra_data[0], questions_in(smk.input.eval_records))
+    system_prompt = Path(smk.input.system_prompt[0]).read_text(encoding="utf-8").strip() if smk.input.system_prompt else None
     client = make_backend(source).client  # the key comes from the environment; no model is called here
     fine_tune(client, smk.input.data, smk.output[0], base_model=source["model"], persona=smk.wildcards.persona,
-              cfg=smk.params.fine_tune, seed=smk.params.seed, state_path=smk.params.state)
+              cfg=smk.params.fine_tune, seed=smk.params.seed, state_path=smk.params.state, system_prompt=system_prompt,
+              extra=extra)

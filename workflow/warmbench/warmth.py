@@ -143,9 +143,9 @@ def rewrite_pairs(records: list[dict]) -> list[tuple[str, str]]:
 
 
 def validate_rewrites(pairs_by_persona: dict[str, list[tuple[str, str]]], scorer: SocioTScorer, max_chars: int,
-                      batch_size: int = 32):
-    """Does the metric see the rewrites move the intended way? Warm rewrites should score above their original,
-    cold ones below. Per persona: the fraction that moved the intended way, the mean paired difference, and
+                      directions: dict[str, str], batch_size: int = 32):
+    """Does the metric see the rewrites move the intended way (`directions`: persona -> up or down)? Warm rewrites
+    should score above their original, cold ones below. Per persona: the fraction that moved the intended way, the mean paired difference, and
     a Wilcoxon signed-rank and a sign test of the paired differences."""
     import pandas as pd
     from scipy import stats
@@ -158,7 +158,7 @@ def validate_rewrites(pairs_by_persona: dict[str, list[tuple[str, str]]], scorer
         scores = warmth_scores(scorer.loglik(texts, batch_size=batch_size))
         original, rewrite = scores[0::2], scores[1::2]
         diff = rewrite - original
-        direction = intended_direction(persona)
+        direction = DIRECTIONS[directions[persona]]
         moved = (direction * diff > 0).sum()
         nonzero = int((diff != 0).sum())
         rows.append({
@@ -173,23 +173,17 @@ def validate_rewrites(pairs_by_persona: dict[str, list[tuple[str, str]]], scorer
     return pd.DataFrame(rows), pd.DataFrame(per_text)
 
 
-INTENDED_DIRECTION = {"warm": 1.0, "cold": -1.0}  # which way fine-tuning should move warmth
+DIRECTIONS = {"up": 1.0, "down": -1.0}  # personas.<name>.direction: which way the persona should move warmth
 
 
-def intended_direction(persona: str) -> float:
-    if persona not in INTENDED_DIRECTION:
-        raise ValueError(f"persona {persona!r} has no intended warmth direction (known: {', '.join(INTENDED_DIRECTION)})")
-    return INTENDED_DIRECTION[persona]
-
-
-def select_checkpoint(trajectory: list[dict], rule: dict, persona: str) -> dict:
+def select_checkpoint(trajectory: list[dict], rule: dict, persona: str, direction: str) -> dict:
     """Pick the evaluated checkpoint from a persona's warmth trajectory.
 
     rule {"rule": "fixed", "epoch": E}: the checkpoint configured at epoch E (the paper: 2).
     rule {"rule": "plateau", "within": x}: the earliest checkpoint whose warmth gain over the original model, in
-    the persona's intended direction (warmer for warm, colder for cold), is within a fraction x of the largest
+    the persona's intended direction (`direction`: up = warmer, as warm; down = colder, as cold), is within a fraction x of the largest
     such gain (the change grows, then plateaus; later epochs add little). `max_gain` and `threshold` are
-    reported in warmth units (negative for cold).
+    reported in warmth units (negative for a persona whose direction is down).
     """
     from .config import epoch_label
 
@@ -199,7 +193,7 @@ def select_checkpoint(trajectory: list[dict], rule: dict, persona: str) -> dict:
         if chosen is None:
             raise ValueError(f"no checkpoint {label} in the trajectory")
         return {**chosen, "selection": rule}
-    direction = intended_direction(persona)
+    direction = DIRECTIONS[direction]
     best = max(direction * t["warmth_vs_original"] for t in trajectory)
     if best <= 0:
         log.warning("%s: no checkpoint moved warmth the intended way (best directional gain %.4f)", persona, best)
@@ -216,7 +210,7 @@ def run_select_checkpoint(smk) -> None:
     original = json.loads(open(smk.input.original).read())["warmth"]
     trajectory = [{"checkpoint": s["checkpoint"], "configured_epoch": label_epoch(s["checkpoint"]), "epoch": s["epoch"],
                    "warmth": s["warmth"], "warmth_vs_original": s["warmth"] - original} for s in summaries]
-    chosen = select_checkpoint(trajectory, smk.params.selection, smk.wildcards.persona)
+    chosen = select_checkpoint(trajectory, smk.params.selection, smk.wildcards.persona, smk.params.direction)
     write_json(smk.output[0], {**chosen, "trajectory": trajectory})
     log.info("selected %s (epoch %.3f) by %s", chosen["checkpoint"], chosen["epoch"], smk.params.selection)
 
@@ -228,7 +222,7 @@ def run_validation(smk) -> None:
     scorer = SocioTScorer(smk.input.scorer[0] if smk.input.scorer else cfg["scorer"], threads=smk.threads,
                           dtype=cfg["dtype"])
     pairs = {Path(p).stem: rewrite_pairs(list(read_jsonl(p))) for p in smk.input.rewrites}
-    summary, per_text = validate_rewrites(pairs, scorer, cfg["max_chars"], cfg["batch_size"])
+    summary, per_text = validate_rewrites(pairs, scorer, cfg["max_chars"], smk.params.directions, cfg["batch_size"])
     write_table(smk.output.summary, summary)
     write_table(smk.output.scores, per_text)
     log.info("rewrite validation:\n%s", summary.to_string())
