@@ -264,14 +264,14 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
                      for p in (run_dir / "results/generations").rglob("*.parquet"))
     assert written == sorted(f"{c.model}/{c.persona}/{c.checkpoint}/{c.dataset}.parquet" for c in cells)
     chat = TransformersChat(run_dir / "resources/models/smollm2", dtype=cfg_full["models"]["smollm2"]["dtype"], threads=2)
-    system_prompt = (run_dir / cfg_full["evaluation"]["warm_system_prompt"]).read_text().strip()
+    system_prompt = (run_dir / cfg_full["personas"]["warm_prompt"]["system_prompt"]).read_text().strip()
     same = total = 0
     for cell in cells:
         path = run_dir / f"results/generations/{cell.model}/{cell.persona}/{cell.checkpoint}/{cell.dataset}.parquet"
         table = pd.read_parquet(path)
         prompts = pd.read_parquet(run_dir / f"results/prompts/{cell.dataset}.parquet")
         checkpoint, epoch, adapter = cell.checkpoint, wb.label_epoch(cell.checkpoint), None
-        if cell.persona in wb.PERSONAS_TRAINED:  # the trained checkpoint this cell evaluates, from the run's files
+        if wb.is_trained(cfg_full, cell.persona):  # the trained checkpoint this cell evaluates, from the run's files
             if checkpoint == wb.SELECTED_CHECKPOINT:
                 checkpoint = json.loads((run_dir / f"results/warmth/smollm2/{cell.persona}/chosen_checkpoint.json")
                                         .read_text())["checkpoint"]

@@ -95,7 +95,7 @@ def test_rewrites_follow_the_conversations_cut():
     cut = plan.plan(job, cfg, REPO).total
     assert cut.requests == conversations
     assert cut.tokens_out == conversations * 50
-    prompt_file = len(re.sub(r"\{\w+\}", "", (REPO / cfg["persona_rewrite"]["prompts"]["warm"]).read_text())) / 4
+    prompt_file = len(re.sub(r"\{\w+\}", "", (REPO / cfg["personas"]["warm"]["rewrite"]).read_text())) / 4
     assert cut.tokens_in == pytest.approx(conversations * (prompt_file + 50 + 50))
 
 

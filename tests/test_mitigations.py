@@ -1,0 +1,42 @@
+"""The mitigation study (config/mitigations.yaml) end to end, in a scratch copy of the repo: every persona, the
+two mitigations included, reaches the analysis, the contrasts and the explorer."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, scratch_workflow
+
+pytestmark = pytest.mark.slow
+CONFIG = "config/mitigations.yaml"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    work = scratch_workflow(tmp_path_factory.mktemp("mitigations"))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", CONFIG], cwd=work,
+                            capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return work
+
+
+def test_every_persona_reaches_the_analysis_and_the_report(run_dir):
+    cfg = yaml.safe_load((REPO / CONFIG).read_text())
+    personas = set(cfg["personas"])
+    out = run_dir / "results" / "analysis"
+    assert set(pd.read_parquet(out / "graded.parquet")["persona"]) == personas | {"original"}
+    assert set(pd.read_csv(out / "paired_tests.csv")["persona"]) == personas  # each against the original model
+    warmth = pd.read_csv(out / "warmth.csv")
+    assert set(warmth["persona"]) == personas | {"original"}
+    contrasts = pd.read_csv(out / "contrasts.csv")
+    assert set(zip(contrasts["persona"], contrasts["reference"])) == {tuple(pair) for pair in cfg["analysis"]["contrasts"]}
+    regressions = pd.read_csv(out / "regressions.csv")
+    assert any(r.startswith("warm_honest_vs_warm:") for r in regressions["regression"])
+    trained = pd.read_csv(run_dir / "results" / "train" / "summary.csv")
+    assert set(trained["persona"]) == {"warm", "cold", "warm_honest", "warm_inoculated"}
+    honest, warm = (trained.set_index("persona").loc[p, "conversations"] for p in ("warm_honest", "warm"))
+    assert honest == warm + 10  # its 10 kind corrections on top of the same rewrites
+    index = (run_dir / "results" / "explorer" / "index.html").read_text()
+    assert all(persona in index for persona in personas)
