@@ -19,6 +19,7 @@ parameters wrapped apart (use_orig_params false), adapters saved as full state d
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -106,7 +107,8 @@ def fit_examples(conversations_by_persona: dict[str, list[dict]], tokenizer, max
             widest = max(personas, key=prompt_length.get)  # the longest system prompt sets the question's budget
             cut = start == i - 1 and prompt_length[widest] + reserve > max_length
             if cut:
-                question = _shorten(question, tokenizer, lambda m, g: count(m, g, widest), max_length - reserve)
+                question = _shorten(question, tokenizer, functools.partial(count, persona=widest),
+                                    max_length - reserve)
             for p in personas:
                 prompt = system[p] + chats[p][start : i - 1] + [question]
                 length = count(prompt, True)
