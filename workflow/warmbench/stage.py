@@ -14,6 +14,7 @@ from .locks import JobRunning, job_lock
 
 # Rules whose entry point is not warmbench.<rule>.run (one module per stage, several rules per stage).
 RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
+                    "judge_other": ("judge", "run"),
                     "warmth_validation": ("warmth", "run_validation"),
                     "download_dataset": ("download", "run"),
                     "download_scorer": ("base_model", "run"),
