@@ -243,7 +243,8 @@ def test_reference_judge_has_no_refusal_call_and_one_outcome():
     assert judged["incorrect_judge_refusal"].equals(judged["incorrect"])
 
 
-def judge_job(tmp_path, generations, spec: dict, name: str, model_dir=None, rubric_datasets=("triviaqa",)):
+def judge_job(tmp_path, generations, spec: dict, name: str, model_dir=None, rubric_datasets=("triviaqa",),
+              local_model=None):
     """The judge rule's job, as Snakemake hands it to warmbench.judge.run."""
     from types import SimpleNamespace
 
@@ -253,7 +254,7 @@ def judge_job(tmp_path, generations, spec: dict, name: str, model_dir=None, rubr
     generations.to_parquet(path)
     rubrics = [str(REPO / "config" / "prompts" / f"judge_{d}.txt") for d in rubric_datasets]
     return SimpleNamespace(
-        params=SimpleNamespace(judge=spec, name=name, rubric_datasets=list(rubric_datasets), dtype="float32",
+        params=SimpleNamespace(judge=spec, name=name, rubric_datasets=list(rubric_datasets), local_model=local_model,
                                cache=str(tmp_path / "calls"), batches=str(tmp_path / "batches")),
         input=SimpleNamespace(generations=str(path), rubrics=rubrics, judge_model=[str(model_dir)] if model_dir else []),
         output=[str(tmp_path / f"judged_{name}.parquet")], threads=1)
@@ -290,7 +291,8 @@ def test_a_models_key_judges_locally_recording_its_name_snapshot_and_rubric_hash
     spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}, "parse_retries": 0,
             "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8}, "structured_outputs": True,
             "batch_api": False, "max_missing_share": 1.0}
-    job = judge_job(tmp_path, trivia_generations(), spec, "smol_judge", tiny_model_dir)
+    job = judge_job(tmp_path, trivia_generations(), spec, "smol_judge", tiny_model_dir,
+                    local_model={"engine": "transformers", "dtype": "float32", "vllm": {}})
     judge.run(job)
     judged = pd.read_parquet(job.output[0])
     rubric = hashlib.sha256((REPO / "config/prompts/judge_triviaqa.txt").read_bytes()).hexdigest()
@@ -302,3 +304,23 @@ def test_a_models_key_judges_locally_recording_its_name_snapshot_and_rubric_hash
     assert calls == 4
     judge.run(job)
     assert len(CallCache(job.params.cache)) == calls
+
+
+def test_a_local_judge_runs_on_its_models_engine(tiny_model_dir):
+    """A judge that is a `models:` key runs with that model's engine: transformers, or vLLM in its own
+    environment (with the model's vllm settings)."""
+    from conftest import REPO
+    from warmbench.judge import llm_backend
+    from warmbench.llm import TransformersChat
+    from warmbench.vllm_backend import VLLMChat
+
+    spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}}
+    python = REPO / ".venv-vllm" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(".venv-vllm is not installed")
+    vllm = llm_backend(spec, [str(tiny_model_dir)], {"engine": "vllm", "dtype": "bfloat16", "vllm": {
+        "python": str(python), "tensor_parallel_size": 1, "max_lora_rank": 16, "max_model_len": 512,
+        "gpu_memory_utilization": None}})
+    assert isinstance(vllm, VLLMChat) and vllm.identity["kind"] == "vllm" and vllm.options["max_model_len"] == 512
+    local = llm_backend(spec, [str(tiny_model_dir)], {"engine": "transformers", "dtype": "float32", "vllm": {}})
+    assert isinstance(local, TransformersChat) and local.identity["dtype"] == "float32"

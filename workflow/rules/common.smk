@@ -169,9 +169,10 @@ def get_judge_model(wildcards):
     return [f"resources/models/{key}"] if key and wb.judged_by_llm(spec, wildcards.dataset) else []
 
 
-def get_judge_dtype(wildcards):
+def get_judge_local_model(wildcards):
+    # how a local judge runs: its engine (transformers or vllm), dtype and vllm settings; None for an endpoint
     key = wb.judge_model_key(judge_of(wildcards))
-    return config["models"][key]["dtype"] if key else "auto"
+    return {k: config["models"][key][k] for k in ("engine", "dtype", "vllm")} if key else None
 
 
 def get_other_judged(wildcards):

@@ -5,7 +5,7 @@ JUDGE_PARAMS = dict(
     judge=lambda wc: wb.judge_params(judge_of(wc)),
     name=lambda wc: getattr(wc, "judge", PRIMARY_JUDGE),
     rubric_datasets=lambda wc: [wc.dataset] if wb.judged_by_llm(judge_of(wc), wc.dataset) else [],
-    dtype=get_judge_dtype,
+    local_model=get_judge_local_model,
     cache=LLM_CACHE,
     batches="results/cache/openai_batches",  # batch ids of judge.batch_api, kept outside any output
 )

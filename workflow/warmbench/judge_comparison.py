@@ -21,7 +21,7 @@ import pandas as pd
 from . import figures
 from .analysis import paired_tests, persona_regressions
 from .io import DataError, write_table
-from .judge_validation import annotation_ids, read_annotations
+from .judge_validation import annotation_ids, kappa_with_ci, read_annotations
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,6 @@ FLIP_COLUMNS = ["kind", "test", "primary", "judge", "estimate_primary", "estimat
 HUMAN = "human"
 VERDICT = "verdict:"  # column prefix of each judge's verdict in the aligned table
 ID_COLUMNS = ["model", "persona", "checkpoint", "dataset", "item_id", "condition", "response", "refusal"]
-
-
-def kappa_with_ci(first, second) -> tuple[float, float, float]:
-    """Cohen's kappa of two raters over the same items and its 95% interval (statsmodels; NaN when undefined,
-    e.g. when both raters used a single label)."""
-    from statsmodels.stats.inter_rater import cohens_kappa
-
-    first, second = pd.Series(first, dtype=object), pd.Series(second, dtype=object)
-    if len(first) == 0:
-        return float("nan"), float("nan"), float("nan")
-    labels = sorted(set(first) | set(second))
-    table = pd.crosstab(first, second).reindex(index=labels, columns=labels, fill_value=0).to_numpy()
-    if len(labels) < 2:
-        return float("nan"), float("nan"), float("nan")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result = cohens_kappa(table)
-    return float(result["kappa"]), float(result["kappa_low"]), float(result["kappa_upp"])
 
 
 def aligned_verdicts(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 
 import numpy as np
 import pandas as pd
@@ -31,15 +30,24 @@ DISAGREEMENT_COLUMNS = ["model", "dataset", "n", "regex_refusals", "judge_refusa
                         "judge_only"]
 
 
+def kappa_with_ci(first, second) -> tuple[float, float, float]:
+    """Cohen's kappa of two raters over the same items and its 95% interval (statsmodels, asymptotic standard
+    error); NaN when undefined (no items, or both raters used one label)."""
+    from statsmodels.stats.inter_rater import cohens_kappa as statsmodels_kappa
+
+    first, second = pd.Series(list(first), dtype=object), pd.Series(list(second), dtype=object)
+    labels = sorted(set(first) | set(second))
+    if len(first) == 0 or len(labels) < 2:
+        return float("nan"), float("nan"), float("nan")
+    table = pd.crosstab(first, second).reindex(index=labels, columns=labels, fill_value=0).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = statsmodels_kappa(table)
+    return float(result["kappa"]), float(result["kappa_low"]), float(result["kappa_upp"])
+
+
 def cohens_kappa(first, second) -> float:
     """Cohen's kappa of two raters' labels over the same items (NaN when undefined)."""
-    first, second = np.asarray(first, dtype=object), np.asarray(second, dtype=object)
-    if len(first) == 0:
-        return float("nan")
-    labels = sorted(set(first) | set(second))
-    observed = float(np.mean(first == second))
-    expected = sum(float(np.mean(first == label)) * float(np.mean(second == label)) for label in labels)
-    return float("nan") if math.isclose(expected, 1.0) else (observed - expected) / (1 - expected)
+    return kappa_with_ci(first, second)[0]
 
 
 def annotation_ids(graded: pd.DataFrame) -> pd.Series:
