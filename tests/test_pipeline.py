@@ -220,10 +220,11 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
 
     server, port = loopback_server
     shipped = yaml.safe_load((REPO / "config" / "judges.yaml").read_text())["judge"]["judges"]
+    # retries enough to outlast the server's restart on a busy machine (the SDK backs off up to 8 s a try)
     loopback = {"kind": "llm", "parse_retries": 0, "max_missing_share": 1.0,
-                "sampling": {"temperature": 0.0, "max_new_tokens": 12},
+                "sampling": {"temperature": 0.0, "max_new_tokens": 8},
                 "backend": {"kind": "openai", "model": str(tiny_model_dir), "base_url": server.base_url,
-                            "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2, "max_retries": 8}}
+                            "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2, "max_retries": 20}}
     two = judges_study(run_dir, "two_judges.yaml", {"reference": shipped["reference"], "loopback": loopback})
     cells = len(set(pd.read_parquet(run_dir / "results/analysis/graded.parquet")
                     [["persona", "checkpoint", "dataset"]].itertuples(index=False)))
