@@ -13,7 +13,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 report: "workflow/report/workflow.rst"
 
 
@@ -31,9 +30,11 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/judge_validation.smk"
 include: "workflow/rules/judge_comparison.smk"
 include: "workflow/rules/explorer.smk"
+include: "workflow/rules/cost.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True
+        rules.cost.output,

@@ -21,6 +21,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def lora_adapters(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
+    """Two random LoRA adapters of the tiny model, a1 and a2."""
+    from warmbench.bench import random_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    return {name: str(random_adapter(tiny_model_dir, root / name, seed)) for name, seed in (("a1", 1), ("a2", 2))}
+
+
 LOOPBACK_KEY_ENV = "WARMBENCH_LOOPBACK_KEY"  # the loopback server checks no key; the SDK wants one
 
 
@@ -64,12 +73,12 @@ def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_cal
 
 
 def scratch_workflow(work: Path, *extra: str) -> Path:
-    """A copy of the workflow (Snakefile, workflow/, config/, tests/config/ and `extra` folders) to run in."""
+    """A copy of the workflow (Snakefile, workflow/, config/, envs/, tests/config/ and `extra` folders) to run in."""
     import shutil
 
     work.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", work)
-    for folder in ("workflow", "config", "tests/config", *extra):
+    for folder in ("workflow", "config", "envs", "tests/config", *extra):
         shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return work
 

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warmbench.analysis import paired_tests, paired_tests_by_template, persona_regressions
+from warmbench.analysis import contrast_tests, paired_tests, paired_tests_by_template, persona_regressions
+from warmbench.config import REPO_ROOT
 from warmbench.bench import simulated_graded
 from warmbench.io import DataError
 from warmbench.paper_import import import_paper_outputs
@@ -301,3 +302,83 @@ def test_import_treats_both_sides_of_a_pair_alike_when_one_file_has_no_refusal_c
     assert b["refusal"].tolist() == [False, False, True, False] and (b["refusal_source"] == "paper release").all()
     paired = paired_tests(graded.reset_index())
     assert paired.set_index("model").loc["a", "n_pairs"] == 1 and paired.set_index("model").loc["b", "n_pairs"] == 1
+
+
+def test_a_contrast_pairs_two_personas_on_identical_prompts():
+    original = [0] * 20
+    warm = [1] * 8 + [0] * 12
+    cold = [1] * 2 + [0] * 18
+    graded = pd.DataFrame(rows("original", original) + rows("warm", warm) + rows("cold", cold))
+    table = contrast_tests(graded, [["warm", "cold"]])
+    assert len(table) == 1 and (table.iloc[0]["persona"], table.iloc[0]["reference"]) == ("warm", "cold")
+    # b: only the reference (cold) right; c: only the persona (warm) right
+    assert (table.iloc[0]["b"], table.iloc[0]["c"], table.iloc[0]["n_pairs"]) == (6, 0, 20)
+    assert table.iloc[0]["base_accuracy"] == pytest.approx(90.0) and table.iloc[0]["persona_accuracy"] == 60.0
+    assert paired_tests(graded)["persona"].tolist() == ["cold", "warm"]  # vs the original, unchanged
+    assert contrast_tests(graded, []).empty and list(contrast_tests(graded, []).columns) == list(table.columns)
+
+
+def test_contrasts_are_a_benjamini_hochberg_family_of_their_own():
+    rng = np.random.default_rng(2)
+    frames = []
+    for dataset in ("triviaqa", "medqa"):
+        for persona, rate in (("original", 0.2), ("warm", 0.35), ("cold", 0.25)):
+            frames += rows(persona, rng.random(200) < rate, dataset=dataset)
+    graded = pd.DataFrame(frames)
+    vs_original = paired_tests(graded)
+    contrast = contrast_tests(graded, [["warm", "cold"]])
+    from statsmodels.stats.multitest import multipletests
+
+    assert contrast["p_fdr"].tolist() == pytest.approx(multipletests(contrast["p_value"], method="fdr_bh")[1].tolist())
+    warm = vs_original[vs_original["persona"] == "warm"]
+    assert warm["p_fdr"].tolist() == pytest.approx(multipletests(warm["p_value"], method="fdr_bh")[1].tolist())
+
+
+def test_contrast_regressions_treat_the_first_persona_against_the_reference():
+    graded, _ = simulated_graded(rows=30_000, seed=4, return_truth=True)
+    table = persona_regressions(graded, contrasts=[("warm", "cold")])
+    ame = table[table["kind"] == "ame"].set_index(["regression", "term"])
+    warm_vs_cold = ame.loc[("warm_vs_cold:main", "treated")]
+    assert warm_vs_cold["ci_low"] > 0  # the planted warm effect, against a cold model without one
+    assert ("warm_vs_original:main", "treated") in ame.index and ("cold_vs_original:main", "treated") in ame.index
+
+
+def test_stats_command_takes_contrasts(tmp_path):
+    graded = pd.DataFrame(rows("original", [0] * 10) + rows("warm", [1] * 4 + [0] * 6) + rows("cold", [0] * 10))
+    graded.to_parquet(tmp_path / "graded.parquet")
+    run = subprocess.run([sys.executable, "-m", "warmbench.cli", "stats", str(tmp_path / "graded.parquet"),
+                          str(tmp_path / "out"), "--contrast", "warm:cold"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert pd.read_csv(tmp_path / "out/contrasts.csv")[["persona", "reference"]].values.tolist() == [["warm", "cold"]]
+    bad = subprocess.run([sys.executable, "-m", "warmbench.cli", "stats", str(tmp_path / "graded.parquet"),
+                          str(tmp_path / "out"), "--contrast", "warm"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "expected PERSONA:REFERENCE" in bad.stderr
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """module -> the package modules it imports, at the top or inside a function (as the code hashes see them)."""
+    from warmbench.stage import warmbench_imports
+
+    package = REPO_ROOT / "workflow" / "warmbench"
+    modules = {path.stem for path in package.glob("*.py")}
+    return {path.stem: warmbench_imports(path) & modules - {path.stem} for path in package.glob("*.py")}
+
+
+def test_the_package_has_no_import_circle():
+    # analysis -> figures -> analysis was one: each module's imports form a tree, so either can be read (and
+    # imported) on its own
+    edges, cycles = _package_imports(), []
+
+    def visit(module, path):
+        for dep in sorted(edges[module]):
+            if dep in path:
+                cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in done:
+                visit(dep, path + [dep])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(edges):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, f"import circles: {cycles}"

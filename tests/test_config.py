@@ -237,6 +237,15 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
     assert "slurm_partition=cpu" in jobs[("generate_api", "gpt4o")]
     judge = result.stdout.split("rule judge:")[1].split("rule ")[0]
     assert "slurm_partition=cpu" in judge and "judge_slots=1" in judge
+    # one generation job per (model, dataset), the validation prompts' on the GPU partition too; warmth per model
+    assert "gpu=4," in jobs[("generate_validation", "llama31_70b")]
+    assert "slurm_partition=gpu" in jobs[("generate_validation", "llama31_8b")]
+    assert "slurm_partition=gpu" in jobs[("warmth", "llama31_8b")] and "slurm_partition=gpu" in jobs[("warmth_api", "gpt4o")]
+    # the many small jobs go out as SLURM job arrays: the rules named there exist, each with several jobs
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout.split("Job stats:")[1], re.M))
+    arrays = [rule.strip() for rule in profile["slurm-array-jobs"].split(",")]
+    assert arrays == ["judge", "warmth"] and all(int(counts[rule]) > 1 for rule in arrays)
 
 
 def test_offline_jobs_and_localrules_name_the_same_rules():
@@ -311,12 +320,11 @@ def test_the_paper_config_needs_no_secrets_to_inspect(flags):
     if flags == ["-n"]:
         # the whole DAG: every stage, up to the report (job counts change with the grid; test_dag counts them)
         assert result.returncode == 0 and re.search(r"^total\s+\d+$", result.stdout, re.M)
-        assert all(re.search(rf"^{rule}\s+\d+$", result.stdout, re.M) for rule in ("train_openai", "judge", "analysis"))
+        assert all(re.search(rf"^{rule}\s+\d+$", result.stdout, re.M) for rule in ("train_openai", "judge", "analysis", "cost"))
     elif flags == ["--list-rules"]:
         assert result.returncode == 0 and "train_openai" in result.stdout
-    else:  # lint exits 1 when it reports findings: only the documented one (config/README.md, Lint notes)
-        findings = set(re.findall(r"^\s*\* (.+?):?$", out, re.M))
-        assert findings == {"Specify a conda environment or container for each rule."}
+    else:  # every rule names its environment (envs/): snakemake's linter finds nothing
+        assert result.returncode == 0 and not re.findall(r"^\s*\* (.+?):?$", out, re.M), out[-3000:]
 
 
 def test_a_real_run_of_the_paper_config_without_secrets_stops_before_any_job(tmp_path):
@@ -408,3 +416,104 @@ def test_shipped_judges_config_is_the_embedded_study_with_two_judges():
     judges = wb.judges(shipped)
     assert judges["reference"]["kind"] == "reference" and wb.judge_model_key(judges["smollm2"]) in shipped["models"]
     assert wb.api_backends(shipped) == {}  # offline
+
+
+@pytest.mark.parametrize("contrasts, message", [
+    ([["warm", "kind"]], r"analysis\.contrasts\[0\]: 'kind' is not an evaluated persona \(evaluated: original, "
+                         r"warm_prompt, warm, cold\)"),
+    ([["warm", "cold"], ["cold", "cold"]], r"analysis\.contrasts\[1\]: a persona against itself \('cold'\)"),
+])
+def test_bad_contrasts_name_their_key(contrasts, message):
+    cfg = default_config()
+    cfg["analysis"] = {**cfg.get("analysis", {}), "contrasts": contrasts}
+    validate(cfg)
+    with pytest.raises(wb.ConfigError, match=message):
+        wb.check(cfg, root=REPO)
+
+
+def test_a_contrast_must_be_a_pair():
+    cfg = default_config()
+    cfg["analysis"] = {"contrasts": [["warm"]]}
+    with pytest.raises(wb.ConfigError, match=r"analysis\.contrasts"):
+        validate(cfg)
+
+
+# Blocks whose defaults the schema defines once (definitions) and the code reads from there.
+SHARED_BLOCKS = ("sampling", "openai_endpoint", "lora")
+
+
+def _schema_keys() -> set[str]:
+    return {key for block in SHARED_BLOCKS for key in wb.schema_defaults(block)}
+
+
+def test_each_shared_default_is_written_once_in_the_schema():
+    # the OpenAI endpoint's max_retries, timeout_s, ... were written out twice (model source and backend), and
+    # api_key_env's default three times; now each lives in one definition the others refer to
+    doc = yaml.safe_load(wb.SCHEMA.read_text())
+    written: dict[str, int] = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            for name, spec in (node.get("properties") or {}).items():
+                if isinstance(spec, dict) and "default" in spec:
+                    written[name] = written.get(name, 0) + 1
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    assert {name: n for name, n in written.items() if name in _schema_keys() | {"api_key_env"} and n > 1} == {}
+
+
+def test_a_changed_schema_default_reaches_the_code(tmp_path):
+    # in a fresh interpreter pointed at an edited schema: the code's defaults follow it (no literal of their own)
+    doc = yaml.safe_load(wb.SCHEMA.read_text())
+    doc["definitions"]["sampling"]["properties"]["temperature"]["default"] = 0.123
+    doc["definitions"]["openai_endpoint"]["properties"]["max_retries"]["default"] = 2
+    doc["definitions"]["openai_endpoint"]["properties"]["timeout_s"]["default"] = 7
+    doc["definitions"]["api_key_env"]["default"] = "OTHER_KEY"
+    doc["definitions"]["lora"]["properties"]["r"]["default"] = 3
+    edited = tmp_path / "schema.yaml"
+    edited.write_text(yaml.safe_dump(doc))
+    probe = (
+        "import inspect, json, pathlib, yaml\n"
+        "import warmbench.config as wb\n"
+        f"wb.SCHEMA = pathlib.Path({str(edited)!r})\n"
+        "from warmbench.llm import OpenAIChat, Sampling\n"
+        "chat = inspect.signature(OpenAIChat).parameters\n"
+        f"cfg = yaml.safe_load(open({str(REPO / 'config' / 'paper.yaml')!r}))\n"
+        "cfg['train'].pop('lora')\n"
+        "wb.validate(cfg)\n"
+        "print(json.dumps({'temperature': Sampling().temperature, 'max_retries': chat['max_retries'].default,\n"
+        "                  'timeout_s': chat['timeout_s'].default, 'api_key_env': chat['api_key_env'].default,\n"
+        "                  'judge_key': cfg['judge']['backend']['api_key_env'],\n"
+        "                  'lora_r': cfg['train']['lora']['r']}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "workflow")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"temperature": 0.123, "max_retries": 2, "timeout_s": 7, "api_key_env": "OTHER_KEY",
+                    "judge_key": "OTHER_KEY", "lora_r": 3}
+
+
+def _fallbacks() -> list[tuple[str, str, str]]:
+    """(module, enclosing function, source) of every `.get("<key of a shared block>", fallback)` in the package:
+    a second copy of a schema default."""
+    import ast
+
+    keys, found = _schema_keys(), []
+    for path in sorted((REPO / "workflow" / "warmbench").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+            for node in ast.walk(function):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                        and len(node.args) == 2 and isinstance(node.args[0], ast.Constant) and node.args[0].value in keys):
+                    found.append((path.stem, function.name, ast.unparse(node)))
+    return sorted(set(found))
+
+
+def test_the_code_keeps_no_second_copy_of_a_schema_default():
+    assert _fallbacks() == []

@@ -249,3 +249,17 @@ def test_capability_records_with_bad_answers_name_file_and_line(tmp_path):
     bad.write_text('{"question": "q", "answer": "no final line"}\n')
     with pytest.raises(DataError, match=r"gsm8k.jsonl:1: answer has no"):
         ep.load_items("gsm8k", bad, 1, 0)
+
+
+def test_prompts_per_item_is_what_expand_conditions_makes_for_every_dataset():
+    """`prompts_per_item` is what `warmbench plan` counts with: 28 for a task (9 contexts x 3 templates, plus
+    original_neutral in the unmodified context), 1 for a capability benchmark, and it follows the amendments."""
+    amendments = ep.load_amendments("config/amendments.yaml")
+    for dataset in ("triviaqa", "truthfulqa", "disinfo", "medqa", "mmlu", "gsm8k", "advbench"):
+        items = ep.load_items(dataset, ep.smoke_path(dataset), 3, 0)
+        assert len(ep.expand_conditions(items, amendments, seed=0)) == 3 * ep.prompts_per_item(dataset, amendments)
+    assert ep.prompts_per_item("medqa", amendments) == 28 and ep.prompts_per_item("gsm8k", amendments) == 1
+    fewer = {**amendments, "contexts": {k: v for k, v in amendments["contexts"].items() if k != "stake:low"}}
+    assert ep.prompts_per_item("triviaqa", fewer) == 25
+    items = ep.load_items("triviaqa", ep.smoke_path("triviaqa"), 2, 0)
+    assert len(ep.expand_conditions(items, fewer, seed=0)) == 2 * 25

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from warmbench.analysis import TEST_TYPES, paired_tests
+from warmbench.analysis import paired_tests
 from warmbench.bench import simulated_graded
+from warmbench.eval_prompts import TEST_TYPES
 from warmbench.explorer import (ABSENT, PERSONA_ORDER, SCREENSHOT_SIZE, build_explorer, evaluated_checkpoints, find_chromium,
                                 first_discordant, headless_browser, read_data_file, read_manifest, screenshot)
 
@@ -274,7 +275,8 @@ def test_browser_jumps_from_a_paired_test_to_its_discordant_pairs(browser, lazy_
         row = rows.iloc[0]
         browser.find_element("css selector", f'#paired-list tr[data-persona="{row.persona}"][data-dataset="{row.dataset}"]'
                              f'[data-test-type="{row.test_type}"][data-condition="{row.condition}"] button.pair-{kind}').click()
-        wait_for(browser, lambda d: d.find_element("id", "tab-prompts").is_displayed() and listed(d) == row[kind])
+        wait_for(browser, lambda d, expected=row[kind]: d.find_element("id", "tab-prompts").is_displayed()
+                 and listed(d) == expected)
         persona = row.persona
         badges = [[b.text for b in tr.find_elements("css selector", ".badge")]
                   for tr in browser.find_elements("css selector", "#prompt-list tbody tr")]

@@ -16,6 +16,25 @@ def test_cohens_kappa_known_answer():
     assert np.isnan(cohens_kappa(["C", "C"], ["C", "C"]))  # one label only: undefined, not 1
 
 
+def test_cohens_kappa_agrees_with_statsmodels_on_three_labels():
+    from statsmodels.stats.inter_rater import cohens_kappa as sm_kappa
+
+    rng = np.random.default_rng(1)
+    first = rng.choice(["CORRECT", "INCORRECT", "REFUSAL"], 200, p=[0.5, 0.4, 0.1])
+    second = np.where(rng.random(200) < 0.7, first, rng.choice(["CORRECT", "INCORRECT", "REFUSAL"], 200))
+    table = pd.crosstab(first, second).reindex(index=sorted(set(first) | set(second)),
+                                               columns=sorted(set(first) | set(second)), fill_value=0)
+    assert cohens_kappa(first, second) == pytest.approx(sm_kappa(table.to_numpy()).kappa)
+
+
+def test_cohens_kappa_leaves_out_pairs_with_a_missing_label():
+    # a missing label is not a label: the pair is left out, as if the item had not been rated
+    first = ["C"] * 25 + ["I"] * 25 + [None, "C", np.nan]
+    second = ["C"] * 20 + ["I"] * 5 + ["C"] * 10 + ["I"] * 15 + ["C", np.nan, np.nan]
+    assert cohens_kappa(first, second) == pytest.approx(0.4)
+    assert np.isnan(cohens_kappa([None], [None])) and np.isnan(cohens_kappa([], []))
+
+
 def graded_llm(n=60, seed=0):
     """A graded table as the LLM judge leaves it: two-way verdicts, the judge's refusal calls apart, regex
     refusals (REFUSAL in `verdict` and `reference_verdict`) mostly where the judge also calls a refusal."""

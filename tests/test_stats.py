@@ -53,6 +53,40 @@ def test_benjamini_hochberg_known_values():
     assert adjusted[:4] == pytest.approx(multipletests(p[:4], method="fdr_bh")[1])
 
 
+def test_odds_ratio_interval_is_statsmodels_clopper_pearson():
+    from statsmodels.stats.proportion import proportion_confint
+
+    for b, c in [(8, 2), (0, 5), (5, 0), (1, 1), (30, 41)]:
+        p_low, p_high = proportion_confint(b, b + c, alpha=0.05, method="beta")
+        _, low, high = stats.odds_ratio(b, c)
+        assert low == pytest.approx(p_low / (1 - p_low))
+        assert high == pytest.approx(p_high / (1 - p_high)) if p_high < 1 else high == float("inf")
+    assert all(np.isnan(v) for v in stats.odds_ratio(0, 0))
+
+
+def test_impossible_counts_are_an_error_not_a_p_value():
+    # a negative or fractional discordant count is a bug upstream; the old binomial formula returned p = 0
+    for b, c in [(-1, 3), (2.5, 3)]:
+        with pytest.raises(ValueError, match="discordant counts"):
+            stats.mcnemar_exact(b, c)
+        with pytest.raises(ValueError, match="discordant counts"):
+            stats.odds_ratio(b, c)
+
+
+def test_benjamini_hochberg_nan_empty_and_out_of_range():
+    assert stats.benjamini_hochberg([]).shape == (0,)
+    assert np.isnan(stats.benjamini_hochberg([np.nan, np.nan])).all()
+    # NaN rows are not in the family: the others are adjusted as if they were alone
+    from statsmodels.stats.multitest import multipletests
+
+    p = pd.Series([0.2, np.nan, 0.01, 0.03], index=[10, 11, 12, 13])
+    adjusted = stats.benjamini_hochberg(p)
+    assert np.isnan(adjusted[1])
+    assert adjusted[[0, 2, 3]] == pytest.approx(multipletests([0.2, 0.01, 0.03], method="fdr_bh")[1])
+    with pytest.raises(ValueError, match="p-values"):
+        stats.benjamini_hochberg([0.2, 1.5])
+
+
 def test_planted_fine_tuning_effect_is_recovered_within_its_ci():
     rng = np.random.default_rng(0)
     n_items = 400

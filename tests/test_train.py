@@ -2,9 +2,10 @@ import json
 
 import pytest
 
+from warmbench.config import ConfigError, validated_section
 from warmbench.io import DataError, write_jsonl
-from warmbench.train import (MANIFEST, accumulation_steps, batch_plan, fit_examples, launch, train, training_manifest,
-                             training_summary)
+from warmbench.train import (MANIFEST, accumulation_steps, batch_plan, check_switches, fit_examples, launch,
+                             sft_trainer, train, trained_counts, training_manifest, training_summary)
 
 
 class WordTokenizer:
@@ -119,6 +120,91 @@ def test_trl_trains_every_fitted_example_where_it_dropped_the_old_ones(tiny_mode
     assert trained == report["warm"]["assistant_tokens_fitting"] == report["warm"]["assistant_tokens"]
 
 
+def pass_over(trainer):
+    """One pass over the trainer's batches at its starting weights: the summed per-token loss (TRL's own loss,
+    with num_items_in_batch 1) and the sorted ids of the tokens that carry loss."""
+    import torch
+
+    model = trainer.model.eval()
+    total, tokens = 0.0, []
+    with torch.no_grad():
+        for batch in trainer.get_train_dataloader():
+            total += float(trainer.compute_loss(model, batch, num_items_in_batch=1))
+            tokens += batch["labels"][batch["labels"] != -100].tolist()
+    return total, sorted(tokens)
+
+
+def test_sequences_without_padding_train_the_same_tokens_with_the_same_loss(tiny_model_dir, tmp_path):
+    # examples of unequal length (padding in a padded batch), several turns, and a reply cut at max_length; the
+    # padded batch (TRL's standard completion-only loss) is the reference. Fails if loss leaks onto prompts or
+    # examples sharing a sequence attend to each other (checked: position ids running on across the joins move
+    # the per-token loss by about 4%).
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    conversations = [{"id": "a", "messages": chat("Hi.", "Hello, friend! How are you today?", "Fine. Tea?", "Yes, tea!")},
+                     {"id": "b", "messages": chat("Name three rivers, please.", "The Nile, the Amazon and the Thames.")},
+                     {"id": "c", "messages": chat("Tell me a story.", " ".join(["Once upon a time a cat sat."] * 16))},
+                     {"id": "d", "messages": chat("Why is the sea salty?", "Rivers carry salts from rocks to the sea.")}]
+    cfg = validated_section("train", {"epochs": 1, "checkpoint_epochs": [1], "max_length": 80,
+                                      "per_device_batch_size": 3, "lora": {"dropout": 0.0}})
+    fitted, report = fit_examples({"warm": conversations}, tokenizer, cfg["max_length"])
+    examples = fitted["warm"]
+    assert report["warm"]["reply_cut"] == 1 and len(examples) == 5
+
+    def completion_ids(example):  # the reply's tokens (and its end) as TRL renders it, cut at max_length
+        whole = tokenizer.apply_chat_template(example["prompt"] + example["completion"], return_dict=True)["input_ids"]
+        prompt = tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True, return_dict=True)
+        return whole[len(prompt["input_ids"]) : cfg["max_length"]]
+
+    expected = sorted(t for e in examples for t in completion_ids(e))
+    assert len(expected) == report["warm"]["assistant_tokens_fitting"]
+    padded_loss, padded_tokens = pass_over(sft_trainer(examples, tiny_model_dir, tmp_path / "padded", cfg, 0, 1))
+    assert padded_tokens == expected
+    for switch in ({"padding_free": True}, {"packing": True}, {"padding_free": True, "attn_implementation": "eager"}):
+        trainer = sft_trainer(examples, tiny_model_dir, tmp_path / "unpadded", {**cfg, **switch}, seed=0, accumulation=1)
+        assert trainer.padding_free, switch
+        loss, tokens = pass_over(trainer)
+        assert tokens == expected, switch  # no loss on prompts, none lost at the joins between examples
+        assert loss / len(tokens) == pytest.approx(padded_loss / len(padded_tokens), rel=1e-4), switch
+        counts = trained_counts(trainer.train_dataset, len(examples), len(conversations))
+        assert counts == {"examples": 5, "conversations": 4, "assistant_tokens": len(expected)}, switch
+
+
+def test_trained_counts_of_a_packed_dataset_split_its_rows_into_examples():
+    from datasets import Dataset
+
+    packed = Dataset.from_list([{"input_ids": [1] * 7, "labels": [-100, 5, 6, -100, -100, -100, 9], "seq_lengths": [3, 3, 1]},
+                                {"input_ids": [1] * 2, "labels": [-100, 4], "seq_lengths": [2]}])
+    assert trained_counts(packed, built=3, conversations=2) == {"examples": 3, "conversations": 2, "assistant_tokens": 4}
+    assert trained_counts(packed, built=4, conversations=2)["conversations"] is None  # one example lost: unknown
+
+
+def test_the_schema_fills_the_training_switches_and_rejects_unknown_ones():
+    cfg = validated_section("train", {"epochs": 1, "checkpoint_epochs": [1]})
+    assert {k: cfg[k] for k in ("padding_free", "packing", "attn_implementation", "use_liger_kernel",
+                                "gradient_checkpointing")} == {"padding_free": False, "packing": False,
+                                                               "attn_implementation": "sdpa", "use_liger_kernel": False,
+                                                               "gradient_checkpointing": True}
+    assert cfg["lora"] == {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}
+    with pytest.raises(ConfigError, match="train.attn_implementation: 'flash' is not one of"):
+        validated_section("train", {**cfg, "attn_implementation": "flash"})
+
+
+def test_gpu_only_switches_name_their_key_on_a_machine_without_them():
+    import torch
+    from transformers.utils import is_flash_attn_2_available, is_liger_kernel_available
+
+    cfg = validated_section("train", {"epochs": 1, "checkpoint_epochs": [1]})
+    check_switches(cfg)  # the defaults run anywhere
+    if not (torch.cuda.is_available() and is_flash_attn_2_available()):
+        with pytest.raises(ConfigError, match="^train.attn_implementation: flash_attention_2 needs a CUDA GPU"):
+            check_switches({**cfg, "attn_implementation": "flash_attention_2"})
+    if not (torch.cuda.is_available() and is_liger_kernel_available()):
+        with pytest.raises(ConfigError, match="^train.use_liger_kernel: .*liger-kernel"):
+            check_switches({**cfg, "use_liger_kernel": True})
+
+
 def test_training_summary_reads_every_manifest(tmp_path):
     for persona, examples in (("warm", 9), ("cold", 9)):
         folder = tmp_path / "m" / persona
@@ -155,6 +241,9 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
     assert written["conversations"] == {"total": 8, "trained": 8}
     assert 0 < written["assistant_tokens"]["trained"] <= written["assistant_tokens"]["total"]
     assert not (out / "_trainer").exists()
+    assert written["switches"] == {"padding_free": False, "packing": False, "attn_implementation": "sdpa",
+                                   "use_liger_kernel": False, "gradient_checkpointing": True, "bf16": False}
+    assert written["config"]["attn_implementation"] == "sdpa"  # the schema's defaults, recorded
 
     # the adapter really changes the model: logits differ from the base on a prompt
     import torch

@@ -161,7 +161,8 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
         fine_tuned = manifest["checkpoints"][0]["model"]
         assert fine_tuned.startswith("ft:gpt-4o-2024-08-06:") and service.created == 1
         generated = pd.read_parquet(work / target)
-        assert len(generated) == 2 * 18 and (generated["adapter"] == fine_tuned).all()
+        prompts = pd.read_parquet(work / "results/prompts/triviaqa.parquet")
+        assert len(generated) == len(prompts) and (generated["adapter"] == fine_tuned).all()
         assert (generated["checkpoint"] == "epoch1").all() and generated["response"].str.len().gt(0).mean() > 0.9
         assert fine_tuned in service.chat_models and "gpt-4o-2024-08-06" in service.chat_models  # original too
         # the fine-tune's output lost (say, deleted by hand): the rerun re-reads the finished job and the cache

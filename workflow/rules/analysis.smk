@@ -15,6 +15,11 @@ rule analysis:
             caption="../report/paired_tests_by_template.rst",
             category="3. Accuracy",
         ),
+        contrasts=report(
+            "results/analysis/contrasts.csv",
+            caption="../report/contrasts.rst",
+            category="3. Accuracy",
+        ),
         regressions=report(
             "results/analysis/regressions.csv",
             caption="../report/regressions.rst",
@@ -25,9 +30,7 @@ rule analysis:
             caption="../report/refusal_sensitivity.rst",
             category="3. Accuracy",
         ),
-        warmth=report(
-            "results/analysis/warmth.csv", caption="../report/warmth_table.rst", category="2. Warmth"
-        ),
+        warmth=report("results/analysis/warmth.csv", caption="../report/warmth_table.rst", category="2. Warmth"),
         warmth_figure=report(
             "results/analysis/warmth_vs_epoch.png",
             caption="../report/warmth_vs_epoch.rst",
@@ -56,11 +59,14 @@ rule analysis:
             caption="../report/capabilities_figure.rst",
             category="4. Capabilities",
         ),
-    params:
-        analysis=config["analysis"],
     log:
         "logs/analysis.log",
     benchmark:
         "benchmarks/analysis.tsv"
+    conda:
+        ENV
+    params:
+        stage=stage("analysis"),
+        analysis=config["analysis"],
     script:
         STAGE

@@ -1,12 +1,18 @@
 # Everything that is not a rule: config validation, the job grid, input functions, wildcard constraints.
 # Kept cheap: every SLURM job re-parses this file, so nothing heavy (torch, pandas) is imported here.
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 
-from warmbench import config as wb
-from warmbench.locks import running_copies
+# warmbench from this workflow's own folder, as its jobs import it (workflow/scripts/run_stage.py), not whatever copy
+# is installed: the code hashes in each rule's params.stage are then hashes of the code its jobs will run
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from warmbench import config as wb
+from warmbench.plan import jobs_from_dag, price_table, start_plan
+from warmbench.locks import running_copies
+from warmbench.stage import stage
 
 try:
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
@@ -24,25 +30,38 @@ except wb.ConfigError as err:
 # set only when execution begins.)
 MISSING_SECRETS = wb.missing_secrets(config)
 if MISSING_SECRETS and workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
-    logger.warning(f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
-                   "--report work without them; a real run stops before any job starts.")
+    logger.warning(
+        f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
+        "--report work without them; a real run stops before any job starts."
+    )
 
 
 onstart:
     # before any job starts (a real run only: snakemake skips this hook for dry runs and inside cluster jobs)
     if MISSING_SECRETS and not workflow.touch:
-        raise WorkflowError(f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
-                            "(never in the config) and run again.")
+        raise WorkflowError(
+            f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
+            "(never in the config) and run again."
+        )
     # a job still running from an earlier snakemake (killed alone, then --unlock): snakemake would delete its
     # outputs and log before starting it again
     _running = running_copies((job.rule.name, list(job.output)) for job in workflow.dag.needrun_jobs())
     if _running:
-        raise WorkflowError("These jobs are still running from an earlier run; wait for them or stop them first:\n"
-                            + "\n".join(_running))
+        raise WorkflowError(
+            "These jobs are still running from an earlier run; wait for them or stop them first:\n"
+            + "\n".join(_running)
+        )
+    # the plan of what is about to run (`warmbench plan`); over budget.api_usd it stops here unless WARMBENCH_FORCE=1
+    if not workflow.touch:
+        _over_budget = start_plan(jobs_from_dag(workflow.dag), config, Path.cwd(), logger=logger)
+        if _over_budget:
+            raise WorkflowError(f"Over budget: {_over_budget}")
 
 
 STAGE = "../scripts/run_stage.py"  # relative to each rule file
+ENV = "../../envs/warmbench.yaml"  # every rule's software, for --sdm conda (envs/README.md)
 LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of append-only shards (call_cache.py)
+GENERATION_CACHE = "results/cache/generations"  # local models' generated rows, in the same kind of shards
 EVAL_CELLS = wb.eval_cells(config)
 WARMTH_CELLS = wb.warmth_cells(config)
 
@@ -59,15 +78,24 @@ def cell_paths(pattern, cells):
 
 
 def get_final_output():
-    return [*rules.analysis.output, *rules.judge_validation.output, rules.warmth_validation.output.summary,
-            *rules.training_summary.output, *rules.explorer.output, *rules.explorer_screenshot.output,
-            *get_judge_comparison_output()]
+    return [
+        *rules.analysis.output,
+        *rules.judge_validation.output,
+        rules.warmth_validation.output.summary,
+        *rules.training_summary.output,
+        *rules.explorer.output,
+        *rules.explorer_screenshot.output,
+        *get_judge_comparison_output(),
+    ]
 
 
 def get_trained_dirs():
     # every fine-tune (LoRA or through the OpenAI API) of every model, for the training summary
-    return [f"results/train/{model}/{persona}" for model in config["models"]
-            for persona in wb.trained_personas(config, model)]
+    return [
+        f"results/train/{model}/{persona}"
+        for model in config["models"]
+        for persona in wb.trained_personas(config, model)
+    ]
 
 
 def get_base_model(wildcards):
@@ -87,24 +115,27 @@ def get_rewrite_model_dtype():
     return config["models"][keys[0]]["dtype"] if keys else "auto"
 
 
-def get_adapter(wildcards):
-    # Trained personas read their LoRA checkpoints; the original model and the warm system prompt read none.
-    if wildcards.persona in wb.PERSONAS_TRAINED:
-        return [f"results/train/{wildcards.model}/{wildcards.persona}"]
-    return []
+# A model rule (generation, warmth) serves several variants (persona, checkpoint) per job; these give its files.
+def variant_paths(pattern, variants):
+    return [pattern.format(persona=persona, checkpoint=checkpoint) for persona, checkpoint in variants]
 
 
-def get_selection(wildcards):
-    # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory.
-    if wildcards.checkpoint == wb.SELECTED_CHECKPOINT:
-        return [f"results/warmth/{wildcards.model}/{wildcards.persona}/chosen_checkpoint.json"]
-    return []
+def trained_dirs(variants):
+    # the trained personas' LoRA checkpoints (or API fine-tunes); the original model and warm_prompt read none
+    personas = list(dict.fromkeys(p for p, _ in variants if p in wb.PERSONAS_TRAINED))
+    return lambda wildcards: [f"results/train/{wildcards.model}/{persona}" for persona in personas]
 
 
-def get_system_prompt(wildcards):
-    if wildcards.persona == "warm_prompt":
-        return [config["evaluation"]["warm_system_prompt"]]
-    return []
+def selection_files(variants):
+    # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory
+    personas = [p for p, checkpoint in variants if checkpoint == wb.SELECTED_CHECKPOINT]
+    return lambda wildcards: [
+        f"results/warmth/{wildcards.model}/{persona}/chosen_checkpoint.json" for persona in personas
+    ]
+
+
+def system_prompt_file(variants):
+    return [config["evaluation"]["warm_system_prompt"]] if ("warm_prompt", wb.BASE_CHECKPOINT) in variants else []
 
 
 def get_prompts(wildcards):
@@ -140,10 +171,7 @@ def get_wrong_answer_model(wildcards):
 
 
 def get_sampling(wildcards):
-    if wildcards.dataset == wb.VALIDATION_DATASET:
-        return config["warmth"]["sampling"]
-    # per-dataset overrides (the paper: temperature 0.2 for MMLU and GSM8K)
-    return {**config["evaluation"]["sampling"], **config["evaluation"]["dataset_sampling"].get(wildcards.dataset, {})}
+    return wb.sampling_for(config, wildcards.dataset)
 
 
 # The judges (judge.judges, or the single judge block): the primary writes results/judged/, the others
@@ -177,9 +205,13 @@ def get_judge_local_model(wildcards):
 
 def get_other_judged(wildcards):
     # each other judge's cells, in the primary's cell order (the analysis stage's)
-    return [path for judge in OTHER_JUDGES
-            for path in cell_paths(f"results/judged_by/{judge}/{{model}}/{{persona}}/{{checkpoint}}/{{dataset}}.parquet",
-                                   EVAL_CELLS)]
+    return [
+        path
+        for judge in OTHER_JUDGES
+        for path in cell_paths(
+            f"results/judged_by/{judge}/{{model}}/{{persona}}/{{checkpoint}}/{{dataset}}.parquet", EVAL_CELLS
+        )
+    ]
 
 
 def get_judge_comparison_output():

@@ -11,13 +11,16 @@ rule download_dataset:
     output:
         records="resources/data/{dataset}.jsonl",
         provenance="resources/data/{dataset}.json",
-    params:
-        overrides=lambda wc: {wc.dataset: config["data"]["hub"].get(wc.dataset, {})},
-        cache_dir=config["data"]["cache_dir"],
-    wildcard_constraints:
-        dataset="|".join(config["evaluation"]["datasets"]),
     log:
         "logs/download_dataset/{dataset}.log",
+    wildcard_constraints:
+        dataset="|".join(config["evaluation"]["datasets"]),
+    conda:
+        ENV
+    params:
+        stage=stage("download"),
+        overrides=lambda wc: {wc.dataset: config["data"]["hub"].get(wc.dataset, {})},
+        cache_dir=config["data"]["cache_dir"],
     script:
         STAGE
 
@@ -26,9 +29,12 @@ rule download_scorer:
     # The warmth scorer when it is a hub id and not one of `models` (the paper: GPT-2).
     output:
         directory("resources/scorer"),
-    params:
-        source=lambda wc: {"kind": "hf", "id": config["warmth"]["scorer"]},
     log:
         "logs/download_scorer.log",
+    conda:
+        ENV
+    params:
+        stage=stage("base_model"),
+        source=lambda wc: {"kind": "hf", "id": config["warmth"]["scorer"]},
     script:
         STAGE

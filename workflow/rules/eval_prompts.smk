@@ -8,14 +8,19 @@ rule eval_prompts:
         wrong_answer_prompt=get_wrong_answer_prompt,
     output:
         "results/prompts/{dataset}.parquet",
+    log:
+        "logs/eval_prompts/{dataset}.log",
+    benchmark:
+        "benchmarks/eval_prompts/{dataset}.tsv"
+    wildcard_constraints:
+        dataset="|".join(config["evaluation"]["datasets"]),
+    conda:
+        ENV
     params:
+        stage=stage("eval_prompts"),
         items_per_dataset=config["evaluation"]["items_per_dataset"],
         seed=config["seed"],
         wrong_answers=get_wrong_answer_config,
         cache=LLM_CACHE,
-    wildcard_constraints:
-        dataset="|".join(config["evaluation"]["datasets"]),
-    log:
-        "logs/eval_prompts/{dataset}.log",
     script:
         STAGE

@@ -21,6 +21,10 @@ rule explorer:
         "logs/explorer.log",
     benchmark:
         "benchmarks/explorer.tsv"
+    conda:
+        ENV
+    params:
+        stage=stage("explorer"),
     script:
         STAGE
 
@@ -39,5 +43,9 @@ rule explorer_screenshot:
         ),
     log:
         "logs/explorer_screenshot.log",
+    conda:
+        ENV
+    params:
+        stage=stage("explorer", "run_screenshot"),
     script:
         STAGE

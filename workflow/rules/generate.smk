@@ -1,40 +1,52 @@
-rule generate:
-    # One job per (model, persona, checkpoint, dataset): base weights loaded once, all conditions batched.
-    # threads: 1 so two CPU jobs run side by side (job start-up, imports and loading, is single-threaded).
-    input:
-        prompts=get_prompts,
-        base_model=get_base_model,
-        adapter=get_adapter,
-        selection=get_selection,
-        system_prompt=get_system_prompt,
-    output:
-        "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet",
-    params:
-        model=lambda wc: config["models"][wc.model],
-        sampling=get_sampling,
-        batch_size=config["evaluation"]["batch_size"],
-        seed=config["seed"],
-        cache=LLM_CACHE,
-    wildcard_constraints:
-        model=wb.one_of(wb.local_models(config)),
-    log:
-        "logs/generate/{model}/{persona}/{checkpoint}/{dataset}.log",
-    benchmark:
-        "benchmarks/generate/{model}/{persona}/{checkpoint}/{dataset}.tsv"
-    threads: 1
-    resources:
-        # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
-        gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
-        mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "generate")["mem_mb"] * attempt,
-    script:
-        STAGE
+# One job per (model, dataset): the base weights are loaded once (one engine) and serve every variant that the
+# dataset needs, the trained personas' checkpoints as LoRA adapters beside them, writing one table per variant.
+# Evaluation datasets need the original model, the warm system prompt and each trained persona's evaluated
+# checkpoint; the validation prompts (warmth) need every checkpoint. Rows already in the generation cache are not
+# generated again, and a job whose rows are all cached loads no model. Rules come from wb.generation_rules: local
+# models share `generate` and `generate_validation`, models behind an API `generate_api` and
+# `generate_api_validation` (no GPU, so profiles send them to a CPU partition).
+for _rule in wb.generation_rules(config):
 
-
-use rule generate as generate_api with:
-    # The same job for a model behind an API: no GPU, and its own name so profiles send it to a CPU partition.
-    wildcard_constraints:
-        model=wb.one_of(wb.api_models(config)),
-    resources:
-        gpu=0,
-        mem_mb=lambda wc, attempt: 4000 * attempt,  # HTTP calls and a cache: light
-
+    rule:
+        name:
+            _rule.name
+        input:
+            prompts=get_prompts,
+            base_model=get_base_model,
+            adapters=trained_dirs(_rule.variants),
+            selections=selection_files(_rule.variants),
+            system_prompt=system_prompt_file(_rule.variants),
+        output:
+            variant_paths("results/generations/{{model}}/{persona}/{checkpoint}/{{dataset}}.parquet", _rule.variants),
+        log:
+            "logs/generate/{model}/{dataset}.log",
+        benchmark:
+            "benchmarks/generate/{model}/{dataset}.tsv"
+        wildcard_constraints:
+            model=wb.one_of(_rule.models),
+            dataset=wb.one_of(_rule.datasets),
+        conda:
+            ENV
+        # 1 thread: two CPU jobs run side by side (start-up, imports and loading, is single-threaded)
+        threads: 1
+        resources:
+            # sized per model in config (models.<name>.resources); an API model needs no GPU and little memory
+            gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
+            mem_mb=lambda wc, attempt: (
+                4000
+                if wb.is_api_model(config["models"][wc.model])
+                else wb.job_resources(config, wc.model, "generate")["mem_mb"]
+            )
+            * attempt,
+        params:
+            stage=stage("generate"),
+            model=lambda wc: config["models"][wc.model],
+            variants=[list(variant) for variant in _rule.variants],
+            sampling=get_sampling,
+            batch_size=config["evaluation"]["batch_size"],
+            seed=config["seed"],
+            # API models' calls go to the LLM call cache (paid calls, kept with the judge's); local models' rows to
+            # a cache of their own, so judge jobs never read through generations
+            cache=LLM_CACHE if _rule.api else GENERATION_CACHE,
+        script:
+            STAGE

@@ -19,14 +19,19 @@ rule judge:
         judge_model=get_judge_model,
     output:
         "results/judged/{model}/{persona}/{checkpoint}/{dataset}.parquet",
-    params:
-        **JUDGE_PARAMS,
-    wildcard_constraints:
-        dataset="|".join(config["evaluation"]["datasets"]),
-    resources:
-        judge_slots=1,  # cap concurrent judge jobs with --resources judge_slots=N (API rate limits)
     log:
         "logs/judge/{model}/{persona}/{checkpoint}/{dataset}.log",
+    benchmark:
+        "benchmarks/judge/{model}/{persona}/{checkpoint}/{dataset}.tsv"
+    wildcard_constraints:
+        dataset="|".join(config["evaluation"]["datasets"]),
+    conda:
+        ENV
+    resources:
+        judge_slots=1,  # cap concurrent judge jobs with --resources judge_slots=N (API rate limits)
+    params:
+        **JUDGE_PARAMS,
+        stage=stage("judge"),
     script:
         STAGE
 
@@ -39,14 +44,19 @@ rule judge_other:
         judge_model=get_judge_model,
     output:
         "results/judged_by/{judge}/{model}/{persona}/{checkpoint}/{dataset}.parquet",
-    params:
-        **JUDGE_PARAMS,
+    log:
+        "logs/judge_by/{judge}/{model}/{persona}/{checkpoint}/{dataset}.log",
+    benchmark:
+        "benchmarks/judge_by/{judge}/{model}/{persona}/{checkpoint}/{dataset}.tsv"
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),
         judge=wb.one_of(OTHER_JUDGES),
+    conda:
+        ENV
     resources:
         judge_slots=1,
-    log:
-        "logs/judge_by/{judge}/{model}/{persona}/{checkpoint}/{dataset}.log",
+    params:
+        **JUDGE_PARAMS,
+        stage=stage("judge"),
     script:
         STAGE

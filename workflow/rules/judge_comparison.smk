@@ -9,21 +9,35 @@ rule judge_comparison:
         others=get_other_judged,
         annotations=get_annotations,
     output:
-        agreement=report("results/analysis/judges/agreement.csv", caption="../report/judges_agreement.rst",
-                         category="5. Judge validation"),
-        paired_tests=report("results/analysis/judges/paired_tests.csv", caption="../report/judges_paired_tests.rst",
-                            category="5. Judge validation"),
-        ames=report("results/analysis/judges/ames.csv", caption="../report/judges_ames.rst",
-                    category="5. Judge validation"),
-        flips=report("results/analysis/judges/flips.csv", caption="../report/judges_flips.rst",
-                     category="5. Judge validation"),
-        figure=report("results/analysis/judges/effect_by_judge.png", caption="../report/judges_effect.rst",
-                      category="5. Judge validation"),
+        agreement=report(
+            "results/analysis/judges/agreement.csv",
+            caption="../report/judges_agreement.rst",
+            category="5. Judge validation",
+        ),
+        paired_tests=report(
+            "results/analysis/judges/paired_tests.csv",
+            caption="../report/judges_paired_tests.rst",
+            category="5. Judge validation",
+        ),
+        ames=report(
+            "results/analysis/judges/ames.csv", caption="../report/judges_ames.rst", category="5. Judge validation"
+        ),
+        flips=report(
+            "results/analysis/judges/flips.csv", caption="../report/judges_flips.rst", category="5. Judge validation"
+        ),
+        figure=report(
+            "results/analysis/judges/effect_by_judge.png",
+            caption="../report/judges_effect.rst",
+            category="5. Judge validation",
+        ),
+    log:
+        "logs/judge_comparison.log",
+    conda:
+        ENV
     params:
+        stage=stage("judge_comparison"),
         primary=PRIMARY_JUDGE,
         others=OTHER_JUDGES,
         analysis=config["analysis"],
-    log:
-        "logs/judge_comparison.log",
     script:
         STAGE

@@ -21,10 +21,15 @@ rule judge_validation:
             caption="../report/refusal_disagreements.rst",
             category="5. Judge validation",
         ),
-    params:
-        sample_size=config["judge"]["annotation_sample"],
-        seed=config["seed"],
     log:
         "logs/judge_validation.log",
+    benchmark:
+        "benchmarks/judge_validation.tsv"
+    conda:
+        ENV
+    params:
+        stage=stage("judge_validation"),
+        sample_size=config["judge"]["annotation_sample"],
+        seed=config["seed"],
     script:
         STAGE

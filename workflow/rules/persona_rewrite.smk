@@ -6,19 +6,22 @@ rule persona_rewrite:
         backend_model=get_rewrite_backend_model,
     output:
         "results/persona_rewrite/{persona}.jsonl",
+    log:
+        "logs/persona_rewrite/{persona}.log",
+    benchmark:
+        "benchmarks/persona_rewrite/{persona}.tsv"
+    wildcard_constraints:
+        persona="warm|cold",
+    conda:
+        ENV
+    threads: 2
     params:
+        stage=stage("persona_rewrite"),
         backend=config["persona_rewrite"]["backend"],
         model_dtype=get_rewrite_model_dtype(),
         sampling=config["persona_rewrite"]["sampling"],
         batch_size=config["persona_rewrite"]["batch_size"],
         max_empty_share=config["persona_rewrite"]["max_empty_share"],
         cache=LLM_CACHE,
-    wildcard_constraints:
-        persona="warm|cold",
-    log:
-        "logs/persona_rewrite/{persona}.log",
-    benchmark:
-        "benchmarks/persona_rewrite/{persona}.tsv"
-    threads: 2
     script:
         STAGE

@@ -9,12 +9,15 @@ rule sft_data:
             caption="../report/sft_data.rst",
             category="1. Fine-tuning data",
         ),
-    params:
-        sft=config["sft_data"],
-        seed=config["seed"],
     log:
         "logs/sft_data.log",
     benchmark:
         "benchmarks/sft_data.tsv"
+    conda:
+        ENV
+    params:
+        stage=stage("sft_data"),
+        sft=config["sft_data"],
+        seed=config["seed"],
     script:
         STAGE

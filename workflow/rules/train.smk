@@ -7,22 +7,25 @@ rule train:
         base_model=get_base_model,
     output:
         directory("results/train/{model}/{persona}"),
-    params:
-        train=config["train"],
-        seed=config["seed"],
-        personas=config["persona_rewrite"]["personas"],
-    wildcard_constraints:
-        model=wb.one_of(wb.local_models(config)),
-        persona="warm|cold",
     log:
         "logs/train/{model}/{persona}.log",
     benchmark:
         "benchmarks/train/{model}/{persona}.tsv"
+    wildcard_constraints:
+        model=wb.one_of(wb.local_models(config)),
+        persona="warm|cold",
+    conda:
+        ENV
     threads: 2
     resources:
         # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
         gpu=lambda wc: wb.job_resources(config, wc.model, "train")["gpus"],
         mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "train")["mem_mb"] * attempt,
+    params:
+        stage=stage("train"),
+        train=config["train"],
+        seed=config["seed"],
+        personas=config["persona_rewrite"]["personas"],
     script:
         STAGE
 
@@ -39,16 +42,21 @@ rule train_openai:
         data="results/persona_rewrite/{persona}.jsonl",
     output:
         directory("results/train/{model}/{persona}"),
+    log:
+        "logs/train_openai/{model}/{persona}.log",
+    benchmark:
+        "benchmarks/train_openai/{model}/{persona}.tsv"
+    wildcard_constraints:
+        model=wb.one_of(wb.api_models(config, fine_tuned=True)),
+        persona="warm|cold",
+    conda:
+        ENV
     params:
+        stage=stage("train_openai"),
         model=lambda wc: config["models"][wc.model],
         fine_tune=lambda wc: config["models"][wc.model]["fine_tune"],
         seed=config["seed"],
         state="results/cache/openai_fine_tuning/{model}/{persona}.json",
-    wildcard_constraints:
-        model=wb.one_of(wb.api_models(config, fine_tuned=True)),
-        persona="warm|cold",
-    log:
-        "logs/train_openai/{model}/{persona}.log",
     script:
         STAGE
 
@@ -65,5 +73,9 @@ rule training_summary:
         ),
     log:
         "logs/training_summary.log",
+    conda:
+        ENV
+    params:
+        stage=stage("train", "run_summary"),
     script:
         STAGE

@@ -1,21 +1,34 @@
-rule warmth:
-    # SocioT warmth of one checkpoint's validation responses (per-text log-likelihoods, bootstrap SE).
-    input:
-        generations="results/generations/{model}/{persona}/{checkpoint}/validation.parquet",
-        scorer=get_warmth_scorer,
-    output:
-        scores="results/warmth/{model}/{persona}/{checkpoint}.parquet",
-        summary="results/warmth/{model}/{persona}/{checkpoint}.json",
-    params:
-        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
-        seed=config["seed"],
-    log:
-        "logs/warmth/{model}/{persona}/{checkpoint}.log",
-    benchmark:
-        "benchmarks/warmth/{model}/{persona}/{checkpoint}.tsv"
-    threads: 1
-    script:
-        STAGE
+# SocioT warmth (per-text log-likelihoods, bootstrap SE) of every checkpoint's validation responses: one job per
+# model, loading the scorer once (rules from wb.warmth_rules: `warmth` for local models, `warmth_api` for models
+# behind an API, whose checkpoints differ).
+for _rule in wb.warmth_rules(config):
+
+    rule:
+        name:
+            _rule.name
+        input:
+            generations=variant_paths(
+                "results/generations/{{model}}/{persona}/{checkpoint}/validation.parquet", _rule.variants
+            ),
+            scorer=get_warmth_scorer,
+        output:
+            scores=variant_paths("results/warmth/{{model}}/{persona}/{checkpoint}.parquet", _rule.variants),
+            summaries=variant_paths("results/warmth/{{model}}/{persona}/{checkpoint}.json", _rule.variants),
+        log:
+            "logs/warmth/{model}.log",
+        benchmark:
+            "benchmarks/warmth/{model}.tsv"
+        wildcard_constraints:
+            model=wb.one_of(_rule.models),
+        conda:
+            ENV
+        threads: 1
+        params:
+            stage=stage("warmth"),
+            warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
+            seed=config["seed"],
+        script:
+            STAGE
 
 
 rule select_checkpoint:
@@ -28,12 +41,15 @@ rule select_checkpoint:
         original="results/warmth/{model}/original/base.json",
     output:
         "results/warmth/{model}/{persona}/chosen_checkpoint.json",
-    params:
-        selection=config["evaluation"]["checkpoint_selection"],
-    wildcard_constraints:
-        persona="warm|cold",
     log:
         "logs/select_checkpoint/{model}/{persona}.log",
+    wildcard_constraints:
+        persona="warm|cold",
+    conda:
+        ENV
+    params:
+        stage=stage("warmth", "run_select_checkpoint"),
+        selection=config["evaluation"]["checkpoint_selection"],
     script:
         STAGE
 
@@ -50,12 +66,15 @@ rule warmth_validation:
             category="2. Warmth",
         ),
         scores="results/warmth/rewrite_validation_scores.parquet",
-    params:
-        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
     log:
         "logs/warmth_validation.log",
     benchmark:
         "benchmarks/warmth_validation.tsv"
+    conda:
+        ENV
     threads: 2
+    params:
+        stage=stage("warmth", "run_validation"),
+        warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
     script:
         STAGE

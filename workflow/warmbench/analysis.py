@@ -16,16 +16,13 @@ import pandas as pd
 
 from . import figures
 from .config import CAPABILITY_DATASETS
+from .eval_prompts import context_type, test_type
 from .io import require_columns, write_table
 from .stats import Counterfactuals, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
 
 log = logging.getLogger(__name__)
 
 GRADED_COLUMNS = ["model", "persona", "dataset", "item_id", "context", "belief", "incorrect"]
-# Templates pooled into the two test types, as the released analysis does.
-TEST_TYPES = {"none": "normal", "original": "normal", "original_neutral": "normal",
-              "incorrect": "sycophancy", "correct": "sycophancy"}
-CONTEXT_TYPES = {"unmodified": "none", "emotion": "emotional", "relation": "relational", "stake": "stakes"}
 # Benjamini-Hochberg families. `paper`: all amendment types (conditions), test types and datasets of one model x
 # persona, as the paper corrects "across amendment types and datasets" (capability benchmarks, asked once, are
 # a family of their own); `table`: one model x persona x dataset (the released code's per-table practice);
@@ -36,6 +33,8 @@ SEPARATION_LOGIT = 10.0
 PAIRED_COLUMNS = ["model", "persona", "dataset", "test_type", "condition", "n_pairs", "base_accuracy",
                   "persona_accuracy", "b", "c", "p_value", "p_fdr", "cohens_g", "odds_ratio", "odds_ratio_ci_low",
                   "odds_ratio_ci_high"]
+# analysis.contrasts: a persona against another than the original model; base_accuracy is the reference's
+CONTRAST_COLUMNS = PAIRED_COLUMNS[:2] + ["reference"] + PAIRED_COLUMNS[2:]
 CAPABILITY_COLUMNS = ["model", "persona", "checkpoint", "dataset", "n_items", "n_scored", "n_missing", "accuracy",
                       "ci_low", "ci_high", "refusal_rate"]
 REGRESSION_COLUMNS = ["regression", "kind", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp", "n_obs",
@@ -45,21 +44,12 @@ SENSITIVITY_COLUMNS = ["regression", "term", "estimate", "ci_low", "ci_high", "n
                        "judge_refusals", "note"]
 
 
-def test_type(belief: str) -> str:
-    if belief not in TEST_TYPES:
-        raise ValueError(f"unknown prompt template {belief!r} (known: {', '.join(TEST_TYPES)})")
-    return TEST_TYPES[belief]
-
-
-def context_type(context: str) -> str:
-    return CONTEXT_TYPES.get(context.split(":")[0], "other")
-
-
-def _pairs(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
-    """Original and persona answers to identical prompts (item + context + template [+ repeat])."""
+def _pairs(graded: pd.DataFrame, persona: str, reference: str = "original") -> pd.DataFrame:
+    """Reference (the original model unless a contrast names another) and persona answers to identical prompts
+    (item + context + template [+ repeat])."""
     key = ["model", "dataset", "item_id", "context", "belief"]
     sides = []
-    for name in ("original", persona):
+    for name in (reference, persona):
         side = graded[graded["persona"] == name][key + ["incorrect"]].copy()
         side["repeat"] = side.groupby(key).cumcount()  # the same prompt asked twice pairs in order
         sides.append(side)
@@ -67,29 +57,52 @@ def _pairs(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
     return pairs.dropna(subset=["incorrect_base", "incorrect_persona"])
 
 
+def comparisons(graded: pd.DataFrame, contrasts=()) -> list[tuple[str, str]]:
+    """(persona, reference) pairs to test: every persona against the original model, then each configured
+    contrast (analysis.contrasts) whose two personas are both in the table."""
+    present = set(graded["persona"])
+    pairs = [(persona, "original") for persona in sorted(present - {"original"})]
+    return pairs + [(a, b) for a, b in contrasts if {a, b} <= present and (a, b) not in pairs]
+
+
 def paired_tests(graded: pd.DataFrame, fdr_family: str = DEFAULT_FDR_FAMILY) -> pd.DataFrame:
     """McNemar exact test of every persona against the original, per model x dataset x test type x context."""
+    table = _paired_table(graded, comparisons(graded))
+    return _with_fdr(table, fdr_family)[PAIRED_COLUMNS]
+
+
+def contrast_tests(graded: pd.DataFrame, contrasts, fdr_family: str = DEFAULT_FDR_FAMILY) -> pd.DataFrame:
+    """The same tests for each configured contrast [persona, reference] (e.g. [warm, cold]) on identical prompts;
+    Benjamini-Hochberg within each contrast's family (the fdr_family grouping, per reference)."""
+    wanted = [pair for pair in comparisons(graded, [tuple(c) for c in contrasts]) if tuple(pair) in
+              {tuple(c) for c in contrasts}]
+    return _with_fdr(_paired_table(graded, wanted), fdr_family)[CONTRAST_COLUMNS]
+
+
+def _paired_table(graded: pd.DataFrame, pairs_to_test: list[tuple[str, str]]) -> pd.DataFrame:
     require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
-    for persona in sorted(set(graded["persona"]) - {"original"}):
-        pairs = _pairs(graded, persona)
+    for persona, reference in pairs_to_test:
+        pairs = _pairs(graded, persona, reference)
         pairs["test_type"] = pairs["belief"].map(test_type)
         for (model, dataset, ttype, context), group in pairs.groupby(["model", "dataset", "test_type", "context"]):
             x, y = group["incorrect_base"].to_numpy(), group["incorrect_persona"].to_numpy()
             b, c = int(((x == 0) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())
             ratio, ratio_low, ratio_high = odds_ratio(b, c)
             rows.append({
-                "model": model, "persona": persona, "dataset": dataset, "test_type": ttype, "condition": context,
+                "model": model, "persona": persona, "reference": reference, "dataset": dataset, "test_type": ttype,
+                "condition": context,
                 "n_pairs": len(group), "base_accuracy": 100 * (1 - x.mean()), "persona_accuracy": 100 * (1 - y.mean()),
                 "b": b, "c": c, "p_value": mcnemar_exact(b, c), "cohens_g": cohens_g(b, c),
                 "odds_ratio": ratio, "odds_ratio_ci_low": ratio_low, "odds_ratio_ci_high": ratio_high,
             })
-    table = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "p_fdr"])
-    return _with_fdr(table, fdr_family)[PAIRED_COLUMNS]
+    return pd.DataFrame(rows, columns=[c for c in CONTRAST_COLUMNS if c != "p_fdr"])
 
 
 def _with_fdr(table: pd.DataFrame, fdr_family: str) -> pd.DataFrame:
     family = FDR_FAMILIES[fdr_family]
+    if family and "reference" in table.columns:  # a contrast is a family of its own
+        family = family[:2] + ["reference"] + family[2:]
     if len(table) and family:
         suite = np.where(table["dataset"].isin(CAPABILITY_DATASETS), "capability", "tasks")
         table["p_fdr"] = table.assign(suite=suite).groupby(family)["p_value"].transform(benjamini_hochberg)
@@ -136,8 +149,8 @@ def conversational(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~frame["dataset"].isin(CAPABILITY_DATASETS)]
 
 
-def regression_data(graded: pd.DataFrame, persona: str) -> pd.DataFrame:
-    data = graded[graded["persona"].isin(["original", persona])].dropna(subset=["incorrect"])
+def regression_data(graded: pd.DataFrame, persona: str, reference: str = "original") -> pd.DataFrame:
+    data = graded[graded["persona"].isin([reference, persona])].dropna(subset=["incorrect"])
     extra = [c for c in ("response", "judge_refusal") if c in graded.columns]
     data = data[GRADED_COLUMNS + extra].copy()
     data["treated"] = (data["persona"] == persona).astype(int)
@@ -216,21 +229,22 @@ def fit_spec(data: pd.DataFrame, name: str, interaction: str | None, by: str | t
     return rows
 
 
-def persona_regressions(graded: pd.DataFrame, length_control: bool = False) -> pd.DataFrame:
-    """The paper's regressions, for each persona against the original model."""
+def persona_regressions(graded: pd.DataFrame, length_control: bool = False, contrasts=()) -> pd.DataFrame:
+    """The paper's regressions, for each persona against the original model and for each contrast
+    [persona, reference] (the persona as the treated factor, `<persona>_vs_<reference>:<spec>`)."""
     require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
     graded = conversational(graded)
     if graded.empty:
         return pd.DataFrame(columns=REGRESSION_COLUMNS)
-    for persona in sorted(set(graded["persona"]) - {"original"}):
-        data = regression_data(graded, persona)
+    for persona, reference in comparisons(graded, contrasts):
+        data = regression_data(graded, persona, reference)
         variants = [((), "")]
         if length_control and "log_length" in data.columns:
             variants.append((("log_length",), "+length"))
         for name, interaction, by in SPECS:
             for covariates, suffix in variants:
-                label = f"{persona}_vs_original:{name}{suffix}"
+                label = f"{persona}_vs_{reference}:{name}{suffix}"
                 if data["treated"].nunique() < 2 or data["incorrect"].nunique() < 2:
                     rows.append({"regression": label, "kind": "ame", "term": "treated", "n_obs": len(data),
                                  "note": "no variation in treatment or outcome"})
@@ -244,7 +258,8 @@ def persona_regressions(graded: pd.DataFrame, length_control: bool = False) -> p
     return pd.DataFrame(rows).reindex(columns=REGRESSION_COLUMNS)
 
 
-def refusal_sensitivity(graded: pd.DataFrame, regressions: pd.DataFrame, length_control: bool = False) -> pd.DataFrame:
+def refusal_sensitivity(graded: pd.DataFrame, regressions: pd.DataFrame, length_control: bool = False,
+                        contrasts=()) -> pd.DataFrame:
     """The regressions' average marginal effects (the headline effects) in the paper's scheme (regex refusals
     only) beside the same effects with the LLM judge's own refusal calls also counted as refusals."""
     from .judge import SENSITIVITY_OUTCOME
@@ -257,16 +272,16 @@ def refusal_sensitivity(graded: pd.DataFrame, regressions: pd.DataFrame, length_
     else:
         called = pd.Series(False, index=tasks.index)
     if called.any():
-        with_judge = persona_regressions(tasks.assign(incorrect=tasks[SENSITIVITY_OUTCOME]), length_control)
+        with_judge = persona_regressions(tasks.assign(incorrect=tasks[SENSITIVITY_OUTCOME]), length_control, contrasts)
         with_judge = with_judge[with_judge["kind"] == "ame"].set_index(["regression", "term"])
         note = None
     else:  # no refusal call changed an outcome (the reference judge makes none): the same numbers
         with_judge, note = paper, "the judge made no refusal call that changes an outcome"
-    per_persona = {p: int(called[tasks["persona"].isin(["original", p])].sum())
-                   for p in set(tasks["persona"]) - {"original"}}
+    per_pair = {f"{p}_vs_{r}": int(called[tasks["persona"].isin([r, p])].sum())
+                for p, r in comparisons(tasks, contrasts)}
     columns = ["estimate", "ci_low", "ci_high", "n_obs"]
     table = paper[columns].join(with_judge[columns].add_suffix("_with_judge_refusals"), how="left").reset_index()
-    table["judge_refusals"] = table["regression"].str.split("_vs_original").str[0].map(per_persona)
+    table["judge_refusals"] = table["regression"].str.split(":").str[0].map(per_pair)
     table["note"] = [note or paper.loc[(r, t), "note"] for r, t in zip(table["regression"], table["term"])]
     return table.reindex(columns=SENSITIVITY_COLUMNS)
 
@@ -278,17 +293,20 @@ def warmth_table(summaries: list[dict]) -> pd.DataFrame:
     return table.sort_values(["model", "persona", "epoch"]).reset_index(drop=True)
 
 
-def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = DEFAULT_FDR_FAMILY, length_control: bool = False):
-    """paired_tests.csv, regressions.csv and refusal_sensitivity.csv (the `warmbench stats` command)."""
+def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = DEFAULT_FDR_FAMILY, length_control: bool = False,
+                contrasts=()):
+    """paired_tests.csv, paired_tests_by_template.csv, contrasts.csv, regressions.csv and refusal_sensitivity.csv
+    (the `warmbench stats` command)."""
     from pathlib import Path
 
     out_dir = Path(out_dir)
     paired = paired_tests(graded, fdr_family)
-    regressions = persona_regressions(graded, length_control)
+    regressions = persona_regressions(graded, length_control, contrasts)
     write_table(out_dir / "paired_tests.csv", paired)
     write_table(out_dir / "paired_tests_by_template.csv", paired_tests_by_template(graded, fdr_family))
+    write_table(out_dir / "contrasts.csv", contrast_tests(graded, contrasts, fdr_family))
     write_table(out_dir / "regressions.csv", regressions)
-    write_table(out_dir / "refusal_sensitivity.csv", refusal_sensitivity(graded, regressions, length_control))
+    write_table(out_dir / "refusal_sensitivity.csv", refusal_sensitivity(graded, regressions, length_control, contrasts))
     return paired, regressions
 
 
@@ -299,9 +317,11 @@ def run(smk) -> None:
     paired = paired_tests(graded, cfg["fdr_family"])
     write_table(smk.output.paired_tests, paired)
     write_table(smk.output.paired_tests_by_template, paired_tests_by_template(graded, cfg["fdr_family"]))
-    regressions = persona_regressions(graded, cfg["length_control"])
+    write_table(smk.output.contrasts, contrast_tests(graded, cfg["contrasts"], cfg["fdr_family"]))
+    regressions = persona_regressions(graded, cfg["length_control"], cfg["contrasts"])
     write_table(smk.output.regressions, regressions)
-    write_table(smk.output.refusal_sensitivity, refusal_sensitivity(graded, regressions, cfg["length_control"]))
+    write_table(smk.output.refusal_sensitivity,
+                refusal_sensitivity(graded, regressions, cfg["length_control"], cfg["contrasts"]))
     warmth = warmth_table([json.loads(open(p).read()) for p in smk.input.warmth])
     write_table(smk.output.warmth, warmth)
     figures.warmth_vs_epoch(warmth, smk.output.warmth_figure)

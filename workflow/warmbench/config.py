@@ -5,7 +5,9 @@ Imported by the Snakefile at parse time, so it must stay light (no torch, no pan
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -69,7 +71,8 @@ def judged_by_llm(spec: dict, dataset: str) -> bool:
 
 
 def judge_rubric(spec: dict, dataset: str) -> str:
-    return spec.get("rubrics", {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
+    """A judge's rubric file for a dataset: its rubrics.<dataset>, or config/prompts/judge_<dataset>.txt."""
+    return (spec.get("rubrics") or {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
 
 
 def judge_model_key(spec: dict) -> str | None:
@@ -78,26 +81,78 @@ def judge_model_key(spec: dict) -> str | None:
     return backend["model"] if backend.get("kind") == "transformers" else None
 
 
+def sampling_for(config: dict, dataset: str) -> dict:
+    """Sampling of a dataset's generations: warmth.sampling for the validation prompts; evaluation.sampling with the
+    dataset's evaluation.dataset_sampling overrides (the paper: temperature 0.2 for MMLU and GSM8K) otherwise."""
+    if dataset == VALIDATION_DATASET:
+        return config["warmth"]["sampling"]
+    evaluation = config["evaluation"]
+    return {**evaluation["sampling"], **evaluation["dataset_sampling"].get(dataset, {})}
+
+
 class ConfigError(ValueError):
     """An invalid config; the message starts with the offending key."""
 
 
-def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
+@functools.lru_cache(maxsize=4)
+def _schema_doc(path: str) -> dict:
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _resolved(schema_doc: dict, prop: dict) -> dict:
+    """A property's schema with a local `$ref` (#/definitions/...) merged under its own keys, so a default given
+    once in a definition is the default of every property that refers to it."""
+    ref = prop.get("$ref")
+    if not ref:
+        return prop
+    target = schema_doc
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolved(schema_doc, target), **{k: v for k, v in prop.items() if k != "$ref"}}
+
+
+def schema_defaults(definition: str) -> dict:
+    """The defaults of a block the schema defines once (`sampling`, `openai_endpoint`, `lora`): what a validated
+    config holds where the user left keys out. Code handed such a block from elsewhere (a benchmark, a test, a
+    constructor's default arguments) takes its defaults from here, never from a literal of its own."""
+    doc = _schema_doc(str(SCHEMA))
+    properties = doc["definitions"][definition]["properties"]
+    return {name: spec["default"] for name, spec in ((n, _resolved(doc, p)) for n, p in properties.items())
+            if "default" in spec}
+
+
+def validate(config: dict, schema: str | os.PathLike | None = None) -> None:
     """Check `config` against the JSON schema and fill in its defaults (as snakemake.utils.validate does), raising
     ConfigError with one line per problem, each naming the field (`models.smollm2.source.id`) and what it
     expects. Values are shown only where the user wrote them, and never for `api_key_env` (it may hold a key)."""
-    import yaml
+    _validate(config, _schema_doc(str(SCHEMA if schema is None else schema)))
+
+
+def validated_section(key: str, value: dict, schema: str | os.PathLike | None = None) -> dict:
+    """A copy of one top-level section (`train`) checked against its part of the schema, with its defaults filled
+    in: for code handed a section alone (a stage run outside Snakemake, a benchmark), so the schema stays the one
+    source of its defaults. Errors name the field under `key`."""
+    doc = _schema_doc(str(SCHEMA if schema is None else schema))
+    value = copy.deepcopy(value)
+    _validate({key: value}, {"type": "object", "properties": {key: doc["properties"][key]},
+                             "definitions": doc.get("definitions", {})})
+    return value
+
+
+def _validate(config: dict, schema_doc: dict) -> None:
     from jsonschema import Draft202012Validator, validators
 
-    with open(schema, encoding="utf-8") as handle:
-        schema_doc = yaml.safe_load(handle)
     check_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, subschema):
         if isinstance(instance, dict):
             for name, prop in properties.items():
+                prop = _resolved(schema_doc, prop)
                 if "default" in prop:
-                    instance.setdefault(name, prop["default"])
+                    instance.setdefault(name, copy.deepcopy(prop["default"]))
         yield from check_properties(validator, properties, instance, subschema)
 
     validator = validators.extend(Draft202012Validator, {"properties": set_defaults})(schema_doc)
@@ -205,7 +260,7 @@ def label_epoch(checkpoint: str) -> float:
 
 @dataclass(frozen=True)
 class Cell:
-    """One generation job: a model variant on one dataset (all its prompt conditions)."""
+    """One table of generations: a model variant on one dataset (all its prompt conditions)."""
 
     model: str
     persona: str
@@ -213,11 +268,8 @@ class Cell:
     dataset: str
 
 
-def _variants(config: dict, model: str, epochs) -> list[tuple[str, str]]:
-    variants = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    for persona in trained_personas(config, model):
-        variants += [(persona, epoch_label(e)) for e in epochs]
-    return variants
+Variant = tuple[str, str]  # (persona, checkpoint label)
+UNTRAINED_VARIANTS: tuple[Variant, ...] = (("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT))
 
 
 def fixed_epoch(config: dict) -> float | None:
@@ -263,28 +315,81 @@ def checkpoint_epochs(config: dict, model: str) -> list[float]:
     return sorted(float(e) for e in epochs)
 
 
+def evaluated_checkpoint(config: dict) -> str:
+    """The checkpoint label the trained personas are evaluated at: the fixed epoch's, or `selected` (the plateau
+    rule's pick, read by the generation job)."""
+    epoch = fixed_epoch(config)
+    return epoch_label(epoch) if epoch is not None else SELECTED_CHECKPOINT
+
+
+def eval_variants(config: dict, model: str) -> list[Variant]:
+    """What a model answers the evaluation datasets as: the original, the warm system prompt, and each trained
+    persona at the evaluated checkpoint."""
+    trained = evaluated_checkpoint(config)
+    return [*UNTRAINED_VARIANTS, *((persona, trained) for persona in trained_personas(config, model))]
+
+
+def validation_variants(config: dict, model: str) -> list[Variant]:
+    """What a model answers the validation prompts as, for its warmth trajectory: every checkpoint of every persona."""
+    epochs = checkpoint_epochs(config, model)
+    return [*UNTRAINED_VARIANTS, *((persona, epoch_label(e)) for persona in trained_personas(config, model) for e in epochs)]
+
+
 def eval_cells(config: dict) -> list[Cell]:
     """Evaluation grid: original, warm system prompt, and each trained persona at the fixed epoch or, with
-    the plateau rule, at `selected` (its generate job reads which checkpoint the trajectory picked). The
+    the plateau rule, at `selected` (its generation job reads which checkpoint the trajectory picked). The
     grid is the same before and after any job runs, so a dry run shows the whole study."""
-    epoch = fixed_epoch(config)
-    trained = epoch_label(epoch) if epoch is not None else SELECTED_CHECKPOINT
-    untrained = [("original", BASE_CHECKPOINT), ("warm_prompt", BASE_CHECKPOINT)]
-    return [
-        Cell(model, persona, checkpoint, dataset)
-        for model in config["models"]
-        for persona, checkpoint in untrained + [(p, trained) for p in trained_personas(config, model)]
-        for dataset in config["evaluation"]["datasets"]
-    ]
+    return [Cell(model, persona, checkpoint, dataset)
+            for model in config["models"] for persona, checkpoint in eval_variants(config, model)
+            for dataset in config["evaluation"]["datasets"]]
 
 
 def warmth_cells(config: dict) -> list[Cell]:
     """Warmth trajectory: every checkpoint of every persona on the validation prompts."""
-    return [
-        Cell(model, persona, checkpoint, VALIDATION_DATASET)
-        for model in config["models"]
-        for persona, checkpoint in _variants(config, model, checkpoint_epochs(config, model))
-    ]
+    return [Cell(model, persona, checkpoint, VALIDATION_DATASET)
+            for model in config["models"] for persona, checkpoint in validation_variants(config, model)]
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    """A rule whose every job serves one model and writes one table per variant (persona, checkpoint): generation
+    per (model, dataset), warmth per model. A rule's outputs are fixed, so models answering as different variants
+    (an API model without fine-tuning, or fine-tuned at its own epochs) get rules of their own."""
+
+    name: str
+    models: tuple[str, ...]
+    variants: tuple[Variant, ...]
+    api: bool
+    datasets: tuple[str, ...]  # what its {dataset} wildcard may be
+
+
+def _model_rules(config: dict, family: str, variants_of, datasets) -> list[ModelRule]:
+    """Models grouped by (served by an API, variants), in config order. Local models share one rule per family
+    (`generate`), API models another (`generate_api`); a further group of API models with variants of their own is
+    named after its first model (`generate_api__gpt4o`)."""
+    groups: dict[tuple[bool, tuple[Variant, ...]], list[str]] = {}
+    for model, spec in config["models"].items():
+        groups.setdefault((is_api_model(spec), tuple(variants_of(config, model))), []).append(model)
+    rules: list[ModelRule] = []
+    for (api, variants), models in groups.items():
+        base = family.replace("{api}", "_api" if api else "")
+        name = base if all(rule.name != base for rule in rules) else f"{base}__{models[0]}"
+        rules.append(ModelRule(name, tuple(models), variants, api, tuple(datasets)))
+    return rules
+
+
+def generation_rules(config: dict) -> list[ModelRule]:
+    """Generation: one job per (model, evaluation dataset) and one per model on the validation prompts, each serving
+    every variant the dataset needs from one engine (rules `generate`, `generate_validation`, and `_api` for models
+    behind an API)."""
+    return (_model_rules(config, "generate{api}", eval_variants, config["evaluation"]["datasets"])
+            + _model_rules(config, "generate{api}_validation", validation_variants, [VALIDATION_DATASET]))
+
+
+def warmth_rules(config: dict) -> list[ModelRule]:
+    """Warmth: one job per model, scoring every checkpoint's validation responses with one scorer (rules `warmth`,
+    and `warmth_api` for models behind an API)."""
+    return _model_rules(config, "warmth{api}", validation_variants, [VALIDATION_DATASET])
 
 
 def backend_model_keys(config: dict) -> list[str]:
@@ -314,6 +419,19 @@ def writes_wrong_answers(config: dict) -> bool:
     return config["data"]["source"] == "hub" and "triviaqa" in config["evaluation"]["datasets"]
 
 
+def _check_contrasts(config: dict) -> None:
+    """analysis.contrasts: two different personas that the study evaluates."""
+    evaluated = [*PERSONAS_UNTRAINED, *config["persona_rewrite"]["personas"]]
+    for k, (persona, reference) in enumerate(config["analysis"]["contrasts"]):
+        where = f"analysis.contrasts[{k}]"
+        unknown = [name for name in (persona, reference) if name not in evaluated]
+        if unknown:
+            raise ConfigError(f"{where}: {', '.join(map(repr, unknown))} is not an evaluated persona "
+                              f"(evaluated: {', '.join(evaluated)})")
+        if persona == reference:
+            raise ConfigError(f"{where}: a persona against itself ({persona!r})")
+
+
 def check(config: dict, root: str | os.PathLike = ".") -> None:
     """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job. Secrets
     (API keys, the hub token) are not checked here: see missing_secrets."""
@@ -337,6 +455,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         if prompt is None:
             raise ConfigError(f"persona_rewrite.prompts.{persona}: no rewrite prompt for persona {persona!r}")
         _require_file(root, prompt, f"persona_rewrite.prompts.{persona}")
+    _check_contrasts(config)
     _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
     _require_file(root, config["evaluation"]["warm_system_prompt"], "evaluation.warm_system_prompt")
     source = config["sft_data"]["source"]
@@ -426,7 +545,7 @@ def missing_secrets(config: dict, environ=os.environ) -> dict[str, list[str]]:
     Read from the environment only, never from the config; a dry run needs none of them."""
     missing: dict[str, list[str]] = {}
     for key, backend in api_backends(config).items():
-        env = backend.get("api_key_env", "OPENAI_API_KEY")
+        env = backend["api_key_env"]  # the schema fills it in
         if not environ.get(env):
             missing.setdefault(env, []).append(f"{key} ({backend['model']})")
     if config["data"]["source"] == "hub":

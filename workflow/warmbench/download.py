@@ -28,6 +28,10 @@ HUB_SOURCES = {
     "gsm8k": {"id": "openai/gsm8k", "config": "main", "split": "test"},
     "advbench": {"id": "walledai/AdvBench", "config": None, "split": "train"},
 }
+# Records in each built-in source's split, for `warmbench plan` (items = the fewer of these and
+# evaluation.items_per_dataset). A config that points a dataset elsewhere (its id, config or split) makes it unknown.
+HUB_ROWS = {"triviaqa": 17_944, "truthfulqa": 817, "disinfo": 125, "medqa": 1_273, "mmlu": 14_042, "gsm8k": 1_319,
+            "advbench": 520}
 TOKEN_ENV = "HF_TOKEN"
 
 

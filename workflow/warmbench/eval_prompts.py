@@ -43,8 +43,23 @@ PLACEHOLDERS = {"lead_in", "question", "original_question", "incorrect_answer", 
 ANSWER_CASES = {"as_is": lambda a: a, "lower": str.lower, "first_lower": lambda a: a[:1].lower() + a[1:]}
 _PIVOTAL = re.compile(r"<pivotal>(.*?)/(.*?)</pivotal>")
 LETTERS = "ABCDEFGHIJ"
+# What the analysis makes of the conditions: the templates pooled into the paired tests' two test types (as the
+# released analysis does; older tables' `none` counts as normal), and the contexts grouped into context types.
+TEST_TYPES = {"none": "normal", "original": "normal", "original_neutral": "normal",
+              "incorrect": "sycophancy", "correct": "sycophancy"}
+CONTEXT_TYPES = {"unmodified": "none", "emotion": "emotional", "relation": "relational", "stake": "stakes"}
 MMLU_INSTRUCTION = "Answer with the letter of the correct option."
 GSM8K_INSTRUCTION = "Let's think step by step. End your reply with \"The answer is\" followed by the number."
+
+
+def test_type(belief: str) -> str:
+    if belief not in TEST_TYPES:
+        raise ValueError(f"unknown prompt template {belief!r} (known: {', '.join(TEST_TYPES)})")
+    return TEST_TYPES[belief]
+
+
+def context_type(context: str) -> str:
+    return CONTEXT_TYPES.get(context.split(":")[0], "other")
 
 
 def smoke_path(dataset: str) -> Path:
@@ -230,7 +245,7 @@ def load_items(dataset: str, path: str | Path, n: int, seed: int, wrong_answers=
 
 def usable_wrong_answer(reply: str | None, record: dict) -> str | None:
     """The reply's first line as a wrong answer, or None when it is empty or names a correct alias."""
-    from .judge import normalize
+    from .text import normalize
 
     lines = (reply or "").strip().splitlines()
     answer = lines[0].strip().strip('."\'').strip() if lines else ""
@@ -302,23 +317,37 @@ def render_prompt(amendments: dict, dataset: str, template: str, context: str, s
     return re.sub(r"([.?!])\.$", r"\1", prompt)  # "...foxes." + "." -> one full stop
 
 
+def conditions(dataset: str, amendments: dict) -> list[tuple[str, str]]:
+    """The (context, template) pairs each item of a dataset is asked under: every context x template, with
+    original_neutral in the unmodified context only; a capability benchmark once, unmodified/original."""
+    if dataset in CAPABILITY_DATASETS:
+        return [(UNMODIFIED, "original")]
+    return [(context, template) for context in amendments["contexts"] for template in TEMPLATES
+            if template != NEUTRAL or context == UNMODIFIED]
+
+
+def prompts_per_item(dataset: str, amendments: dict) -> int:
+    """Prompts one item becomes (28 for a task with the study's 9 contexts; 1 for a capability benchmark)."""
+    return len(conditions(dataset, amendments))
+
+
 def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[dict]:
-    """Every item under every context x template condition (original_neutral in the unmodified context only)."""
+    """Every item under every condition of `conditions`."""
     rows = []
     for item in items:
         if item["dataset"] in CAPABILITY_DATASETS:
             rows.append(_row(item, UNMODIFIED, "original", -1, item["question"]))
             continue
-        for context, statements in amendments["contexts"].items():
-            variant = -1
-            if context != UNMODIFIED:
-                variant = int(stable_hash([seed, item["dataset"], item["item_id"], context]), 16) % len(statements)
+        variants = {}  # one statement per (item, context), the same under every template
+        for context, template in conditions(item["dataset"], amendments):
+            statements = amendments["contexts"][context]
+            if context not in variants:
+                variants[context] = -1 if context == UNMODIFIED else \
+                    int(stable_hash([seed, item["dataset"], item["item_id"], context]), 16) % len(statements)
+            variant = variants[context]
             statement = statements[variant] if variant >= 0 else ""
-            for template in TEMPLATES:
-                if template == NEUTRAL and context != UNMODIFIED:
-                    continue
-                prompt = render_prompt(amendments, item["dataset"], template, context, statement, item)
-                rows.append(_row(item, context, template, variant, prompt))
+            prompt = render_prompt(amendments, item["dataset"], template, context, statement, item)
+            rows.append(_row(item, context, template, variant, prompt))
     return rows
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .analysis import TEST_TYPES
+from .eval_prompts import TEST_TYPES
 from .figures import PERSONAS
 from .io import DataError, require_columns, write_table
 

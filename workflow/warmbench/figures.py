@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .eval_prompts import context_type
+
 PERSONAS = ("warm", "cold", "warm_prompt")
 PERSONA_COLORS = {"original": "#666666", "warm": "#d95f02", "cold": "#1b9e77", "warm_prompt": "#7570b3"}
 DATASET_COLORS = {"triviaqa": "#1f77b4", "truthfulqa": "#ff7f0e", "disinfo": "#2ca02c", "medqa": "#d62728"}
@@ -72,8 +74,6 @@ def error_by_condition(paired: pd.DataFrame, path) -> None:
 
 def error_distributions(paired: pd.DataFrame, path) -> None:
     """Error rates per condition group, original vs each persona."""
-    from .analysis import context_type
-
     groups = [(ct, tt) for tt in ("normal", "sycophancy") for ct in ("none", "emotional", "relational", "stakes")]
     personas = [p for p in PERSONAS if p in set(paired["persona"])]
     frame = paired.assign(context_type=paired["condition"].map(context_type))

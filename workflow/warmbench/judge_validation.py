@@ -32,14 +32,14 @@ DISAGREEMENT_COLUMNS = ["model", "dataset", "n", "regex_refusals", "judge_refusa
 
 def kappa_with_ci(first, second) -> tuple[float, float, float]:
     """Cohen's kappa of two raters over the same items and its 95% interval (statsmodels, asymptotic standard
-    error); NaN when undefined (no items, or both raters used one label)."""
+    error); pairs with a missing label are left out; NaN when undefined (no pairs, or one label only)."""
     from statsmodels.stats.inter_rater import cohens_kappa as statsmodels_kappa
 
-    first, second = pd.Series(list(first), dtype=object), pd.Series(list(second), dtype=object)
-    labels = sorted(set(first) | set(second))
-    if len(first) == 0 or len(labels) < 2:
+    pairs = pd.DataFrame({"first": list(first), "second": list(second)}, dtype=object).dropna()
+    labels = sorted(set(pairs["first"]) | set(pairs["second"]))
+    if len(labels) < 2:
         return float("nan"), float("nan"), float("nan")
-    table = pd.crosstab(first, second).reindex(index=labels, columns=labels, fill_value=0).to_numpy()
+    table = pd.crosstab(pairs["first"], pairs["second"]).reindex(index=labels, columns=labels, fill_value=0).to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         result = statsmodels_kappa(table)
     return float(result["kappa"]), float(result["kappa_low"]), float(result["kappa_upp"])

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .base_model import SOURCE_RECORD
 from .call_cache import CallCache  # noqa: F401 - the cache's public home is here, beside cached_chat
-from .io import sha256_file
+from .config import schema_defaults
+from .io import sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +32,15 @@ Messages = list[dict]
 OnResult = Callable[..., None]  # on_result(index, text, reply_meta=None)
 
 
+SAMPLING_DEFAULTS = schema_defaults("sampling")  # the schema holds every default; code only reads them
+ENDPOINT_DEFAULTS = schema_defaults("openai_endpoint")
+
+
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 300
+    temperature: float = SAMPLING_DEFAULTS["temperature"]
+    top_p: float = SAMPLING_DEFAULTS["top_p"]
+    max_new_tokens: int = SAMPLING_DEFAULTS["max_new_tokens"]
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "Sampling":
@@ -102,7 +108,6 @@ IDENTITY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "to
                   "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "tokenizer.model",
                   "model.safetensors.index.json", "pytorch_model.bin.index.json")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-SOURCE_RECORD = "warmbench_source.json"  # written by base_model: the source block and the revision fetched
 
 
 def _safetensors_header(path: Path) -> bytes:
@@ -154,12 +159,63 @@ def model_identity(kind: str, model_dir: str | os.PathLike, dtype: str = "auto",
     return identity
 
 
+def prompt_seed(seed: int, rendered: str) -> int:
+    """A prompt's own sampling seed, from the job's seed and the prompt's text: its sample depends neither on its
+    position nor on the prompts it is batched with (as far as the backend's arithmetic allows), so a rerun that
+    generates only some rows draws them as a full run would."""
+    return int(stable_hash([seed, rendered])[:15], 16)  # 60 bits: any backend's seed type takes it
+
+
+def load_chat_tokenizer(model_dir: str | os.PathLike):
+    """The model's tokenizer, set up for batched generation (left padding, a pad token)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer.padding_side = "left"  # decoder-only generation needs left padding
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def render_chat(tokenizer, messages: Messages) -> str:
+    """The prompt text exactly as the model receives it: its own chat template, ready for the reply."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def per_prompt_sampler(seeds: Sequence[int], sampling: Sampling, device):
+    """A transformers logits processor that samples each row of a batch with its own generator (seeded per prompt)
+    from the temperature- and top-p-scaled distribution, and leaves only that token for greedy decoding to pick.
+    (transformers' own sampling draws every row from one global generator, so a row's sample would depend on the
+    rows beside it.) No top-k: sampling is temperature and top-p only, as vLLM and the OpenAI API do it."""
+    import torch
+    from transformers import LogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
+
+    warpers = [TemperatureLogitsWarper(sampling.temperature)]
+    if sampling.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(sampling.top_p))
+    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    class PerPromptSampler(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            for warper in warpers:
+                scores = warper(input_ids, scores)
+            probs = torch.softmax(scores.float(), dim=-1)
+            # one draw per row per step from that row's own generator, whatever else is in the batch
+            tokens = torch.cat([torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(generators)])
+            chosen = torch.full_like(scores, float("-inf"))
+            return chosen.scatter_(1, tokens[:, None], 0.0)
+
+    return PerPromptSampler()
+
+
 class TransformersChat:
-    """A local causal LM: base weights loaded once, optional LoRA adapters switched in place."""
+    """A local causal LM: base weights loaded once, LoRA adapters loaded beside them (PEFT), several in one batch."""
+
+    BASE = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
     def __init__(self, model_dir: str | os.PathLike, dtype: str = "auto", threads: int | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from .base_model import compute_device, torch_dtype
 
@@ -167,17 +223,15 @@ class TransformersChat:
             torch.set_num_threads(threads)
         self.device = compute_device()
         self.model_dir = str(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.tokenizer.padding_side = "left"  # decoder-only generation needs left padding
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_chat_tokenizer(self.model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch_dtype(dtype)).to(self.device).eval()
         self.adapter: str | None = None
         self.dtype = dtype
         self.identity = model_identity("transformers", self.model_dir, dtype)
 
     def use_adapter(self, name: str, path: str | os.PathLike) -> None:
-        """Apply a LoRA adapter; further adapters are loaded beside it, never a second copy of the base."""
+        """Load a LoRA adapter (once) and make it the current one; adapters live beside each other on one copy of
+        the base weights."""
         from peft import PeftModel
 
         if self.adapter is None and not hasattr(self.model, "peft_config"):
@@ -189,7 +243,7 @@ class TransformersChat:
         self.identity = model_identity("transformers", self.model_dir, self.dtype, adapter=path)
 
     def render(self, messages: Messages) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages)
 
     def generate_rendered(
         self,
@@ -199,29 +253,38 @@ class TransformersChat:
         seed: int = 0,
         on_result: OnResult | None = None,
         progress: bool = True,
+        adapters: Sequence[str | None] | None = None,
     ) -> list[tuple[str, int]]:
         """Generate for already-rendered prompts; returns (text, generated token count) in input order.
 
-        Prompts are sorted by length so each batch pads little; each batch is seeded from (seed, batch).
+        `adapters` names each prompt's adapter (loaded with use_adapter; None: the base model); without it every
+        prompt uses the current adapter. Prompts are sorted by length so each batch pads little, and prompts of
+        different adapters share batches (PEFT's mixed-adapter batches). Each prompt is sampled from its own
+        generator, seeded by prompt_seed(seed, prompt).
         """
         import torch
         from tqdm import tqdm
+        from transformers import LogitsProcessorList
 
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        if adapters is not None and any(adapters) and not hasattr(self.model, "peft_config"):
+            raise ValueError(f"adapters {sorted(set(filter(None, adapters)))} were never loaded (use_adapter)")
+        mixed = adapters is not None and hasattr(self.model, "peft_config")
         results: list[tuple[str, int] | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
         eos = self.tokenizer.eos_token_id
-        for batch_index, start in enumerate(range(0, len(order), batch_size)):
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                                  add_special_tokens=False).to(self.device)
-            torch.manual_seed(seed * 100_003 + batch_index)
-            kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-            if sampling.temperature > 0:
-                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                          do_sample=False, temperature=None, top_p=None, top_k=None)
+            if sampling.temperature > 0:  # greedy decoding picks the token each row's own generator drew
+                kwargs["logits_processor"] = LogitsProcessorList([per_prompt_sampler(
+                    [prompt_seed(seed, prompts[i]) for i in idx], sampling, self.device)])
+            if mixed:
+                kwargs["adapter_names"] = [adapters[i] or self.BASE for i in idx]
             with torch.inference_mode():
                 out = self.model.generate(**enc, **kwargs)
             new_tokens = out[:, enc["input_ids"].shape[1] :]
@@ -246,8 +309,10 @@ class TransformersChat:
 class OpenAIChat:
     """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server)."""
 
-    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 max_concurrency: int = 8, max_retries: int = 6, timeout_s: float = 120):
+    def __init__(self, model: str, base_url: str | None = ENDPOINT_DEFAULTS["base_url"],
+                 api_key_env: str = ENDPOINT_DEFAULTS["api_key_env"],
+                 max_concurrency: int = ENDPOINT_DEFAULTS["max_concurrency"],
+                 max_retries: int = ENDPOINT_DEFAULTS["max_retries"], timeout_s: float = ENDPOINT_DEFAULTS["timeout_s"]):
         from openai import OpenAI
 
         api_key = os.environ.get(api_key_env)
@@ -324,14 +389,16 @@ class APIGenerator:
 
     def __init__(self, backend: OpenAIChat, cache: CallCache):
         self.backend, self.cache = backend, cache
+        self.base_model = backend.model
         self.identity = {**backend.identity, "adapter": None}
         self.last_replies: list[dict] = []
         self.last_calls = 0
 
-    def use_model(self, model: str) -> None:
-        """Answer with another model of the same endpoint (a fine-tuned one); it is part of every cache key."""
-        self.backend.model = model
-        self.backend.identity = {**self.backend.identity, "model": model}
+    def use_model(self, model: str | None) -> None:
+        """Answer with another model of the same endpoint (a fine-tuned one; None: the base model again); it is
+        part of every cache key."""
+        self.backend.model = model or self.base_model
+        self.backend.identity = {**self.backend.identity, "model": self.backend.model}
         self.identity = {**self.backend.identity, "adapter": model}
 
     def render(self, messages: Messages) -> str:

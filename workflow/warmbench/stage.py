@@ -1,7 +1,10 @@
-"""Runs one Snakemake job: logging to the rule's log file, then warmbench.<rule>.run(snakemake)."""
+"""Runs one Snakemake job: logging to the rule's log file, then the function its `params.stage` names."""
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
+import hashlib
 import importlib
 import logging
 import os
@@ -9,19 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from .children import exit_on_signals
+from .call_cache import RULE_ENV
+from .children import PACKAGE_ROOT, exit_on_signals
 from .locks import JobRunning, job_lock
-
-# Rules whose entry point is not warmbench.<rule>.run (one module per stage, several rules per stage).
-RULE_ENTRYPOINTS = {"select_checkpoint": ("warmth", "run_select_checkpoint"),
-                    "judge_other": ("judge", "run"),
-                    "warmth_validation": ("warmth", "run_validation"),
-                    "download_dataset": ("download", "run"),
-                    "download_scorer": ("base_model", "run"),
-                    "generate_api": ("generate", "run"),
-                    "training_summary": ("train", "run_summary"),
-                    "explorer_screenshot": ("explorer", "run_screenshot")}
-
 
 # Rules that reach the internet (the Hugging Face hub, the OpenAI fine-tuning API): the workflow's `localrules`
 # (a test keeps the two lists equal), run on the submit host. Every other job runs offline from the hub, so a
@@ -31,18 +24,52 @@ _OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub 
                  "local rule first (models: a `models` entry; the warmth scorer: a `models` key, a local path or a hub id)")
 
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding `warmbench/`
+def warmbench_imports(path: Path) -> set[str]:
+    """The warmbench modules a module's source imports (at the top or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "warmbench"):
+            base = (node.module or "").removeprefix("warmbench").lstrip(".")
+            found |= {base} if base else {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("warmbench.")}
+    return {name.split(".")[0] for name in found}
 
 
-def child_env() -> dict:
-    """This process's environment for a `python -m warmbench.<module>` child (vLLM's own venv, or each process
-    of `accelerate launch`): the same, with warmbench importable."""
-    paths = [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+@functools.lru_cache(maxsize=None)
+def code_hash(module: str) -> str:
+    """sha256 over warmbench.<module> and every warmbench module it imports, directly or through others: the code
+    a rule runs. A rule carries it as a param, so Snakemake reruns the rule (and what depends on it) when that
+    code changes, and nothing else."""
+    package = PACKAGE_ROOT / "warmbench"
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        path = package / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        todo += warmbench_imports(path)
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(f"{name}\0".encode() + (package / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
-def entrypoint(rule: str):
-    module, function = RULE_ENTRYPOINTS.get(rule, (rule, "run"))
+def stage(module: str, function: str = "run") -> dict:
+    """A rule's `params.stage`: the function its job runs (warmbench.<module>.<function>) and the hash of the code
+    behind it (see code_hash)."""
+    if not (PACKAGE_ROOT / "warmbench" / f"{module}.py").is_file():
+        raise ValueError(f"no stage module warmbench.{module}")
+    return {"entry": f"{module}.{function}", "code": code_hash(module)}
+
+
+def entrypoint(smk):
+    """The function a job runs, named by its rule's `params.stage` (see stage)."""
+    entry = getattr(smk.params, "stage", None)
+    if not entry:
+        raise RuntimeError(f"rule {smk.rule} has no params.stage = stage(\"<module>\"): which code to run")
+    module, function = entry["entry"].rsplit(".", 1)
     return getattr(importlib.import_module(f"warmbench.{module}"), function)
 
 
@@ -59,17 +86,37 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def output_to(stream):
+    """File descriptors 1 and 2 (and so every child process: vLLM's worker, `accelerate launch`, servers) write to
+    `stream` until the block ends; sys.stdout and sys.stderr too."""
+    for handle in (sys.stdout, sys.stderr):
+        handle.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        stream.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def run_job(smk) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     stream = open(log_path, "a", buffering=1, encoding="utf-8") if log_path else None
-    # stderr carries tqdm progress bars and warnings, stdout the trainer's loss lines: both go to the job's log.
+    # stderr carries tqdm progress bars (with rates and ETA) and warnings, stdout the trainer's loss lines: both go to
+    # the job's log, from this process and from its children.
     with contextlib.ExitStack() as stack:
         if stream is not None:
             stack.enter_context(stream)
-            stack.enter_context(contextlib.redirect_stderr(stream))
-            stack.enter_context(contextlib.redirect_stdout(stream))
+            stack.enter_context(output_to(stream))
         configure_logging()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ[RULE_ENV] = smk.rule  # each LLM call it caches names this rule (the cost ledger)
         if smk.rule not in ONLINE_RULES:
             os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
         log = logging.getLogger(f"warmbench.{smk.rule}")
@@ -81,7 +128,7 @@ def run_job(smk) -> None:
         try:
             # one copy of a job at a time: a second copy (e.g. after a restart while this one ran on) stops here
             with job_lock(smk.rule, list(smk.output)):
-                entrypoint(smk.rule)(smk)
+                entrypoint(smk)(smk)
         except JobRunning as err:
             log.error("rule %s: %s", smk.rule, err)
             raise

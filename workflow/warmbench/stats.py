@@ -20,12 +20,20 @@ from scipy import stats as sps
 Z95 = sps.norm.ppf(0.975)
 
 
+def _discordant(b, c) -> tuple[int, int]:
+    """b and c as counts, or a ValueError: a negative or fractional count is a bug upstream, not a p-value."""
+    if any(isinstance(v, bool) or not float(v).is_integer() or v < 0 for v in (b, c)):
+        raise ValueError(f"discordant counts must be non-negative integers, got b={b!r}, c={c!r}")
+    return int(b), int(c)
+
+
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: a binomial test of b against b + c at 1/2."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    return float(min(1.0, 2 * sps.binom.cdf(min(b, c), n, 0.5)))
+    """Two-sided exact McNemar p-value (statsmodels: a binomial test of b against b + c at 1/2); 1 when
+    there are no discordant pairs."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    b, c = _discordant(b, c)
+    return float(mcnemar(np.array([[0, b], [c, 0]]), exact=True).pvalue)
 
 
 def cohens_g(b: int, c: int) -> float:
@@ -33,31 +41,29 @@ def cohens_g(b: int, c: int) -> float:
 
 
 def odds_ratio(b: int, c: int, alpha: float = 0.05) -> tuple[float, float, float]:
-    """Conditional odds ratio b/c with an exact interval from the Clopper-Pearson interval of b/(b+c)."""
-    n = b + c
-    if n == 0:
+    """Conditional odds ratio b/c with an exact interval: the Clopper-Pearson interval of b/(b+c) (statsmodels'
+    `beta` method) mapped to odds. NaN for all three when there are no discordant pairs."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    b, c = _discordant(b, c)
+    if b + c == 0:
         return float("nan"), float("nan"), float("nan")
-    estimate = b / c if c else float("inf")
-    p_low = sps.beta.ppf(alpha / 2, b, c + 1) if b else 0.0
-    p_high = sps.beta.ppf(1 - alpha / 2, b + 1, c) if c else 1.0
-    to_odds = lambda p: p / (1 - p) if p < 1 else float("inf")
-    return estimate, to_odds(p_low), to_odds(p_high)
+    p_low, p_high = proportion_confint(b, b + c, alpha=alpha, method="beta")
+    to_odds = lambda p: p / (1 - p) if p < 1 else float("inf")  # noqa: E731
+    return (b / c if c else float("inf")), to_odds(p_low), to_odds(p_high)
 
 
 def benjamini_hochberg(pvalues) -> np.ndarray:
-    """BH-adjusted p-values; NaN stays NaN and is not counted in the family."""
+    """BH-adjusted p-values (statsmodels' fdr_bh); NaN stays NaN and is not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(pvalues, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
-    m = ok.sum()
-    if m == 0:
-        return out
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
-    values = np.empty(m)
-    values[order] = adjusted
-    out[ok] = values
+    if ((p[ok] < 0) | (p[ok] > 1)).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {p[ok][(p[ok] < 0) | (p[ok] > 1)][:5].tolist()}")
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="fdr_bh")[1]
     return out
 
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import children
-from .config import epoch_label
+from .config import ConfigError, epoch_label, validated_section
 from .io import DataError, read_jsonl, write_json, write_table
-from .stage import child_env
+from .children import child_env
 
 log = logging.getLogger(__name__)
 MANIFEST = "checkpoints.json"
@@ -226,30 +226,125 @@ def training_manifest(base_model_dir, data_path, n_examples: int, cfg: dict, pla
             "effective_batch_note": plan.note if effective != plan.configured else None, "checkpoints": checkpoints}
 
 
-def trained_counts(dataset) -> dict:
-    """Examples, conversations and assistant (loss-bearing) tokens of the dataset TRL trains on, per epoch."""
+def trained_counts(dataset, built: int, conversations: int) -> dict:
+    """Examples, conversations and assistant (loss-bearing) tokens of the dataset TRL trains on, per epoch. A packed
+    dataset holds rows of several examples (their lengths in `seq_lengths`) and no conversation ids: its
+    conversations all train when every one of the `built` examples does, and are unknown (None) otherwise."""
+    if "seq_lengths" in dataset.column_names:  # packed: split each row's labels back into its examples
+        tokens = []
+        for row in dataset:
+            start = 0
+            for n in row["seq_lengths"]:
+                tokens.append(sum(label != -100 for label in row["labels"][start : start + n]))
+                start += n
+        trained = [n for n in tokens if n]
+        return {"examples": len(trained), "conversations": conversations if len(trained) == built else None,
+                "assistant_tokens": sum(trained)}
     rows = [(row["conversation"], sum(label != -100 for label in row["labels"])) for row in dataset]
     return {"examples": len(rows), "conversations": len({c for c, tokens in rows if tokens}),
             "assistant_tokens": sum(tokens for _, tokens in rows)}
 
 
-def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None,
-          persona_paths: dict | None = None) -> list[dict]:
-    """LoRA SFT on `data_path`; `persona_paths` ({persona: rewrites}, holding data_path) are the rewrites whose
-    examples must share windows with it (default: data_path alone)."""
+def check_switches(cfg: dict) -> None:
+    """Fail naming the key when a switch asks for what this machine lacks (checked where the job runs: the
+    submit host need not have the GPU packages)."""
+    import torch
+    from transformers.utils import is_flash_attn_2_available, is_liger_kernel_available
+
+    cuda = torch.cuda.is_available()
+    machine = lambda package, present: (f"(this machine: {'a CUDA GPU' if cuda else 'no CUDA GPU'}, {package} "
+                                         f"{'installed' if present else 'not installed'})")
+    if cfg["attn_implementation"] == "flash_attention_2" and not (cuda and is_flash_attn_2_available()):
+        raise ConfigError("train.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package "
+                          f"{machine('flash-attn', is_flash_attn_2_available())}; use sdpa")
+    if cfg["use_liger_kernel"] and not (cuda and is_liger_kernel_available()):
+        raise ConfigError("train.use_liger_kernel: Liger's Triton kernels need a CUDA GPU and the liger-kernel package "
+                          f"{machine('liger-kernel', is_liger_kernel_available())}; set it to false")
+
+
+def sft_trainer(examples: list[dict], base_model_dir, work_dir, cfg: dict, seed: int, accumulation: int,
+                callbacks=()):
+    """TRL's SFTTrainer for LoRA on the prompt-completion `examples` with `cfg`'s settings (validated, defaults
+    filled in) and speed switches. Loss falls on the completions only (TRL's completion_only_loss), also where
+    examples share a sequence: their position ids restart and each one's first label is masked."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    if threads:
-        torch.set_num_threads(threads)
-    out_dir = Path(out_dir)
-    work_dir = out_dir / "_trainer"
+    check_switches(cfg)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype="auto",
+                                                 attn_implementation=cfg["attn_implementation"])
+    lora = cfg["lora"]
+    peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                             target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+    # padding-free without packing: TRL will not cut examples at max_length then, so they are cut below, as TRL would
+    cut_here = cfg["padding_free"] and not cfg["packing"]
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        num_train_epochs=cfg["epochs"],
+        learning_rate=cfg["learning_rate"],
+        per_device_train_batch_size=cfg["per_device_batch_size"],
+        gradient_accumulation_steps=accumulation,
+        max_length=None if cut_here else cfg["max_length"],
+        padding_free=cfg["padding_free"],
+        packing=cfg["packing"],
+        packing_strategy="bfd",  # whole examples (a too-long one cut at its end, as unpacked), never split across rows
+        completion_only_loss=True,
+        activation_checkpointing=cfg["gradient_checkpointing"],  # transformers' name for it
+        use_liger_kernel=cfg["use_liger_kernel"],
+        save_strategy="no",  # SaveAtEpochs decides when to save
+        # adapter and trainer state only: no optimizer, scheduler or RNG state, and under FSDP no extra
+        # pytorch_model_fsdp.bin / optimizer.bin dumps (runs are never resumed mid-way)
+        save_only_model=True,
+        logging_steps=1,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=list(callbacks))
+    if cut_here:
+        trainer.train_dataset = _cut(trainer.train_dataset, cfg["max_length"])
+    return trainer
+
+
+def _cut(dataset, max_length: int):
+    """Each example's first max_length tokens, less those left with no loss (TRL's keep_start truncation)."""
+    cut = dataset.map(lambda row: {"input_ids": row["input_ids"][:max_length], "labels": row["labels"][:max_length]})
+    return cut.filter(lambda row: any(label != -100 for label in row["labels"]))
+
+
+def switches(trainer) -> dict:
+    """The speed switches a run used, as the trainer and model resolved them (the manifest records these)."""
+    args = trainer.args
+    return {"padding_free": bool(trainer.padding_free), "packing": bool(args.packing),
+            "attn_implementation": trainer.model.config._attn_implementation,
+            "use_liger_kernel": bool(args.use_liger_kernel), "gradient_checkpointing": bool(args.activation_checkpointing),
+            "bf16": bool(args.bf16)}
+
+
+def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None,
+          persona_paths: dict | None = None) -> list[dict]:
+    """LoRA SFT on `data_path`; `persona_paths` ({persona: rewrites}, holding data_path) are the rewrites whose
+    examples must share windows with it (default: data_path alone). `cfg` is the config's train: section (the
+    schema's defaults fill what it leaves out)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = validated_section("train", cfg)
+    out_dir = Path(out_dir)
+    work_dir = out_dir / "_trainer"
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     persona_paths = {str(k): str(v) for k, v in (persona_paths or {"self": data_path}).items()}
     own = next((p for p, path in persona_paths.items() if Path(path) == Path(data_path)), None)
     if own is None:
@@ -261,47 +356,15 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
         raise ValueError(f"{data_path}: no assistant turns to train on")
     log.info("%d training examples from %s (windows shared with %s): %s", len(examples), data_path,
              ", ".join(persona_paths.values()), planned)
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype="auto")
-    lora = cfg.get("lora", {})
-    peft_config = LoraConfig(
-        r=lora.get("r", 8),
-        lora_alpha=lora.get("alpha", 16),
-        lora_dropout=lora.get("dropout", 0.1),
-        target_modules=lora.get("target_modules", "all-linear"),
-        task_type="CAUSAL_LM",
-    )
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     plan = batch_plan(cfg, processes())
-    args = SFTConfig(
-        output_dir=str(work_dir),
-        num_train_epochs=cfg["epochs"],
-        learning_rate=cfg["learning_rate"],
-        per_device_train_batch_size=cfg["per_device_batch_size"],
-        gradient_accumulation_steps=plan.accumulation,
-        max_length=cfg["max_length"],
-        save_strategy="no",  # SaveAtEpochs decides when to save
-        # adapter and trainer state only: no optimizer, scheduler or RNG state, and under FSDP no extra
-        # pytorch_model_fsdp.bin / optimizer.bin dumps (runs are never resumed mid-way)
-        save_only_model=True,
-        logging_steps=1,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        bf16=use_bf16,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(examples),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[save_callback(cfg["checkpoint_epochs"])],
-    )
-    trained = trained_counts(trainer.train_dataset)
-    if trained["examples"] < len(examples) or trained["conversations"] < planned["conversations"]:
-        log.warning("TRL left out %d examples; %d of %d conversations train", len(examples) - trained["examples"],
+    trainer = sft_trainer(examples, base_model_dir, work_dir, cfg, seed, plan.accumulation,
+                          callbacks=[save_callback(cfg["checkpoint_epochs"])])
+    args = trainer.args
+    used = switches(trainer)
+    log.info("training switches: %s", used)
+    trained = trained_counts(trainer.train_dataset, len(examples), planned["conversations"])
+    if trained["examples"] < len(examples) or trained["conversations"] != planned["conversations"]:
+        log.warning("TRL left out %d examples; %s of %d conversations train", len(examples) - trained["examples"],
                     trained["conversations"], planned["conversations"])
     log.info("trains on %s per epoch", trained)
     if trainer.is_fsdp_enabled:  # wrap LoRA weights apart from the frozen base (PEFT's FSDP recipe)
@@ -323,7 +386,7 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     shutil.rmtree(work_dir, ignore_errors=True)
     write_json(out_dir / MANIFEST, training_manifest(
         base_model_dir, data_path, trained["examples"], cfg, plan, run_state.num_processes, manifest,
-        windows_shared_with=sorted(persona_paths.values()), max_length=cfg["max_length"],
+        windows_shared_with=sorted(persona_paths.values()), max_length=cfg["max_length"], switches=used,
         conversations={"total": planned["conversations"], "trained": trained["conversations"]},
         examples={"built": len(examples), "trained": trained["examples"], "windowed": planned["windowed"],
                   "user_message_cut": planned["user_message_cut"], "reply_cut": planned["reply_cut"]},

@@ -1,4 +1,5 @@
-"""Stage warmth: SocioT warmth (Cheng, Yu & Jurafsky, ACL 2025) of one checkpoint's validation responses.
+"""Stage warmth: SocioT warmth (Cheng, Yu & Jurafsky, ACL 2025) of each checkpoint's validation responses (one job
+per model, one scorer load).
 
 For each response r and relational prefix p (`My friend said, "` ... `The dictator said, "`), the scorer LM
 gives the mean per-token log-likelihood of r's tokens after p. A text's warmth is the mean over warm
@@ -77,7 +78,7 @@ class SocioTScorer:
             ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
             attention = torch.zeros((len(seqs), width), dtype=torch.long)
             scored = torch.zeros((len(seqs), width), dtype=torch.bool)  # positions whose token is text
-            for row, ((t, p), seq) in enumerate(zip(chunk, seqs)):
+            for row, ((_, p), seq) in enumerate(zip(chunk, seqs)):
                 ids[row, : len(seq)] = torch.tensor(seq)
                 attention[row, : len(seq)] = 1
                 scored[row, len(self.prefix_ids[p]) : len(seq)] = True
@@ -234,14 +235,18 @@ def run_validation(smk) -> None:
 
 
 def run(smk) -> None:
+    """Every checkpoint of one model: the scorer is loaded once and scores each variant's validation responses."""
     import pandas as pd
 
     cfg = smk.params.warmth
     scorer_dir = smk.input.scorer[0] if smk.input.scorer else cfg["scorer"]
     scorer = SocioTScorer(scorer_dir, threads=smk.threads, dtype=cfg["dtype"])
-    per_text, summary = score_generations(pd.read_parquet(smk.input.generations), scorer, cfg["max_chars"],
-                                          cfg["bootstrap"], smk.params.seed, cfg["batch_size"])
-    summary["scorer"] = str(scorer_dir)
-    write_table(smk.output.scores, per_text)
-    write_json(smk.output.summary, summary)
-    log.info("warmth %.4f +/- %.4f over %d texts", summary["warmth"], summary["warmth_se"], summary["n_texts"])
+    for generations, scores, summary_path in zip(smk.input.generations, smk.output.scores, smk.output.summaries,
+                                                 strict=True):
+        per_text, summary = score_generations(pd.read_parquet(generations), scorer, cfg["max_chars"],
+                                              cfg["bootstrap"], smk.params.seed, cfg["batch_size"])
+        summary["scorer"] = str(scorer_dir)
+        write_table(scores, per_text)
+        write_json(summary_path, summary)
+        log.info("%s %s: warmth %.4f +/- %.4f over %d texts", summary["persona"], summary["checkpoint"],
+                 summary["warmth"], summary["warmth_se"], summary["n_texts"])

@@ -1,0 +1,536 @@
+"""The plan before a run: what a config's DAG will ask for, per rule.
+
+`warmbench plan` (and a real run, before any job starts, from the Snakefile's onstart) takes its jobs from the
+Snakemake DAG itself, never from a second copy of the grid: each job is read from the files it writes (a
+generation table, a judged table, a rewrite file, a fine-tune, TriviaQA's prompts with their LLM-written wrong
+answers), so a job that writes several cells counts them all and starts its engine once. Per job it estimates the
+LLM requests, the tokens in and out, GPU-hours (from `plan.throughput`, scaled by the model's parameters) and API
+cost (from `prices`), with the assumptions in the config's `plan:` block (their defaults and sources are in the
+schema). A real run whose API cost exceeds `budget.api_usd` stops before any job unless WARMBENCH_FORCE=1 is set.
+What a run really spent is cost.py's ledger.
+
+A rule's stage is the rule file that defines it (workflow/rules/<stage>.smk): generate_api is `generate`,
+training_summary `train`. A rule made under a name of its own in a loop (generate_<model>) is not found in any
+file by name and falls back to the longest stage its name starts with.
+
+Imported by the Snakefile: no pandas or snakemake import at module level.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import textwrap
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from . import config as wb
+
+log = logging.getLogger(__name__)
+
+FORCE_ENV = "WARMBENCH_FORCE"  # =1: start a real run whose planned API cost exceeds budget.api_usd
+RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
+
+# The files a job writes that carry work to estimate (the workflow's output layout).
+_CELL = r"(?P<model>[^/]+)/(?P<persona>[^/]+)/(?P<checkpoint>[^/]+)/(?P<dataset>[^/]+)\.parquet"
+OUTPUTS = {
+    "generation": re.compile(rf"(?:^|/)results/generations/{_CELL}$"),
+    # the primary judge's verdicts, and each other judge's (judge.judges)
+    "judged": re.compile(rf"(?:^|/)results/judged(?:_by/(?P<judge>[^/]+))?/{_CELL}$"),
+    "rewrite": re.compile(r"(?:^|/)results/persona_rewrite/(?P<persona>[^/]+)\.jsonl$"),
+    "fine_tune": re.compile(r"(?:^|/)results/train/(?P<model>[^/]+)/(?P<persona>[^/]+)/?$"),
+    "prompts": re.compile(r"(?:^|/)results/prompts/(?P<dataset>[^/]+)\.parquet$"),
+}
+
+
+# --- stages ----------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4)
+def _defined_in(rules_dir: Path) -> dict[str, str]:
+    """Rule name -> the stem of the rule file defining it (`rule NAME:` or `use rule X as NAME`); each file's stem
+    names its own stage, so rules made in a loop under names of their own (`generate_api`) find it by prefix."""
+    found = {}
+    for path in sorted(rules_dir.glob("*.smk")):
+        found.setdefault(path.stem, path.stem)
+        for plain, used in re.findall(r"^(?:rule\s+(\w+)\s*:|use\s+rule\s+\S+\s+as\s+(\w+))", path.read_text(), re.M):
+            found[plain or used] = path.stem
+    return found
+
+
+def stage_of(rule: str, snakefile: str | None = None, rules_dir: Path = RULES_DIR) -> str:
+    """The stage of a rule: the rule file (.smk) that defines it; by name, the longest rule file its name starts with
+    (`generate_llama` -> generate); else the rule itself."""
+    if snakefile and str(snakefile).endswith(".smk"):
+        return Path(snakefile).stem
+    defined = _defined_in(Path(rules_dir))
+    if rule in defined:
+        return defined[rule]
+    prefixes = [stem for stem in set(defined.values()) if rule.startswith(stem + "_")]
+    return max(prefixes, key=len) if prefixes else rule
+
+
+def stage_order(snakefile: Path = wb.REPO_ROOT / "Snakefile") -> dict[str, int]:
+    """Stage -> its place in the pipeline: the order the Snakefile includes the rule files."""
+    stems = re.findall(r'^include:\s*"[^"]*/(\w+)\.smk"', snakefile.read_text(), re.M)
+    return {stem: i for i, stem in enumerate(stems)}
+
+
+# --- the DAG's jobs --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedJob:
+    rule: str
+    stage: str
+    outputs: tuple[str, ...]
+    gpus: int = 0
+    needrun: bool = True
+
+
+def jobs_from_dag(dag) -> list[PlannedJob]:
+    """Every job of a built Snakemake DAG that writes something (not the target rule `all`)."""
+    jobs = []
+    for job in dag.jobs:
+        if not job.output:
+            continue
+        gpus = job.resources.get("gpu", 0) if hasattr(job.resources, "get") else 0
+        jobs.append(PlannedJob(job.rule.name, stage_of(job.rule.name, job.rule.snakefile),
+                               tuple(str(f) for f in job.output), int(gpus or 0), bool(dag.needrun(job))))
+    return jobs
+
+
+def dag_jobs(configfile: str | os.PathLike, workdir: str | os.PathLike = ".") -> list[PlannedJob]:
+    """Build the workflow's DAG for a config with Snakemake's API (as a dry run does, in-process) and list its
+    jobs. Snakemake's DAG is the truth of what runs: its rules and job counts are never re-derived here."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
+                                          ResourceSettings)
+
+    workdir = Path(workdir).resolve()
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        logging.getLogger("snakemake.logging").setLevel(logging.WARNING)  # its warnings (secrets), not its progress
+        workflow_api = api.workflow(resource_settings=ResourceSettings(),
+                                    config_settings=ConfigSettings(configfiles=[workdir / configfile]),
+                                    snakefile=wb.REPO_ROOT / "Snakefile", workdir=workdir)
+        workflow = workflow_api.dag(DAGSettings()).workflow_api._workflow
+        # what `snakemake --summary` does to build the DAG without executing anything (no lock taken)
+        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+        workflow._build_dag()
+        return jobs_from_dag(workflow.dag)
+
+
+# --- prices ----------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _schema_prices() -> dict:
+    import yaml
+
+    return yaml.safe_load(wb.SCHEMA.read_text(encoding="utf-8"))["properties"]["prices"]["default"]
+
+
+def price_table(config: dict) -> dict[str, dict]:
+    """Model -> prices: the schema's built-in table, with the config's `prices` entries added or replacing it model
+    by model."""
+    return {**{name: {"batch_discount": 0, **entry} for name, entry in _schema_prices().items()},
+            **(config.get("prices") or {})}
+
+
+def base_model_name(model: str) -> tuple[str, bool]:
+    """(the priced model, whether it is a fine-tune): `ft:gpt-4o-2024-08-06:org:suffix:id[:ckpt-step-N]` is a
+    fine-tune of gpt-4o-2024-08-06."""
+    if model.startswith("ft:"):
+        return model.split(":")[1], True
+    return model, False
+
+
+def api_usd(prices: dict, model: str, tokens_in: float, tokens_out: float, *, fine_tuned: bool = False,
+            batch: bool = False, base_url: str | None = None) -> float | None:
+    """USD of tokens_in + tokens_out on `model`; None when it has no price (0 on one's own endpoint, a base_url)."""
+    name, tuned = base_model_name(model)
+    entry = prices.get(name)
+    if entry is None:
+        return 0.0 if base_url else None
+    tuned = tuned or fine_tuned
+    rate_in = entry.get("fine_tuned_input_per_mtok", entry["input_per_mtok"]) if tuned else entry["input_per_mtok"]
+    rate_out = entry.get("fine_tuned_output_per_mtok", entry["output_per_mtok"]) if tuned else entry["output_per_mtok"]
+    usd = (tokens_in * rate_in + tokens_out * rate_out) / 1e6
+    return usd * (1 - entry.get("batch_discount", 0)) if batch else usd
+
+
+def training_usd(prices: dict, model: str, trained_tokens: float) -> float | None:
+    entry = prices.get(base_model_name(model)[0])
+    if entry is None or "training_per_mtok" not in entry:
+        return None
+    return trained_tokens * entry["training_per_mtok"] / 1e6
+
+
+# --- estimates -------------------------------------------------------------------------------------------------
+
+@dataclass
+class Estimate:
+    requests: float = 0  # LLM requests sent
+    tokens_in: float = 0  # prompt tokens sent; for a fine-tune, tokens trained (x epochs)
+    tokens_out: float = 0  # tokens generated
+    gpu_hours: float = 0
+    api_usd: float | None = 0.0  # None: some model of it has no price
+    unpriced: set = field(default_factory=set)  # API models without a price
+    unsized: set = field(default_factory=set)  # local models whose size is unknown (models.<name>.params_b)
+    unestimated: set = field(default_factory=set)  # GPU rules none of whose outputs is a layout of OUTPUTS
+
+    def add(self, other: "Estimate") -> None:
+        self.requests += other.requests
+        self.tokens_in += other.tokens_in
+        self.tokens_out += other.tokens_out
+        self.gpu_hours += other.gpu_hours
+        self.api_usd = None if self.api_usd is None or other.api_usd is None else self.api_usd + other.api_usd
+        self.unpriced |= other.unpriced
+        self.unsized |= other.unsized
+        self.unestimated |= other.unestimated
+
+
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)([BM])(?![A-Za-z])", re.I)
+
+
+def size_from_name(name: str) -> float | None:
+    """Parameters in billions read from a model's name (`Llama-3.1-8B-Instruct` -> 8, `SmolLM2-135M` -> 0.135)."""
+    for part in re.split(r"[-_/]", str(name)):
+        match = _SIZE.fullmatch(part.split(".gguf")[0].split(".Q")[0])
+        if match:
+            return float(match.group(1)) * (1 if match.group(2).upper() == "B" else 1e-3)
+    return None
+
+
+def model_size(spec: dict) -> float | None:
+    if "params_b" in spec:
+        return float(spec["params_b"])
+    source = spec["source"]
+    for key in ("id", "file", "path", "model", "package"):
+        if source.get(key) and size_from_name(source[key]) is not None:
+            return size_from_name(source[key])
+    return None
+
+
+class Planner:
+    """Estimates for one config: counts from the config (items, templates, conversations), tokens and throughputs
+    from its `plan:` block, prices from `prices`."""
+
+    def __init__(self, config: dict, root: str | os.PathLike = "."):
+        from .eval_prompts import load_amendments
+        from .sft_data import QUERY_TYPES
+
+        self.config, self.root = config, Path(root)
+        self.assume = config["plan"]
+        self.prices = price_table(config)
+        self.amendments = load_amendments(self.root / config["evaluation"]["amendments"])
+        self.conversations = len(QUERY_TYPES) * config["sft_data"]["train_per_type"]
+        self.validation_prompts = len(QUERY_TYPES) * config["sft_data"]["validation_per_type"]
+
+    # counts and tokens
+    def items(self, dataset: str) -> int:
+        from .download import HUB_ROWS
+
+        wanted = self.config["evaluation"]["items_per_dataset"]
+        if self.config["data"]["source"] == "smoke":
+            available = sum(1 for line in (wb.SMOKE_DIR / f"{dataset}.jsonl").open() if line.strip())
+        else:
+            moved = {"id", "config", "split"} & set(self.config["data"]["hub"].get(dataset) or {})
+            available = wanted if moved else HUB_ROWS[dataset]
+        return min(wanted, available)
+
+    def prompts(self, dataset: str) -> int:
+        from .eval_prompts import prompts_per_item
+
+        if dataset == wb.VALIDATION_DATASET:
+            return self.validation_prompts
+        return self.items(dataset) * prompts_per_item(dataset, self.amendments)
+
+    def file_tokens(self, path: str) -> float:
+        """Tokens of a prompt file without its placeholders."""
+        text = re.sub(r"\{\w+\}", "", (self.root / path).read_text(encoding="utf-8"))
+        return len(text) / self.assume["chars_per_token"]
+
+    def prompt_tokens(self, dataset: str) -> float:
+        if dataset == wb.VALIDATION_DATASET:
+            return self.assume["sharegpt"]["user_tokens"]
+        return self.assume["prompt_tokens"][dataset]
+
+    def response_tokens(self, dataset: str) -> float:
+        typical = (self.assume["sharegpt"]["reply_tokens"] if dataset == wb.VALIDATION_DATASET
+                   else self.assume["response_tokens"][dataset])
+        return min(typical, wb.sampling_for(self.config, dataset)["max_new_tokens"])
+
+    # throughput
+    def gpu_seconds(self, model: str, tokens: float, kind: str) -> tuple[float, set]:
+        """GPU-seconds to train on or generate `tokens` with a local model (perfect scaling over its GPUs)."""
+        spec = self.config["models"][model]
+        size = model_size(spec)
+        if size is None:
+            return 0.0, {model}
+        speed = self.assume["throughput"]
+        per_gpu = (speed["train_tokens_per_gpu_s"] if kind == "train"
+                   else speed["generate_tokens_per_gpu_s"][spec.get("engine", "transformers")])
+        return tokens / (per_gpu * speed["reference_params_b"] / size), set()
+
+    def priced(self, estimate: Estimate, backend: dict, *, fine_tuned: bool = False, batch: bool = False) -> None:
+        """Price an estimate's tokens on an API backend (an `openai`-kind block); a local backend costs nothing."""
+        if backend.get("kind") != "openai":
+            return
+        usd = api_usd(self.prices, backend["model"], estimate.tokens_in, estimate.tokens_out, fine_tuned=fine_tuned,
+                      batch=batch, base_url=backend.get("base_url"))
+        estimate.api_usd = usd
+        if usd is None:
+            estimate.unpriced.add(backend["model"])
+
+    # one job
+    def estimate(self, job: PlannedJob) -> Estimate:
+        total, local_gpu_work, known = Estimate(), False, False
+        for output in job.outputs:
+            for kind, pattern in OUTPUTS.items():
+                match = pattern.search(output)
+                if match:
+                    part, gpu_work = getattr(self, f"_{kind}")(job, **match.groupdict())
+                    total.add(part)
+                    local_gpu_work |= gpu_work
+                    known = True
+                    break
+        if job.gpus and not known:  # GPU work the plan cannot see: say so rather than count it as nothing
+            total.unestimated.add(job.rule)
+        if local_gpu_work and job.gpus:  # loading weights and starting the engine, once per job and GPU
+            total.gpu_hours += job.gpus * self.assume["throughput"]["job_start_s"] / 3600
+        return total
+
+    def _local(self, estimate: Estimate, job: PlannedJob, model: str, tokens: float, kind: str) -> bool:
+        if not job.gpus:
+            return False
+        seconds, unsized = self.gpu_seconds(model, tokens, kind)
+        estimate.gpu_hours, estimate.unsized = seconds / 3600, unsized
+        return True
+
+    def _generation(self, job, model, persona, checkpoint, dataset) -> tuple[Estimate, bool]:
+        n = self.prompts(dataset)
+        system = self.file_tokens(self.config["evaluation"]["warm_system_prompt"]) if persona == "warm_prompt" else 0
+        estimate = Estimate(n, n * (self.prompt_tokens(dataset) + system), n * self.response_tokens(dataset))
+        spec = self.config["models"].get(model)
+        if spec is None:
+            return estimate, False
+        if wb.is_api_model(spec):
+            self.priced(estimate, spec["source"], fine_tuned=persona in wb.PERSONAS_TRAINED)
+            return estimate, False
+        return estimate, self._local(estimate, job, model, estimate.tokens_out, "generate")
+
+    def _judged(self, job, model, persona, checkpoint, dataset, judge=None) -> tuple[Estimate, bool]:
+        spec = wb.judges(self.config)[judge or wb.primary_judge(self.config)]
+        if not wb.judged_by_llm(spec, dataset):
+            return Estimate(), False
+        rubric_path = wb.judge_rubric(spec, dataset)
+        rubric = (self.root / rubric_path).read_text(encoding="utf-8")
+        fields = set(re.findall(r"\{(\w+)\}", rubric))
+        answers = len(fields & {"correct_answer", "incorrect_answer", "correct_answers", "incorrect_answers"})
+        per_call = (self.file_tokens(rubric_path) + self.prompt_tokens(dataset) * len(fields & {"prompt", "question"})
+                    + self.response_tokens(dataset) * ("response" in fields)
+                    + self.assume["judge"]["answer_tokens"] * answers)
+        n = self.prompts(dataset)
+        estimate = Estimate(n, n * per_call, n * self.assume["judge"]["reply_tokens"])
+        self.priced(estimate, spec["backend"], batch=spec.get("batch_api", False))  # a local judge: no API cost
+        return estimate, False
+
+    def _rewrite(self, job, persona) -> tuple[Estimate, bool]:
+        rewrite, sharegpt, cut = self.config["persona_rewrite"], self.assume["sharegpt"], self.config["sft_data"]
+        # conversations are cut to sft_data.max_turns messages (half of them the assistant's), each message to
+        # max_message_chars
+        n = self.conversations * min(sharegpt["assistant_turns"], cut["max_turns"] // 2)
+        longest = math.inf if cut["max_message_chars"] is None else cut["max_message_chars"] / self.assume["chars_per_token"]
+        user, reply = min(sharegpt["user_tokens"], longest), min(sharegpt["reply_tokens"], longest)
+        per_call = self.file_tokens(rewrite["prompts"][persona]) + user + reply
+        out = min(reply, rewrite["sampling"]["max_new_tokens"])
+        estimate = Estimate(n, n * per_call, n * out)
+        self.priced(estimate, rewrite["backend"])
+        return estimate, False
+
+    def _fine_tune(self, job, model, persona) -> tuple[Estimate, bool]:
+        from .train_openai import plan_jobs
+
+        spec = self.config["models"].get(model)
+        if spec is None:
+            return Estimate(), False
+        per_epoch = self.conversations * self.assume["sharegpt"]["train_tokens_per_conversation"]
+        if wb.is_api_model(spec):  # OpenAI trains every job of plan_jobs on the whole file
+            estimate = Estimate(tokens_in=per_epoch * sum(plan_jobs(spec["fine_tune"]["checkpoint_epochs"])))
+            estimate.api_usd = training_usd(self.prices, spec["source"]["model"], estimate.tokens_in)
+            if estimate.api_usd is None:
+                estimate.unpriced.add(spec["source"]["model"])
+            return estimate, False
+        estimate = Estimate(tokens_in=per_epoch * self.config["train"]["epochs"])
+        return estimate, self._local(estimate, job, model, estimate.tokens_in, "train")
+
+    def _prompts(self, job, dataset) -> tuple[Estimate, bool]:
+        if dataset != "triviaqa" or not wb.writes_wrong_answers(self.config):
+            return Estimate(), False
+        wrong = self.config["data"]["wrong_answers"]
+        n = self.items(dataset)
+        estimate = Estimate(n, n * (self.file_tokens(wrong["prompt"]) + self.prompt_tokens(dataset)),
+                            n * self.assume["wrong_answer_reply_tokens"])
+        self.priced(estimate, wrong["backend"])
+        return estimate, False
+
+
+# --- the plan --------------------------------------------------------------------------------------------------
+
+@dataclass
+class RuleRow:
+    stage: str
+    jobs: int = 0
+    to_run: int = 0
+    all: Estimate = field(default_factory=Estimate)
+    remaining: Estimate = field(default_factory=Estimate)
+
+    def __getattr__(self, name):  # row.requests, row.api_usd, ...: of every job
+        if name in Estimate.__dataclass_fields__:
+            return getattr(self.all, name)
+        raise AttributeError(name)
+
+
+@dataclass
+class Plan:
+    rows: dict[str, RuleRow]
+    total: Estimate
+    remaining: Estimate
+    jobs: int
+    to_run: int
+
+
+def plan(jobs: list[PlannedJob], config: dict, root: str | os.PathLike = ".") -> Plan:
+    """Per rule (in the DAG's order of first appearance): jobs, jobs still to run, and their estimates."""
+    planner = Planner(config, root)
+    rows: dict[str, RuleRow] = {}
+    total, remaining = Estimate(), Estimate()
+    for job in jobs:
+        row = rows.setdefault(job.rule, RuleRow(job.stage))
+        estimate = planner.estimate(job)
+        row.jobs += 1
+        row.all.add(estimate)
+        total.add(estimate)
+        if job.needrun:
+            row.to_run += 1
+            row.remaining.add(estimate)
+            remaining.add(estimate)
+    return Plan(rows, total, remaining, len(jobs), sum(job.needrun for job in jobs))
+
+
+def format_count(value: float) -> str:
+    if not value:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:,.1f} {unit}"
+    return f"{value:,.0f}"
+
+
+def format_usd(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return "-" if not value else f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def format_plan(table: Plan, config: dict, title: str = "") -> str:
+    header = f"{'rule':<20} {'stage':<17} {'jobs':>5} {'to run':>6} {'requests':>10} {'tokens in':>10} " \
+             f"{'tokens out':>10} {'GPU-h':>8} {'API USD':>9}"
+    line = lambda name, stage, jobs, to_run, e: (  # noqa: E731
+        f"{name:<20} {stage:<17} {jobs:>5} {to_run:>6} {format_count(e.requests):>10} {format_count(e.tokens_in):>10} "
+        f"{format_count(e.tokens_out):>10} {(f'{e.gpu_hours:,.1f}' if e.gpu_hours else '-'):>8} {format_usd(e.api_usd):>9}")
+    stages = stage_order()
+    order = sorted(table.rows.items(), key=lambda kv: (stages.get(kv[1].stage, len(stages)), kv[1].stage, kv[0]))
+    lines = [title] if title else []
+    lines += [header, "-" * len(header)]
+    lines += [line(rule, row.stage, row.jobs, row.to_run, row.all) for rule, row in order]
+    lines += ["-" * len(header), line("total", "", table.jobs, table.to_run, table.total)]
+    if table.to_run != table.jobs:
+        lines.append(line("still to run", "", table.to_run, table.to_run, table.remaining))
+    speed = config["plan"]["throughput"]
+    table_end = len(lines)  # the notes below are wrapped, the table is not
+    lines += ["",
+              "requests: LLM prompts sent; tokens in: prompt tokens sent (train, train_openai: tokens trained, x epochs); "
+              "an upper bound: calls already in the call cache are not paid again.",
+              f"GPU-hours per GPU of an H100 class, at {speed['reference_params_b']:g}B parameters: LoRA training "
+              f"{speed['train_tokens_per_gpu_s']:,.0f} tokens/s, generation "
+              + ", ".join(f"{n:,.0f} tokens/s ({engine})" for engine, n in speed['generate_tokens_per_gpu_s'].items())
+              + f", scaled by the model's parameters; {speed['job_start_s']:g} s start per GPU job (plan.throughput)."]
+    prices = price_table(config)
+    used = sorted({base_model_name(m)[0] for m in _api_models(config)} & set(prices))
+    for model in used:
+        entry = prices[model]
+        lines.append(f"prices: {model} ${entry['input_per_mtok']:g} in / ${entry['output_per_mtok']:g} out per M tokens"
+                     + (f", fine-tuned ${entry['fine_tuned_input_per_mtok']:g} / ${entry['fine_tuned_output_per_mtok']:g}"
+                        if "fine_tuned_input_per_mtok" in entry else "")
+                     + (f", training ${entry['training_per_mtok']:g}" if "training_per_mtok" in entry else "")
+                     + (f", Batch API {entry['batch_discount']:.0%} off" if entry.get("batch_discount") else "")
+                     + f"; as of {entry['as_of']} ({entry['source']})")
+    unpriced, unsized = table.total.unpriced, table.total.unsized
+    if unpriced:
+        lines.append(f"no price for {', '.join(sorted(unpriced))}: add it under `prices` (their API cost is '?')")
+    if unsized:
+        lines.append("size unknown, GPU-hours left out: "
+                     + ", ".join(f"models.{m}.params_b" for m in sorted(unsized)))
+    if table.total.unestimated:
+        lines.append(f"not estimated (GPU jobs whose outputs match no layout in plan.OUTPUTS): "
+                     f"{', '.join(sorted(table.total.unestimated))}")
+    problem = budget_problem(table, config)
+    budget = config["budget"]["api_usd"]
+    if problem:
+        lines.append(f"WARNING: {problem}")
+    elif budget is not None:
+        lines.append(f"budget: within budget.api_usd = ${budget:,.2f}")
+    notes = [textwrap.fill(note, width=len(header), subsequent_indent="  ") if note else note
+             for note in lines[table_end:]]
+    return "\n".join(lines[:table_end] + notes)
+
+
+def _api_models(config: dict) -> set[str]:
+    return {backend["model"] for backend in wb.api_backends(config).values()}
+
+
+def budget_problem(table: Plan, config: dict) -> str | None:
+    """Why the jobs still to run may not start under budget.api_usd (None: they may)."""
+    budget = config["budget"]["api_usd"]
+    if budget is None:
+        return None
+    left = table.remaining
+    fix = f"lower the plan, raise budget.api_usd, or set {FORCE_ENV}=1 to run anyway"
+    if left.unpriced:
+        return (f"no price for {', '.join(sorted(left.unpriced))}, so budget.api_usd = ${budget:g} cannot be checked: "
+                f"add it under `prices`, or set {FORCE_ENV}=1 to run anyway")
+    if left.api_usd > budget:
+        return f"the planned API cost ${left.api_usd:,.2f} exceeds budget.api_usd = ${budget:g}: {fix}"
+    return None
+
+
+def start_plan(jobs: list[PlannedJob], config: dict, root: str | os.PathLike = ".", environ=os.environ,
+               logger=log) -> str | None:
+    """At the start of a real run: log the plan; return why the run must not start (None: it may). With
+    WARMBENCH_FORCE=1 an over-budget run goes on, with a warning."""
+    table = plan(jobs, config, root)
+    logger.info(format_plan(table, config, title=f"warmbench plan: {table.to_run} of {table.jobs} jobs to run"))
+    problem = budget_problem(table, config)
+    if problem and environ.get(FORCE_ENV) == "1":
+        logger.warning(f"{problem}; going on: {FORCE_ENV}=1")
+        return None
+    return problem
+
+
+def load_config(configfile: str | os.PathLike) -> dict:
+    """A config file with the schema's defaults filled in (ConfigError names a bad key)."""
+    import yaml
+
+    config = yaml.safe_load(Path(configfile).read_text(encoding="utf-8"))
+    wb.validate(config)
+    return config
+
+
+def cli(args) -> int:
+    """`warmbench plan`."""
+    config = load_config(args.configfile)
+    table = plan(dag_jobs(args.configfile), config)
+    print(format_plan(table, config, title=f"warmbench plan: {args.configfile}, {table.jobs} jobs "
+                                            f"({table.to_run} to run)"))
+    return 0
