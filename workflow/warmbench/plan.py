@@ -37,7 +37,8 @@ RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 _CELL = r"(?P<model>[^/]+)/(?P<persona>[^/]+)/(?P<checkpoint>[^/]+)/(?P<dataset>[^/]+)\.parquet"
 OUTPUTS = {
     "generation": re.compile(rf"(?:^|/)results/generations/{_CELL}$"),
-    "judged": re.compile(rf"(?:^|/)results/judged/{_CELL}$"),
+    # the primary judge's verdicts, and each other judge's (judge.judges)
+    "judged": re.compile(rf"(?:^|/)results/judged(?:_by/(?P<judge>[^/]+))?/{_CELL}$"),
     "rewrite": re.compile(r"(?:^|/)results/persona_rewrite/(?P<persona>[^/]+)\.jsonl$"),
     "fine_tune": re.compile(r"(?:^|/)results/train/(?P<model>[^/]+)/(?P<persona>[^/]+)/?$"),
     "prompts": re.compile(r"(?:^|/)results/prompts/(?P<dataset>[^/]+)\.parquet$"),
@@ -318,10 +319,11 @@ class Planner:
             return estimate, False
         return estimate, self._local(estimate, job, model, estimate.tokens_out, "generate")
 
-    def _judged(self, job, model, persona, checkpoint, dataset) -> tuple[Estimate, bool]:
-        if not wb.judged_by_llm(self.config, dataset):
+    def _judged(self, job, model, persona, checkpoint, dataset, judge=None) -> tuple[Estimate, bool]:
+        spec = wb.judges(self.config)[judge or wb.primary_judge(self.config)]
+        if not wb.judged_by_llm(spec, dataset):
             return Estimate(), False
-        rubric_path = wb.judge_rubric(self.config, dataset)
+        rubric_path = wb.judge_rubric(spec, dataset)
         rubric = (self.root / rubric_path).read_text(encoding="utf-8")
         fields = set(re.findall(r"\{(\w+)\}", rubric))
         answers = len(fields & {"correct_answer", "incorrect_answer", "correct_answers", "incorrect_answers"})
@@ -330,7 +332,7 @@ class Planner:
                     + self.assume["judge"]["answer_tokens"] * answers)
         n = self.prompts(dataset)
         estimate = Estimate(n, n * per_call, n * self.assume["judge"]["reply_tokens"])
-        self.priced(estimate, self.config["judge"]["backend"], batch=self.config["judge"].get("batch_api", False))
+        self.priced(estimate, spec["backend"], batch=spec.get("batch_api", False))  # a local judge: no API cost
         return estimate, False
 
     def _rewrite(self, job, persona) -> tuple[Estimate, bool]:
