@@ -434,10 +434,11 @@ def format_usd(value: float | None) -> str:
 
 
 def format_plan(table: Plan, config: dict, title: str = "") -> str:
-    header = f"{'rule':<20} {'stage':<17} {'jobs':>5} {'to run':>6} {'requests':>10} {'tokens in':>10} " \
+    width = max([len("still to run"), *map(len, table.rows)])  # rules made in a loop have long names
+    header = f"{'rule':<{width}} {'stage':<17} {'jobs':>5} {'to run':>6} {'requests':>10} {'tokens in':>10} " \
              f"{'tokens out':>10} {'GPU-h':>8} {'API USD':>9}"
     line = lambda name, stage, jobs, to_run, e: (  # noqa: E731
-        f"{name:<20} {stage:<17} {jobs:>5} {to_run:>6} {format_count(e.requests):>10} {format_count(e.tokens_in):>10} "
+        f"{name:<{width}} {stage:<17} {jobs:>5} {to_run:>6} {format_count(e.requests):>10} {format_count(e.tokens_in):>10} "
         f"{format_count(e.tokens_out):>10} {(f'{e.gpu_hours:,.1f}' if e.gpu_hours else '-'):>8} {format_usd(e.api_usd):>9}")
     stages = stage_order()
     order = sorted(table.rows.items(), key=lambda kv: (stages.get(kv[1].stage, len(stages)), kv[1].stage, kv[0]))
