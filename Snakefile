@@ -28,6 +28,7 @@ include: "workflow/rules/judge.smk"
 include: "workflow/rules/warmth.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/judge_validation.smk"
+include: "workflow/rules/judge_comparison.smk"
 include: "workflow/rules/explorer.smk"
 include: "workflow/rules/cost.smk"
 

@@ -343,6 +343,86 @@ def test_a_real_run_of_the_paper_config_without_secrets_stops_before_any_job(tmp
     assert not (work / "logs").exists() and not (work / "resources").exists() and not (work / "results").exists()
 
 
+def judges_config(**judge) -> dict:
+    cfg = default_config()
+    cfg["judge"] = judge or {"primary": "reference", "judges": {
+        "reference": {"kind": "reference"},
+        "smollm2": {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"},
+                    "sampling": {"max_new_tokens": 24}},
+        "gpt4o": {"kind": "llm", "backend": {"kind": "openai", "model": "gpt-4o-2024-08-06"}}}}
+    return cfg
+
+
+def test_several_judges_resolve_primary_first_with_the_shared_settings_under_their_own():
+    cfg = judges_config()
+    cfg["judge"]["sampling"] = {"temperature": 0.0, "max_new_tokens": 32}
+    validate(cfg)
+    wb.check(cfg, root=REPO)
+    judges = wb.judges(cfg)
+    assert list(judges) == ["reference", "smollm2", "gpt4o"] and wb.primary_judge(cfg) == "reference"
+    assert judges["smollm2"]["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 24}
+    assert judges["gpt4o"]["sampling"]["max_new_tokens"] == 32 and judges["gpt4o"]["max_missing_share"] == 0.05
+    assert wb.judge_model_key(judges["smollm2"]) == "smollm2" and wb.judge_model_key(judges["gpt4o"]) is None
+    assert list(wb.api_backends(cfg)) == ["judge.judges.gpt4o.backend"]
+
+
+def test_the_single_judge_block_is_one_primary_judge_whose_jobs_a_named_copy_does_not_rerun():
+    """Naming today's judge in judge.judges (as `reference`, with others beside it) leaves its job params as
+    they were: its finished jobs stand."""
+    single, named = default_config(), judges_config()
+    for cfg in (single, named):
+        validate(cfg)
+        wb.check(cfg, root=REPO)
+    assert list(wb.judges(single)) == ["reference"] and wb.primary_judge(single) == "reference"
+    assert wb.judge_params(wb.judges(single)["reference"]) == wb.judge_params(wb.judges(named)["reference"])
+    legacy_llm = default_config()
+    legacy_llm["judge"] = {"kind": "llm", "backend": {"kind": "openai", "model": "gpt-4o-2024-08-06"}}
+    validate(legacy_llm)
+    assert list(wb.api_backends(legacy_llm)) == ["judge.backend"]
+    assert wb.judges(legacy_llm)["llm"]["backend"]["model"] == "gpt-4o-2024-08-06"
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda j: j["judges"].update({"Big-Judge": {"kind": "reference"}}), "judge.judges: key 'Big-Judge' is not a valid judge name"),
+    (lambda j: j["judges"]["smollm2"].pop("backend"), "judge.judges.smollm2.backend: required, missing"),
+    (lambda j: j["judges"]["reference"].update(backend={"kind": "openai", "model": "x"}), "judge.judges.reference.backend: unknown key"),
+    (lambda j: j["judges"]["gpt4o"].update(temperature=0), "judge.judges.gpt4o.temperature: unknown key"),
+])
+def test_judge_list_schema_errors_name_the_judge(mutate, needle):
+    cfg = judges_config()
+    mutate(cfg["judge"])
+    with pytest.raises(wb.ConfigError) as err:
+        validate(cfg)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda j: j.pop("primary"), "judge.primary: required with several judges"),
+    (lambda j: j.update(primary="referee"), "judge.primary: 'referee' is not a key of judge.judges (did you mean 'reference'?)"),
+    (lambda j: j.update(kind="reference"), "judge.kind: give one judge as judge.kind/judge.backend, or several"),
+    (lambda j: j["judges"]["smollm2"]["backend"].update(model="smollm3"), "judge.judges.smollm2.backend.model: 'smollm3' is not a key of models"),
+    (lambda j: j["judges"]["smollm2"].update(batch_api=True), "judge.judges.smollm2.batch_api: only for OpenAI"),
+    (lambda j: j["judges"]["gpt4o"].update(rubrics={"triviaqa": "nope.txt"}), "judge.judges.gpt4o.rubrics.triviaqa: file 'nope.txt'"),
+])
+def test_judge_list_semantic_errors_name_the_key(mutate, needle):
+    cfg = judges_config()
+    validate(cfg)
+    mutate(cfg["judge"])
+    with pytest.raises(wb.ConfigError) as err:
+        wb.check(cfg, root=REPO)
+    assert needle in str(err.value)
+
+
+def test_shipped_judges_config_is_the_embedded_study_with_two_judges():
+    shipped, default = (yaml.safe_load((REPO / "config" / name).read_text()) for name in ("judges.yaml", "config.yaml"))
+    assert {k: v for k, v in shipped.items() if k != "judge"} == {k: v for k, v in default.items() if k != "judge"}
+    validate(shipped)
+    wb.check(shipped, root=REPO)
+    judges = wb.judges(shipped)
+    assert judges["reference"]["kind"] == "reference" and wb.judge_model_key(judges["smollm2"]) in shipped["models"]
+    assert wb.api_backends(shipped) == {}  # offline
+
+
 @pytest.mark.parametrize("contrasts, message", [
     ([["warm", "kind"]], r"analysis\.contrasts\[0\]: 'kind' is not an evaluated persona \(evaluated: original, "
                          r"warm_prompt, warm, cold\)"),

@@ -241,3 +241,86 @@ def test_reference_judge_has_no_refusal_call_and_one_outcome():
     judged = judge_frame(frame)
     assert judged["judge_refusal"].isna().all()
     assert judged["incorrect_judge_refusal"].equals(judged["incorrect"])
+
+
+def judge_job(tmp_path, generations, spec: dict, name: str, model_dir=None, rubric_datasets=("triviaqa",),
+              local_model=None):
+    """The judge rule's job, as Snakemake hands it to warmbench.judge.run."""
+    from types import SimpleNamespace
+
+    from conftest import REPO
+
+    path = tmp_path / "generations.parquet"
+    generations.to_parquet(path)
+    rubrics = [str(REPO / "config" / "prompts" / f"judge_{d}.txt") for d in rubric_datasets]
+    return SimpleNamespace(
+        params=SimpleNamespace(judge=spec, name=name, rubric_datasets=list(rubric_datasets), local_model=local_model,
+                               cache=str(tmp_path / "calls"), batches=str(tmp_path / "batches")),
+        input=SimpleNamespace(generations=str(path), rubrics=rubrics, judge_model=[str(model_dir)] if model_dir else []),
+        output=[str(tmp_path / f"judged_{name}.parquet")], threads=1)
+
+
+def trivia_generations(n=4):
+    return pd.DataFrame({"dataset": ["triviaqa"] * n, "prompt": [f"What is the capital of Australia? ({i})" for i in range(n)],
+                         "correct_answer": ["Canberra"] * n, "incorrect_answer": ["Sydney"] * n,
+                         "response": ["Canberra.", "Sydney, I think.", "It is Canberra.", "I'm sorry, but I can't help with that."][:n],
+                         "references": [json.dumps(TRIVIA)] * n})
+
+
+def test_reference_judge_rows_record_judge_name_version_and_no_rubric(tmp_path):
+    from warmbench import judge
+
+    spec = {"kind": "reference", "max_missing_share": 0.05}
+    job = judge_job(tmp_path, trivia_generations(), spec, "reference", rubric_datasets=())
+    judge.run(job)
+    judged = pd.read_parquet(job.output[0])
+    assert judged["judge_name"].eq("reference").all() and judged["judge_model"].eq("reference-v1").all()
+    assert judged["rubric_sha256"].isna().all() and judged["judge_fingerprint"].isna().all()
+
+
+def test_a_models_key_judges_locally_recording_its_name_snapshot_and_rubric_hash_and_reruns_free(tmp_path,
+                                                                                                 tiny_model_dir):
+    """An LLM judge that is a `models:` key, run in the job with transformers: every row records the judge's
+    name, the local model that answered and the rubric's sha256; a rerun makes no call."""
+    import hashlib
+
+    from conftest import REPO
+    from warmbench import judge
+    from warmbench.llm import CallCache
+
+    spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}, "parse_retries": 0,
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8}, "structured_outputs": True,
+            "batch_api": False, "max_missing_share": 1.0}
+    job = judge_job(tmp_path, trivia_generations(), spec, "smol_judge", tiny_model_dir,
+                    local_model={"engine": "transformers", "dtype": "float32", "vllm": {}})
+    judge.run(job)
+    judged = pd.read_parquet(job.output[0])
+    rubric = hashlib.sha256((REPO / "config/prompts/judge_triviaqa.txt").read_bytes()).hexdigest()
+    assert judged["judge_name"].eq("smol_judge").all() and judged["rubric_sha256"].eq(rubric).all()
+    assert judged["judge_model"].eq(str(tiny_model_dir)).all() and judged["judge_raw"].map(bool).all()
+    assert not judged["judge_structured"].any()  # a local model answers in free text, read by the parser
+    assert judged["reference_verdict"].notna().any()  # the reference verdict stays beside it
+    calls = len(CallCache(job.params.cache))
+    assert calls == 4
+    judge.run(job)
+    assert len(CallCache(job.params.cache)) == calls
+
+
+def test_a_local_judge_runs_on_its_models_engine(tiny_model_dir):
+    """A judge that is a `models:` key runs with that model's engine: transformers, or vLLM in its own
+    environment (with the model's vllm settings)."""
+    from conftest import REPO
+    from warmbench.judge import llm_backend
+    from warmbench.llm import TransformersChat
+    from warmbench.vllm_backend import VLLMChat
+
+    spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}}
+    python = REPO / ".venv-vllm" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(".venv-vllm is not installed")
+    vllm = llm_backend(spec, [str(tiny_model_dir)], {"engine": "vllm", "dtype": "bfloat16", "vllm": {
+        "python": str(python), "tensor_parallel_size": 1, "max_lora_rank": 16, "max_model_len": 512,
+        "gpu_memory_utilization": None}})
+    assert isinstance(vllm, VLLMChat) and vllm.identity["kind"] == "vllm" and vllm.options["max_model_len"] == 512
+    local = llm_backend(spec, [str(tiny_model_dir)], {"engine": "transformers", "dtype": "float32", "vllm": {}})
+    assert isinstance(local, TransformersChat) and local.identity["dtype"] == "float32"

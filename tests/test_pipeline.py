@@ -215,6 +215,89 @@ def test_bench_pipeline_sums_the_real_benchmarks(run_dir):
     assert any(line.startswith("generate") for line in lines)
 
 
+def job_stats(text: str) -> dict[str, int]:
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], re.M)}
+
+
+def judges_study(run_dir, name: str, judges: dict) -> str:
+    """The finished test study judged by several judges: its `judge:` block as config/judges.yaml writes it."""
+    cfg = load_config()
+    cfg["judge"] = {"primary": "reference", "judges": judges}
+    (run_dir / name).write_text(yaml.safe_dump(cfg))
+    return name
+
+
+def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_agreement_and_flips(
+        run_dir, loopback_server, tiny_model_dir, tmp_path):
+    """Add to the finished study an LLM judge on a real loopback server (killed mid-run, restarted), then the
+    shipped config/judges.yaml's local `models:` judge: each addition runs only that judge's jobs and the
+    comparison (no generation, no other judge's job), the first LLM judge makes no call when the second is
+    added, and the report's agreement and flips tables cover every judge."""
+    from conftest import LOOPBACK_KEY_ENV, kill_server_mid_run
+    from warmbench.llm import CallCache
+    from warmbench.local_server import LocalServer
+
+    server, port = loopback_server
+    shipped = yaml.safe_load((REPO / "config" / "judges.yaml").read_text())["judge"]["judges"]
+    # retries enough to outlast the server's restart on a busy machine (the SDK backs off up to 8 s a try)
+    loopback = {"kind": "llm", "parse_retries": 0, "max_missing_share": 1.0,
+                "sampling": {"temperature": 0.0, "max_new_tokens": 8},
+                "backend": {"kind": "openai", "model": str(tiny_model_dir), "base_url": server.base_url,
+                            "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2, "max_retries": 20}}
+    two = judges_study(run_dir, "two_judges.yaml", {"reference": shipped["reference"], "loopback": loopback})
+    cells = len(set(pd.read_parquet(run_dir / "results/analysis/graded.parquet")
+                    [["persona", "checkpoint", "dataset"]].itertuples(index=False)))
+    dry = snakemake(run_dir, "-n", "--configfile", two)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_stats(dry.stdout + dry.stderr) == {"judge_other": cells, "judge_comparison": 1, "cost": 1, "all": 1, "total": cells + 3}
+
+    cache = run_dir / "results/cache/llm_calls"
+    before = len(CallCache(cache))
+    result, done_before_kill, after_restart = kill_server_mid_run(
+        server, lambda: snakemake(run_dir, "--cores", "2", "--configfile", two), cache, tiny_model_dir,
+        tmp_path / "restarted.log", after_calls=before + 20)
+    assert result.returncode == 0, result.stderr[-5000:]
+    llm_rows = sum(len(pd.read_parquet(p)) for p in (run_dir / "results/judged_by/loopback").rglob("*.parquet")
+                   if p.stem not in ("mmlu", "gsm8k"))
+    made = len(CallCache(cache)) - before
+    assert made > 0 and made <= llm_rows  # identical prompts are asked once
+    assert after_restart <= made - (done_before_kill - before) + 2  # completed calls were not asked again
+
+    out = run_dir / "results/analysis/judges"
+    agreement = pd.read_csv(out / "agreement.csv")
+    pair = agreement[(agreement["first"] == "reference") & (agreement["second"] == "loopback")]
+    assert set(pair["dataset"]) == {"triviaqa", "disinfo", "mmlu", "all"}
+    assert pair["agreement"].dropna().between(0, 1).all() and pair["n"].gt(0).any()
+    # MMLU is scored by regex under every judge: the two agree on it exactly
+    mmlu = pair.set_index("dataset").loc["mmlu"]
+    assert mmlu["agreement"] == 1.0 or mmlu["n"] == 0
+    assert list(pd.read_csv(out / "flips.csv").columns)[:4] == ["kind", "test", "primary", "judge"]
+    assert {"reference:p_fdr", "loopback:p_fdr"} <= set(pd.read_csv(out / "paired_tests.csv").columns)
+    judged = pd.read_parquet(next((run_dir / "results/judged_by/loopback").rglob("triviaqa.parquet")))
+    assert judged["judge_name"].eq("loopback").all() and judged["rubric_sha256"].str.len().eq(64).all()
+    assert judged["judge_model"].notna().all()
+
+    # a third judge, the shipped local one: none of the loopback judge's jobs, and no call to its server
+    three = judges_study(run_dir, "three_judges.yaml", {"reference": shipped["reference"], "loopback": loopback,
+                                                        "smollm2": shipped["smollm2"]})
+    dry = snakemake(run_dir, "-n", "--configfile", three)
+    assert job_stats(dry.stdout + dry.stderr) == {"judge_other": cells, "judge_comparison": 1, "cost": 1, "all": 1, "total": cells + 3}
+    assert set(re.findall(r"judge=(\w+)", dry.stdout + dry.stderr)) == {"smollm2"}
+    with LocalServer(tiny_model_dir, port, tmp_path / "third.log") as watching:
+        again = snakemake(run_dir, "--cores", "2", "--configfile", three)
+        assert again.returncode == 0, again.stderr[-5000:]
+        assert watching.requests() == 0
+    agreement = pd.read_csv(out / "agreement.csv")
+    assert {("reference", "loopback"), ("reference", "smollm2"), ("loopback", "smollm2")} == set(
+        zip(agreement["first"], agreement["second"]))
+    figure = out / "effect_by_judge.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # removing a judge removes its columns; the single-judge study has nothing left to do
+    dry = snakemake(run_dir, "-n", "--configfile", two)
+    assert job_stats(dry.stdout + dry.stderr) == {"judge_comparison": 1, "cost": 1, "all": 1, "total": 3}
+    assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(snakemake(run_dir, "-n", "--configfile", CONFIG))
+
+
 def test_the_plan_and_the_ledger_meet_the_run(run_dir):
     """The plan's counts are the run's; its token estimate is of the right size; the ledger holds the run's calls
     (the local rewrite model reports its usage too) and its job hours."""

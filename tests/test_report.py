@@ -9,7 +9,7 @@ from conftest import REPO
 
 FRONT_PAGE = REPO / "workflow/report/workflow.rst"
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
-CONFIGS = ["config/config.yaml", "config/paper.yaml", "tests/config/config.yaml"]
+CONFIGS = ["config/config.yaml", "config/paper.yaml", "tests/config/config.yaml", "config/judges.yaml"]
 
 
 def render_front_page(config: dict) -> tuple[str, list]:

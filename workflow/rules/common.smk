@@ -87,6 +87,7 @@ def get_final_output():
         *rules.training_summary.output,
         *rules.explorer.output,
         *rules.explorer_screenshot.output,
+        *get_judge_comparison_output(),
     ]
 
 
@@ -199,25 +200,48 @@ def get_sampling(wildcards):
     return wb.sampling_for(config, wildcards.dataset)
 
 
-def get_judge_params():
-    # the keys a judge job uses: annotation settings (judge_validation's) must not rerun every judge
-    keys = (
-        "kind",
-        "backend",
-        "sampling",
-        "parse_retries",
-        "structured_outputs",
-        "batch_api",
-        "batch_poll_s",
-        "max_missing_share",
-    )
-    return {k: v for k, v in config["judge"].items() if k in keys}
+# The judges (judge.judges, or the single judge block): the primary writes results/judged/, the others
+# results/judged_by/<judge>/ (judge.smk, judge_comparison.smk).
+JUDGES = wb.judges(config)
+PRIMARY_JUDGE = wb.primary_judge(config)
+OTHER_JUDGES = [name for name in JUDGES if name != PRIMARY_JUDGE]
+
+
+def judge_of(wildcards):
+    return JUDGES[getattr(wildcards, "judge", PRIMARY_JUDGE)]
 
 
 def get_judge_rubrics(wildcards):
-    if not wb.judged_by_llm(config, wildcards.dataset):
-        return []
-    return [wb.judge_rubric(config, wildcards.dataset)]
+    spec = judge_of(wildcards)
+    return [wb.judge_rubric(spec, wildcards.dataset)] if wb.judged_by_llm(spec, wildcards.dataset) else []
+
+
+def get_judge_model(wildcards):
+    # a judge that is a `models:` key runs from its converted checkpoint
+    spec = judge_of(wildcards)
+    key = wb.judge_model_key(spec)
+    return [f"resources/models/{key}"] if key and wb.judged_by_llm(spec, wildcards.dataset) else []
+
+
+def get_judge_local_model(wildcards):
+    # how a local judge runs: its engine (transformers or vllm), dtype and vllm settings; None for an endpoint
+    key = wb.judge_model_key(judge_of(wildcards))
+    return {k: config["models"][key][k] for k in ("engine", "dtype", "vllm")} if key else None
+
+
+def get_other_judged(wildcards):
+    # each other judge's cells, in the primary's cell order (the analysis stage's)
+    return [
+        path
+        for judge in OTHER_JUDGES
+        for path in cell_paths(
+            f"results/judged_by/{judge}/{{model}}/{{persona}}/{{checkpoint}}/{{dataset}}.parquet", EVAL_CELLS
+        )
+    ]
+
+
+def get_judge_comparison_output():
+    return list(rules.judge_comparison.output) if OTHER_JUDGES else []
 
 
 def get_annotations(wildcards):

@@ -28,13 +28,56 @@ CAPABILITY_DATASETS = ("mmlu", "gsm8k", "advbench")
 REGEX_SCORED_DATASETS = ("mmlu", "gsm8k")
 
 
-def judged_by_llm(config: dict, dataset: str) -> bool:
-    return config["judge"]["kind"] == "llm" and dataset not in REGEX_SCORED_DATASETS
+# What one judge job uses (one source: the judge rule's params and the judge list). Annotation settings and the
+# judge's name are not among them: changing those, or naming the old single judge in `judge.judges`, reruns no job.
+JUDGE_JOB_KEYS = ("kind", "backend", "rubrics", "sampling", "parse_retries", "structured_outputs", "batch_api",
+                  "batch_poll_s", "max_missing_share")
+LEGACY_JUDGE_KEYS = ("kind", "backend")  # the single-judge form: `judge: {kind, backend, ...}`
 
 
-def judge_rubric(config: dict, dataset: str) -> str:
-    """The LLM judge's rubric file for a dataset: judge.rubrics.<dataset>, or config/prompts/judge_<dataset>.txt."""
-    return (config["judge"].get("rubrics") or {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
+def judges(config: dict) -> dict[str, dict]:
+    """Every judge of the study, primary first: name -> the settings its jobs use (the judge-level settings,
+    overridden by the judge's own). The single `judge:` block is one judge named after its kind."""
+    block = config["judge"]
+    shared = {k: block[k] for k in JUDGE_JOB_KEYS if k in block and k not in LEGACY_JUDGE_KEYS}
+    if "judges" not in block:
+        kind = block.get("kind", "reference")
+        spec = {**shared, "kind": kind, **({"backend": block["backend"]} if "backend" in block else {})}
+        return {kind: spec}
+    merged = ("rubrics", "sampling")  # a judge's own rubrics and sampling go over the shared ones, key by key
+    named = {name: {**shared, **spec, **{k: {**shared.get(k, {}), **spec.get(k, {})} for k in merged}}
+             for name, spec in block["judges"].items()}
+    primary = primary_judge(config)
+    return {primary: named[primary], **{k: v for k, v in named.items() if k != primary}}
+
+
+def primary_judge(config: dict) -> str:
+    """The judge whose verdicts the analysis reads (results/judged/...)."""
+    block = config["judge"]
+    if "judges" not in block:
+        return block.get("kind", "reference")
+    return block.get("primary") or next(iter(block["judges"]))
+
+
+def judge_params(spec: dict) -> dict:
+    """A judge job's params: what changes its verdicts; rubric paths are its inputs, so they are left out."""
+    return {k: spec[k] for k in sorted(spec) if k in JUDGE_JOB_KEYS and k != "rubrics"}  # sorted: see canonical
+
+
+def judged_by_llm(spec: dict, dataset: str) -> bool:
+    """Whether this judge (an entry of judges(config)) asks an LLM about this dataset."""
+    return spec["kind"] == "llm" and dataset not in REGEX_SCORED_DATASETS
+
+
+def judge_rubric(spec: dict, dataset: str) -> str:
+    """A judge's rubric file for a dataset: its rubrics.<dataset>, or config/prompts/judge_<dataset>.txt."""
+    return (spec.get("rubrics") or {}).get(dataset, f"config/prompts/judge_{dataset}.txt")
+
+
+def judge_model_key(spec: dict) -> str | None:
+    """The `models:` key of a judge served locally (backend kind transformers), else None."""
+    backend = spec.get("backend") or {}
+    return backend["model"] if backend.get("kind") == "transformers" else None
 
 
 def sampling_for(config: dict, dataset: str) -> dict:
@@ -395,8 +438,9 @@ def api_backends(config: dict) -> dict[str, dict]:
     found = {}
     if config["persona_rewrite"]["backend"]["kind"] == "openai":
         found["persona_rewrite.backend"] = config["persona_rewrite"]["backend"]
-    if config["judge"].get("kind") == "llm" and "backend" in config["judge"]:
-        found["judge.backend"] = config["judge"]["backend"]
+    for name, spec in judges(config).items():
+        if spec["kind"] == "llm" and spec.get("backend", {}).get("kind") == "openai":
+            found[_judge_key(config, name) + ".backend"] = spec["backend"]
     for name, model in config["models"].items():
         if is_api_model(model):
             found[f"models.{name}.source"] = model["source"]
@@ -512,14 +556,50 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
             if wrong["backend"]["kind"] == "transformers" and wrong["backend"]["model"] not in config["models"]:
                 raise ConfigError(f"data.wrong_answers.backend.model: {wrong['backend']['model']!r} is not a key of models")
             _require_file(root, wrong["prompt"], "data.wrong_answers.prompt")
+    _check_judges(config, root)
+
+
+def _judge_key(config: dict, name: str) -> str:
+    """Where a judge is written in the config, for error messages."""
+    return f"judge.judges.{name}" if "judges" in config["judge"] else "judge"
+
+
+def _check_judges(config: dict, root: Path) -> None:
     judge = config["judge"]
     if judge.get("annotations"):
         _require_file(root, judge["annotations"], "judge.annotations")
-    if judge.get("kind") == "llm":
-        if "backend" not in judge:
-            raise ConfigError("judge.backend: the LLM judge must be named explicitly (kind: openai, model: ...)")
-        for dataset in [d for d in config["evaluation"]["datasets"] if judged_by_llm(config, d)]:
-            _require_file(root, judge_rubric(config, dataset), f"judge.rubrics.{dataset}")
+    if "judges" in judge:
+        both = [k for k in LEGACY_JUDGE_KEYS if k in judge]
+        if both:
+            raise ConfigError(f"judge.{both[0]}: give one judge as judge.kind/judge.backend, or several as "
+                              "judge.judges, not both (move it into a named entry of judge.judges)")
+        primary = judge.get("primary")
+        if primary is None and len(judge["judges"]) > 1:
+            raise ConfigError(f"judge.primary: required with several judges; one of {list(judge['judges'])}")
+        if primary is not None and primary not in judge["judges"]:
+            raise ConfigError(f"judge.primary: {primary!r} is not a key of judge.judges{_near(primary, judge['judges'])}")
+    elif "primary" in judge:
+        raise ConfigError("judge.primary: only with judge.judges (several named judges)")
+    for name, spec in judges(config).items():
+        key = _judge_key(config, name)
+        if spec["kind"] != "llm":
+            continue
+        if "backend" not in spec:
+            raise ConfigError(f"{key}.backend: the LLM judge must be named explicitly ({{kind: openai, model: ...}} "
+                              "or {kind: transformers, model: <models key>})")
+        model = judge_model_key(spec)
+        if model is not None:
+            if model not in config["models"]:
+                raise ConfigError(f"{key}.backend.model: {model!r} is not a key of models{_near(model, config['models'])}")
+            if is_api_model(config["models"][model]):
+                raise ConfigError(f"{key}.backend.model: {model!r} is served by an API; use backend: "
+                                  "{kind: openai, ...} to judge with it")
+            if spec.get("batch_api"):
+                raise ConfigError(f"{key}.batch_api: only for OpenAI endpoints, not a local model")
+        for dataset in [d for d in config["evaluation"]["datasets"] if judged_by_llm(spec, d)]:
+            own = dataset in judge.get("judges", {}).get(name, {}).get("rubrics", {})
+            rubric_key = f"{key}.rubrics.{dataset}" if own else f"judge.rubrics.{dataset}"
+            _require_file(root, judge_rubric(spec, dataset), rubric_key)
 
 
 def _check_scorer(config: dict, root: Path) -> None:

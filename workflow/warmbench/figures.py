@@ -170,3 +170,25 @@ def capabilities(table: pd.DataFrame, path) -> None:
         ax.set(ylim=(-2, 102), ylabel="%", title=CAPABILITY_LABELS[dataset])
         ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def effect_by_judge(effects: pd.DataFrame, path) -> None:
+    """The headline effect (each persona's fine-tuning AME, pp, with its 95% interval) under each judge."""
+    regressions = sorted(effects["regression"].unique())
+    judges = list(dict.fromkeys(effects["judge"]))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(regressions) * max(len(judges), 1) / 2), 4))
+    if not regressions:
+        ax.text(0.5, 0.5, "no regression could be fitted", ha="center", va="center")
+        ax.set_axis_off()
+    width = 0.8 / max(len(judges), 1)
+    for k, judge in enumerate(judges):
+        rows = effects[effects["judge"] == judge].set_index("regression").reindex(regressions)
+        est, low, high = (rows[c].to_numpy(dtype=float) for c in ("estimate", "ci_low", "ci_high"))
+        x = np.arange(len(regressions)) + (k - (len(judges) - 1) / 2) * width
+        ax.errorbar(x, est, yerr=[est - low, high - est], fmt="o", capsize=3, label=judge)
+    if regressions:
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(regressions)), [r.split(":")[0].replace("_vs_original", "") for r in regressions])
+        ax.set(ylabel="error-rate effect of fine-tuning (AME, pp)", title="Headline effect per judge")
+        ax.legend(title="judge", fontsize=8)
+    _save(fig, path)

@@ -23,6 +23,7 @@ never INCORRECT.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -304,17 +305,50 @@ def check_missing_verdicts(llm: dict, max_share: float) -> None:
                         f"{sum(v is None for v in verdicts) - empty} replies naming no verdict (cached)")
 
 
+def rubric_hashes(datasets, rubrics: dict[str, str]) -> list[str | None]:
+    """Per row: the sha256 of the rubric text its LLM verdict was asked with (None where no rubric was used:
+    the reference judge, and the regex-scored MMLU and GSM8K)."""
+    digests = {dataset: hashlib.sha256(text.encode()).hexdigest() for dataset, text in rubrics.items()}
+    return [digests.get(dataset) for dataset in datasets]
+
+
+def record_judge(judged, name: str, rubrics: dict[str, str]):
+    """Who judged each row: the configured judge name, the snapshot that answered (`judge_model`: the served
+    model for an LLM, the reference judge's version otherwise; `judge_fingerprint` where the API returns
+    one) and the rubric's hash."""
+    judged["judge_name"] = name
+    if "judge_model" not in judged.columns:
+        judged["judge_model"], judged["judge_fingerprint"] = JUDGE_NAME, None
+    judged["rubric_sha256"] = rubric_hashes(judged["dataset"], rubrics)
+    return judged
+
+
+def llm_backend(cfg: dict, model_dir: list, local: dict | None = None, threads: int | None = None):
+    """The judge's chat backend: an OpenAI-compatible endpoint, or a `models:` key run in this job (`local`: its
+    engine, dtype and vllm block) with transformers or, for engine vllm, vLLM in its own environment."""
+    from .llm import TransformersChat, make_backend
+
+    if cfg["backend"]["kind"] != "transformers":
+        return make_backend(cfg["backend"])
+    if local["engine"] == "vllm":
+        from .vllm_backend import VLLMChat
+
+        return VLLMChat(model_dir[0], dtype=local["dtype"], **local["vllm"])
+    return TransformersChat(model_dir[0], dtype=local["dtype"], threads=threads)
+
+
 def run(smk) -> None:
     import pandas as pd
 
-    cfg = smk.params.judge
+    cfg, name = smk.params.judge, smk.params.name
     generations = pd.read_parquet(smk.input.generations)
     judged = judge_frame(generations)
+    rubrics = {}
     if smk.params.rubric_datasets:  # the LLM judge (MMLU and GSM8K are scored by regex only, as in the paper)
-        from .llm import CallCache, Sampling, make_backend
+        from .llm import CallCache, Sampling
         from .llm_judge import judge_with_llm, load_rubrics
 
-        chat = make_backend(cfg["backend"])
+        chat = llm_backend(cfg, smk.input.judge_model, smk.params.local_model, smk.threads)
         cache, sampling = CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"])
         prefill = None
         if cfg.get("batch_api"):
@@ -323,11 +357,15 @@ def run(smk) -> None:
             def prefill(conversations, response_format):
                 prefill_cache(chat, cache, conversations, sampling, smk.params.batches, cfg["batch_poll_s"],
                               response_format)
-        llm = judge_with_llm(generations, load_rubrics(dict(zip(smk.params.rubric_datasets, smk.input.rubrics))),
-                             chat, cache, sampling, cfg["parse_retries"], prefill=prefill,
-                             structured=cfg["structured_outputs"])
+        rubrics = load_rubrics(dict(zip(smk.params.rubric_datasets, smk.input.rubrics)))
+        # a local model cannot be held to a JSON schema here: it answers in free text, read by the parser
+        structured = cfg["structured_outputs"] and cfg["backend"]["kind"] == "openai"
+        llm = judge_with_llm(generations, rubrics, chat, cache, sampling, cfg["parse_retries"], prefill=prefill,
+                             structured=structured)
         check_missing_verdicts(llm, cfg["max_missing_share"])
         judged = apply_llm_verdicts(judged, llm)
+    judged = record_judge(judged, name, rubrics)
     write_table(smk.output[0], judged)
     counts = judged["verdict"].fillna("missing").value_counts().to_dict()
-    log.info("%d verdicts by %s: %s", len(judged), judged["judge"].iloc[0] if len(judged) else cfg["kind"], counts)
+    log.info("%d verdicts by judge %s (%s): %s", len(judged), name,
+             judged["judge"].iloc[0] if len(judged) else cfg["kind"], counts)

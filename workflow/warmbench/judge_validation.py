@@ -30,17 +30,24 @@ DISAGREEMENT_COLUMNS = ["model", "dataset", "n", "regex_refusals", "judge_refusa
                         "judge_only"]
 
 
-def cohens_kappa(first, second) -> float:
-    """Cohen's kappa of two raters' labels over the same items (statsmodels); pairs with a missing label are
-    left out; NaN when undefined (no pairs, or both raters always give the same single label)."""
-    from statsmodels.stats.inter_rater import cohens_kappa as kappa_of_table
+def kappa_with_ci(first, second) -> tuple[float, float, float]:
+    """Cohen's kappa of two raters over the same items and its 95% interval (statsmodels, asymptotic standard
+    error); pairs with a missing label are left out; NaN when undefined (no pairs, or one label only)."""
+    from statsmodels.stats.inter_rater import cohens_kappa as statsmodels_kappa
 
     pairs = pd.DataFrame({"first": list(first), "second": list(second)}, dtype=object).dropna()
     labels = sorted(set(pairs["first"]) | set(pairs["second"]))
     if len(labels) < 2:
-        return float("nan")
-    table = pd.crosstab(pairs["first"], pairs["second"]).reindex(index=labels, columns=labels, fill_value=0)
-    return float(kappa_of_table(table.to_numpy()).kappa)
+        return float("nan"), float("nan"), float("nan")
+    table = pd.crosstab(pairs["first"], pairs["second"]).reindex(index=labels, columns=labels, fill_value=0).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = statsmodels_kappa(table)
+    return float(result["kappa"]), float(result["kappa_low"]), float(result["kappa_upp"])
+
+
+def cohens_kappa(first, second) -> float:
+    """Cohen's kappa of two raters' labels over the same items (NaN when undefined)."""
+    return kappa_with_ci(first, second)[0]
 
 
 def annotation_ids(graded: pd.DataFrame) -> pd.Series:

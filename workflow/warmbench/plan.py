@@ -37,7 +37,8 @@ RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 _CELL = r"(?P<model>[^/]+)/(?P<persona>[^/]+)/(?P<checkpoint>[^/]+)/(?P<dataset>[^/]+)\.parquet"
 OUTPUTS = {
     "generation": re.compile(rf"(?:^|/)results/generations/{_CELL}$"),
-    "judged": re.compile(rf"(?:^|/)results/judged/{_CELL}$"),
+    # the primary judge's verdicts, and each other judge's (judge.judges)
+    "judged": re.compile(rf"(?:^|/)results/judged(?:_by/(?P<judge>[^/]+))?/{_CELL}$"),
     "rewrite": re.compile(r"(?:^|/)results/persona_rewrite/(?P<persona>[^/]+)\.jsonl$"),
     "fine_tune": re.compile(r"(?:^|/)results/train/(?P<model>[^/]+)/(?P<persona>[^/]+)/?$"),
     "prompts": re.compile(r"(?:^|/)results/prompts/(?P<dataset>[^/]+)\.parquet$"),
@@ -319,10 +320,11 @@ class Planner:
             return estimate, False
         return estimate, self._local(estimate, job, model, estimate.tokens_out, "generate")
 
-    def _judged(self, job, model, persona, checkpoint, dataset) -> tuple[Estimate, bool]:
-        if not wb.judged_by_llm(self.config, dataset):
+    def _judged(self, job, model, persona, checkpoint, dataset, judge=None) -> tuple[Estimate, bool]:
+        spec = wb.judges(self.config)[judge or wb.primary_judge(self.config)]
+        if not wb.judged_by_llm(spec, dataset):
             return Estimate(), False
-        rubric_path = wb.judge_rubric(self.config, dataset)
+        rubric_path = wb.judge_rubric(spec, dataset)
         rubric = (self.root / rubric_path).read_text(encoding="utf-8")
         fields = set(re.findall(r"\{(\w+)\}", rubric))
         answers = len(fields & {"correct_answer", "incorrect_answer", "correct_answers", "incorrect_answers"})
@@ -331,7 +333,7 @@ class Planner:
                     + self.assume["judge"]["answer_tokens"] * answers)
         n = self.prompts(dataset)
         estimate = Estimate(n, n * per_call, n * self.assume["judge"]["reply_tokens"])
-        self.priced(estimate, self.config["judge"]["backend"], batch=self.config["judge"].get("batch_api", False))
+        self.priced(estimate, spec["backend"], batch=spec.get("batch_api", False))  # a local judge: no API cost
         return estimate, False
 
     def _rewrite(self, job, persona) -> tuple[Estimate, bool]:
@@ -433,10 +435,11 @@ def format_usd(value: float | None) -> str:
 
 
 def format_plan(table: Plan, config: dict, title: str = "") -> str:
-    header = f"{'rule':<20} {'stage':<17} {'jobs':>5} {'to run':>6} {'requests':>10} {'tokens in':>10} " \
+    width = max([len("still to run"), *map(len, table.rows)])  # rules made in a loop have long names
+    header = f"{'rule':<{width}} {'stage':<17} {'jobs':>5} {'to run':>6} {'requests':>10} {'tokens in':>10} " \
              f"{'tokens out':>10} {'GPU-h':>8} {'API USD':>9}"
     line = lambda name, stage, jobs, to_run, e: (  # noqa: E731
-        f"{name:<20} {stage:<17} {jobs:>5} {to_run:>6} {format_count(e.requests):>10} {format_count(e.tokens_in):>10} "
+        f"{name:<{width}} {stage:<17} {jobs:>5} {to_run:>6} {format_count(e.requests):>10} {format_count(e.tokens_in):>10} "
         f"{format_count(e.tokens_out):>10} {(f'{e.gpu_hours:,.1f}' if e.gpu_hours else '-'):>8} {format_usd(e.api_usd):>9}")
     stages = stage_order()
     order = sorted(table.rows.items(), key=lambda kv: (stages.get(kv[1].stage, len(stages)), kv[1].stage, kv[0]))
