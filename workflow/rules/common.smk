@@ -154,7 +154,9 @@ def get_window_rewrites(wildcards):
 def get_window_system_prompts(wildcards):
     # train_system_prompt of each persona in the window group that has one: the windows make room for it
     group = wb.window_group(config, wildcards.persona)
-    return {p: config["personas"][p]["train_system_prompt"] for p in group if "train_system_prompt" in config["personas"][p]}
+    return {
+        p: config["personas"][p]["train_system_prompt"] for p in group if "train_system_prompt" in config["personas"][p]
+    }
 
 
 def get_leak_check_records(wildcards):
