@@ -246,11 +246,9 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
     assert "gpu=4," in jobs[("generate_validation", "llama31_70b")]
     assert "slurm_partition=gpu" in jobs[("generate_validation", "llama31_8b")]
     assert "slurm_partition=gpu" in jobs[("warmth", "llama31_8b")] and "slurm_partition=gpu" in jobs[("warmth_api", "gpt4o")]
-    # the many small jobs go out as SLURM job arrays: the rules named there exist, each with several jobs
+    # no SLURM job arrays: plugin 2.8.0 held back a lone ready judge job forever in the single-node SLURM test
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout.split("Job stats:")[1], re.M))
-    arrays = [rule.strip() for rule in profile["slurm-array-jobs"].split(",")]
-    assert arrays == ["judge", "warmth"] and all(int(counts[rule]) > 1 for rule in arrays)
+    assert "slurm-array-jobs" not in profile
 
 
 def test_offline_jobs_and_localrules_name_the_same_rules():
