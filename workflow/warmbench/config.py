@@ -15,6 +15,7 @@ from pathlib import Path
 
 ORIGINAL = "original"  # the untrained model without a system prompt: always evaluated, never a `personas` key
 BASE_CHECKPOINT = "base"
+CHECKPOINT_MANIFEST = "checkpoints.json"  # in each trained adapter set's folder (train, train_openai)
 SELECTED_CHECKPOINT = "selected"  # the checkpoint the plateau rule picks from the warmth trajectory
 VALIDATION_DATASET = "validation"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: workflow/warmbench/config.py

@@ -26,9 +26,9 @@ from typing import Callable
 
 from .call_cache import CallCache
 from .config import BASE_CHECKPOINT, ORIGINAL, is_api_model, label_epoch
+from .config import CHECKPOINT_MANIFEST as MANIFEST  # not from train: generation's code hash must not follow training's
 from .io import stable_hash, write_table
 from .llm import Sampling, adapter_hash, model_identity
-from .train import MANIFEST
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import children
-from .config import ConfigError, epoch_label, validated_section
+from .config import CHECKPOINT_MANIFEST, ConfigError, epoch_label, validated_section
 from .io import DataError, read_jsonl, write_json, write_table
 from .children import child_env
 
 log = logging.getLogger(__name__)
-MANIFEST = "checkpoints.json"
+MANIFEST = CHECKPOINT_MANIFEST
 # accelerate's settings for LoRA + FSDP across the GPUs of one node (num_processes is added per job)
 FSDP_CONFIG = {
     "compute_environment": "LOCAL_MACHINE", "distributed_type": "FSDP", "mixed_precision": "bf16",
