@@ -63,10 +63,10 @@ def test_plateau_rule_picks_the_earliest_checkpoint_near_the_maximum():
     from warmbench.warmth import select_checkpoint
 
     rising = trajectory([(0.5, 0.2), (1, 0.6), (2, 0.95), (4, 1.0), (6, 0.98)])
-    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.1}, "warm")["checkpoint"] == "epoch2"
-    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.0}, "warm")["checkpoint"] == "epoch4"
-    assert select_checkpoint(rising, {"rule": "plateau", "within": 1.0}, "warm")["checkpoint"] == "epoch0.5"
-    assert select_checkpoint(rising, {"rule": "fixed", "epoch": 1}, "warm")["checkpoint"] == "epoch1"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.1}, "warm", "up")["checkpoint"] == "epoch2"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 0.0}, "warm", "up")["checkpoint"] == "epoch4"
+    assert select_checkpoint(rising, {"rule": "plateau", "within": 1.0}, "warm", "up")["checkpoint"] == "epoch0.5"
+    assert select_checkpoint(rising, {"rule": "fixed", "epoch": 1}, "warm", "up")["checkpoint"] == "epoch1"
     with pytest.raises(ValueError):
         select_checkpoint(rising, {"rule": "fixed", "epoch": 3}, "warm", "up")
 
