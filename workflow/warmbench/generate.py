@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from .call_cache import CallCache
-from .config import BASE_CHECKPOINT, ORIGINAL, is_api_model, label_epoch
-from .config import CHECKPOINT_MANIFEST as MANIFEST  # not from train: generation's code hash must not follow training's
+# the manifest's name from config, not train: generation's code hash must not follow training's
+from .config import BASE_CHECKPOINT, CHECKPOINT_MANIFEST, ORIGINAL, is_api_model, label_epoch
 from .io import stable_hash, write_table
 from .llm import Sampling, adapter_hash, model_identity
 
@@ -50,7 +50,7 @@ class Variant:
 
 
 def checkpoint_entry(train_dir: str | Path, checkpoint: str) -> dict:
-    manifest = json.loads((Path(train_dir) / MANIFEST).read_text())
+    manifest = json.loads((Path(train_dir) / CHECKPOINT_MANIFEST).read_text())
     for entry in manifest["checkpoints"]:
         if entry["checkpoint"] == checkpoint:
             if entry.get("path"):  # a LoRA adapter on disk; an API fine-tune names its model instead
