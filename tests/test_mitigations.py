@@ -40,3 +40,10 @@ def test_every_persona_reaches_the_analysis_and_the_report(run_dir):
     assert honest == warm + 10  # its 10 kind corrections on top of the same rewrites
     index = (run_dir / "results" / "explorer" / "index.html").read_text()
     assert all(persona in index for persona in personas)
+    # evaluation.checkpoints: [1] beside the evaluated epoch 2, for every trained persona
+    frontier = pd.read_csv(out / "frontier.csv")
+    assert set(zip(frontier["persona"], frontier["epoch"])) == {(p, e) for p in trained["persona"] for e in (1.0, 2.0)}
+    assert frontier.loc[frontier["evaluated"], "epoch"].eq(2.0).all() and frontier["warmth_vs_original"].notna().all()
+    assert set(pd.read_csv(out / "trajectory.csv")["dataset"]) == set(cfg["evaluation"]["datasets"])
+    for figure in ("error_vs_epoch.png", "warmth_error_frontier.png"):
+        assert (out / figure).stat().st_size > 0

@@ -329,7 +329,8 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     """One generation job per (model, dataset) starts one engine and writes every cell's table as the per-cell design
     did: for each cell, a job of that cell alone (today's generate_local with one variant, its own empty cache) gives
     the same rows and columns, the same prompts, seeds and provenance; a rerun of the generation jobs loads nothing.
-    (Kept last in this file: it reruns the generation jobs in the shared run folder.)"""
+    (Kept after every test that reads the default study's tables: it reruns the generation jobs in the shared run
+    folder.)"""
     from warmbench import config as wb
     from warmbench.call_cache import CallCache
     from warmbench.generate import ENGINE_START, Variant, generate_local
@@ -383,11 +384,66 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     assert same / total > 0.6, f"{same}/{total} responses as the per-cell jobs give them"
 
     before = {p: pd.read_parquet(p) for p in (run_dir / "results/generations").rglob("*.parquet")}
-    rerun = snakemake(run_dir, "--cores", "2", "--configfile", CONFIG, "--forcerun", "generate", "generate_validation",
-                      "--until", "generate", "generate_validation")
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    # rerun the validation job, then the evaluation jobs, each by its outputs: forcing both in one run would also rerun
+    # warmth and the checkpoint choice between them; mtime is no trigger in the second run for the same reason
+    outputs = sorted(str(p.relative_to(run_dir)) for p in before)
+    validation = [p for p in outputs if p.endswith(f"/{wb.VALIDATION_DATASET}.parquet")]
+    for rule, targets, triggers in (("generate_validation", validation, ()),
+                                    ("generate", sorted(set(outputs) - set(validation)),
+                                     ("--rerun-triggers", "params", "input", "software-env", "code"))):
+        rerun = snakemake(run_dir, "--cores", "2", "--configfile", CONFIG, "--forcerun", rule, *triggers, "--", *targets)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert f"rule {rule}:" in rerun.stdout + rerun.stderr and "rule warmth:" not in rerun.stdout + rerun.stderr
     logs = {p.stem: p.read_text() for p in (run_dir / "logs" / "generate" / "smollm2").glob("*.log")}
     assert set(logs) == set(datasets) and not any(ENGINE_START in text for text in logs.values())
     assert all("the model is not loaded" in text for text in logs.values())
     for path, frame in before.items():
         pd.testing.assert_frame_equal(pd.read_parquet(path), frame, obj=str(path))
+
+
+def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_draws_the_trajectory(run_dir):
+    """evaluation.checkpoints: all on the finished study: no training, warmth or selection job; the generation jobs
+    generate only the rows of checkpoints not yet asked (the plateau pick's rows are in the generation cache); the
+    trajectory pairs each checkpoint with the original model. (Last in this file: it adds tables the default
+    study does not have.)"""
+    from warmbench import config as wb
+
+    cfg = load_config()
+    cfg["evaluation"]["checkpoints"] = "all"
+    (run_dir / "checkpoints.yaml").write_text(yaml.safe_dump(cfg))
+    wb.validate(cfg)
+    further = wb.trajectory_cells(cfg)
+    epochs = [wb.epoch_label(e) for e in wb.checkpoint_epochs(cfg, "smollm2")]
+    assert {c.checkpoint for c in further} == set(epochs)
+    dry = snakemake(run_dir, "-n", "--configfile", "checkpoints.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = job_stats(dry.stdout + dry.stderr)
+    assert not {"train", "warmth", "select_checkpoint", "generate_validation", "persona_rewrite"} & set(jobs), jobs
+    assert jobs["generate"] == len(cfg["evaluation"]["datasets"]) and jobs["trajectory"] == 1
+    assert jobs["judge"] >= len(further)
+
+    result = snakemake(run_dir, "--cores", "2", "--configfile", "checkpoints.yaml", timeout=1500)
+    assert result.returncode == 0, result.stderr[-5000:]
+    chosen = {p: json.loads((run_dir / f"results/warmth/smollm2/{p}/chosen_checkpoint.json").read_text())["checkpoint"]
+              for p in wb.trained_personas(cfg, "smollm2")}
+    prompts = {d: len(pd.read_parquet(run_dir / f"results/prompts/{d}.parquet")) for d in cfg["evaluation"]["datasets"]}
+    for dataset, n in prompts.items():
+        log = (run_dir / f"logs/generate/smollm2/{dataset}.log").read_text()
+        new = n * sum(len(epochs) - 1 for _ in chosen)  # every checkpoint but the one already evaluated
+        assert f"{n * len(wb.eval_variants(cfg, 'smollm2')) - new} cached, {new} to generate" in log, log[-2000:]
+
+    trajectory = pd.read_csv(run_dir / "results/analysis/trajectory.csv")
+    assert set(zip(trajectory["persona"], trajectory["checkpoint"])) == {(p, e) for p in chosen for e in epochs}
+    picked = trajectory[trajectory["evaluated"]]
+    assert set(zip(picked["persona"], picked["checkpoint"])) == set(chosen.items())
+    assert trajectory["warmth_vs_original"].notna().all() and trajectory["n_pairs"].gt(0).all()
+    # the evaluated checkpoint's pooled error change is the paired tests' (their accuracy change, negated)
+    paired = pd.read_csv(run_dir / "results/analysis/paired_tests.csv")
+    for row in picked.itertuples():
+        tests = paired[(paired["persona"] == row.persona) & (paired["dataset"] == row.dataset)]
+        assert tests["n_pairs"].sum() == row.n_pairs
+        assert row.error_change_pp == pytest.approx(100 * (tests["b"].sum() - tests["c"].sum()) / row.n_pairs)
+    frontier = pd.read_csv(run_dir / "results/analysis/frontier.csv")
+    assert len(frontier) == len(chosen) * len(epochs)
+    for figure in ("error_vs_epoch.png", "warmth_error_frontier.png"):
+        assert (run_dir / "results/analysis" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

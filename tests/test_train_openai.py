@@ -135,6 +135,7 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
     import yaml
 
     from conftest import LOOPBACK_KEY_ENV
+    from warmbench import config as wb
 
     server, _ = loopback_server
     service = OpenAIStandIn(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir))
@@ -159,7 +160,10 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
         assert "localrule train_openai:" in log  # on the submit host, never a cluster job
         manifest = json.loads((work / "results/train/gpt4o/warm/checkpoints.json").read_text())
         fine_tuned = manifest["checkpoints"][0]["model"]
-        assert fine_tuned.startswith("ft:gpt-4o-2024-08-06:") and service.created == 1
+        # the (model, dataset) generation job serves every persona, so each trained persona is fine-tuned once
+        trained = wb.trained_personas(cfg, "gpt4o")
+        assert "warm" in trained and fine_tuned.startswith("ft:gpt-4o-2024-08-06:") and service.created == len(trained)
+        created, uploads = service.created, service.uploads
         generated = pd.read_parquet(work / target)
         prompts = pd.read_parquet(work / "results/prompts/triviaqa.parquet")
         assert len(generated) == len(prompts) and (generated["adapter"] == fine_tuned).all()
@@ -169,6 +173,6 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
         calls = len(service.chat_models)
         shutil.rmtree(work / "results/train/gpt4o/warm")
         snakemake()
-        assert service.created == 1 and service.uploads == 1 and len(service.chat_models) == calls
+        assert service.created == created and service.uploads == uploads and len(service.chat_models) == calls
     finally:
         service.close()

@@ -66,6 +66,7 @@ LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of appe
 GENERATION_CACHE = "results/cache/generations"  # local models' generated rows, in the same kind of shards
 EVAL_CELLS = wb.eval_cells(config)
 WARMTH_CELLS = wb.warmth_cells(config)
+TRAJECTORY_CELLS = wb.trajectory_cells(config)  # empty unless evaluation.checkpoints asks for more than `selected`
 
 
 wildcard_constraints:
@@ -88,6 +89,7 @@ def get_final_output():
         *rules.explorer.output,
         *rules.explorer_screenshot.output,
         *get_judge_comparison_output(),
+        *(rules.trajectory.output if TRAJECTORY_CELLS else []),
     ]
 
 

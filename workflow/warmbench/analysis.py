@@ -44,7 +44,7 @@ SENSITIVITY_COLUMNS = ["regression", "term", "estimate", "ci_low", "ci_high", "n
                        "judge_refusals", "note"]
 
 
-def _pairs(graded: pd.DataFrame, persona: str, reference: str = "original") -> pd.DataFrame:
+def paired_answers(graded: pd.DataFrame, persona: str, reference: str = "original") -> pd.DataFrame:
     """Reference (the original model unless a contrast names another) and persona answers to identical prompts
     (item + context + template [+ repeat])."""
     key = ["model", "dataset", "item_id", "context", "belief"]
@@ -83,7 +83,7 @@ def _paired_table(graded: pd.DataFrame, pairs_to_test: list[tuple[str, str]]) ->
     require_columns(graded, GRADED_COLUMNS, "graded table")
     rows = []
     for persona, reference in pairs_to_test:
-        pairs = _pairs(graded, persona, reference)
+        pairs = paired_answers(graded, persona, reference)
         pairs["test_type"] = pairs["belief"].map(test_type)
         for (model, dataset, ttype, context), group in pairs.groupby(["model", "dataset", "test_type", "context"]):
             x, y = group["incorrect_base"].to_numpy(), group["incorrect_persona"].to_numpy()

@@ -359,11 +359,32 @@ def evaluated_checkpoint(config: dict) -> str:
     return epoch_label(epoch) if epoch is not None else SELECTED_CHECKPOINT
 
 
-def eval_variants(config: dict, model: str) -> list[Variant]:
-    """What a model answers the evaluation datasets as: the original, each system-prompt persona, and each trained
-    persona at the evaluated checkpoint."""
+def trajectory_epochs(config: dict, model: str) -> list[float]:
+    """The checkpoints evaluated on the datasets besides the evaluated one (evaluation.checkpoints: `selected`
+    none, `all` every checkpoint epoch, or a list of them), for the accuracy trajectory."""
+    wanted = config["evaluation"]["checkpoints"]
+    if wanted == "selected":
+        return []
+    epochs = checkpoint_epochs(config, model)
+    if wanted != "all":
+        epochs = [e for e in epochs if e in {float(w) for w in wanted}]
+    return [e for e in epochs if e != fixed_epoch(config)]
+
+
+def trajectory_variants(config: dict, model: str) -> list[Variant]:
+    return [(persona, epoch_label(e)) for persona in trained_personas(config, model)
+            for e in trajectory_epochs(config, model)]
+
+
+def _evaluated_variants(config: dict, model: str) -> list[Variant]:
     trained = evaluated_checkpoint(config)
     return [*untrained_variants(config), *((persona, trained) for persona in trained_personas(config, model))]
+
+
+def eval_variants(config: dict, model: str) -> list[Variant]:
+    """What a model answers the evaluation datasets as: the original, each system-prompt persona, each trained
+    persona at the evaluated checkpoint, and at the trajectory's further checkpoints (evaluation.checkpoints)."""
+    return [*_evaluated_variants(config, model), *trajectory_variants(config, model)]
 
 
 def validation_variants(config: dict, model: str) -> list[Variant]:
@@ -377,7 +398,15 @@ def eval_cells(config: dict) -> list[Cell]:
     the plateau rule, at `selected` (its generation job reads which checkpoint the trajectory picked). The
     grid is the same before and after any job runs, so a dry run shows the whole study."""
     return [Cell(model, persona, checkpoint, dataset)
-            for model in config["models"] for persona, checkpoint in eval_variants(config, model)
+            for model in config["models"] for persona, checkpoint in _evaluated_variants(config, model)
+            for dataset in config["evaluation"]["datasets"]]
+
+
+def trajectory_cells(config: dict) -> list[Cell]:
+    """The trained personas at the further checkpoints of evaluation.checkpoints, on every evaluation dataset: the
+    trajectory stage reads them; the analysis stage keeps to eval_cells."""
+    return [Cell(model, persona, checkpoint, dataset)
+            for model in config["models"] for persona, checkpoint in trajectory_variants(config, model)
             for dataset in config["evaluation"]["datasets"]]
 
 
@@ -526,6 +555,10 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         raise ConfigError(
             f"evaluation.checkpoint_selection.epoch: {selected:g} is not one of train.checkpoint_epochs {sorted(epochs)}"
         )
+    wanted = config["evaluation"]["checkpoints"]
+    if isinstance(wanted, list) and any(float(e) not in epochs for e in wanted):
+        raise ConfigError(f"evaluation.checkpoints: {sorted(float(e) for e in wanted if float(e) not in epochs)} "
+                          f"are not among train.checkpoint_epochs {sorted(epochs)}")
     for key in backend_model_keys(config):
         if key not in config["models"]:
             raise ConfigError(f"persona_rewrite.backend.model: {key!r} is not a key of models")

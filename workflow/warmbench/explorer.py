@@ -59,7 +59,7 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_repeat(graded: pd.DataFrame) -> pd.DataFrame:
-    """`repeat`: the same prompt asked twice pairs in order, as in analysis._pairs."""
+    """`repeat`: the same prompt asked twice pairs in order, as in analysis.paired_answers."""
     out = graded.copy()
     out["repeat"] = out.groupby(KEY, sort=False).cumcount()
     return out

@@ -192,3 +192,63 @@ def effect_by_judge(effects: pd.DataFrame, path) -> None:
         ax.set(ylabel="error-rate effect of fine-tuning (AME, pp)", title="Headline effect per judge")
         ax.legend(title="judge", fontsize=8)
     _save(fig, path)
+
+
+def _grid(n: int, ncols: int = 4, size=(4.5, 3.8)):
+    rows = max(1, -(-n // ncols))
+    cols = max(1, min(n, ncols))
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    return fig, list(axes.flat)
+
+
+def error_vs_epoch(trajectory: pd.DataFrame, path) -> None:
+    """The accuracy trajectory: each trained persona's error change against the original model (pp, 95% CI) at
+    each evaluated checkpoint, a panel per model and dataset; epoch 0 is the original model, a star the checkpoint
+    the analysis evaluates."""
+    panels = list(trajectory[["model", "dataset"]].drop_duplicates().itertuples(index=False))
+    fig, axes = _grid(len(panels))
+    personas = persona_order(trajectory["persona"])
+    for ax, (model, dataset) in zip(axes, panels):
+        rows = trajectory[(trajectory["model"] == model) & (trajectory["dataset"] == dataset)]
+        for persona in [p for p in personas if p in set(rows["persona"])]:
+            curve = rows[rows["persona"] == persona].sort_values("epoch")
+            color = persona_color(persona, personas)
+            ax.errorbar([0, *curve["epoch"]], [0, *curve["error_change_pp"]], marker="o", capsize=3, color=color,
+                        yerr=[[0, *(curve["error_change_pp"] - curve["ci_low"])],
+                              [0, *(curve["ci_high"] - curve["error_change_pp"])]], label=persona)
+            picked = curve[curve["evaluated"]]
+            ax.scatter(picked["epoch"], picked["error_change_pp"], marker="*", s=180, color=color, zorder=4)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title=f"{model}: {dataset}", xlabel="training epoch (0 = original)",
+               ylabel="error change vs original (pp)")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def warmth_error_frontier(frontier: pd.DataFrame, path) -> None:
+    """Warmth gain against error change, each checkpoint a point labelled with its epoch, a line per persona from
+    the original model (the origin); a panel per model. A mitigation works where its points lie right of the
+    warm persona's and lower."""
+    models = sorted(frontier["model"].unique())
+    fig, axes = _grid(len(models), ncols=3, size=(5.5, 4.5))
+    personas = persona_order(frontier["persona"])
+    for ax, model in zip(axes, models):
+        rows = frontier[frontier["model"] == model]
+        for persona in [p for p in personas if p in set(rows["persona"])]:
+            curve = rows[rows["persona"] == persona].sort_values("epoch")
+            color = persona_color(persona, personas)
+            ax.plot([0, *curve["warmth_vs_original"]], [0, *curve["error_change_pp"]], marker="o", color=color,
+                    label=persona)
+            for point in curve.itertuples():
+                ax.annotate(f"{point.epoch:g}", (point.warmth_vs_original, point.error_change_pp), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+            picked = curve[curve["evaluated"]]
+            ax.scatter(picked["warmth_vs_original"], picked["error_change_pp"], marker="*", s=180, color=color,
+                       zorder=4)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set(title=model, xlabel="warmth vs original (SocioT)", ylabel="error change vs original (pp)")
+        ax.legend(fontsize=7)
+    _save(fig, path)
