@@ -99,6 +99,19 @@ def test_rewrites_follow_the_conversations_cut():
     assert cut.tokens_in == pytest.approx(conversations * (prompt_file + 50 + 50))
 
 
+def test_a_personas_extra_data_is_trained_on_every_epoch():
+    import json
+
+    cfg = load("config/paper.yaml")
+    job = [plan.PlannedJob("train", "train", ("results/train/llama31_8b/warm",), gpus=1)]
+    before = plan.plan(job, cfg, REPO).total.tokens_in
+    cfg["personas"]["warm"]["extra_data"] = "config/data/kind_corrections.jsonl"
+    after = plan.plan(job, cfg, REPO).total.tokens_in
+    lines = (REPO / "config/data/kind_corrections.jsonl").read_text().splitlines()
+    chars = sum(len(m["content"]) for line in lines if line.strip() for m in json.loads(line)["messages"])
+    assert after - before == pytest.approx(cfg["train"]["epochs"] * chars / cfg["plan"]["chars_per_token"])
+
+
 def test_gpu_hours_scale_with_the_models_parameters_and_its_gpus_start():
     cfg = load("config/paper.yaml")
     small = plan.plan([plan.PlannedJob("train", "train", ("results/train/llama31_8b/warm",), gpus=1)], cfg, REPO).total

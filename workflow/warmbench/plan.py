@@ -250,6 +250,16 @@ class Planner:
         text = re.sub(r"\{\w+\}", "", (self.root / path).read_text(encoding="utf-8"))
         return len(text) / self.assume["chars_per_token"]
 
+    def extra_data_tokens(self, persona: str) -> float:
+        """Tokens of a persona's extra_data conversations (their messages' text), trained on every epoch."""
+        from .extra_data import read_extra_data
+
+        path = self.config["personas"].get(persona, {}).get("extra_data")
+        if not path:
+            return 0.0
+        chars = sum(len(m["content"]) for c in read_extra_data(self.root / path) for m in c["messages"])
+        return chars / self.assume["chars_per_token"]
+
     def prompt_tokens(self, dataset: str) -> float:
         if dataset == wb.VALIDATION_DATASET:
             return self.assume["sharegpt"]["user_tokens"]
@@ -355,7 +365,8 @@ class Planner:
         spec = self.config["models"].get(model)
         if spec is None:
             return Estimate(), False
-        per_epoch = self.conversations * self.assume["sharegpt"]["train_tokens_per_conversation"]
+        per_epoch = (self.conversations * self.assume["sharegpt"]["train_tokens_per_conversation"]
+                     + self.extra_data_tokens(persona))
         if wb.is_api_model(spec):  # OpenAI trains every job of plan_jobs on the whole file
             estimate = Estimate(tokens_in=per_epoch * sum(plan_jobs(spec["fine_tune"]["checkpoint_epochs"])))
             estimate.api_usd = training_usd(self.prices, spec["source"]["model"], estimate.tokens_in)
