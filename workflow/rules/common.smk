@@ -22,7 +22,8 @@ try:
     config.clear()
     config.update(_canonical)
     wb.check(config, root=Path.cwd())  # paths in config are relative to the working directory
-    extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
+    if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job: the training job checks it too
+        extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
 except wb.ConfigError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
 
