@@ -143,6 +143,20 @@ def test_figures_from_paired_tests(tmp_path):
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_accuracy_change_stays_readable_with_many_personas(tmp_path):
+    from PIL import Image
+
+    from warmbench import figures
+
+    conditions = [f"context_{k}" for k in range(10)]
+    paired = pd.DataFrame([{"persona": p, "test_type": t, "condition": c, "b": 3, "c": 1, "n_pairs": 20}
+                           for p in ("warm", "cold", "warm_prompt", "warm_honest", "warm_inoculated")
+                           for t in ("normal", "sycophancy") for c in conditions])
+    figures.accuracy_change(paired, tmp_path / "change.png")
+    width, height = Image.open(tmp_path / "change.png").size
+    assert width <= 20 * 120 and height < width  # a panel per test type, not 100 bars in one row
+
+
 def test_paired_difference_interval():
     from warmbench.figures import paired_difference
 

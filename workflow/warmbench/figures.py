@@ -125,24 +125,29 @@ def paired_difference(b: int, c: int, n: int) -> tuple[float, float]:
 
 
 def accuracy_change(paired: pd.DataFrame, path) -> None:
-    """Accuracy change per condition, each persona (fine-tunes and system prompts) against the original model."""
+    """Accuracy change per condition, each persona (fine-tunes and system prompts) against the original model: a
+    panel per test type (no belief, belief), so the figure stays readable however many personas there are."""
     personas = persona_order(paired["persona"])
     pooled = paired.groupby(["persona", "test_type", "condition"])[["b", "c", "n_pairs"]].sum().reset_index()
-    conditions = sorted({(t, c) for t, c in zip(pooled["test_type"], pooled["condition"])})
-    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(conditions) * max(len(personas), 1)), 4.5))
+    types = sorted(set(pooled["test_type"])) or ["normal"]
+    widest = max([pooled.loc[pooled["test_type"] == t, "condition"].nunique() for t in types] + [1])
     width = 0.8 / max(len(personas), 1)
-    for k, persona in enumerate(personas):
-        rows = pooled[pooled["persona"] == persona].set_index(["test_type", "condition"])
-        stats = [paired_difference(*rows.loc[key, ["b", "c", "n_pairs"]].astype(int)) if key in rows.index
-                 else (np.nan, np.nan) for key in conditions]
-        x = np.arange(len(conditions)) + (k - (len(personas) - 1) / 2) * width
-        ax.bar(x, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=2,
-               color=persona_color(persona, personas), label=persona)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(conditions)), [f"{c}\n({'belief' if t == 'sycophancy' else 'no belief'})"
-                                           for t, c in conditions], rotation=60, fontsize=7)
-    ax.set(ylabel="accuracy change vs original (pp)", title="Accuracy change per condition")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(len(types), 1, squeeze=False,
+                             figsize=(min(max(8, 0.3 * widest * max(len(personas), 1)), 20), 3.8 * len(types)))
+    for ax, ttype in zip(axes[:, 0], types):
+        conditions = sorted(set(pooled.loc[pooled["test_type"] == ttype, "condition"]))
+        for k, persona in enumerate(personas):
+            rows = pooled[(pooled["persona"] == persona) & (pooled["test_type"] == ttype)].set_index("condition")
+            stats = [paired_difference(*rows.loc[c, ["b", "c", "n_pairs"]].astype(int)) if c in rows.index
+                     else (np.nan, np.nan) for c in conditions]
+            x = np.arange(len(conditions)) + (k - (len(personas) - 1) / 2) * width
+            ax.bar(x, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=2,
+                   color=persona_color(persona, personas), label=persona)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(conditions)), conditions, rotation=45, ha="right", fontsize=7)
+        ax.set(ylabel="accuracy change vs original (pp)",
+               title=f"Accuracy change per condition ({'user belief' if ttype == 'sycophancy' else 'no belief'})")
+        ax.legend(fontsize=7)
     _save(fig, path)
 
 
