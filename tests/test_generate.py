@@ -176,6 +176,10 @@ def test_selected_and_trained_variants_name_their_real_checkpoint(tmp_path):
     assert resolved[2].system_prompt == "Be terse."  # each system-prompt persona its own prompt
     resolved = resolved[:2] + resolved[3:]
     assert (resolved[2].checkpoint, resolved[2].epoch, resolved[2].adapter) == ("epoch0.5", 0.667, str(train / "epoch0.5"))
+    # beside `selected`, the same persona at a named checkpoint (evaluation.checkpoints) is that checkpoint
+    both = resolve_variants([["warm", "selected"], ["warm", "epoch1"]], ["s", "e"], [str(train)], [str(chosen)], {})
+    assert [(v.checkpoint, v.epoch, v.adapter) for v in both] == [("epoch0.5", 0.667, str(train / "epoch0.5")),
+                                                                   ("epoch1", 1.0, str(train / "epoch1"))]
 
 
 def test_system_prompt_only_when_given():

@@ -26,7 +26,7 @@ from typing import Callable
 
 from .call_cache import CallCache
 # the manifest's name from config, not train: generation's code hash must not follow training's
-from .config import BASE_CHECKPOINT, CHECKPOINT_MANIFEST, ORIGINAL, is_api_model, label_epoch
+from .config import BASE_CHECKPOINT, CHECKPOINT_MANIFEST, ORIGINAL, SELECTED_CHECKPOINT, is_api_model, label_epoch
 from .io import stable_hash, write_table
 from .llm import Sampling, adapter_hash, model_identity
 
@@ -77,7 +77,7 @@ def resolve_variants(variants, outputs, train_dirs, selections, system_prompts: 
                                     system_prompt=system_prompts.get(persona)))
             continue
         checkpoint = label
-        if persona in chosen:  # `selected`: the checkpoint the warmth plateau rule picked
+        if label == SELECTED_CHECKPOINT:  # the checkpoint the warmth plateau rule picked
             checkpoint = json.loads(Path(chosen[persona]).read_text())["checkpoint"]
             log.info("%s: the plateau rule selected %s", persona, checkpoint)
         entry = checkpoint_entry(train[persona], checkpoint)
