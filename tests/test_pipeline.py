@@ -404,8 +404,8 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
 def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_draws_the_trajectory(run_dir):
     """evaluation.checkpoints: all on the finished study: no training, warmth or selection job; the generation jobs
     generate only the rows of checkpoints not yet asked (the plateau pick's rows are in the generation cache); the
-    trajectory pairs each checkpoint with the original model. (Last in this file: it adds tables the default
-    study does not have.)"""
+    trajectory pairs each checkpoint with the original model. (After the tests of the default study: it adds
+    tables that study does not have.)"""
     from warmbench import config as wb
 
     cfg = load_config()
@@ -447,3 +447,45 @@ def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_
     assert len(frontier) == len(chosen) * len(epochs)
     for figure in ("error_vs_epoch.png", "warmth_error_frontier.png"):
         assert (run_dir / "results/analysis" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_seed_added_to_a_finished_study_trains_only_its_runs_and_pools_them(run_dir):
+    """train.seeds gains a seed: only the new runs train (on their personas' rewrites), only their rows are
+    generated, and the replicates stage reads each persona's seeds per seed and pooled."""
+    from warmbench import config as wb
+
+    cfg = load_config()
+    cfg["train"]["seeds"] = [cfg["seed"], 7]
+    (run_dir / "seeds.yaml").write_text(yaml.safe_dump(cfg))
+    wb.validate(cfg)
+    runs = [f"{p}_seed7" for p in wb.rewrite_personas(cfg)]
+    dry = snakemake(run_dir, "-n", "--configfile", "seeds.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = job_stats(dry.stdout + dry.stderr)
+    assert jobs["train"] == jobs["select_checkpoint"] == len(runs) and jobs["replicates"] == 1
+    assert not {"persona_rewrite", "sft_data", "eval_prompts"} & set(jobs), jobs
+
+    result = snakemake(run_dir, "--cores", "2", "--configfile", "seeds.yaml", timeout=1500)
+    assert result.returncode == 0, result.stderr[-5000:]
+    for dataset in cfg["evaluation"]["datasets"]:
+        n = len(pd.read_parquet(run_dir / f"results/prompts/{dataset}.parquet"))
+        log = (run_dir / f"logs/generate/smollm2/{dataset}.log").read_text()
+        assert f"{4 * n} cached, {len(runs) * n} to generate" in log, log[-2000:]
+    for run in runs:
+        persona = run.removesuffix("_seed7")
+        mine, theirs = (json.loads((run_dir / f"results/train/smollm2/{p}/checkpoints.json").read_text())
+                        for p in (run, persona))
+        assert mine["data"] == theirs["data"] == f"results/persona_rewrite/{persona}.jsonl"
+    paired = pd.read_csv(run_dir / "results/analysis/paired_tests.csv")
+    assert set(runs) <= set(paired["persona"])  # each seed tested against the original model
+    table = pd.read_csv(run_dir / "results/analysis/replicates.csv", dtype={"seed": str})
+    pooled = table[(table["seed"] == "pooled") & (table["test_type"] == "all")]
+    assert set(pooled["persona"]) == set(wb.rewrite_personas(cfg))
+    assert set(pooled["dataset"]) == set(cfg["evaluation"]["datasets"])
+    for row in pooled.itertuples():
+        seeds = table[(table["persona"] == row.persona) & (table["dataset"] == row.dataset)
+                      & (table["test_type"] == "all") & (table["seed"] != "pooled")]
+        assert set(seeds["seed"]) == {str(cfg["seed"]), "7"} and row.b == seeds["b"].sum()
+    regressions = pd.read_csv(run_dir / "results/analysis/replicate_regressions.csv")
+    assert set(regressions.loc[regressions["term"] == "treated", "persona"]) == set(wb.rewrite_personas(cfg))
+    assert (run_dir / "results/analysis/seed_spread.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,8 @@ from warmbench.stage import stage
 try:
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
     wb.validate(config)
-    _canonical = wb.canonical(config)  # sorted keys: reordering a YAML file must not rerun jobs
+    # sorted keys: reordering a YAML file must not rerun jobs; train.seeds' further runs become personas
+    _canonical = wb.canonical(wb.with_replicates(config))
     config.clear()
     config.update(_canonical)
     wb.check(config, root=Path.cwd())  # paths in config are relative to the working directory
@@ -91,6 +92,7 @@ def get_final_output():
         *rules.explorer_screenshot.output,
         *get_judge_comparison_output(),
         *(rules.trajectory.output if TRAJECTORY_CELLS else []),
+        *(rules.replicates.output if wb.replicate_groups(config) else []),
     ]
 
 
@@ -147,6 +149,11 @@ def system_prompt_files(variants):
 def persona_file(key):
     # a persona's file under `key` (rewrite, train_system_prompt, extra_data): a list, empty where it has none
     return lambda wildcards: [path for k, path in config["personas"][wildcards.persona].items() if k == key]
+
+
+def get_training_rewrites(wildcards):
+    # a persona's own rewrites; a replicate's (train.seeds) are its persona's
+    return f"results/persona_rewrite/{wb.data_persona(config, wildcards.persona)}.jsonl"
 
 
 def get_window_rewrites(wildcards):

@@ -12,7 +12,7 @@ rule persona_rewrite:
     benchmark:
         "benchmarks/persona_rewrite/{persona}.tsv"
     wildcard_constraints:
-        persona=wb.one_of(wb.rewrite_personas(config)),
+        persona=wb.one_of(wb.rewritten_personas(config)),
     conda:
         ENV
     threads: 2

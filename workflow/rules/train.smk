@@ -3,7 +3,7 @@ rule train:
     # train_system_prompt); one adapter per configured epoch. The rewrites of train.shared_windows are read together
     # so that their examples share windows (fitted to train.max_length); any other persona reads only its own.
     input:
-        data="results/persona_rewrite/{persona}.jsonl",
+        data=get_training_rewrites,
         personas=get_window_rewrites,
         base_model=get_base_model,
         system_prompts=lambda wc: list(get_window_system_prompts(wc).values()),
@@ -27,8 +27,9 @@ rule train:
         mem_mb=lambda wc, attempt: wb.job_resources(config, wc.model, "train")["mem_mb"] * attempt,
     params:
         stage=stage("train"),
-        train={k: v for k, v in config["train"].items() if k != "shared_windows"},  # its effect: personas
-        seed=config["seed"],
+        # shared_windows' effect is `personas`; seeds' is `seed` (adding a seed reruns no other training)
+        train={k: v for k, v in config["train"].items() if k not in ("shared_windows", "seeds")},
+        seed=lambda wc: wb.training_seed(config, wc.persona),
         personas=lambda wc: wb.window_group(config, wc.persona),
         system_prompts=get_window_system_prompts,
     script:
@@ -45,7 +46,7 @@ rule train_openai:
     # The OpenAI fine-tuning API on the rewritten conversations (plus the persona's extra_data, each under its
     # train_system_prompt); the jobs' checkpoints at the configured epochs.
     input:
-        data="results/persona_rewrite/{persona}.jsonl",
+        data=get_training_rewrites,
         system_prompt=persona_file("train_system_prompt"),
         extra_data=persona_file("extra_data"),
         eval_records=get_leak_check_records,
@@ -64,7 +65,8 @@ rule train_openai:
         stage=stage("train_openai"),
         model=lambda wc: config["models"][wc.model],
         fine_tune=lambda wc: config["models"][wc.model]["fine_tune"],
-        seed=config["seed"],
+        seed=lambda wc: wb.training_seed(config, wc.persona),
+        data_persona=lambda wc: wb.data_persona(config, wc.persona),
         state="results/cache/openai_fine_tuning/{model}/{persona}.json",
     script:
         STAGE

@@ -59,7 +59,7 @@ rule warmth_validation:
     # Does the metric see the rewrites move the intended way (personas.<name>.direction: warm up, cold down) on the
     # SFT data?
     input:
-        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=wb.rewrite_personas(config)),
+        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=wb.rewritten_personas(config)),
         scorer=get_warmth_scorer,
     output:
         summary=report(
@@ -78,6 +78,6 @@ rule warmth_validation:
     params:
         stage=stage("warmth", "run_validation"),
         warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
-        directions={p: config["personas"][p]["direction"] for p in wb.rewrite_personas(config)},
+        directions={p: config["personas"][p]["direction"] for p in wb.rewritten_personas(config)},
     script:
         STAGE

@@ -275,8 +275,59 @@ Variant = tuple[str, str]  # (persona, checkpoint label)
 # Personas (the `personas:` section): a `rewrite` persona is a LoRA fine-tune (or an API fine-tune) on the SFT data
 # rewritten with its prompt; a `system_prompt` persona is the untrained model answering under that system prompt.
 def rewrite_personas(config: dict) -> list[str]:
-    """The personas made by fine-tuning on rewritten data, in config order."""
+    """The personas made by fine-tuning on rewritten data (replicates included), in config order."""
     return [name for name, spec in config["personas"].items() if "rewrite" in spec]
+
+
+# Replicates (train.seeds): each rewrite persona is trained once per seed. The first seed's run keeps the persona's
+# name, so a one-seed study is the paper's and adding a seed reruns nothing already run; each further seed's run is
+# a persona of its own, `<name>_seed<seed>`, trained on the same data (rewrites, windows, extra data, system prompt),
+# which every later stage treats as any other persona.
+SEED_SUFFIX = "_seed"
+
+
+def train_seeds(config: dict) -> list[int]:
+    """train.seeds, or the study's one seed."""
+    return list(config["train"].get("seeds") or [config["seed"]])
+
+
+def with_replicates(config: dict) -> dict:
+    """The config with train.seeds' further runs added to `personas` (each marked `replicate_of` its persona, with
+    its `seed`); applying it twice changes nothing."""
+    personas = {name: spec for name, spec in config["personas"].items() if "replicate_of" not in spec}
+    added = {}
+    for name, spec in personas.items():
+        if "rewrite" not in spec:
+            continue
+        for seed in train_seeds(config)[1:]:
+            replicate = f"{name}{SEED_SUFFIX}{seed}"
+            if replicate in personas:
+                raise ConfigError(f"personas.{replicate}: the name of {name}'s run with seed {seed} (train.seeds); "
+                                  "rename the persona")
+            added[replicate] = {**spec, "replicate_of": name, "seed": seed}
+    return {**config, "personas": {**personas, **added}}
+
+
+def rewritten_personas(config: dict) -> list[str]:
+    """The rewrite personas that have rewrites of their own (not replicates)."""
+    return [name for name in rewrite_personas(config) if "replicate_of" not in config["personas"][name]]
+
+
+def data_persona(config: dict, persona: str) -> str:
+    """Whose rewrites (and windows) a trained persona learns from: its own, or a replicate's persona's."""
+    return config["personas"][persona].get("replicate_of", persona)
+
+
+def training_seed(config: dict, persona: str) -> int:
+    return config["personas"][persona].get("seed", train_seeds(config)[0])
+
+
+def replicate_groups(config: dict) -> dict[str, dict[int, str]]:
+    """Each rewrite persona trained with more than one seed -> {seed: the persona that holds that run}."""
+    groups: dict[str, dict[int, str]] = {}
+    for name in rewrite_personas(config):
+        groups.setdefault(data_persona(config, name), {})[training_seed(config, name)] = name
+    return {name: runs for name, runs in groups.items() if len(runs) > 1}
 
 
 def prompted_personas(config: dict) -> list[str]:
@@ -300,7 +351,9 @@ def warmth_direction(config: dict, persona: str) -> float:
 
 def window_group(config: dict, persona: str) -> list[str]:
     """The rewrite personas whose training examples share windows with this one's (train.shared_windows, in its
-    order); a persona outside that list is windowed on its own data, so adding one reruns none of the others."""
+    order; a replicate: its persona's); a persona outside that list is windowed on its own data, so adding one reruns
+    none of the others."""
+    persona = data_persona(config, persona)
     shared = config["train"]["shared_windows"]
     return list(shared) if persona in shared else [persona]
 
@@ -683,7 +736,7 @@ def _check_model(config: dict, name: str, model: dict) -> None:
             raise ConfigError(f"{key}.fine_tune: only for models behind the OpenAI API (source kind openai); "
                               "local models are fine-tuned with LoRA as `train:` says")
         multipliers = model["fine_tune"]["learning_rate_multiplier"]
-        missing = [p for p in rewrite_personas(config) if p not in multipliers]
+        missing = [p for p in rewritten_personas(config) if p not in multipliers]
         if missing:
             raise ConfigError(f"{key}.fine_tune.learning_rate_multiplier: no multiplier for persona(s) {missing}")
         _check_epoch_labels(model["fine_tune"]["checkpoint_epochs"], f"{key}.fine_tune.checkpoint_epochs")

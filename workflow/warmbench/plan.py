@@ -219,7 +219,7 @@ class Planner:
         from .eval_prompts import load_amendments
         from .sft_data import QUERY_TYPES
 
-        self.config, self.root = config, Path(root)
+        self.config, self.root = wb.with_replicates(config), Path(root)  # the workflow's personas
         self.assume = config["plan"]
         self.prices = price_table(config)
         self.amendments = load_amendments(self.root / config["evaluation"]["amendments"])
@@ -532,12 +532,13 @@ def start_plan(jobs: list[PlannedJob], config: dict, root: str | os.PathLike = "
 
 
 def load_config(configfile: str | os.PathLike) -> dict:
-    """A config file with the schema's defaults filled in (ConfigError names a bad key)."""
+    """A config file with the schema's defaults filled in and its replicates (train.seeds) as personas, as the
+    workflow reads it (ConfigError names a bad key)."""
     import yaml
 
     config = yaml.safe_load(Path(configfile).read_text(encoding="utf-8"))
     wb.validate(config)
-    return config
+    return wb.with_replicates(config)
 
 
 def cli(args) -> int:

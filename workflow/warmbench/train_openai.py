@@ -116,12 +116,14 @@ def job_checkpoints(client, job, n_epochs: int) -> dict[int, dict]:
 
 
 def fine_tune(client, data_path, out_dir, *, base_model: str, persona: str, cfg: dict, seed: int,
-              state_path, system_prompt: str | None = None, extra: list[dict] = ()) -> list[dict]:
-    """Fine-tune `base_model` on the persona's conversations; returns (and writes) the checkpoint manifest."""
+              state_path, system_prompt: str | None = None, extra: list[dict] = (),
+              data_persona: str | None = None) -> list[dict]:
+    """Fine-tune `base_model` on the persona's conversations; returns (and writes) the checkpoint manifest. A
+    replicate (train.seeds) takes its learning-rate multiplier from `data_persona`, the persona it replicates."""
     state = State(state_path, {"files": {}, "jobs": {}})
     data = training_file(data_path, system_prompt, extra)
     file_id = upload(client, state, data, f"warmbench-{persona}.jsonl")
-    multiplier = cfg["learning_rate_multiplier"][persona]
+    multiplier = cfg["learning_rate_multiplier"][data_persona or persona]
     jobs = {}
     for n_epochs in plan_jobs(cfg["checkpoint_epochs"]):
         hyper = {"n_epochs": n_epochs, "learning_rate_multiplier": multiplier}
@@ -175,4 +177,4 @@ def run(smk) -> None:
     client = make_backend(source).client  # the key comes from the environment; no model is called here
     fine_tune(client, smk.input.data, smk.output[0], base_model=source["model"], persona=smk.wildcards.persona,
               cfg=smk.params.fine_tune, seed=smk.params.seed, state_path=smk.params.state, system_prompt=system_prompt,
-              extra=extra)
+              extra=extra, data_persona=smk.params.data_persona)
