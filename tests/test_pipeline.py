@@ -325,6 +325,17 @@ def test_the_plan_and_the_ledger_meet_the_run(run_dir):
     assert "done in" in (run_dir / "logs/cost.log").read_text()
 
 
+def test_a_contrast_added_to_a_finished_study_reruns_only_the_aggregates(run_dir):
+    cfg = load_config()
+    cfg["analysis"]["contrasts"] = [["warm", "cold"]]
+    (run_dir / "contrast.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(run_dir, "-n", "--configfile", "contrast.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = job_stats(dry.stdout + dry.stderr)
+    assert "analysis" in jobs and set(jobs) <= {"analysis", "explorer", "explorer_screenshot", "judge_validation",
+                                                "cost", "all", "total"}, jobs
+
+
 def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tables(run_dir, monkeypatch):
     """One generation job per (model, dataset) starts one engine and writes every cell's table as the per-cell design
     did: for each cell, a job of that cell alone (today's generate_local with one variant, its own empty cache) gives
