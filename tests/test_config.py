@@ -598,22 +598,11 @@ def test_the_shipped_studies_keep_every_job_and_output_path(configfile):
 def test_adding_a_persona_leaves_the_other_personas_training_as_it_was(tmp_path):
     # a persona outside train.shared_windows reads only its own rewrites: warm's and cold's training jobs keep their
     # inputs and params, so they do not rerun
-    import logging
-
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+    from conftest import dag_jobs
 
     def train_jobs(cfg, name):
         (tmp_path / name).write_text(yaml.safe_dump(cfg))
-        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-            logging.getLogger("snakemake.logging").setLevel(logging.WARNING)
-            workflow = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=REPO,
-                                    config_settings=ConfigSettings(configfiles=[tmp_path / name]))
-            workflow = workflow.dag(DAGSettings()).workflow_api._workflow
-            workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
-            workflow._build_dag()
-            return {tuple(map(str, job.output)): (sorted(map(str, job.input)), repr(wb.canonical(dict(job.params))))
-                    for job in workflow.dag.jobs if job.rule.name == "train"}
+        return dag_jobs(tmp_path / name, {"train"})
 
     cfg = default_config()
     before = train_jobs(cfg, "before.yaml")

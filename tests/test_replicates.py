@@ -1,6 +1,4 @@
 """Replicates (train.seeds): each seed's run a persona of its own, read together per seed and pooled."""
-import logging
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +7,7 @@ import yaml
 from warmbench import config as wb
 from warmbench.replicates import replicate_regressions, replicate_table
 from warmbench.stats import mcnemar_exact
-from conftest import REPO
+from conftest import REPO, dag_jobs
 
 
 def default_config() -> dict:
@@ -44,20 +42,8 @@ def test_a_persona_named_like_a_replicate_is_refused_by_name():
 
 
 def workflow_jobs(tmp_path, cfg, name, rules):
-    """{outputs: (inputs, params)} of the rules' jobs in the DAG of a config (built, not run)."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
-
     (tmp_path / name).write_text(yaml.safe_dump(cfg))
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        logging.getLogger("snakemake.logging").setLevel(logging.WARNING)
-        workflow = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=REPO,
-                                config_settings=ConfigSettings(configfiles=[tmp_path / name]))
-        workflow = workflow.dag(DAGSettings()).workflow_api._workflow
-        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
-        workflow._build_dag()
-        return {tuple(map(str, job.output)): (sorted(map(str, job.input)), wb.canonical(dict(job.params)))
-                for job in workflow.dag.jobs if job.rule.name in rules}
+    return dag_jobs(tmp_path / name, rules)
 
 
 def test_adding_a_seed_adds_training_jobs_on_the_same_data_and_leaves_the_others_as_they_were(tmp_path):
