@@ -1,5 +1,6 @@
 import pytest
 
+from warmbench.base_model import WHERE_NATIVE, resolve_dtype
 from warmbench.bench import read_benchmarks, summarize
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -28,7 +29,8 @@ def test_warmth_benchmark_prints_the_ratio_last(tiny_model_dir, capsys):
     # the slow loops score a sample, the scorer all texts; rates are compared, scores on the common sample
     assert "the one-at-a-time loops on the first 2" in lines[0]
     assert any("reference loop, float32" in line and "   2 texts" in line and "r=1.0000" in line for line in lines)
-    assert any("warmbench, bfloat16, batch 8" in line and "   4 texts" in line for line in lines)
+    ran = resolve_dtype(WHERE_NATIVE)  # the default: bfloat16 where the CPU has it natively
+    assert any(f"warmbench, {ran}, batch 8" in line and "   4 texts" in line for line in lines)
 
 
 @pytest.mark.parametrize("bench, argv, expected", [

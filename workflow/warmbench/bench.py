@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import children
+from .base_model import WHERE_NATIVE, resolve_dtype
 from .config import REPO_ROOT
 
 # Sizes of the stage benchmarks: by default each finishes in about 3 minutes on 2 shared cores (slow baselines
@@ -39,6 +40,7 @@ STATS_TARGET_S, STATS_TARGET_ROWS = 60, 440_000  # all tests and regressions of 
 
 DEFAULT_MODEL = "resources/models/smollm2"  # the embedded default's model, as `make run` converts it
 DEFAULT_TRAIN_DATA = "results/persona_rewrite/warm.jsonl"  # its warm rewrites
+DEFAULT_DTYPE = WHERE_NATIVE  # as the embedded default generates and scores: bfloat16 where the CPU has it natively
 
 
 def _bench_cache() -> Path:
@@ -244,7 +246,7 @@ def stats_benchmark(rows: int = SIZES["stats"]["full"]["rows"], seed: int = 0) -
 
 
 def warmth_benchmark(model_dir: str, n_texts: int = SIZES["warmth"]["full"]["n_texts"], batch_size: int = 16, threads: int = 2,
-                     dtype: str = "bfloat16", baseline_texts: int | None = None) -> int:
+                     dtype: str = DEFAULT_DTYPE, baseline_texts: int | None = None) -> int:
     """SocioT scoring of the same texts: the reference-style loop (float32, one (text, prefix) pair per forward)
     against warmbench's scorer (batched, length-sorted, LM head only at scored tokens, in `dtype`); the same
     one-at-a-time loop in `dtype` separates what batching buys from what the dtype buys. The one-at-a-time loops
@@ -254,6 +256,8 @@ def warmth_benchmark(model_dir: str, n_texts: int = SIZES["warmth"]["full"]["n_t
 
     from .sft_data import build_split, iter_sharegpt, sharegpt_path
     from .warmth import SocioTScorer, warmth_scores
+
+    dtype = resolve_dtype(dtype)  # labels say what ran
 
     split_cfg = {"max_turns": 2, "max_message_chars": 300, "nsfw_filter": "none", "nsfw_threshold": 1.0,
                  "train_per_type": n_texts, "validation_per_type": 1}
@@ -462,13 +466,14 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
 
 
 def generation_benchmark(model_dir: str = DEFAULT_MODEL, n_prompts: int = SIZES["generation_backends"]["quick"]["n_prompts"],
-                         max_new_tokens: int = 32, batch_size: int = 64, dtype: str = "bfloat16", threads: int = 2,
+                         max_new_tokens: int = 32, batch_size: int = 64, dtype: str = DEFAULT_DTYPE, threads: int = 2,
                          baseline_prompts: int | None = None) -> int:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
     conditions), side by side, against a naive one-prompt-at-a-time `generate` loop timed on the first
     `baseline_prompts` of them (all by default); peak RSS of each."""
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
 
+    dtype = resolve_dtype(dtype)  # labels say what ran
     amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
     prompts = []
     for dataset in ("triviaqa", "truthfulqa", "medqa", "disinfo"):
@@ -564,7 +569,7 @@ def _generation_job(model_dir: str, dtype: str, threads: int, prompts: list[str]
 
 def generation_job_benchmark(model_dir: str = DEFAULT_MODEL, items: int = 2, validation_prompts: int = 16,
                              checkpoints: int = 3, max_new_tokens: int = 24, batch_size: int = 48,
-                             dtype: str = "bfloat16", threads: int = 2, workdir: str | None = None) -> int:
+                             dtype: str = DEFAULT_DTYPE, threads: int = 2, workdir: str | None = None) -> int:
     """The generation stage of one model on one evaluation dataset and the validation prompts, as the embedded
     default asks for it: today's per-cell jobs (one per variant, each starting Python and loading the model) against
     one per-(model, dataset) job each (one engine serving every variant, the checkpoints as LoRA adapters), on the
@@ -574,6 +579,8 @@ def generation_job_benchmark(model_dir: str = DEFAULT_MODEL, items: int = 2, val
 
     from .config import BASE_CHECKPOINT, epoch_label
     from .eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
+
+    dtype = resolve_dtype(dtype)  # labels say what ran
 
     amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
     eval_prompts = [r["prompt"] for r in expand_conditions(load_items("triviaqa", smoke_path("triviaqa"), items, 0),

@@ -24,7 +24,7 @@ def _size_help(bench: str, key: str, what: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench import DEFAULT_MODEL, DEFAULT_TRAIN_DATA  # light: bench imports torch only inside its benches
+    from .bench import DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_TRAIN_DATA  # light: bench imports torch only inside its benches
 
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                          help=_size_help("warmth", "baseline_texts", "of those, texts the one-at-a-time loops score"))
     bwarmth.add_argument("--full", action="store_true", help="the full set of texts, every loop on all of them")
     bwarmth.add_argument("--batch-size", type=int, default=16)
-    bwarmth.add_argument("--dtype", default="bfloat16", help="dtype of warmbench's scorer (default: %(default)s)")
+    bwarmth.add_argument("--dtype", default=DEFAULT_DTYPE, help="dtype of warmbench's scorer (default: %(default)s)")
 
     bjudge = bench.add_parser("judge", help="LLM judge calls on a first run and a rerun, and verdicts/s, "
                               "against a loopback OpenAI-compatible server")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     bgen.add_argument("--full", action="store_true", help="the larger sizes (--backends: the loop answers every prompt too)")
     bgen.add_argument("--max-new-tokens", type=int, default=None, help="default: 24 (jobs), 32 (--backends)")
     bgen.add_argument("--batch-size", type=int, default=None, help="default: 48 (jobs), 64 (--backends)")
-    bgen.add_argument("--dtype", default="bfloat16")
+    bgen.add_argument("--dtype", default=DEFAULT_DTYPE)
 
     btrain = bench.add_parser("train", help="train tokens/s, s/step and peak memory of warmbench's LoRA training "
                               "with each speed switch of train:, vs a padded baseline of the same effective batch")

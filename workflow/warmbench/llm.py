@@ -146,11 +146,14 @@ def model_identity(kind: str, model_dir: str | os.PathLike, dtype: str = "auto",
                    adapter: str | os.PathLike | None = None) -> dict:
     """What a local model's answers depend on, for cache keys and provenance: the source block and revision that
     base_model recorded (for a `path` source, also the weight files' sizes and mtimes, as they can change in
-    place), the dtype, a hash of config, tokenizer and weights index, and the adapter's content hash."""
+    place), the dtype it loads in here, a hash of config, tokenizer and weights index, and the adapter's content
+    hash."""
     model_dir = Path(model_dir)
     record = model_dir / SOURCE_RECORD
     source = json.loads(record.read_text()) if record.is_file() else None
-    identity = {"kind": kind, "model": str(model_dir), "dtype": dtype, "source": source,
+    from .base_model import resolve_dtype
+
+    identity = {"kind": kind, "model": str(model_dir), "dtype": resolve_dtype(dtype), "source": source,
                 "files_sha256": model_files_hash(model_dir), "adapter": str(adapter) if adapter else None,
                 "adapter_sha256": adapter_hash(adapter) if adapter else None}
     if (source or {}).get("source", {}).get("kind") == "path":

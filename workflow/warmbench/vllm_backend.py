@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import children
+from .base_model import resolve_dtype
 from .children import child_env
 from .llm import Messages, OnResult, Sampling, load_chat_tokenizer, model_identity, prompt_seed, render_chat
 
@@ -30,7 +31,7 @@ class VLLMChat:
             raise FileNotFoundError(f"vLLM's python {python} does not exist (make vllm creates .venv-vllm)")
         self.model_dir, self.python = str(model_dir), str(python)
         self.tokenizer = load_chat_tokenizer(self.model_dir)
-        self.options = {"dtype": dtype, "tensor_parallel_size": tensor_parallel_size, "max_lora_rank": max_lora_rank,
+        self.options = {"dtype": resolve_dtype(dtype), "tensor_parallel_size": tensor_parallel_size, "max_lora_rank": max_lora_rank,
                         "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization}
         self.adapters: dict[str, str] = {}
         self.last_timing: dict = {}

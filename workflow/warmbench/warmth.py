@@ -36,10 +36,10 @@ class SocioTScorer:
         if threads:
             torch.set_num_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        from .base_model import compute_device
+        from .base_model import compute_device, torch_dtype
 
         self.device = compute_device()
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(self.device).eval()  # no dropout
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype(dtype)).to(self.device).eval()  # no dropout
         self.prefix_ids = [
             self.tokenizer(f'{p}, "', add_special_tokens=False)["input_ids"] for p in WARM_PREFIXES + COLD_PREFIXES
         ]
