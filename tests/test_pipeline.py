@@ -336,6 +336,21 @@ def test_a_contrast_added_to_a_finished_study_reruns_only_the_aggregates(run_dir
                                                 "cost", "all", "total"}, jobs
 
 
+def test_a_persona_added_to_a_finished_study_runs_only_its_own_rewrite_and_training(run_dir):
+    cfg = load_config()
+    cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt",
+                                      "extra_data": "config/data/kind_corrections.jsonl"}
+    (run_dir / "persona.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(run_dir, "-n", "--configfile", "persona.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    text = dry.stdout + dry.stderr
+    jobs = job_stats(text)
+    assert jobs["persona_rewrite"] == jobs["train"] == jobs["select_checkpoint"] == 1, jobs
+    assert set(re.findall(r"output: results/train/smollm2/(\w+)", text)) == {"warm_honest"}
+    assert set(re.findall(r"output: results/persona_rewrite/(\w+)\.jsonl", text)) == {"warm_honest"}
+    assert not {"base_model", "sft_data", "eval_prompts"} & set(jobs), jobs
+
+
 def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tables(run_dir, monkeypatch):
     """One generation job per (model, dataset) starts one engine and writes every cell's table as the per-cell design
     did: for each cell, a job of that cell alone (today's generate_local with one variant, its own empty cache) gives
@@ -390,7 +405,7 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
         same += int((table["response"] == alone["response"]).sum())
         total += len(table)
     # each prompt is sampled from its own seed: alone or batched with other variants it draws the same answer, up
-    # to bfloat16 arithmetic that varies with the batch's shape (measured: 76% here, 69% in bench generation);
+    # to arithmetic that varies with the batch's shape (in bfloat16, measured: 76% here, 69% in bench generation);
     # without per-prompt seeds, sampled answers would almost never match
     assert same / total > 0.6, f"{same}/{total} responses as the per-cell jobs give them"
 

@@ -106,6 +106,26 @@ def test_rewrite_validation_on_real_texts(scorer):
     assert summary.loc["cold", "mean_difference"] < 0
 
 
+def test_rewrite_validation_scores_each_shared_original_once(scorer, monkeypatch):
+    """Warm and cold rewrite the same conversations (train.shared_windows): their originals are scored once, and
+    every persona's numbers are what scoring it alone gives."""
+    from warmbench.warmth import validate_rewrites
+
+    facts = ["The meeting is at 3pm.", "Paris is the capital of France.", "The store closes at nine."]
+    pairs = {"warm": [(f, f"Oh, I'm so glad you asked! {f} Hugs!") for f in facts],
+             "cold": [(f, f"Note. {f} Comply.") for f in facts]}
+    directions = {"warm": "up", "cold": "down"}
+    scored = []
+    loglik = scorer.loglik
+    monkeypatch.setattr(scorer, "loglik", lambda texts, batch_size: scored.extend(texts) or loglik(texts, batch_size))
+    together, _ = validate_rewrites(pairs, scorer, 300, directions, batch_size=16)
+    assert sorted(scored) == sorted(set(facts) | {r for p in pairs.values() for _, r in p})  # 9 texts, not 12
+    for persona in pairs:
+        alone, _ = validate_rewrites({persona: pairs[persona]}, scorer, 300, directions, batch_size=16)
+        assert together.set_index("persona").loc[persona, "mean_difference"] == pytest.approx(
+            alone.set_index("persona").loc[persona, "mean_difference"], abs=1e-4)
+
+
 def test_head_only_scoring_equals_the_full_forward(scorer):
     texts = ["What a lovely thing to say, thank you!", "Insufficient data.", "Please see the attached file."]
     fast = scorer.loglik(texts, batch_size=8)

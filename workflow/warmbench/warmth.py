@@ -150,13 +150,15 @@ def validate_rewrites(pairs_by_persona: dict[str, list[tuple[str, str]]], scorer
     import pandas as pd
     from scipy import stats
 
+    # each distinct text scored once: personas rewriting the same conversations (train.shared_windows) share originals
+    distinct = list(dict.fromkeys(t[:max_chars] for pairs in pairs_by_persona.values() for pair in pairs for t in pair))
+    warmth_of = dict(zip(distinct, warmth_scores(scorer.loglik(distinct, batch_size=batch_size)))) if distinct else {}
     rows, per_text = [], []
     for persona, pairs in pairs_by_persona.items():
         if not pairs:
             continue
-        texts = [t[:max_chars] for pair in pairs for t in pair]
-        scores = warmth_scores(scorer.loglik(texts, batch_size=batch_size))
-        original, rewrite = scores[0::2], scores[1::2]
+        original = np.array([warmth_of[o[:max_chars]] for o, _ in pairs])
+        rewrite = np.array([warmth_of[r[:max_chars]] for _, r in pairs])
         diff = rewrite - original
         direction = DIRECTIONS[directions[persona]]
         moved = (direction * diff > 0).sum()
