@@ -83,25 +83,21 @@ def scratch_workflow(work: Path, *extra: str) -> Path:
     return work
 
 
+def dag_of(config_path: Path, describe) -> list:
+    """describe(job) for every job in the DAG of a config file (built as `warmbench plan` builds it, not run)."""
+    from warmbench.plan import read_dag
+
+    return read_dag(config_path, lambda dag: [describe(job) for job in dag.jobs], workdir=REPO)
+
+
 def dag_jobs(config_path: Path, rules) -> dict[tuple, tuple]:
-    """{outputs: (sorted inputs, canonical params)} of the named rules' jobs in the DAG of a config file, built by
-    Snakemake's API in the repository (not run): what decides whether a job reruns."""
-    import logging
-
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
-
+    """{outputs: (sorted inputs, canonical params)} of the named rules' jobs in the DAG of a config file: what
+    decides whether a job reruns."""
     from warmbench.config import canonical
 
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        logging.getLogger("snakemake.logging").setLevel(logging.WARNING)
-        workflow = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=REPO,
-                                config_settings=ConfigSettings(configfiles=[config_path]))
-        workflow = workflow.dag(DAGSettings()).workflow_api._workflow
-        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
-        workflow._build_dag()
-        return {tuple(map(str, job.output)): (sorted(map(str, job.input)), canonical(dict(job.params)))
-                for job in workflow.dag.jobs if job.rule.name in rules}
+    described = dag_of(config_path, lambda job: (job.rule.name, tuple(map(str, job.output)),
+                                                 (sorted(map(str, job.input)), canonical(dict(job.params)))))
+    return {outputs: found for rule, outputs, found in described if rule in rules}
 
 
 def kill_python_once(code: str, ready, timeout_s: float = 120) -> None:

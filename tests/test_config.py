@@ -626,3 +626,18 @@ def test_the_mitigation_study_validates_and_compares_each_mitigation_with_warm(t
     result = dry_run(tmp_path, cfg)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^train\s+4$", result.stdout, re.M)
+
+
+def test_on_two_cores_what_evaluations_wait_on_goes_first_and_the_cpu_stages_take_one_core_each():
+    """make run on 2 cores (2026-12-01) ran the rewrite validation, which nothing waits on, on both cores before the
+    fine-tunes that every evaluation waits on (2 minutes on the critical path), and each fine-tune and rewrite on 2
+    threads that kept 1.5 cores busy. Now the chain to the evaluations (fine-tunes; validation answers, warmth and
+    the checkpoint choice under the plateau rule) outranks it, and those stages take one core each, side by side."""
+    from conftest import dag_of
+
+    jobs = dag_of(REPO / "config/config.yaml", lambda job: (job.rule.name, job.rule.priority, job.threads))
+    priority = {rule: p for rule, p, _ in jobs}
+    assert min(priority[r] for r in ("train", "generate_validation", "warmth")) > priority["warmth_validation"]
+    assert priority["warmth_validation"] == priority["generate"]
+    side_by_side = {"persona_rewrite", "train", "generate", "generate_validation", "warmth", "warmth_validation"}
+    assert {(rule, threads) for rule, _, threads in jobs if rule in side_by_side} == {(r, 1) for r in side_by_side}

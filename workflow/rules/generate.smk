@@ -25,6 +25,8 @@ for _rule in wb.generation_rules(config):
         wildcard_constraints:
             model=wb.one_of(_rule.models),
             dataset=wb.one_of(_rule.datasets),
+        # the validation answers feed warmth and the checkpoint choice, on which evaluations may wait: first
+        priority: 1 if _rule.name.endswith("_validation") else 0
         conda:
             ENV
         # 1 thread: two CPU jobs run side by side (start-up, imports and loading, is single-threaded)

@@ -15,7 +15,8 @@ rule persona_rewrite:
         persona=wb.one_of(wb.rewritten_personas(config)),
     conda:
         ENV
-    threads: 2
+    # 1 thread: the rewrites run side by side on a 2-core machine (start-up and loading are single-threaded)
+    threads: 1
     params:
         stage=stage("persona_rewrite"),
         backend=config["persona_rewrite"]["backend"],

@@ -18,9 +18,13 @@ rule train:
     wildcard_constraints:
         model=wb.one_of(wb.local_models(config)),
         persona=wb.one_of(wb.rewrite_personas(config)),
+    # every evaluation waits on the fine-tunes: they go before jobs nothing waits on (warmth_validation)
+    priority: 1
     conda:
         ENV
-    threads: 2
+    # 1 thread: the fine-tunes run side by side on a 2-core machine (2 threads each gave 1.46 cores of work);
+    # profiles/slurm sets the cluster's threads
+    threads: 1
     resources:
         # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
         gpu=lambda wc: wb.job_resources(config, wc.model, "train")["gpus"],

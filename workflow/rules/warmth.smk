@@ -20,6 +20,7 @@ for _rule in wb.warmth_rules(config):
             "benchmarks/warmth/{model}.tsv"
         wildcard_constraints:
             model=wb.one_of(_rule.models),
+        priority: 1  # the checkpoint choice (plateau rule) and so the evaluations wait on it
         conda:
             ENV
         threads: 1
@@ -74,7 +75,8 @@ rule warmth_validation:
         "benchmarks/warmth_validation.tsv"
     conda:
         ENV
-    threads: 2
+    # 1 thread and no priority: nothing waits on it, so it fills a core beside generation or warmth
+    threads: 1
     params:
         stage=stage("warmth", "run_validation"),
         warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},

@@ -101,8 +101,13 @@ def jobs_from_dag(dag) -> list[PlannedJob]:
 
 
 def dag_jobs(configfile: str | os.PathLike, workdir: str | os.PathLike = ".") -> list[PlannedJob]:
-    """Build the workflow's DAG for a config with Snakemake's API (as a dry run does, in-process) and list its
-    jobs. Snakemake's DAG is the truth of what runs: its rules and job counts are never re-derived here."""
+    """The jobs of the workflow's DAG for a config. Snakemake's DAG is the truth of what runs: its rules and job
+    counts are never re-derived here."""
+    return read_dag(configfile, jobs_from_dag, workdir)
+
+
+def read_dag(configfile: str | os.PathLike, read, workdir: str | os.PathLike = "."):
+    """read(dag) of the workflow's DAG for a config, built with Snakemake's API (as a dry run does, in-process)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
                                           ResourceSettings)
@@ -117,7 +122,7 @@ def dag_jobs(configfile: str | os.PathLike, workdir: str | os.PathLike = ".") ->
         # what `snakemake --summary` does to build the DAG without executing anything (no lock taken)
         workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
         workflow._build_dag()
-        return jobs_from_dag(workflow.dag)
+        return read(workflow.dag)
 
 
 # --- prices ----------------------------------------------------------------------------------------------------
