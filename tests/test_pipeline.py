@@ -337,15 +337,23 @@ def test_a_contrast_added_to_a_finished_study_reruns_only_the_aggregates(run_dir
 
 
 def test_a_persona_added_to_a_finished_study_runs_only_its_own_rewrite_and_training(run_dir):
+    """Only the new persona is rewritten and trained. The per-(model, dataset) generation jobs, the one warmth job and
+    what reads them run again, as jobs with a new output do: their caches answer the other personas' rows (the
+    checkpoint and seed tests below run such a rerun and count the rows generated)."""
+    from warmbench import config as wb
+
     cfg = load_config()
     cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt",
                                       "extra_data": "config/data/kind_corrections.jsonl"}
     (run_dir / "persona.yaml").write_text(yaml.safe_dump(cfg))
+    wb.validate(cfg)
     dry = snakemake(run_dir, "-n", "--configfile", "persona.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
     text = dry.stdout + dry.stderr
     jobs = job_stats(text)
-    assert jobs["persona_rewrite"] == jobs["train"] == jobs["select_checkpoint"] == 1, jobs
+    assert jobs["persona_rewrite"] == jobs["train"] == 1, jobs
+    assert jobs["select_checkpoint"] == len(wb.rewrite_personas(cfg)), jobs  # each reads the one warmth job's output
+    assert jobs["generate"] == len(cfg["evaluation"]["datasets"]) and jobs["generate_validation"] == 1, jobs
     assert set(re.findall(r"output: results/train/smollm2/(\w+)", text)) == {"warm_honest"}
     assert set(re.findall(r"output: results/persona_rewrite/(\w+)\.jsonl", text)) == {"warm_honest"}
     assert not {"base_model", "sft_data", "eval_prompts"} & set(jobs), jobs
