@@ -489,14 +489,18 @@ def test_a_seed_added_to_a_finished_study_trains_only_its_runs_and_pools_them(ru
     from warmbench import config as wb
 
     cfg = load_config()
-    cfg["train"]["seeds"] = [cfg["seed"], 7]
+    added = cfg["seed"] + 1
+    cfg["train"]["seeds"] = [cfg["seed"], added]
     (run_dir / "seeds.yaml").write_text(yaml.safe_dump(cfg))
     wb.validate(cfg)
-    runs = [f"{p}_seed7" for p in wb.rewrite_personas(cfg)]
+    personas = wb.rewrite_personas(cfg)
+    runs = [f"{p}_seed{added}" for p in personas]
     dry = snakemake(run_dir, "-n", "--configfile", "seeds.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = job_stats(dry.stdout + dry.stderr)
-    assert jobs["train"] == jobs["select_checkpoint"] == len(runs) and jobs["replicates"] == 1
+    assert jobs["train"] == len(runs) and jobs["replicates"] == 1
+    # the one warmth job has new outputs, so every checkpoint choice reads it again (the old ones choose as before)
+    assert jobs["select_checkpoint"] == len(personas) + len(runs), jobs
     assert not {"persona_rewrite", "sft_data", "eval_prompts"} & set(jobs), jobs
 
     result = snakemake(run_dir, "--cores", "2", "--configfile", "seeds.yaml", timeout=1500)
@@ -506,7 +510,7 @@ def test_a_seed_added_to_a_finished_study_trains_only_its_runs_and_pools_them(ru
         log = (run_dir / f"logs/generate/smollm2/{dataset}.log").read_text()
         assert f"{4 * n} cached, {len(runs) * n} to generate" in log, log[-2000:]
     for run in runs:
-        persona = run.removesuffix("_seed7")
+        persona = run.removesuffix(f"_seed{added}")
         mine, theirs = (json.loads((run_dir / f"results/train/smollm2/{p}/checkpoints.json").read_text())
                         for p in (run, persona))
         assert mine["data"] == theirs["data"] == f"results/persona_rewrite/{persona}.jsonl"
@@ -514,12 +518,12 @@ def test_a_seed_added_to_a_finished_study_trains_only_its_runs_and_pools_them(ru
     assert set(runs) <= set(paired["persona"])  # each seed tested against the original model
     table = pd.read_csv(run_dir / "results/analysis/replicates.csv", dtype={"seed": str})
     pooled = table[(table["seed"] == "pooled") & (table["test_type"] == "all")]
-    assert set(pooled["persona"]) == set(wb.rewrite_personas(cfg))
+    assert set(pooled["persona"]) == set(personas)
     assert set(pooled["dataset"]) == set(cfg["evaluation"]["datasets"])
     for row in pooled.itertuples():
         seeds = table[(table["persona"] == row.persona) & (table["dataset"] == row.dataset)
                       & (table["test_type"] == "all") & (table["seed"] != "pooled")]
-        assert set(seeds["seed"]) == {str(cfg["seed"]), "7"} and row.b == seeds["b"].sum()
+        assert set(seeds["seed"]) == {str(cfg["seed"]), str(added)} and row.b == seeds["b"].sum()
     regressions = pd.read_csv(run_dir / "results/analysis/replicate_regressions.csv")
-    assert set(regressions.loc[regressions["term"] == "treated", "persona"]) == set(wb.rewrite_personas(cfg))
+    assert set(regressions.loc[regressions["term"] == "treated", "persona"]) == set(personas)
     assert (run_dir / "results/analysis/seed_spread.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
