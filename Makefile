@@ -50,8 +50,9 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 
+# --durations: the slowest tests in every log, to keep CI within its time
 test: setup vllm browser
-	$(BIN)/python -m pytest -m "$(MARK)"
+	$(BIN)/python -m pytest -m "$(MARK)" --durations=25
 
 clean:
 	rm -rf results resources benchmarks logs .snakemake

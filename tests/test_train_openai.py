@@ -146,8 +146,9 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
                    "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2},
         "fine_tune": {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_epochs": [1], "poll_s": 0.1}}
     (work / "gpt4o.yaml").write_text(yaml.safe_dump(cfg))
-    # the plateau rule (tests config) picks among fine_tune's epochs from the warmth of validation generations
-    target = "results/generations/gpt4o/warm/selected/triviaqa.parquet"
+    # the plateau rule (tests config) picks among fine_tune's epochs from the warmth of validation generations;
+    # MMLU, asked once per item, keeps the chat calls few (`transformers serve` answers one at a time, ~1 s each)
+    target = "results/generations/gpt4o/warm/selected/mmlu.parquet"
 
     def snakemake():
         result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "gpt4o.yaml",
@@ -165,7 +166,7 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
         assert "warm" in trained and fine_tuned.startswith("ft:gpt-4o-2024-08-06:") and service.created == len(trained)
         created, uploads = service.created, service.uploads
         generated = pd.read_parquet(work / target)
-        prompts = pd.read_parquet(work / "results/prompts/triviaqa.parquet")
+        prompts = pd.read_parquet(work / "results/prompts/mmlu.parquet")
         assert len(generated) == len(prompts) and (generated["adapter"] == fine_tuned).all()
         assert (generated["checkpoint"] == "epoch1").all() and generated["response"].str.len().gt(0).mean() > 0.9
         assert fine_tuned in service.chat_models and "gpt-4o-2024-08-06" in service.chat_models  # original too
