@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from warmbench import config as wb
 from warmbench import extra_data
-from warmbench.plan import jobs_from_dag, price_table, start_plan
+from warmbench.plan import generation_priorities, jobs_from_dag, price_table, start_plan
 from warmbench.locks import running_copies
 from warmbench.stage import stage
 
@@ -27,6 +27,9 @@ try:
         extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
 except wb.ConfigError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
+
+# the longest generation jobs first (their estimated tokens): short ones fill the end of the run
+GENERATION_PRIORITY = generation_priorities(config, Path.cwd())
 
 # Secrets (API keys, the hub token) come from the environment. A dry run, --lint, --list-rules or --report needs
 # none: a missing one is a warning here, and a real run stops on it in `onstart`, after the DAG is built and before

@@ -25,8 +25,9 @@ for _rule in wb.generation_rules(config):
         wildcard_constraints:
             model=wb.one_of(_rule.models),
             dataset=wb.one_of(_rule.datasets),
-        # the validation answers feed warmth and the checkpoint choice, on which evaluations may wait: first
-        priority: 1 if _rule.name.endswith("_validation") else 0
+        # the validation answers feed warmth and the checkpoint choice, on which evaluations may wait: first;
+        # then the datasets by their estimated work, longest first
+        priority: 1 if _rule.name.endswith("_validation") else lambda wc: GENERATION_PRIORITY[wc.dataset]
         conda:
             ENV
         # 1 thread: two CPU jobs run side by side (start-up, imports and loading, is single-threaded)

@@ -392,6 +392,18 @@ class Planner:
         return estimate, False
 
 
+def generation_priorities(config: dict, root: str | os.PathLike = ".") -> dict[str, float]:
+    """Each evaluation dataset's generation priority, in [0, 1): its job's estimated tokens (prompts x (prompt +
+    response tokens), the plan's figures) over the largest job's. The longest start first, so the jobs left at the
+    end are short and no core or GPU waits on one long job (make run: MedQA's, started last, ran alone for over
+    2 minutes). Below the validation answers (priority 1), on which warmth and the checkpoint choice wait."""
+    planner = Planner(config, root)
+    work = {dataset: planner.prompts(dataset) * (planner.prompt_tokens(dataset) + planner.response_tokens(dataset))
+            for dataset in config["evaluation"]["datasets"]}
+    largest = max(work.values(), default=0) or 1
+    return {dataset: 0.99 * tokens / largest for dataset, tokens in work.items()}
+
+
 # --- the plan --------------------------------------------------------------------------------------------------
 
 @dataclass
