@@ -322,11 +322,16 @@ class Planner:
         estimate.gpu_hours, estimate.unsized = seconds / 3600, unsized
         return True
 
-    def _generation(self, job, model, persona, checkpoint, dataset) -> tuple[Estimate, bool]:
+    def generation_tokens(self, dataset: str, system: float = 0) -> tuple[int, float, float]:
+        """A dataset's prompts, and the tokens one variant reads (each prompt after `system` tokens of system prompt)
+        and writes answering them all."""
         n = self.prompts(dataset)
+        return n, n * (self.prompt_tokens(dataset) + system), n * self.response_tokens(dataset)
+
+    def _generation(self, job, model, persona, checkpoint, dataset) -> tuple[Estimate, bool]:
         persona_spec = self.config["personas"].get(persona, {})
         system = self.file_tokens(persona_spec["system_prompt"]) if "system_prompt" in persona_spec else 0
-        estimate = Estimate(n, n * (self.prompt_tokens(dataset) + system), n * self.response_tokens(dataset))
+        estimate = Estimate(*self.generation_tokens(dataset, system))
         spec = self.config["models"].get(model)
         if spec is None:
             return estimate, False
@@ -393,13 +398,15 @@ class Planner:
 
 
 def generation_priorities(config: dict, root: str | os.PathLike = ".") -> dict[str, float]:
-    """Each evaluation dataset's generation priority, in [0, 1): its job's estimated tokens (prompts x (prompt +
-    response tokens), the plan's figures) over the largest job's. The longest start first, so the jobs left at the
-    end are short and no core or GPU waits on one long job (make run: MedQA's, started last, ran alone for over
-    2 minutes). Below the validation answers (priority 1), on which warmth and the checkpoint choice wait."""
+    """Each evaluation dataset's generation priority, in [0, 1): its job's estimated tokens (Planner.generation_tokens,
+    as the plan counts them) over the largest job's. The longest start first, so the jobs left at the end are short
+    and no core or GPU waits on one long job (make run: MedQA's, started last, ran alone for over 2 minutes). Below
+    the validation answers (priority 1), on which warmth and the checkpoint choice wait."""
     planner = Planner(config, root)
-    work = {dataset: planner.prompts(dataset) * (planner.prompt_tokens(dataset) + planner.response_tokens(dataset))
-            for dataset in config["evaluation"]["datasets"]}
+    work = {}
+    for dataset in config["evaluation"]["datasets"]:
+        _, read, written = planner.generation_tokens(dataset)
+        work[dataset] = read + written
     largest = max(work.values(), default=0) or 1
     return {dataset: 0.99 * tokens / largest for dataset, tokens in work.items()}
 
