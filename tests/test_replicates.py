@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from warmbench import config as wb
-from warmbench.replicates import replicate_regressions, replicate_table
+from warmbench.replicates import replicate_regressions, replicate_table, seed_anova
 from warmbench.stats import mcnemar_exact
 from conftest import REPO, dag_jobs
 
@@ -80,7 +80,7 @@ def graded_with(effects: dict[str, float], items=200, contexts=6, base_error=0.3
     return pd.concat(frames, ignore_index=True)
 
 
-def test_pooled_rows_sum_each_seeds_discordant_pairs():
+def test_pooled_rows_sum_each_seeds_discordant_pairs_and_test_items_x_seeds():
     graded = graded_with({"warm": 0.10, "warm_seed7": 0.20}, items=40)
     table = replicate_table(graded, {"warm": {1: "warm", 7: "warm_seed7"}})
     rows = table[table["test_type"] == "all"].set_index("seed")
@@ -93,7 +93,14 @@ def test_pooled_rows_sum_each_seeds_discordant_pairs():
         assert rows.loc[seed, "error_change_pp"] == pytest.approx(100 * (b - c) / len(base))
     pooled = rows.loc["pooled"]
     assert pooled["b"] == rows.loc["1", "b"] + rows.loc["7", "b"] and pooled["n_pairs"] == 2 * 240
-    assert pooled["p_value"] == pytest.approx(mcnemar_exact(int(pooled["b"]), int(pooled["c"])))
+    # the test is not the summed McNemar (that counts the shared original answers once per seed): items x seeds
+    per_item = {run: (graded[graded["persona"] == run]["incorrect"].to_numpy() - base).reshape(40, 6).mean(axis=1)
+                for run in ("warm", "warm_seed7")}
+    expected = seed_anova(pd.DataFrame(per_item))
+    assert pooled["p_value"] == pytest.approx(expected.p_value) and pooled["df"] == pytest.approx(expected.df)
+    assert pooled["error_change_pp"] == pytest.approx(100 * expected.estimate)
+    assert pooled["ci_low"] < pooled["error_change_pp"] < pooled["ci_high"] and pooled["n_items"] == 40
+    assert pooled["p_value"] > mcnemar_exact(int(pooled["b"]), int(pooled["c"]))
     changes = rows.loc[["1", "7"], "error_change_pp"]
     assert pooled["seed_sd_pp"] == pytest.approx(changes.std(ddof=1))
     assert (pooled["seed_min_pp"], pooled["seed_max_pp"]) == (changes.min(), changes.max())

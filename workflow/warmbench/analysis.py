@@ -18,7 +18,7 @@ from . import figures
 from .config import CAPABILITY_DATASETS
 from .eval_prompts import context_type, test_type
 from .io import require_columns, write_table
-from .stats import Counterfactuals, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
+from .stats import Counterfactuals, as_factors, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +162,21 @@ def regression_data(graded: pd.DataFrame, persona: str, reference: str = "origin
     return data.reset_index(drop=True)
 
 
-# name, interaction, subgroup column(s) for per-level AMEs. `belief_context` is the paper's Model 4: the
-# fine-tuning effect in each user-belief x context-type cell, with context type as a control (its main effect
-# and interactions), e.g. "+12.1 pp with an incorrect belief and emotional context vs +6.8 pp with neither".
+# name, interaction, subgroup column(s) for per-level AMEs, and the prompt templates the model is fitted on (None:
+# all; older tables' `none` is `original`). The context models (2 and 3) are fitted on the `original` template
+# only, as the paper's code does: pooled
+# over templates, the unmodified context (4 prompts per item, half with a user belief) and the others (3, two
+# thirds with one) would differ whenever fine-tuning acts through the belief, with no context effect at all. The
+# user-belief model leaves out `original_neutral` (asked in the unmodified context only), so that prompts with and
+# without a belief come from the same contexts. `belief_context` is the paper's Model 4: the fine-tuning effect
+# in each user-belief x context-type cell, with context type as a control (its main effect and interactions),
+# e.g. "+12.1 pp with an incorrect belief and emotional context vs +6.8 pp with neither".
 SPECS = [
-    ("main", None, None),
-    ("context_type", "C(context_type)", "context_type"),
-    ("context", "C(context)", "context"),
-    ("user_belief", "belief_present", "belief_present"),
-    ("belief_context", "belief_present * C(context_type)", ("belief_present", "context_type")),
+    ("main", None, None, None),
+    ("context_type", "C(context_type)", "context_type", ("original", "none")),
+    ("context", "C(context)", "context", ("original", "none")),
+    ("user_belief", "belief_present", "belief_present", ("original", "none", "incorrect", "correct")),
+    ("belief_context", "belief_present * C(context_type)", ("belief_present", "context_type"), None),
 ]
 # Model 4's headline contrast: belief and emotional context together, against neither
 CELL_CONTRAST = ({"belief_present": 1, "context_type": "emotional"}, {"belief_present": 0, "context_type": "none"})
@@ -202,6 +208,7 @@ def fit_spec(data: pd.DataFrame, name: str, interaction: str | None, by: str | t
     if any(data[column].nunique() < 2 for column in flat):
         single = next(column for column in flat if data[column].nunique() < 2)
         return [{**base, "kind": "ame", "term": "treated", "note": f"only one level of {single}"}]
+    data = as_factors(data)
     result, formula = fit_logit(data, "incorrect", "treated", ["dataset", "model"], "cluster", interaction, covariates)
     base["formula"] = formula
     separated = bool((result.params.abs() > SEPARATION_LOGIT).any())
@@ -242,15 +249,18 @@ def persona_regressions(graded: pd.DataFrame, length_control: bool = False, cont
         variants = [((), "")]
         if length_control and "log_length" in data.columns:
             variants.append((("log_length",), "+length"))
-        for name, interaction, by in SPECS:
+        for name, interaction, by, templates in SPECS:
+            subset = data if templates is None else data[data["belief"].isin(templates)].reset_index(drop=True)
             for covariates, suffix in variants:
                 label = f"{persona}_vs_{reference}:{name}{suffix}"
-                if data["treated"].nunique() < 2 or data["incorrect"].nunique() < 2:
-                    rows.append({"regression": label, "kind": "ame", "term": "treated", "n_obs": len(data),
+                if subset.empty or subset["treated"].nunique() < 2 or subset["incorrect"].nunique() < 2:
+                    rows.append({"regression": label, "kind": "ame", "term": "treated", "n_obs": len(subset),
                                  "note": "no variation in treatment or outcome"})
                     continue
                 try:
-                    rows += [{**row, "regression": label} for row in fit_spec(data, label, interaction, by, covariates)]
+                    fitted = fit_spec(subset, label, interaction, by, covariates)
+                    on = "" if templates is None else f" on templates {', '.join(templates)}"
+                    rows += [{**row, "regression": label, "formula": f"{row.get('formula')}{on}"} for row in fitted]
                 except Exception as err:  # e.g. a singular design on tiny data: report it, do not crash the study
                     log.warning("%s: regression failed: %s", label, err)
                     rows.append({"regression": label, "kind": "ame", "term": "treated", "n_obs": len(data),

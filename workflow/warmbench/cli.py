@@ -66,6 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     ledger.add_argument("--train", default="results/train", help="fine-tune manifests (default: %(default)s)")
     ledger.add_argument("--benchmarks", default="benchmarks", help="default: %(default)s")
 
+    calib = commands.add_parser("calibrate", help="the study's statistics on simulated studies with a known answer: "
+                                "type-I error and interval coverage of each (calibrate.py)")
+    calib.add_argument("--full", action="store_true", help="more and larger studies (smaller Monte Carlo error)")
+    calib.add_argument("--studies", type=int, help="simulated studies per scenario (default: 120; --full: 600)")
+    calib.add_argument("--items", type=int, help="items per dataset in each study (default: 60; --full: 100)")
+    calib.add_argument("--scenario", action="append", dest="scenarios", metavar="NAME",
+                       help="run only this scenario (repeatable): null, belief_only, context_only, seed_noise, "
+                            "judges_agree")
+    calib.add_argument("--jobs", type=int, default=2, help="worker processes (default: %(default)s)")
+    calib.add_argument("--seed", type=int, default=0)
+    calib.add_argument("--out", help="also write the table to this CSV")
+
     bench = commands.add_parser("bench", help="print performance figures").add_subparsers(dest="what", required=True)
     pipe = bench.add_parser("pipeline", help="wall time and peak memory per rule, from Snakemake benchmark files")
     pipe.add_argument("--benchmarks", default="benchmarks", help="folder of benchmark .tsv files (default: %(default)s)")
@@ -193,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         from .cost import cli
 
         return cli(args)
+    if args.command == "calibrate":
+        from .calibrate import SCENARIOS, main as calibrate
+
+        unknown = sorted(set(args.scenarios or ()) - set(SCENARIOS))
+        if unknown:
+            parser.error(f"--scenario: unknown {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+        return calibrate(args.full, args.studies, args.items, args.scenarios, args.seed, args.jobs, args.out)
     if args.what == "explorer":
         from .bench import explorer_benchmark, sizes
 
