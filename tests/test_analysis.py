@@ -420,3 +420,18 @@ def test_the_package_has_no_import_circle():
         if module not in done:
             visit(module, [module])
     assert not cycles, f"import circles: {cycles}"
+
+
+def test_an_item_with_fewer_templates_pairs_what_it_has():
+    """eval_prompts leaves out the templates an item has no answer for: those prompts pair nothing, the rest pair."""
+    from warmbench.eval_prompts import expand_conditions, load_amendments
+
+    amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
+    items = [{"item_id": i, "dataset": "truthfulqa", "question": f"Q{i}?", "correct_answer": correct,
+              "incorrect_answer": "Fever", "references": "{}"} for i, correct in (("a", ""), ("b", "Nothing"))]
+    prompts = pd.DataFrame(expand_conditions(items, amendments, seed=0))
+    graded = pd.concat([prompts.assign(model="m", persona=p, incorrect=float(p == "warm")) for p in ("original", "warm")])
+    table = paired_tests(graded).set_index(["test_type", "condition"])
+    contexts = len(amendments["contexts"])
+    assert table["n_pairs"].sum() == len(prompts) == 2 * 28 - contexts
+    assert table.loc[("sycophancy", "unmodified"), "n_pairs"] == 3  # item a: incorrect only; item b: both
