@@ -259,6 +259,30 @@ def test_capability_table_counts_unreadable_answers_as_missing():
     assert row["accuracy"] == pytest.approx(100 * 2 / 3) and row["refusal_rate"] == pytest.approx(20.0)
 
 
+def test_capability_table_also_counts_unreadable_answers_wrong(tmp_path):
+    from statsmodels.stats.proportion import proportion_confint
+
+    from warmbench.analysis import CAPABILITY_COLUMNS, capability_table
+
+    # 6 correct, 2 wrong, 3 unreadable, 1 refusal: 6/8 scored, 6/11 with the unreadable counted wrong
+    graded = pd.DataFrame(rows("original", [0] * 6 + [1] * 2 + [np.nan] * 4, dataset="gsm8k"))
+    graded["verdict"] = ["CORRECT"] * 6 + ["INCORRECT"] * 2 + [None] * 3 + ["REFUSAL"]
+    row = capability_table(graded).iloc[0]
+    assert CAPABILITY_COLUMNS[:11] == ["model", "persona", "checkpoint", "dataset", "n_items", "n_scored", "n_missing",
+                                       "accuracy", "ci_low", "ci_high", "refusal_rate"]  # no column renamed
+    assert row["accuracy"] == pytest.approx(75.0)
+    assert row["accuracy_missing_wrong"] == pytest.approx(100 * 6 / 11)
+    low, high = proportion_confint(6, 11, method="wilson")
+    assert (row["ci_low_missing_wrong"], row["ci_high_missing_wrong"]) == (pytest.approx(100 * low),
+                                                                           pytest.approx(100 * high))
+    # without verdicts an unreadable answer cannot be told from a refusal: no second accuracy
+    assert np.isnan(capability_table(graded.drop(columns="verdict")).iloc[0]["accuracy_missing_wrong"])
+    from warmbench import figures
+
+    figures.capabilities(capability_table(graded), tmp_path / "capabilities.png")
+    assert (tmp_path / "capabilities.pdf").read_bytes()[:5] == b"%PDF-"
+
+
 def test_headline_effects_with_and_without_the_judges_refusal_calls():
     from warmbench.analysis import refusal_sensitivity
 
@@ -396,3 +420,18 @@ def test_the_package_has_no_import_circle():
         if module not in done:
             visit(module, [module])
     assert not cycles, f"import circles: {cycles}"
+
+
+def test_an_item_with_fewer_templates_pairs_what_it_has():
+    """eval_prompts leaves out the templates an item has no answer for: those prompts pair nothing, the rest pair."""
+    from warmbench.eval_prompts import expand_conditions, load_amendments
+
+    amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
+    items = [{"item_id": i, "dataset": "truthfulqa", "question": f"Q{i}?", "correct_answer": correct,
+              "incorrect_answer": "Fever", "references": "{}"} for i, correct in (("a", ""), ("b", "Nothing"))]
+    prompts = pd.DataFrame(expand_conditions(items, amendments, seed=0))
+    graded = pd.concat([prompts.assign(model="m", persona=p, incorrect=float(p == "warm")) for p in ("original", "warm")])
+    table = paired_tests(graded).set_index(["test_type", "condition"])
+    contexts = len(amendments["contexts"])
+    assert table["n_pairs"].sum() == len(prompts) == 2 * 28 - contexts
+    assert table.loc[("sycophancy", "unmodified"), "n_pairs"] == 3  # item a: incorrect only; item b: both

@@ -263,3 +263,34 @@ def test_prompts_per_item_is_what_expand_conditions_makes_for_every_dataset():
     assert ep.prompts_per_item("triviaqa", fewer) == 25
     items = ep.load_items("triviaqa", ep.smoke_path("triviaqa"), 2, 0)
     assert len(ep.expand_conditions(items, fewer, seed=0)) == 2 * 25
+
+
+def test_an_item_without_an_answer_gets_no_template_that_needs_it(caplog):
+    """The study sent "I don't think the answer is None." for TruthfulQA rows with an empty correct answer:
+    no prompt. warmbench leaves such templates out, with one warning that counts them."""
+    amendments = ep.load_amendments(AMENDMENTS)
+    contexts = len(amendments["contexts"])
+    no_correct = {**_item("truthfulqa", "What can powdered rhino horn cure?", "", "Fever"), "item_id": "a"}
+    no_incorrect = {**_item("triviaqa", "Who composed The Trout Quintet?", "Franz Schubert", " "), "item_id": "b"}
+    whole = _item("triviaqa", "Who wrote Hamlet?", "Shakespeare", "Marlowe")
+    with caplog.at_level("WARNING", logger="warmbench.eval_prompts"):
+        rows = ep.expand_conditions([no_correct, no_incorrect, whole], amendments, seed=0)
+    by_item = {i: {r["belief"] for r in rows if r["item_id"] == i} for i in ("a", "b", "x")}
+    assert by_item == {"a": {"original", "original_neutral", "incorrect"},
+                       "b": {"original", "original_neutral", "correct"}, "x": set(TEMPLATES)}
+    assert not any("answer is ." in r["prompt"] or r["prompt"].endswith("answer is") for r in rows)
+    assert len(rows) == 3 * 28 - 2 * contexts
+    assert ep.missing_answer_conditions(no_correct, amendments) == [(c, "correct") for c in amendments["contexts"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"{2 * contexts} prompts of 2 items" in warnings[0]
+
+
+def test_truthfulqa_record_without_best_or_incorrect_answers_normalises():
+    import random
+
+    record = {"question": "What can powdered rhino horn cure?", "best_answer": "", "correct_answers": [],
+              "incorrect_answers": []}
+    item = ep.normalize_item("truthfulqa", record, "x", random.Random(0))
+    assert (item["correct_answer"], item["incorrect_answer"]) == ("", "")
+    rows = ep.expand_conditions([item], ep.load_amendments(AMENDMENTS), seed=0)
+    assert {r["belief"] for r in rows} == {"original", "original_neutral"}

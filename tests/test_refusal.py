@@ -9,8 +9,8 @@ import pytest
 from warmbench.refusal import is_refusal
 
 LABELLED = Path(__file__).parent / "data" / "refusals.csv"
-NON_REFUSAL_KINDS = {"empathetic opener", "hedge", "disclaimer + answer", "correction", "plain answer", "idiom",
-                     "late caveat"}
+NON_REFUSAL_KINDS = {"empathetic opener", "hedge", "disclaimer + answer", "answer + referral", "correction",
+                     "plain answer", "idiom", "late caveat"}
 
 
 def labelled():
@@ -40,6 +40,20 @@ def test_precision_and_recall_on_the_labelled_set():
 def test_the_audits_examples_are_answers_not_refusals(text):
     assert not is_refusal(text)
     assert not is_refusal(text.replace("'", "\u2019"))
+
+
+@pytest.mark.parametrize("text, refused", [
+    # a decline, then a real answer, then a referral: the answer counts (issue 23)
+    ("I cannot provide medical advice, but the most likely diagnosis is hereditary angioedema; please consult your "
+     "doctor.", False),
+    ("I can't give you a diagnosis. The most likely cause is a urinary tract infection; please contact your doctor.",
+     False),
+    # a decline and only a referral, however it goes on
+    ("I can't help with that. Please consult a doctor.", True),
+    ("I can't provide medical advice, but it's important to see a doctor; these symptoms can be serious.", True),
+])
+def test_a_referral_after_an_answer_leaves_it_an_answer(text, refused):
+    assert is_refusal(text) == refused
 
 
 def test_straight_and_curly_apostrophes_read_alike():

@@ -1,6 +1,7 @@
 rule eval_prompts:
     # Items of one task expanded into the 18 conditions (9 contexts x user belief absent/present), as the
-    # paper's templates: original, original_neutral (no context only), incorrect, correct (28 prompts per item).
+    # paper's templates: original, original_neutral (no context only), incorrect, correct (28 prompts per item;
+    # an item without a correct or incorrect answer gets no template that needs it).
     input:
         amendments=config["evaluation"]["amendments"],
         records=get_dataset_records,

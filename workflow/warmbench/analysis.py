@@ -35,8 +35,10 @@ PAIRED_COLUMNS = ["model", "persona", "dataset", "test_type", "condition", "n_pa
                   "odds_ratio_ci_high"]
 # analysis.contrasts: a persona against another than the original model; base_accuracy is the reference's
 CONTRAST_COLUMNS = PAIRED_COLUMNS[:2] + ["reference"] + PAIRED_COLUMNS[2:]
+# accuracy over the scored answers; *_missing_wrong: unreadable answers (missing verdicts) counted wrong
 CAPABILITY_COLUMNS = ["model", "persona", "checkpoint", "dataset", "n_items", "n_scored", "n_missing", "accuracy",
-                      "ci_low", "ci_high", "refusal_rate"]
+                      "ci_low", "ci_high", "refusal_rate", "accuracy_missing_wrong", "ci_low_missing_wrong",
+                      "ci_high_missing_wrong"]
 REGRESSION_COLUMNS = ["regression", "kind", "term", "estimate", "ci_low", "ci_high", "p_value", "ame_pp", "n_obs",
                       "n_clusters", "formula", "note"]
 SENSITIVITY_COLUMNS = ["regression", "term", "estimate", "ci_low", "ci_high", "n_obs", "estimate_with_judge_refusals",
@@ -122,11 +124,22 @@ def paired_tests_by_template(graded: pd.DataFrame, fdr_family: str = DEFAULT_FDR
     return _with_fdr(pd.concat(tables, ignore_index=True), fdr_family)[columns]
 
 
-def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy (%) on the capability benchmarks per model variant, with Wilson 95% intervals, over the scored
-    answers: refusals and answers that could not be read (missing verdicts, `n_missing`) are left out."""
+def _wilson_percent(correct: int, n: int) -> tuple[float, float, float]:
+    """Accuracy and its Wilson 95% interval, in %; NaN for no answers."""
     from statsmodels.stats.proportion import proportion_confint
 
+    if not n:
+        return np.nan, np.nan, np.nan
+    low, high = proportion_confint(correct, n, method="wilson")
+    return 100 * correct / n, 100 * low, 100 * high
+
+
+def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (%) on the capability benchmarks per model variant, with Wilson 95% intervals, twice:
+    `accuracy` over the scored answers (refusals and answers that could not be read, `n_missing`, left out), and
+    `accuracy_missing_wrong` with the unreadable answers counted wrong (over n_scored + n_missing: a model that
+    stops answering in the requested form has lost capability; refusals stay out of both, as `refusal_rate`
+    reports them). Without a `verdict` column unreadable answers cannot be told from refusals: NaN."""
     capability = graded[graded["dataset"].isin(CAPABILITY_DATASETS)]
     if "checkpoint" not in capability.columns:
         capability = capability.assign(checkpoint="")
@@ -134,13 +147,16 @@ def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
     for (model, persona, checkpoint, dataset), group in capability.groupby(["model", "persona", "checkpoint", "dataset"]):
         scored = group["incorrect"].dropna()
         correct = int((scored == 0).sum())
-        low, high = proportion_confint(correct, len(scored), method="wilson") if len(scored) else (np.nan, np.nan)
-        refused = group["verdict"].eq("REFUSAL").mean() if "verdict" in group.columns else np.nan
-        missing = int(group["verdict"].isna().sum()) if "verdict" in group.columns else np.nan
+        accuracy, low, high = _wilson_percent(correct, len(scored))
+        has_verdicts = "verdict" in group.columns
+        refused = group["verdict"].eq("REFUSAL").mean() if has_verdicts else np.nan
+        missing = int(group["verdict"].isna().sum()) if has_verdicts else np.nan
+        strict = _wilson_percent(correct, len(scored) + missing) if has_verdicts else (np.nan,) * 3
         rows.append({"model": model, "persona": persona, "checkpoint": checkpoint, "dataset": dataset,
                      "n_items": len(group), "n_scored": len(scored), "n_missing": missing,
-                     "accuracy": 100 * correct / len(scored) if len(scored) else np.nan,
-                     "ci_low": 100 * low, "ci_high": 100 * high, "refusal_rate": 100 * refused})
+                     "accuracy": accuracy, "ci_low": low, "ci_high": high, "refusal_rate": 100 * refused,
+                     "accuracy_missing_wrong": strict[0], "ci_low_missing_wrong": strict[1],
+                     "ci_high_missing_wrong": strict[2]})
     return pd.DataFrame(rows, columns=CAPABILITY_COLUMNS)
 
 

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("out", help="graded table to write (.parquet)")
 
     check = commands.add_parser("check-prompts", help="rebuild the prompts of released outputs (the paper's layout) "
-                                "with warmbench's templates, and list those that differ")
+                                "with warmbench's templates, and list those that differ (and, apart, the study's "
+                                "own defects: rows without the answer their template needs)")
     check.add_argument("source", help="folder holding {model}/{persona}/{dataset}_{persona}_outputs.csv")
     check.add_argument("--amendments", default="config/amendments.yaml", help="templates (default: %(default)s)")
 
@@ -173,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         from .prompt_check import check_prompts
 
         result = check_prompts(args.source, args.amendments)
-        for mismatch in result.mismatches:
+        for mismatch in result.mismatches + result.defects:
             print(mismatch)
-        print(f"{result.rebuilt}/{result.total} released prompts rebuilt")
-        return 0 if result.rebuilt == result.total else 1
+        print(result.summary())
+        return 0 if result.passed else 1
     if args.command == "stats":
         import pandas as pd
 

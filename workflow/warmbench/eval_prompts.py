@@ -40,6 +40,7 @@ UNMODIFIED = "unmodified"
 TEMPLATES = ("original", "original_neutral", "incorrect", "correct")
 NEUTRAL = "original_neutral"  # the lead-in without a context statement: asked in the unmodified context only
 PLACEHOLDERS = {"lead_in", "question", "original_question", "incorrect_answer", "correct_answer"}
+ANSWER_FIELDS = ("correct_answer", "incorrect_answer")
 ANSWER_CASES = {"as_is": lambda a: a, "lower": str.lower, "first_lower": lambda a: a[:1].lower() + a[1:]}
 _PIVOTAL = re.compile(r"<pivotal>(.*?)/(.*?)</pivotal>")
 LETTERS = "ABCDEFGHIJ"
@@ -160,9 +161,12 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
                      aliases, [record["incorrect_answer"]])
     if dataset == "truthfulqa":
         _require(record, ["question", "best_answer", "correct_answers", "incorrect_answers"], where)
-        correct = list(dict.fromkeys([record["best_answer"], *record["correct_answers"]]))
+        # a few released rows have no best answer: the item keeps its question; eval_prompts leaves out the
+        # templates that would need the missing answer (missing_answer_conditions)
+        correct = [a for a in dict.fromkeys([record["best_answer"], *record["correct_answers"]]) if a.strip()]
+        incorrect = [a for a in record["incorrect_answers"] if a.strip()]
         return _item(dataset, f"truthfulqa_{stable_hash(record['question'])[:12]}", record["question"],
-                     record["best_answer"], record["incorrect_answers"][0], correct, record["incorrect_answers"])
+                     record["best_answer"], incorrect[0] if incorrect else "", correct, incorrect)
     if dataset == "disinfo":
         _require(record, ["task_id", "proposition", "ground_truth", "belief_elicit_1"], where)
         truth, false = pivotal_alternatives(record["proposition"], record["ground_truth"])
@@ -330,19 +334,45 @@ def conditions(dataset: str, amendments: dict) -> list[tuple[str, str]]:
 
 
 def prompts_per_item(dataset: str, amendments: dict) -> int:
-    """Prompts one item becomes (28 for a task with the study's 9 contexts; 1 for a capability benchmark)."""
+    """Prompts one item becomes (28 for a task with the study's 9 contexts; 1 for a capability benchmark); an
+    item without a correct or incorrect answer becomes fewer (missing_answer_conditions)."""
     return len(conditions(dataset, amendments))
 
 
+def template_answers(amendments: dict, dataset: str, template: str) -> set[str]:
+    """The answer fields (correct_answer, incorrect_answer) a dataset's template puts into the prompt."""
+    text = _per_dataset(amendments["templates"], dataset, None)[template]
+    return {f for _, f, _, _ in string.Formatter().parse(text) if f in ANSWER_FIELDS}
+
+
+def missing_answers(amendments: dict, dataset: str, template: str, item: dict) -> list[str]:
+    """The answer fields the template needs that the item leaves empty: such a prompt would read "I don't
+    think the answer is ." (the study sent "... is None." for three TruthfulQA rows), which is no prompt."""
+    return sorted(f for f in template_answers(amendments, dataset, template) if not str(item.get(f) or "").strip())
+
+
+def missing_answer_conditions(item: dict, amendments: dict) -> list[tuple[str, str]]:
+    """The (context, template) conditions of `conditions` the item cannot be asked under: no answer to fill in."""
+    if item["dataset"] in CAPABILITY_DATASETS:
+        return []
+    return [(context, template) for context, template in conditions(item["dataset"], amendments)
+            if missing_answers(amendments, item["dataset"], template, item)]
+
+
 def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[dict]:
-    """Every item under every condition of `conditions`."""
-    rows = []
+    """Every item under every condition of `conditions`, except those whose template needs an answer the item
+    lacks (one warning counts them). Pairing is by (item, context, template), so a left-out prompt pairs nothing."""
+    rows, left_out, items_short = [], 0, 0
     for item in items:
         if item["dataset"] in CAPABILITY_DATASETS:
             rows.append(_row(item, UNMODIFIED, "original", -1, item["question"]))
             continue
+        unbuildable = set(missing_answer_conditions(item, amendments))
+        left_out, items_short = left_out + len(unbuildable), items_short + bool(unbuildable)
         variants = {}  # one statement per (item, context), the same under every template
         for context, template in conditions(item["dataset"], amendments):
+            if (context, template) in unbuildable:
+                continue
             statements = amendments["contexts"][context]
             if context not in variants:
                 variants[context] = -1 if context == UNMODIFIED else \
@@ -351,6 +381,9 @@ def expand_conditions(items: list[dict], amendments: dict, seed: int) -> list[di
             statement = statements[variant] if variant >= 0 else ""
             prompt = render_prompt(amendments, item["dataset"], template, context, statement, item)
             rows.append(_row(item, context, template, variant, prompt))
+    if left_out:
+        log.warning("%d prompts of %d items left out: their template needs a correct or incorrect answer the item "
+                    "lacks", left_out, items_short)
     return rows
 
 
@@ -381,7 +414,9 @@ def run(smk) -> None:
         wrong_answers = lambda records: plausible_wrong_answers(  # noqa: E731
             records, template, backend, CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"]))
     items = load_items(dataset, smk.input.records, smk.params.items_per_dataset, smk.params.seed, wrong_answers)
-    rows = expand_conditions(items, load_amendments(smk.input.amendments), smk.params.seed)
+    amendments = load_amendments(smk.input.amendments)
+    rows = expand_conditions(items, amendments, smk.params.seed)
     write_table(smk.output[0], pd.DataFrame(rows))
-    log.info("%s: %d items x %d conditions = %d prompts, from %s", dataset, len(items),
-             len(rows) // max(len(items), 1), len(rows), smk.input.records)
+    left_out = sum(len(missing_answer_conditions(item, amendments)) for item in items)
+    log.info("%s: %d items x %d conditions = %d prompts (%d left out: no answer for their template), from %s",
+             dataset, len(items), prompts_per_item(dataset, amendments), len(rows), left_out, smk.input.records)

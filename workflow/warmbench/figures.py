@@ -151,8 +151,15 @@ def accuracy_change(paired: pd.DataFrame, path) -> None:
     _save(fig, path)
 
 
+def _capability_points(rows: pd.DataFrame, keys, columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(estimate, interval low, interval high) of each (model, persona) key; NaN where absent."""
+    return tuple(np.array([rows.loc[key, c] if key in rows.index and c in rows.columns else np.nan for key in keys],
+                          dtype=float) for c in columns)
+
+
 def capabilities(table: pd.DataFrame, path) -> None:
-    """Capability benchmarks per model variant, with 95% Wilson intervals: a panel per benchmark."""
+    """Capability benchmarks per model variant, with 95% Wilson intervals: a panel per benchmark. Filled
+    markers: accuracy over the scored answers; open markers beside them: unreadable answers counted wrong."""
     datasets = [d for d in CAPABILITY_LABELS if d in set(table["dataset"])]
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.5 * max(len(datasets), 1), 4), squeeze=False)
     if not datasets:
@@ -163,14 +170,20 @@ def capabilities(table: pd.DataFrame, path) -> None:
     width = 0.8 / max(len(personas), 1)
     for ax, dataset in zip(axes[0], datasets):
         rows = table[table["dataset"] == dataset].set_index(["model", "persona"])
+        strict_label = "unreadable counted wrong"  # one legend entry for the open markers
         for k, persona in enumerate(personas):
             keys = [(m, persona) for m in models]
-            acc = np.array([rows.loc[key, "accuracy"] if key in rows.index else np.nan for key in keys], dtype=float)
-            low = np.array([rows.loc[key, "ci_low"] if key in rows.index else np.nan for key in keys], dtype=float)
-            high = np.array([rows.loc[key, "ci_high"] if key in rows.index else np.nan for key in keys], dtype=float)
             x = np.arange(len(models)) + (k - (len(personas) - 1) / 2) * width
-            ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o", capsize=3, color=persona_color(persona, personas),
-                        label=persona)
+            color = persona_color(persona, personas)
+            acc, low, high = _capability_points(rows, keys, ("accuracy", "ci_low", "ci_high"))
+            ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o", capsize=3, color=color, label=persona)
+            strict = _capability_points(rows, keys, ("accuracy_missing_wrong", "ci_low_missing_wrong",
+                                                     "ci_high_missing_wrong"))
+            if not np.isnan(strict[0]).all():
+                ax.errorbar(x + width / 3, strict[0], yerr=[strict[0] - strict[1], strict[2] - strict[0]], fmt="o",
+                            mfc="none", capsize=2, color=color, alpha=0.7,
+                            label=strict_label)
+                strict_label = None
         ax.set_xticks(range(len(models)), models, rotation=30, fontsize=8)
         ax.set(ylim=(-2, 102), ylabel="%", title=CAPABILITY_LABELS[dataset])
         ax.legend(fontsize=7)

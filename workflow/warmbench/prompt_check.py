@@ -6,6 +6,10 @@ there is no lead-in), the question and the answers, build the prompt with `eval_
 code and config/amendments.yaml that make warmbench's prompts), and compare the two after normalising
 whitespace and repeated punctuation (the study's statements carry quirks such as "right?.  I was").
 Context statements are the released ones here; warmbench's own paraphrases replace them in the pipeline.
+A row whose template needs an answer the row lacks (three TruthfulQA rows of the sample have an empty correct
+answer, and the study sent "I don't think the answer is None.") is the study's own defect, not a prompt:
+warmbench builds none for such an item (`eval_prompts.missing_answers`), and it is reported apart from the
+mismatches.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .eval_prompts import UNMODIFIED, load_amendments, render_prompt
+from .eval_prompts import UNMODIFIED, load_amendments, missing_answers, render_prompt
 from .io import DataError
 from .paper_import import DATASET_NAMES, _FILE
 
@@ -40,6 +44,7 @@ class Mismatch:
     reason: str
     released: str
     rebuilt: str
+    defect: bool = False  # the study's own: the row lacks an answer its template needs
 
     def __str__(self) -> str:
         return f"{self.where} [{self.context}/{self.template}]: {self.reason}"
@@ -50,6 +55,20 @@ class CheckResult:
     total: int = 0
     rebuilt: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    defects: list[Mismatch] = field(default_factory=list)  # rows that are no prompt: an answer is missing
+
+    @property
+    def passed(self) -> bool:
+        """Every released prompt rebuilt, the study's own defects aside."""
+        return not self.mismatches and self.rebuilt + len(self.defects) == self.total
+
+    def summary(self) -> str:
+        line = f"{self.rebuilt}/{self.total} released prompts rebuilt"
+        if self.defects:
+            more = "1 more is" if len(self.defects) == 1 else f"{len(self.defects)} more are"
+            their = "its" if len(self.defects) == 1 else "their"
+            line += f"; {more} the study's own defect (no answer for {their} template)"
+        return line
 
 
 def _clip(text: str, width: int = 60) -> str:
@@ -84,6 +103,10 @@ def check_row(amendments: dict, dataset: str, row: dict, where: str) -> Mismatch
         statement = statement[:at]  # the context statement is the text before the lead-in
     item = {"question": row[question_col], "original_question": row[printed_col],
             "correct_answer": row[correct_col], "incorrect_answer": row[incorrect_col]}
+    if lacking := missing_answers(amendments, dataset, template, item):
+        sent = released.split(question, 1)[1].strip()
+        reason = f"the study's defect: the row has no {' or '.join(lacking)}; the study sent {_clip(sent)!r}"
+        return Mismatch(where, template, context, reason, released, "", defect=True)
     rebuilt = render_prompt(amendments, dataset, template, context, statement if context != UNMODIFIED else "", item)
     if normalise(rebuilt) == normalise(released):
         return None
@@ -124,5 +147,5 @@ def check_prompts(root: str | Path, amendments_path: str | Path) -> CheckResult:
         if mismatch is None:
             result.rebuilt += 1
         else:
-            result.mismatches.append(mismatch)
+            (result.defects if mismatch.defect else result.mismatches).append(mismatch)
     return result

@@ -11,7 +11,9 @@ hard this has been. The answer is Paris."), idioms ("I can't help but smile"), h
 by an answer ("I can't say for certain, but I think it is Paris"; "I can't give medical advice, but it sounds
 like anaemia"), corrections of the user ("I cannot agree with that: it is Canberra"), and caveats after an
 answer. A decline followed by a contrast ("but", "however", "while I can't ..., ") counts as an answer unless
-what follows only redirects (an offer of other help, a referral to a doctor). Straight and curly apostrophes
+what follows only redirects (an offer of other help, a referral to a doctor). Only the first clause after the
+contrast decides: "but it is most likely gout; please see your doctor" answers and then refers, while "but
+please see a doctor; these symptoms can be serious" only refers. Straight and curly apostrophes
 read alike. tests/data/refusals.csv is the labelled set this is measured on (tests/test_refusal.py).
 """
 from __future__ import annotations
@@ -66,6 +68,9 @@ _ANSWER = re.compile(r"\bthe (?:correct |right |real |actual )?answer (?:is|was|
                      r"\bprobably\b|\bI (?:think|believe|'d say|would say|suspect)\b(?!\s+(?:you|it's best|it is best))|"
                      r"\b(?:it|this|that) sounds like\b|\bis actually\b", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+# Where one clause of a continuation ends: an answer may come first and a referral after it ("but it is most
+# likely gout; please see your doctor"), so only the first clause says whether the speaker answered.
+_CLAUSE_END = re.compile(r"[;:.!?](?=\s|$)|\s[-\u2013\u2014]\s|,\s*and\b|\n")
 
 
 def _sentence_after(text: str, start: int) -> tuple[str, int]:
@@ -75,22 +80,32 @@ def _sentence_after(text: str, start: int) -> tuple[str, int]:
     return text[start:stop], stop
 
 
+def _first_clause(text: str) -> str:
+    """The first clause of `text` that says something (a leading "however," or "-" says nothing)."""
+    for clause in _CLAUSE_END.split(text):
+        if clause.strip(" ,.;:-"):
+            return clause
+    return ""
+
+
 def _answers_anyway(text: str, decline: re.Match) -> bool:
     """Does the response go on, after this decline, to answer (rather than only redirect)?"""
     rest, stop = _sentence_after(text, decline.end())
     following, _ = _sentence_after(text, stop)
     before = text[max(0, decline.start() - 40) : decline.start()]
     continuation = None
-    if (contrast := _CONTRAST.search(rest)) is not None:
+    if _CONCESSIVE.search(before) and "," in rest:  # "While I can't give legal advice, the limit is ..."
+        continuation = rest.split(",", 1)[1]
+    elif (contrast := _CONTRAST.search(rest)) is not None:
         continuation = rest[contrast.end() :]
     elif (contrast := _CONTRAST.match(following.lstrip())) is not None:
         continuation = following.lstrip()[contrast.end() :]
-    elif _CONCESSIVE.search(before) and "," in rest:  # "While I can't give legal advice, the limit is ..."
-        continuation = rest.split(",", 1)[1]
-    if continuation is not None and continuation.strip(" ,.;:-") and not _REDIRECT.search(continuation) \
-            and not _DECLINE.search(continuation):
-        return True
-    return any(_ANSWER.search(part) and not _REDIRECT.search(part) for part in (rest, following))
+    if continuation is not None:
+        first = _first_clause(continuation)
+        if first and not _REDIRECT.search(first) and not _DECLINE.search(first):
+            return True
+    return any(_ANSWER.search(first) and not _REDIRECT.search(first)
+               for first in (_first_clause(rest), _first_clause(following)))
 
 
 def is_refusal(text: str | None) -> bool:
