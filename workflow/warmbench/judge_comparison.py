@@ -4,11 +4,15 @@ With several judges (`judge.judges`), every judge grades the same cached generat
 - agreement per dataset and judge pair on the two-way verdict (the responses the refusal regexes left to the
   judges, where both gave one): raw agreement, Cohen's kappa with its 95% interval (statsmodels, asymptotic
   standard error) and label prevalence (each judge's share of CORRECT), and each judge's final verdict against
-  the human annotations where they exist;
-- the paired tests and the regressions' average marginal effects under every judge, side by side;
-- the flips: every paired test whose Benjamini-Hochberg significance (p_fdr < 0.05) or sign (of the accuracy
-  change) differs between the primary judge and another, and every marginal effect whose significance
-  (p < 0.05) or sign differs; a test that exists under one judge only is listed too;
+  the human annotations where they exist; `all` pools the judged datasets only (`judged`: MMLU and GSM8K are
+  scored by the same regular expressions under every judge, and would inflate kappa);
+- the paired tests and the regressions' average marginal effects under every judge (contrasts included), side
+  by side;
+- the difference of every effect between the primary judge and each other, paired on the same answers, with its
+  95% interval (effect_differences: an item-clustered sandwich variance, no resampling);
+- the flips: every test whose difference is significant or whose effect is significant in opposite directions
+  (`flip`), beside the older threshold rule (significant under one judge only: `threshold_crossing`) and raw
+  sign changes; a test that exists under one judge only is listed too;
 - a figure of the headline effect (the fine-tuning AME of each persona) under each judge, with intervals.
 """
 from __future__ import annotations
@@ -248,7 +252,11 @@ def _fit_for_difference(data: pd.DataFrame, interaction, by, covariates) -> dict
     flat = [] if by is None else [by] if isinstance(by, str) else list(by)
     if data["treated"].nunique() < 2 or data["incorrect"].nunique() < 2 or any(data[c].nunique() < 2 for c in flat):
         return None  # the analysis reports no AME here either
-    result, _ = fit_logit(data, "incorrect", "treated", ["dataset", "model"], "cluster", interaction, covariates)
+    try:
+        result, _ = fit_logit(data, "incorrect", "treated", ["dataset", "model"], "cluster", interaction, covariates)
+    except Exception as err:  # e.g. a singular design on tiny data: the analysis notes it, no difference here
+        log.warning("regression for the judges' difference failed: %s", err)
+        return None
     exog, mu = np.asarray(result.model.exog), np.asarray(result.mu)
     scores = exog * (np.asarray(result.model.endog) - mu)[:, None]
     clusters = data.loc[result.model.data.row_labels, "cluster"].to_numpy()
@@ -285,7 +293,8 @@ def ame_differences(graded_a: pd.DataFrame, graded_b: pd.DataFrame, length_contr
     (the sandwich of the stacked scores: each item's influence on judge a's AME minus its influence on judge
     b's, summed over items), so the correlation of the two judges' verdicts on the same responses enters the
     variance. This equals the stacked regression with a full judge interaction and item-clustered SEs, at the
-    cost of the two fits the comparison makes anyway. `specs` (names from analysis.SPECS) limits the work,
+    cost of the two fits the comparison makes anyway. The interval and p-value use Student's t with G - 1 degrees
+    of freedom (G items), as for the paired tests: a guard on small studies, the normal on large ones. `specs` (names from analysis.SPECS) limits the work,
     e.g. ["main"] for the headline effects; p_fdr is p_value (the regressions are not BH-corrected)."""
     tasks_a, tasks_b = conversational(graded_a), conversational(graded_b)
     rows = []
@@ -305,7 +314,8 @@ def ame_differences(graded_a: pd.DataFrame, graded_b: pd.DataFrame, length_contr
     table = pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
     if table.empty:
         return table
-    table = _with_interval(table.astype({c: float for c in ("difference", "se")}))
+    table = table.astype({c: float for c in ("difference", "se")})
+    table = _with_interval(table, df=(table["n_clusters"] - 1).where(table["n_clusters"] > 1))
     return _calls(table.assign(p_fdr=table["p_value"]), "p_fdr").reindex(columns=DIFFERENCE_COLUMNS)
 
 
