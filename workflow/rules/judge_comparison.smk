@@ -1,6 +1,7 @@
 # Do the conclusions survive a change of judge? Only with several judges (judge.judges): agreement per dataset
 # and judge pair (kappa with its interval, prevalence), against humans where annotated; paired tests and
-# marginal effects per judge side by side; the tests whose significance or sign flips; effect per judge.
+# marginal effects per judge side by side; each effect's difference between judges (paired on the same answers)
+# and the flips called on it; effect per judge.
 rule judge_comparison:
     input:
         graded=rules.analysis.output.graded,
@@ -24,6 +25,11 @@ rule judge_comparison:
         ),
         flips=report(
             "results/analysis/judges/flips.csv", caption="../report/judges_flips.rst", category="5. Judge validation"
+        ),
+        differences=report(
+            "results/analysis/judges/differences.csv",
+            caption="../report/judges_differences.rst",
+            category="5. Judge validation",
         ),
         figure=report(
             "results/analysis/judges/effect_by_judge.png",

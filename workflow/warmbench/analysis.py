@@ -18,7 +18,8 @@ from . import figures
 from .config import CAPABILITY_DATASETS
 from .eval_prompts import context_type, test_type
 from .io import require_columns, write_table
-from .stats import Counterfactuals, as_factors, benjamini_hochberg, cohens_g, fit_logit, mcnemar_exact, odds_ratio
+from .stats import (Counterfactuals, as_factors, benjamini_hochberg, cohens_g, delta_method_ame, fit_logit,
+                    mcnemar_exact, odds_ratio)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,9 @@ SENSITIVITY_COLUMNS = ["regression", "term", "estimate", "ci_low", "ci_high", "n
                        "judge_refusals", "note"]
 
 
-def paired_answers(graded: pd.DataFrame, persona: str, reference: str = "original") -> pd.DataFrame:
+def paired_answers(graded: pd.DataFrame, persona: str, reference: str = "original", dropna: bool = True) -> pd.DataFrame:
     """Reference (the original model unless a contrast names another) and persona answers to identical prompts
-    (item + context + template [+ repeat])."""
+    (item + context + template [+ repeat]); `dropna=False` keeps pairs with a side left out (NaN)."""
     key = ["model", "dataset", "item_id", "context", "belief"]
     sides = []
     for name in (reference, persona):
@@ -56,7 +57,7 @@ def paired_answers(graded: pd.DataFrame, persona: str, reference: str = "origina
         side["repeat"] = side.groupby(key).cumcount()  # the same prompt asked twice pairs in order
         sides.append(side)
     pairs = sides[0].merge(sides[1], on=key + ["repeat"], suffixes=("_base", "_persona"))
-    return pairs.dropna(subset=["incorrect_base", "incorrect_persona"])
+    return pairs.dropna(subset=["incorrect_base", "incorrect_persona"]) if dropna else pairs
 
 
 def comparisons(graded: pd.DataFrame, contrasts=()) -> list[tuple[str, str]]:
@@ -198,6 +199,11 @@ SPECS = [
 CELL_CONTRAST = ({"belief_present": 1, "context_type": "emotional"}, {"belief_present": 0, "context_type": "none"})
 
 
+def spec_subset(data: pd.DataFrame, templates: tuple[str, ...] | None) -> pd.DataFrame:
+    """The rows a regression spec is fitted on: those of its prompt templates (SPECS)."""
+    return data if templates is None else data[data["belief"].isin(templates)].reset_index(drop=True)
+
+
 def _ame_row(name, term, ame, base) -> dict:
     return {**base, "regression": name, "kind": "ame", "term": term, "estimate": 100 * ame.estimate,
             "ci_low": 100 * ame.ci_low, "ci_high": 100 * ame.ci_high, "p_value": ame.p_value,
@@ -232,24 +238,37 @@ def fit_spec(data: pd.DataFrame, name: str, interaction: str | None, by: str | t
     ci = result.conf_int()
     rows = [{**base, "kind": "coef", "term": term, "estimate": result.params[term], "ci_low": ci.loc[term, 0],
              "ci_high": ci.loc[term, 1], "p_value": result.pvalues[term]} for term in result.params.index]
+    cov = np.asarray(result.cov_params())
+    rows += [_ame_row(name, term, delta_method_ame(estimate, gradient, cov), base)
+             for term, estimate, gradient in ame_effects(result, data, by)]
+    return rows
+
+
+def ame_effects(result, data: pd.DataFrame, by: str | tuple[str, ...] | None) -> list[tuple[str, float, np.ndarray]]:
+    """(term, AME as a share, its gradient in the fit's parameters) for every AME a spec reports: the gradient
+    is what a delta-method variance needs, here or across two fits (judge_comparison)."""
     treated = Counterfactuals(result, data, "treated")
-    rows.append(_ame_row(name, "treated", treated.ame(), base))
+    effects = [("treated", *treated.effect())]
     if by is not None:
-        for label, mask in _cells(data, by):
-            rows.append(_ame_row(name, f"treated | {label}", treated.ame(mask), base))
-    if by == SPECS[-1][2]:  # Model 4: belief and emotion together minus neither, with its delta-method interval
+        effects += [(f"treated | {label}", *treated.effect(mask)) for label, mask in _cells(data, by)]
+    if by == SPECS[-1][2]:  # Model 4: belief and emotion together minus neither
         first, second = (_cell_mask(data, levels) for levels in CELL_CONTRAST)
         if first.any() and second.any():
             label = " - ".join(", ".join(f"{c}={v}" for c, v in levels.items()) for levels in CELL_CONTRAST)
-            rows.append(_ame_row(name, f"treated: {label}", treated.difference(first, second), base))
+            effects.append((f"treated: {label}", *_difference(treated, first, second)))
     if by == "belief_present":
         # the user-belief (sycophancy) effect itself, for each model variant, and how fine-tuning changes it
         belief = Counterfactuals(result, data, "belief_present")
         is_treated = (data["treated"] == 1).to_numpy()
-        rows.append(_ame_row(name, "belief_present | treated=0", belief.ame(~is_treated), base))
-        rows.append(_ame_row(name, "belief_present | treated=1", belief.ame(is_treated), base))
-        rows.append(_ame_row(name, "belief_present: treated - original", belief.difference(is_treated, ~is_treated), base))
-    return rows
+        effects += [("belief_present | treated=0", *belief.effect(~is_treated)),
+                    ("belief_present | treated=1", *belief.effect(is_treated)),
+                    ("belief_present: treated - original", *_difference(belief, is_treated, ~is_treated))]
+    return effects
+
+
+def _difference(counterfactuals: Counterfactuals, rows_a, rows_b) -> tuple[float, np.ndarray]:
+    (ea, ga), (eb, gb) = counterfactuals.effect(rows_a), counterfactuals.effect(rows_b)
+    return ea - eb, ga - gb
 
 
 def persona_regressions(graded: pd.DataFrame, length_control: bool = False, contrasts=()) -> pd.DataFrame:
@@ -266,7 +285,7 @@ def persona_regressions(graded: pd.DataFrame, length_control: bool = False, cont
         if length_control and "log_length" in data.columns:
             variants.append((("log_length",), "+length"))
         for name, interaction, by, templates in SPECS:
-            subset = data if templates is None else data[data["belief"].isin(templates)].reset_index(drop=True)
+            subset = spec_subset(data, templates)
             for covariates, suffix in variants:
                 label = f"{persona}_vs_{reference}:{name}{suffix}"
                 if subset.empty or subset["treated"].nunique() < 2 or subset["incorrect"].nunique() < 2:

@@ -113,10 +113,14 @@ class Counterfactuals:
         return _with_delta_se(ea - eb, ga - gb, self.cov)
 
 
-def _with_delta_se(estimate: float, gradient: np.ndarray, cov: np.ndarray) -> AME:
+def delta_method_ame(estimate: float, gradient: np.ndarray, cov: np.ndarray) -> AME:
+    """An AME with its delta-method standard error, interval and p-value from its gradient and a covariance."""
     se = float(math.sqrt(max(gradient @ cov @ gradient, 0.0)))
     p_value = float(2 * sps.norm.sf(abs(estimate) / se)) if se > 0 else float("nan")
     return AME(estimate, se, estimate - Z95 * se, estimate + Z95 * se, p_value)
+
+
+_with_delta_se = delta_method_ame  # the older private name
 
 
 def average_marginal_effect(result, data: pd.DataFrame, treatment: str) -> AME:
