@@ -1,5 +1,6 @@
 """Rewrite fidelity: the sample of rewritten turns, the prompt, the strict verdict parser, the tables, and the judge
 through the real OpenAI client and the call cache against the loopback stand-in (a rerun makes no call)."""
+import pandas as pd
 import pytest
 import yaml
 
@@ -144,3 +145,31 @@ def test_a_local_fidelity_judge_must_be_a_local_model_key():
     cfg["rewrite_fidelity"].update(backend=None, prompt="config/prompts/nope.txt")
     with pytest.raises(wb.ConfigError, match="rewrite_fidelity.prompt"):
         wb.check(cfg, root=REPO)
+
+
+def test_the_stage_writes_its_three_tables_and_a_rerun_makes_no_call(stand_in, tmp_path):
+    from types import SimpleNamespace
+
+    from warmbench.io import write_jsonl
+    from warmbench.rewrite_fidelity import run
+
+    stand_in.chat_handler = lambda request: "KEEPS"
+    paths = []
+    for persona in ("warm", "cold"):
+        paths.append(str(tmp_path / f"{persona}.jsonl"))
+        write_jsonl(paths[-1], records(persona))
+    output = SimpleNamespace(summary=str(tmp_path / "fidelity.csv"), verdicts=str(tmp_path / "verdicts.parquet"),
+                             sample=str(tmp_path / "sample.csv"))
+    backend = {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": stand_in.base_url,
+               "api_key_env": LOOPBACK_KEY_ENV, "max_retries": 0}
+    smk = SimpleNamespace(
+        input=SimpleNamespace(rewrites=paths, prompt=str(REPO / "config/prompts/rewrite_fidelity.txt"), backend_model=[]),
+        output=output, threads=1,
+        params=SimpleNamespace(backend=backend, local_model=None, sample_size=3, sampling={"temperature": 0.0,
+                               "max_new_tokens": 8}, batch_size=4, seed=5, cache=str(tmp_path / "cache")))
+    run(smk)
+    summary = pd.read_csv(output.summary)
+    assert summary[["persona", "n", "keeps"]].values.tolist() == [["warm", 3, 3], ["cold", 3, 3]]
+    assert len(pd.read_parquet(output.verdicts)) == 6 and len(pd.read_csv(output.sample)) == 6
+    run(smk)
+    assert stand_in.chat_requests == 6
