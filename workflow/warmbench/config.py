@@ -645,9 +645,6 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
     source = config["sft_data"]["source"]
     if source["kind"] == "sharegpt_json":
         _require_file(root, source["path"], "sft_data.source.path")
-    fidelity_key = fidelity_model_key(config)
-    if fidelity_key and (fidelity_key not in config["models"] or is_api_model(config["models"][fidelity_key])):
-        raise ConfigError(f"rewrite_fidelity.backend.model: {fidelity_key!r} is not a key of models run locally")
     for key in backend_model_keys(config):
         if is_api_model(config["models"][key]):
             raise ConfigError(f"persona_rewrite.backend.model: {key!r} is served by an API; use "
@@ -671,6 +668,9 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
                 raise ConfigError(f"data.wrong_answers.backend.model: {wrong['backend']['model']!r} is not a key of models")
             _require_file(root, wrong["prompt"], "data.wrong_answers.prompt")
     _check_judges(config, root)
+    fidelity_key = fidelity_model_key(config)  # after the judges: it may be the primary judge's
+    if fidelity_key and (fidelity_key not in config["models"] or is_api_model(config["models"][fidelity_key])):
+        raise ConfigError(f"rewrite_fidelity.backend.model: {fidelity_key!r} is not a key of models run locally")
 
 
 def _judge_key(config: dict, name: str) -> str:
