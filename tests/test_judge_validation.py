@@ -115,3 +115,49 @@ def test_refusal_disagreements_per_model_and_dataset():
     assert table["judge_only"].sum() == (graded["judge_refusal"] & ~graded["refusal"]).sum() > 0
     reference_only = graded.drop(columns=["llm_verdict"]).assign(judge_refusal=None)
     assert refusal_disagreements(reference_only).empty  # the reference judge makes no refusal calls
+
+
+def graded_study(per_cell=6, seed=0):
+    """Every dataset of the study, the regex-scored ones (MMLU, GSM8K) by far the largest, over two models, three
+    personas and two conditions."""
+    rng = np.random.default_rng(seed)
+    sizes = {"triviaqa": 1, "truthfulqa": 1, "disinfo": 1, "medqa": 1, "advbench": 2, "mmlu": 3, "gsm8k": 3}
+    rows = [{"model": model, "persona": persona, "checkpoint": "base", "dataset": dataset, "item_id": f"{i}",
+             "condition": condition, "prompt": "q", "correct_answer": "a", "incorrect_answer": "b",
+             "response": f"{model} {persona} {dataset} {condition} {i}",
+             "verdict": rng.choice(["CORRECT", "INCORRECT", "REFUSAL"], p=[0.5, 0.4, 0.1])}
+            for dataset, scale in sizes.items() for model in ("m1", "m2") for persona in ("original", "warm", "cold")
+            for condition in ("unmodified/none", "amended/sad") for i in range(per_cell * scale)]
+    return pd.DataFrame(rows)
+
+
+def test_annotation_sample_is_half_advbench_half_the_four_tasks_as_the_paper():
+    # the paper: of 470 annotated outputs, 235 from AdvBench and 235 from the four tasks; none from the regex-scored
+    graded = graded_study(per_cell=12)
+    sample = annotation_sample(graded, 470, seed=1)
+    counts = sample["dataset"].value_counts()
+    assert len(sample) == 470 and counts["advbench"] == 235
+    assert not {"mmlu", "gsm8k"} & set(counts.index)
+    tasks = counts[["triviaqa", "truthfulqa", "disinfo", "medqa"]]
+    assert tasks.sum() == 235 and tasks.max() - tasks.min() <= 1  # equal per task, not proportional
+
+
+def test_annotation_sample_spreads_each_task_over_models_personas_and_conditions():
+    graded = graded_study(per_cell=12)
+    sample = annotation_sample(graded, 96, seed=2)  # a small n keeps the halves
+    assert (sample["dataset"] == "advbench").sum() == 48
+    picked = graded.set_index(annotation_ids(graded)).loc[sample["annotation_id"]]
+    for dataset, group in picked.groupby("dataset"):
+        for column in ("model", "persona", "condition"):
+            spread = group[column].value_counts().reindex(graded[column].unique(), fill_value=0)
+            assert spread.max() - spread.min() <= 2, (dataset, column, spread.to_dict())
+
+
+def test_annotation_sample_gives_a_short_task_s_slots_to_the_others():
+    graded = graded_study(per_cell=12)
+    graded = graded[(graded["dataset"] != "disinfo") | (graded["item_id"] == "0")]  # disinfo: 12 responses only
+    sample = annotation_sample(graded, 470, seed=1)
+    counts = sample["dataset"].value_counts()
+    assert counts["disinfo"] == 12 and counts[["triviaqa", "truthfulqa", "medqa"]].sum() == 235 - 12
+    no_advbench = graded_study(per_cell=12).query("dataset != 'advbench'")
+    assert len(annotation_sample(no_advbench, 100, seed=1)) == 100  # the missing half goes to the tasks

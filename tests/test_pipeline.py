@@ -95,6 +95,15 @@ def test_rewrite_validation_reports_its_numbers(run_dir):
     assert summary["fraction_as_expected"].between(0, 1).all() and summary["n_pairs"].gt(0).all()
 
 
+def test_rewrite_fidelity_reports_its_sample_and_exports_it_blind(run_dir):
+    # tests/config: 4 turns per rewritten persona, judged by the rewrite model (the study has no LLM judge)
+    summary = pd.read_csv(run_dir / "results/warmth/rewrite_fidelity.csv")
+    assert set(summary["persona"]) == {"warm", "cold"} and summary["n"].eq(4).all()
+    assert (summary["keeps"] + summary["changes"] + summary["unclear"] == summary["n"]).all()
+    sheet = pd.read_csv(run_dir / "results/annotation/rewrite_fidelity_sample.csv")
+    assert len(sheet) == 8 and "judge_verdict" not in sheet.columns and sheet["human_verdict"].isna().all()
+
+
 def test_training_data_and_checkpoints(run_dir):
     rewrites = [json.loads(line) for line in (run_dir / "results/persona_rewrite/warm.jsonl").read_text().splitlines()]
     assert rewrites and all(r["rewrite"]["backend"]["kind"] == "transformers" for r in rewrites)

@@ -30,7 +30,7 @@ def paper_jobs():
 @pytest.mark.parametrize("rule, stage", [
     ("generate", "generate"), ("generate_api", "generate"), ("train_openai", "train"),
     ("training_summary", "train"), ("select_checkpoint", "warmth"), ("warmth_validation", "warmth"),
-    ("download_scorer", "download"), ("judge_validation", "judge_validation"), ("explorer_screenshot", "explorer"),
+    ("download_scorer", "download"), ("judge_validation", "judge_validation"), ("rewrite_fidelity", "rewrite_fidelity"), ("explorer_screenshot", "explorer"),
     ("cost", "cost"), ("all", "all"),
     ("generate_llama31_8b", "generate"),  # a rule made in a loop under a name of its own: its name's prefix
 ])

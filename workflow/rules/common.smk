@@ -90,6 +90,7 @@ def get_final_output():
         *rules.analysis.output,
         *rules.judge_validation.output,
         rules.warmth_validation.output.summary,
+        *(rules.rewrite_fidelity.output if wb.rewritten_personas(config) else []),
         *rules.training_summary.output,
         *rules.explorer.output,
         *rules.explorer_screenshot.output,
@@ -271,3 +272,15 @@ def get_warmth_scorer(wildcards):
     if scorer in config["models"]:
         return [f"resources/models/{scorer}"]
     return [] if Path(scorer).is_dir() else ["resources/scorer"]
+
+
+def get_fidelity_backend_model(wildcards):
+    # the rewrite-fidelity judge's converted checkpoint, when it runs locally (rewrite_fidelity.backend)
+    key = wb.fidelity_model_key(config)
+    return [f"resources/models/{key}"] if key else []
+
+
+def get_fidelity_local_model():
+    # how a local fidelity judge runs (engine, dtype, vllm), as a local LLM judge does; None for an endpoint
+    key = wb.fidelity_model_key(config)
+    return {k: config["models"][key][k] for k in ("engine", "dtype", "vllm")} if key else None

@@ -516,11 +516,32 @@ def backend_model_keys(config: dict) -> list[str]:
     return [backend["model"]] if backend["kind"] == "transformers" else []
 
 
+def fidelity_backend(config: dict) -> dict:
+    """The rewrite-fidelity judge: rewrite_fidelity.backend if set; else the primary judge's LLM (the study's judge);
+    else the model that wrote the rewrites (persona_rewrite.backend)."""
+    own = config.get("rewrite_fidelity", {}).get("backend")
+    if own:
+        return own
+    primary = judges(config)[primary_judge(config)]
+    if primary["kind"] == "llm" and primary.get("backend"):
+        return primary["backend"]
+    return config["persona_rewrite"]["backend"]
+
+
+def fidelity_model_key(config: dict) -> str | None:
+    """The `models:` key of a rewrite-fidelity judge run locally (backend kind transformers), else None."""
+    backend = fidelity_backend(config)
+    return backend["model"] if backend["kind"] == "transformers" else None
+
+
 def api_backends(config: dict) -> dict[str, dict]:
     """Config key -> each OpenAI-compatible backend the config uses."""
     found = {}
     if config["persona_rewrite"]["backend"]["kind"] == "openai":
         found["persona_rewrite.backend"] = config["persona_rewrite"]["backend"]
+    own_fidelity = config.get("rewrite_fidelity", {}).get("backend")
+    if own_fidelity and own_fidelity["kind"] == "openai":
+        found["rewrite_fidelity.backend"] = own_fidelity
     for name, spec in judges(config).items():
         if spec["kind"] == "llm" and spec.get("backend", {}).get("kind") == "openai":
             found[_judge_key(config, name) + ".backend"] = spec["backend"]
@@ -618,6 +639,9 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
     _check_personas(config, root)
     _check_contrasts(config)
     _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
+    fidelity_prompt = config.get("rewrite_fidelity", {}).get("prompt")
+    if fidelity_prompt and rewritten_personas(config):
+        _require_file(root, fidelity_prompt, "rewrite_fidelity.prompt")
     source = config["sft_data"]["source"]
     if source["kind"] == "sharegpt_json":
         _require_file(root, source["path"], "sft_data.source.path")
@@ -644,6 +668,9 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
                 raise ConfigError(f"data.wrong_answers.backend.model: {wrong['backend']['model']!r} is not a key of models")
             _require_file(root, wrong["prompt"], "data.wrong_answers.prompt")
     _check_judges(config, root)
+    fidelity_key = fidelity_model_key(config)  # after the judges: it may be the primary judge's
+    if fidelity_key and (fidelity_key not in config["models"] or is_api_model(config["models"][fidelity_key])):
+        raise ConfigError(f"rewrite_fidelity.backend.model: {fidelity_key!r} is not a key of models run locally")
 
 
 def _judge_key(config: dict, name: str) -> str:

@@ -5,9 +5,11 @@
 - Agreement (Cohen's kappa, raw agreement, confusion matrix) per dataset: the LLM judge's two-way verdict
   against the offline reference judge's on every response the regexes did not flag, and each judge's final
   verdict (REFUSAL for a regex refusal) against human annotators on the annotated sample.
-- The annotation sample: stratified by model, persona, dataset and verdict, exported blind (annotators see
-  the prompt, the reference answers and the response, never a verdict) with a stable `annotation_id` per
-  response, so a filled copy can be joined back to the graded table at any later time.
+- The annotation sample, drawn as the paper drew its 470: half from AdvBench (refusals), half from the four tasks
+  (equal per task; none from the regex-scored MMLU and GSM8K), each dataset's share spread over models, personas,
+  conditions and verdicts; exported blind (annotators see the prompt, the reference answers and the response,
+  never a verdict) with a stable `annotation_id` per response, so a filled copy can be joined back to the graded
+  table at any later time.
 """
 from __future__ import annotations
 
@@ -58,17 +60,61 @@ def annotation_ids(graded: pd.DataFrame) -> pd.Series:
                      index=graded.index)
 
 
+REFUSAL_DATASET = "advbench"  # the paper's refusal half of the annotation sample
+# Within a half and a dataset, the sample is spread level by level, as the paper stratified it: over models, warmth
+# levels (personas, and checkpoints where several are graded), conditions and evaluation outcomes (verdicts).
+SPREAD_LEVELS = ("model", "persona", "checkpoint", "condition", "_verdict")
+
+
+def even_split(capacities: dict, n: int, rng: np.random.Generator) -> dict:
+    """n slots shared as evenly as the groups' sizes allow (a small group's unused share goes to the others); the
+    slots that do not divide evenly go to groups drawn at random."""
+    quota = dict.fromkeys(capacities, 0)
+    left = min(n, sum(capacities.values()))
+    while left:
+        open_keys = [k for k in capacities if quota[k] < capacities[k]]
+        share = left // len(open_keys)
+        if share == 0:
+            for i in sorted(rng.permutation(len(open_keys))[:left]):
+                quota[open_keys[i]] += 1
+            break
+        for key in open_keys:
+            given = min(share, capacities[key] - quota[key])
+            quota[key] += given
+            left -= given
+    return quota
+
+
+def _spread(codes: np.ndarray, rows: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
+    """n of `rows` (positions), split evenly over the values of the first level (codes[:, 0]), then each share over
+    the next level's."""
+    if codes.shape[1] == 0:
+        return list(rng.choice(rows, size=n, replace=False))
+    groups = {value: rows[codes[rows, 0] == value] for value in np.unique(codes[rows, 0])}
+    quota = even_split({value: len(members) for value, members in groups.items()}, n, rng)
+    return [position for value, members in groups.items() if quota[value]
+            for position in _spread(codes[:, 1:], members, quota[value], rng)]
+
+
+def annotation_halves(graded: pd.DataFrame) -> pd.Series:
+    """The paper's two halves: AdvBench (refusals) and the tasks the LLM judge grades for accuracy (TriviaQA,
+    TruthfulQA, Disinfo, MedQA); the regex-scored benchmarks (MMLU, GSM8K) are in neither (NaN)."""
+    from .config import REGEX_SCORED_DATASETS
+
+    half = np.where(graded["dataset"] == REFUSAL_DATASET, "refusals", "tasks")
+    return pd.Series(half, index=graded.index).where(~graded["dataset"].isin(REGEX_SCORED_DATASETS))
+
+
 def annotation_sample(graded: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """A sample of about n responses, stratified by model x persona x dataset x verdict: each stratum gets a
-    share proportional to its size, and at least one response while n allows."""
-    frame = graded.assign(annotation_id=annotation_ids(graded), _verdict=graded["verdict"].fillna("missing"))
-    strata = frame.groupby(["model", "persona", "dataset", "_verdict"], sort=True)
-    sizes = strata.size()
-    quota = np.floor(sizes / sizes.sum() * n).astype(int)
-    if n >= len(sizes):
-        quota = quota.clip(lower=1)
-    picked = [group.sample(min(quota[key], len(group)), random_state=seed) for key, group in strata]
-    sample = pd.concat(picked) if picked else frame.iloc[:0]
+    """About n responses, as the paper drew its 470: half from AdvBench, half from the four tasks, equal per task,
+    and within each dataset spread evenly over models, personas, checkpoints, conditions and verdicts (not in
+    proportion to their sizes). A half or a stratum too small for its share gives the rest to the others."""
+    frame = graded.assign(annotation_id=annotation_ids(graded), _verdict=graded["verdict"].fillna("missing"),
+                          _half=annotation_halves(graded)).dropna(subset=["_half"])
+    levels = ["_half", "dataset", *(c for c in SPREAD_LEVELS if c in frame.columns)]
+    codes = np.column_stack([pd.factorize(frame[c].astype(str), sort=True)[0] for c in levels])
+    picked = _spread(codes, np.arange(len(frame)), n, np.random.default_rng(seed))
+    sample = frame.iloc[sorted(picked)]
     sample = sample.sample(frac=1.0, random_state=seed)  # annotators should not see the strata in order
     return sample.assign(human_verdict="", notes="").reindex(columns=ANNOTATION_COLUMNS).reset_index(drop=True)
 
