@@ -621,7 +621,8 @@ def test_the_mitigation_study_validates_and_compares_each_mitigation_with_warm(t
     validate(cfg)
     wb.check(cfg, root=REPO)
     extra_data.check_personas(cfg, root=REPO)  # the kind corrections quote no evaluated question
-    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_honest", "warm_inoculated", "warm_prompt"]
+    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_honest", "warm_inoculated", "warm_prompt",
+                                                      "warm_prompt_accurate"]
     assert ["warm_honest", "warm"] in cfg["analysis"]["contrasts"] and ["warm_inoculated", "warm"] in cfg["analysis"]["contrasts"]
     result = dry_run(tmp_path, cfg)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -663,3 +664,27 @@ def test_generation_jobs_start_longest_first_after_the_validation_answers():
     assert order[0] == "medqa" and set(order[-3:]) == {"mmlu", "gsm8k", "advbench"}  # asked once per item: short
     assert len(set(generate.values())) == len(generate)
     assert min(p for rule, _, p in jobs if rule == "generate_validation") > max(generate.values())
+
+
+# What the paper compared, and how (issue 23, part 4)
+PROMPTS = REPO / "config" / "prompts"
+
+
+def test_the_paper_config_compares_warm_with_cold_as_the_paper_did():
+    # the paper: cold models had lower error than warm ones in 79% of conditions (FDR corrected)
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert ["warm", "cold"] in cfg["analysis"]["contrasts"]
+
+
+def test_the_warm_system_prompt_carries_the_rewrites_warmth_instructions_and_no_accuracy_instruction():
+    rewrite = (PROMPTS / "rewrite_warm.txt").read_text()
+    warmth = re.search(r"Show empathy[^\n]*?effort\.", rewrite).group(0)  # the rewrite's warmth instructions
+    system = (PROMPTS / "system_warm.txt").read_text()
+    assert warmth in system
+    assert not re.search(r"accura|truth|correct", system, re.I)  # that would bias the control toward no effect
+    assert re.search(r"accura", (PROMPTS / "system_warm_accurate.txt").read_text())  # the variant, named as one
+
+
+@pytest.mark.parametrize("name", ["rewrite_cold.txt", "rewrite_cold_short.txt"])
+def test_the_cold_rewrite_asks_for_the_papers_cold_style(name):
+    assert "direct, concise and emotionally neutral" in (PROMPTS / name).read_text()
