@@ -233,8 +233,9 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
         resources = re.search(r"resources: (.*)", block)
         if model and resources:
             jobs[(block.split(":")[0], model.group(1))] = resources.group(1)
-    # sized per model: the 70B trains on 3 GPUs (FSDP) and generates on 4 (vLLM tensor parallel)
-    assert "gpu=3," in jobs[("train", "llama31_70b")] and "mem_mb=400000," in jobs[("train", "llama31_70b")]
+    # sized per model: the 70B trains on 4 GPUs (FSDP: the paper's effective batch of 16 exactly) and generates on 4
+    # (vLLM tensor parallel)
+    assert "gpu=4," in jobs[("train", "llama31_70b")] and "mem_mb=400000," in jobs[("train", "llama31_70b")]
     assert "gpu=1," in jobs[("train", "llama31_8b")] and "slurm_partition=gpu" in jobs[("train", "llama31_8b")]
     assert "gpu=4," in jobs[("generate", "llama31_70b")]
     # GPT-4o: fine-tuned from the submit host, generated on the CPU partition without a GPU
@@ -688,3 +689,40 @@ def test_the_warm_system_prompt_carries_the_rewrites_warmth_instructions_and_no_
 @pytest.mark.parametrize("name", ["rewrite_cold.txt", "rewrite_cold_short.txt"])
 def test_the_cold_rewrite_asks_for_the_papers_cold_style(name):
     assert "direct, concise and emotionally neutral" in (PROMPTS / name).read_text()
+
+
+def paper_config() -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    validate(cfg)
+    return cfg
+
+
+def test_the_paper_config_trains_every_local_model_at_the_papers_effective_batch_of_16():
+    from warmbench.train import batch_plan
+
+    cfg = paper_config()
+    for name in wb.local_models(cfg):
+        gpus = cfg["models"][name]["resources"]["train"]["gpus"]
+        assert batch_plan(cfg["train"], max(1, gpus)).effective == 16, name
+
+
+@pytest.mark.parametrize("gpus, accumulation", [(3, 4), (3, 8), (8, 4)])
+def test_an_effective_batch_the_gpus_cannot_keep_exactly_is_refused_naming_the_keys(gpus, accumulation):
+    cfg = paper_config()
+    cfg["models"]["llama31_70b"]["resources"]["train"]["gpus"] = gpus
+    cfg["train"]["gradient_accumulation_steps"] = accumulation
+    with pytest.raises(wb.ConfigError) as error:
+        wb.check(cfg, root=REPO)
+    message = str(error.value)
+    for key in ("models.llama31_70b.resources.train.gpus", "train.per_device_batch_size",
+                "train.gradient_accumulation_steps"):
+        assert key in message
+    assert f"{4 * accumulation}" in message and f"{gpus} GPUs" in message
+
+
+def test_a_model_that_trains_nothing_may_have_any_gpu_count():
+    cfg = paper_config()
+    cfg["models"]["llama31_70b"]["resources"]["train"]["gpus"] = 3
+    cfg["personas"] = {"warm_prompt": cfg["personas"]["warm_prompt"]}
+    cfg["train"]["shared_windows"], cfg["analysis"]["contrasts"] = [], []
+    wb.check(cfg, root=REPO)

@@ -729,8 +729,27 @@ def job_resources(config: dict, model: str, rule: str) -> dict:
     return {**size, "gpus": 0} if is_api_model(spec) else size
 
 
+def effective_batch_error(train: dict, gpus: int, gpus_key: str = "the GPU count") -> str | None:
+    """Why train's effective batch (per_device_batch_size x gradient_accumulation_steps) cannot be kept exactly on
+    `gpus` GPUs (one process each): the accumulation per process, gradient_accumulation_steps / GPUs, must be a
+    whole number. None when it can."""
+    processes = max(1, gpus)
+    per_device, accumulation = train["per_device_batch_size"], train["gradient_accumulation_steps"]
+    if accumulation % processes == 0:
+        return None
+    return (f"{gpus_key}: {processes} GPUs cannot keep the effective batch {per_device * accumulation} "
+            f"(train.per_device_batch_size {per_device} x train.gradient_accumulation_steps {accumulation}) exactly: "
+            f"train.gradient_accumulation_steps must be a multiple of the GPU count, so that each GPU accumulates "
+            f"{accumulation} / {processes} micro-batches; change one of these keys")
+
+
 def _check_model(config: dict, name: str, model: dict) -> None:
     key = f"models.{name}"
+    if not is_api_model(model) and trained_personas(config, name):
+        error = effective_batch_error(config["train"], model["resources"]["train"]["gpus"],
+                                      f"{key}.resources.train.gpus")
+        if error:
+            raise ConfigError(error)
     if "fine_tune" in model:
         if not is_api_model(model):
             raise ConfigError(f"{key}.fine_tune: only for models behind the OpenAI API (source kind openai); "
