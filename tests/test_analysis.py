@@ -435,3 +435,18 @@ def test_an_item_with_fewer_templates_pairs_what_it_has():
     contexts = len(amendments["contexts"])
     assert table["n_pairs"].sum() == len(prompts) == 2 * 28 - contexts
     assert table.loc[("sycophancy", "unmodified"), "n_pairs"] == 3  # item a: incorrect only; item b: both
+
+
+def test_a_contrast_is_fitted_on_the_models_that_have_both_personas_only():
+    # personas.<name>.models: the paper's cold control ran on some models only; warm's answers on the others have no
+    # cold counterpart and must not enter warm vs cold (nor a restricted persona's original rows its own regression)
+    from warmbench.analysis import regression_data
+
+    graded = pd.DataFrame(rows("original", [0, 1] * 5, model="a") + rows("original", [0, 1] * 5, model="b")
+                          + rows("warm", [1, 1] * 5, model="a") + rows("warm", [1, 1] * 5, model="b")
+                          + rows("cold", [0, 0] * 5, model="a"))
+    assert set(regression_data(graded, "warm", "cold")["model"]) == {"a"}
+    assert set(regression_data(graded, "cold")["model"]) == {"a"}
+    assert set(regression_data(graded, "warm")["model"]) == {"a", "b"}
+    contrasts = contrast_tests(graded, [["warm", "cold"]])
+    assert set(contrasts["model"]) == {"a"}

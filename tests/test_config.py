@@ -233,8 +233,9 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
         resources = re.search(r"resources: (.*)", block)
         if model and resources:
             jobs[(block.split(":")[0], model.group(1))] = resources.group(1)
-    # sized per model: the 70B trains on 3 GPUs (FSDP) and generates on 4 (vLLM tensor parallel)
-    assert "gpu=3," in jobs[("train", "llama31_70b")] and "mem_mb=400000," in jobs[("train", "llama31_70b")]
+    # sized per model: the 70B trains on 4 GPUs (FSDP: the paper's effective batch of 16 exactly) and generates on 4
+    # (vLLM tensor parallel)
+    assert "gpu=4," in jobs[("train", "llama31_70b")] and "mem_mb=400000," in jobs[("train", "llama31_70b")]
     assert "gpu=1," in jobs[("train", "llama31_8b")] and "slurm_partition=gpu" in jobs[("train", "llama31_8b")]
     assert "gpu=4," in jobs[("generate", "llama31_70b")]
     # GPT-4o: fine-tuned from the submit host, generated on the CPU partition without a GPU
@@ -244,8 +245,11 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
     assert "slurm_partition=cpu" in judge and "judge_slots=1" in judge
     # one generation job per (model, dataset), the validation prompts' on the GPU partition too; warmth per model
     assert "gpu=4," in jobs[("generate_validation", "llama31_70b")]
-    assert "slurm_partition=gpu" in jobs[("generate_validation", "llama31_8b")]
-    assert "slurm_partition=gpu" in jobs[("warmth", "llama31_8b")] and "slurm_partition=gpu" in jobs[("warmth_api", "gpt4o")]
+    assert "slurm_partition=gpu" in jobs[("warmth", "llama31_70b")] and "slurm_partition=gpu" in jobs[("warmth_api", "gpt4o")]
+    # Llama-8B and Mistral answer without the paper's controls (personas.<name>.models): rules of their own, on GPUs too
+    for rule in ("generate__llama31_8b", "generate_validation__llama31_8b", "warmth__llama31_8b"):
+        for model in ("llama31_8b", "mistral_small"):
+            assert "slurm_partition=gpu" in jobs[(rule, model)], (rule, model)
     # no SLURM job arrays: plugin 2.8.0 held back a lone ready judge job forever in the single-node SLURM test
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert "slurm-array-jobs" not in profile
@@ -592,6 +596,8 @@ def test_the_shipped_studies_keep_every_job_and_output_path(configfile):
     # tests/data/dag_before_personas.json: each job's rule and outputs when warm|cold|warm_prompt were hard-coded
     before = json.loads((REPO / "tests" / "data" / "dag_before_personas.json").read_text())["jobs"][configfile]
     expected = {(rule, tuple(sorted(outputs))) for rule, outputs in before if outputs and not rule.startswith("judge")}
+    if configfile == "config/paper.yaml":
+        expected = without_controls(expected, ["llama31_8b", "mistral_small"])
     assert _jobs(configfile) == expected | ADDED_SINCE  # every job and path kept; new stages only add their own
 
 
@@ -599,6 +605,23 @@ def test_the_shipped_studies_keep_every_job_and_output_path(configfile):
 ADDED_SINCE = {("rewrite_fidelity", ("results/annotation/rewrite_fidelity_sample.csv",
                                      "results/warmth/rewrite_fidelity.csv",
                                      "results/warmth/rewrite_fidelity_verdicts.parquet"))}
+
+
+def without_controls(jobs: set, models: list[str]) -> set:
+    """The paper's DAG once its cold and warm-prompt controls ran on three models only (personas.<name>.models): the
+    same jobs less those controls' files on `models`, whose generation and warmth jobs (variants of their own) move
+    to rules named after the first of them."""
+    control = re.compile(rf"results/\w+/({'|'.join(models)})/(cold|warm_prompt)\b")
+    own_rules = ("generate", "generate_validation", "warmth")
+    kept = set()
+    for rule, outputs in jobs:
+        left = tuple(path for path in outputs if not control.match(path))
+        if not left:
+            continue
+        if rule in own_rules and any(f"/{model}/" in left[0] for model in models):
+            rule = f"{rule}__{models[0]}"
+        kept.add((rule, left))
+    return kept
 
 
 def test_adding_a_persona_leaves_the_other_personas_training_as_it_was(tmp_path):
@@ -627,7 +650,8 @@ def test_the_mitigation_study_validates_and_compares_each_mitigation_with_warm(t
     validate(cfg)
     wb.check(cfg, root=REPO)
     extra_data.check_personas(cfg, root=REPO)  # the kind corrections quote no evaluated question
-    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_honest", "warm_inoculated", "warm_prompt"]
+    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_honest", "warm_inoculated", "warm_prompt",
+                                                      "warm_prompt_accurate"]
     assert ["warm_honest", "warm"] in cfg["analysis"]["contrasts"] and ["warm_inoculated", "warm"] in cfg["analysis"]["contrasts"]
     result = dry_run(tmp_path, cfg)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -669,3 +693,99 @@ def test_generation_jobs_start_longest_first_after_the_validation_answers():
     assert order[0] == "medqa" and set(order[-3:]) == {"mmlu", "gsm8k", "advbench"}  # asked once per item: short
     assert len(set(generate.values())) == len(generate)
     assert min(p for rule, _, p in jobs if rule == "generate_validation") > max(generate.values())
+
+
+# What the paper compared, and how (issue 23, part 4)
+PROMPTS = REPO / "config" / "prompts"
+
+
+def test_the_paper_config_compares_warm_with_cold_as_the_paper_did():
+    # the paper: cold models had lower error than warm ones in 79% of conditions (FDR corrected)
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert ["warm", "cold"] in cfg["analysis"]["contrasts"]
+
+
+def test_the_warm_system_prompt_carries_the_rewrites_warmth_instructions_and_no_accuracy_instruction():
+    rewrite = (PROMPTS / "rewrite_warm.txt").read_text()
+    warmth = re.search(r"Show empathy[^\n]*?effort\.", rewrite).group(0)  # the rewrite's warmth instructions
+    system = (PROMPTS / "system_warm.txt").read_text()
+    assert warmth in system
+    assert not re.search(r"accura|truth|correct", system, re.I)  # that would bias the control toward no effect
+    assert re.search(r"accura", (PROMPTS / "system_warm_accurate.txt").read_text())  # the variant, named as one
+
+
+@pytest.mark.parametrize("name", ["rewrite_cold.txt", "rewrite_cold_short.txt"])
+def test_the_cold_rewrite_asks_for_the_papers_cold_style(name):
+    assert "direct, concise and emotionally neutral" in (PROMPTS / name).read_text()
+
+
+def paper_config() -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    validate(cfg)
+    return cfg
+
+
+def test_the_paper_config_trains_every_local_model_at_the_papers_effective_batch_of_16():
+    from warmbench.train import batch_plan
+
+    cfg = paper_config()
+    for name in wb.local_models(cfg):
+        gpus = cfg["models"][name]["resources"]["train"]["gpus"]
+        assert batch_plan(cfg["train"], max(1, gpus)).effective == 16, name
+
+
+@pytest.mark.parametrize("gpus, accumulation", [(3, 4), (3, 8), (8, 4)])
+def test_an_effective_batch_the_gpus_cannot_keep_exactly_is_refused_naming_the_keys(gpus, accumulation):
+    cfg = paper_config()
+    cfg["models"]["llama31_70b"]["resources"]["train"]["gpus"] = gpus
+    cfg["train"]["gradient_accumulation_steps"] = accumulation
+    with pytest.raises(wb.ConfigError) as error:
+        wb.check(cfg, root=REPO)
+    message = str(error.value)
+    for key in ("models.llama31_70b.resources.train.gpus", "train.per_device_batch_size",
+                "train.gradient_accumulation_steps"):
+        assert key in message
+    assert f"{4 * accumulation}" in message and f"{gpus} GPUs" in message
+
+
+def test_a_model_that_trains_nothing_may_have_any_gpu_count():
+    cfg = paper_config()
+    cfg["models"]["llama31_70b"]["resources"]["train"]["gpus"] = 3
+    cfg["personas"] = {"warm_prompt": cfg["personas"]["warm_prompt"]}
+    cfg["train"]["shared_windows"], cfg["analysis"]["contrasts"] = [], []
+    wb.check(cfg, root=REPO)
+
+
+PAPER_CONTROL_MODELS = ["qwen25_32b", "llama31_70b", "gpt4o"]  # the paper's cold and warm-prompt controls
+
+
+def test_the_paper_runs_its_controls_on_three_models_only():
+    cfg = paper_config()
+    for persona in ("cold", "warm_prompt"):
+        assert cfg["personas"][persona]["models"] == PAPER_CONTROL_MODELS
+    assert wb.trained_personas(cfg, "llama31_8b") == ["warm"]
+    assert wb.trained_personas(cfg, "llama31_70b") == ["warm", "cold"]
+    assert ("warm_prompt", "base") not in wb.eval_variants(cfg, "mistral_small")
+    assert ("warm_prompt", "base") in wb.validation_variants(cfg, "qwen25_32b")
+    cells = {(c.model, c.persona) for c in wb.eval_cells(cfg) + wb.warmth_cells(cfg)}
+    assert ("llama31_8b", "cold") not in cells and ("llama31_8b", "warm_prompt") not in cells
+    assert {("gpt4o", "cold"), ("gpt4o", "warm_prompt"), ("llama31_8b", "warm")} <= cells
+
+
+def test_a_persona_restricted_to_an_unknown_model_is_refused_naming_the_key():
+    cfg = paper_config()
+    cfg["personas"]["cold"]["models"] = ["qwen25_32b", "llama3_70b"]
+    with pytest.raises(wb.ConfigError, match=r"personas\.cold\.models\[1\]: 'llama3_70b' is not a key of models "
+                                             r"\(did you mean 'llama31_70b'\?\)"):
+        wb.check(cfg, root=REPO)
+    cfg["personas"]["cold"]["models"] = []
+    with pytest.raises(wb.ConfigError, match=r"personas\.cold\.models"):
+        validate(cfg)
+
+
+def test_an_api_fine_tune_needs_a_learning_rate_multiplier_only_for_the_personas_it_trains():
+    cfg = paper_config()
+    cfg["personas"]["cold"]["models"] = ["qwen25_32b"]
+    del cfg["models"]["gpt4o"]["fine_tune"]["learning_rate_multiplier"]["cold"]
+    wb.check(cfg, root=REPO)
+    assert wb.trained_personas(cfg, "gpt4o") == ["warm"]

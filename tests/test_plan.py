@@ -139,37 +139,40 @@ def test_an_unsized_model_is_named_in_the_plan_not_guessed():
 
 def test_the_paper_plan_is_on_the_papers_scale(paper_jobs):
     """config/paper.yaml's plan, checked against arithmetic done here from the paper's own figures, not from the
-    plan's code: 5 models x 4 variants (original, warm system prompt, warm, cold), 500 items per task (disinfo: all
-    125) x 28 prompts, 500 per capability benchmark; 1,500 validation prompts per checkpoint; GPT-4o as the judge of
+    plan's code: 5 models x 2 variants (original, warm) and the controls (warm system prompt, cold) on 3 of them
+    (Qwen-32B, Llama-70B, GPT-4o, as in the paper), 500 items per task (disinfo: all 125) x 28 prompts, 500 per capability benchmark; 1,500 validation prompts per checkpoint; GPT-4o as the judge of
     every answer but MMLU's and GSM8K's (regex); 1,617 conversations / 3,667 assistant responses rewritten warm and
     cold; 10 LoRA epochs; GPT-4o fine-tuned in jobs of 2, 6 and 10 epochs."""
     cfg = load("config/paper.yaml")
     table = plan.plan(paper_jobs, cfg, root=REPO)
     rows = table.rows
     per_variant = 3 * 500 * 28 + 125 * 28 + 3 * 500  # 47,000 prompts per model variant
-    validation = (4 * (2 + 2 * 8) + (2 + 2 * 4)) * 1_500  # every checkpoint of every persona, 123,000
+    variants = 2 * 2 + 3 * 4  # 16 model variants
+    # every checkpoint of every persona: Llama-8B and Mistral 1 + 8, Qwen and Llama-70B 2 + 2 x 8, GPT-4o 2 + 2 x 4
+    validation = (2 * (1 + 8) + 2 * (2 + 2 * 8) + (2 + 2 * 4)) * 1_500  # 96,000
     # one job per (model, dataset): generate(_api) for the evaluation sets, generate(_api)_validation for warmth
-    assert sum(row.requests for row in rows.values() if row.stage == "generate") == 20 * per_variant + validation
+    assert sum(row.requests for row in rows.values() if row.stage == "generate") == variants * per_variant + validation
     judged_per_variant = per_variant - 2 * 500  # MMLU and GSM8K are scored by regex
-    assert rows["judge"].requests == 20 * judged_per_variant
+    assert rows["judge"].requests == variants * judged_per_variant
     # the paper graded 439,792 answers of 10 variants (original and warm): per variant, the same scale
     assert 0.9 < judged_per_variant / (439_792 / 10) < 1.2
     assert 0.5 < rows["persona_rewrite"].requests / (2 * 3_667) < 2
-    assert rows["train"].jobs == 8 and rows["train_openai"].jobs == 2
+    assert rows["train"].jobs == 6 and rows["train_openai"].jobs == 2
 
     # one 10-epoch LoRA run of the 8B: 1.8 to 2.0 h on one H100, extrapolated from warmbench bench train (README)
     eight_b = plan.plan([job for job in paper_jobs if job.outputs == ("results/train/llama31_8b/warm",)], cfg, REPO)
     assert 1.6 < eight_b.total.gpu_hours < 2.2
 
-    # GPU-hours, own arithmetic: training 2 personas x 10 epochs x 2.17 M tokens per epoch over 8+22+32+70 B of
-    # models at 3,200 tokens/s per GPU per 8 B; generation ~47.5 M tokens per open model at 3,000 tokens/s per 8 B
-    training = 2 * 10 * 2.17e6 * (8 + 22 + 32 + 70) / 8 / 3_200 / 3_600
-    generation = 47.5e6 * (8 + 22 + 32 + 70) / 8 / 3_000 / 3_600
+    # GPU-hours, own arithmetic: training 10 epochs x 2.17 M tokens per epoch, warm over 8+22+32+70 B of models and
+    # cold over 32+70 B, at 3,200 tokens/s per GPU per 8 B; generation ~47.5 M tokens per open model with 4 variants
+    # (half that with 2) at 3,000 tokens/s per 8 B
+    training = 10 * 2.17e6 * ((8 + 22 + 32 + 70) + (32 + 70)) / 8 / 3_200 / 3_600
+    generation = 47.5e6 * ((32 + 70) + (8 + 22) / 2) / 8 / 3_000 / 3_600
     assert 0.5 < table.total.gpu_hours / (training + generation) < 2
 
     # API cost, own arithmetic at GPT-4o's prices ($2.50 / $10.00 per M tokens; fine-tuned $3.75 / $15.00;
     # training $25.00 per M trained tokens)
-    judge = 920_000 * (475 * 2.50 + 10 * 10.00) / 1e6  # rubric + prompt + answer + references in, a verdict out
+    judge = variants * 46_000 * (475 * 2.50 + 10 * 10.00) / 1e6  # rubric + prompt + answer + references in, a verdict out
     base_generation = (2 * 47_000 + 2 * 1_500) * (60 * 2.50 + 200 * 10.00) / 1e6
     tuned_generation = (2 * 47_000 + 8 * 1_500) * (60 * 3.75 + 200 * 15.00) / 1e6
     fine_tuning = 2 * 2.17e6 * (2 + 6 + 10) * 25.00 / 1e6

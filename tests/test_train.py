@@ -285,21 +285,24 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
 
 
 @pytest.mark.parametrize("per_device, accumulation, processes, expected", [
-    (4, 4, 1, 4), (4, 4, 2, 2), (4, 4, 4, 1), (4, 4, 3, 1), (1, 16, 3, 5), (2, 8, 2, 4)])
+    (4, 4, 1, 4), (4, 4, 2, 2), (4, 4, 4, 1), (1, 16, 4, 4), (2, 8, 2, 4), (4, 3, 3, 1)])
 def test_accumulation_keeps_the_effective_batch_across_gpus(per_device, accumulation, processes, expected):
     cfg = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation}
-    assert accumulation_steps(cfg, processes) == expected  # 16 over 3 GPUs: nearest is 12 (4 x 3) or 15 (1 x 3 x 5)
+    assert accumulation_steps(cfg, processes) == expected
+    assert batch_plan(cfg, processes).effective == per_device * accumulation
 
 
-def test_an_unreachable_effective_batch_is_said_and_recorded():
+def test_an_unreachable_effective_batch_is_refused_naming_the_keys():
+    # the paper's 16 on the 70B's 3 GPUs could only be 12 or 15: config validation refuses it before any job, and
+    # the training job (handed a config that was not validated) refuses it too, rather than train at another batch
     cfg = {"per_device_batch_size": 4, "gradient_accumulation_steps": 4}
-    plan = batch_plan(cfg, 3)  # the paper's 16 on the 70B's 3 GPUs
-    assert (plan.configured, plan.accumulation, plan.effective) == (16, 1, 12)
-    assert "16" in plan.note and "3 GPUs" in plan.note and "12" in plan.note
-    assert batch_plan(cfg, 2).note is None and batch_plan(cfg, 2).effective == 16
-    manifest = training_manifest("base", "data.jsonl", 10, cfg, plan, processes=3, checkpoints=[])
-    assert manifest["effective_batch"] == 12 and manifest["configured_effective_batch"] == 16
-    assert manifest["effective_batch_note"] == plan.note and manifest["processes"] == 3
+    with pytest.raises(ConfigError, match=r"3 GPUs.*train\.gradient_accumulation_steps"):
+        batch_plan(cfg, 3)
+    plan = batch_plan(cfg, 2)
+    assert plan.note is None and plan.effective == 16
+    manifest = training_manifest("base", "data.jsonl", 10, cfg, plan, processes=2, checkpoints=[])
+    assert manifest["effective_batch"] == 16 == manifest["configured_effective_batch"]
+    assert manifest["effective_batch_note"] is None and manifest["processes"] == 2
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ for _rule in wb.generation_rules(config):
             dataset=wb.one_of(_rule.datasets),
         # the validation answers feed warmth and the checkpoint choice, on which evaluations may wait: first;
         # then the datasets by their estimated work, longest first
-        priority: 1 if _rule.name.endswith("_validation") else lambda wc: GENERATION_PRIORITY[wc.dataset]
+        # (by its datasets, not its name: a further group's rule is named generate_validation__<model>)
+        priority: 1 if _rule.datasets == (wb.VALIDATION_DATASET,) else lambda wc: GENERATION_PRIORITY[wc.dataset]
         conda:
             ENV
         # 1 thread: two CPU jobs run side by side (start-up, imports and loading, is single-threaded)

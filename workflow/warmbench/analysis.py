@@ -167,7 +167,11 @@ def conversational(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def regression_data(graded: pd.DataFrame, persona: str, reference: str = "original") -> pd.DataFrame:
-    data = graded[graded["persona"].isin([reference, persona])].dropna(subset=["incorrect"])
+    """The rows of `persona` and `reference` on the models that have both (a persona restricted to some models,
+    personas.<name>.models, leaves the other models' rows of its counterpart unpaired: they would change the
+    average effect without informing the contrast)."""
+    both = set(graded.loc[graded["persona"] == persona, "model"]) & set(graded.loc[graded["persona"] == reference, "model"])
+    data = graded[graded["persona"].isin([reference, persona]) & graded["model"].isin(both)].dropna(subset=["incorrect"])
     extra = [c for c in ("response", "judge_refusal") if c in graded.columns]
     data = data[GRADED_COLUMNS + extra].copy()
     data["treated"] = (data["persona"] == persona).astype(int)

@@ -358,8 +358,19 @@ def window_group(config: dict, persona: str) -> list[str]:
     return list(shared) if persona in shared else [persona]
 
 
-def untrained_variants(config: dict) -> list[Variant]:
-    return [(ORIGINAL, BASE_CHECKPOINT), *((persona, BASE_CHECKPOINT) for persona in prompted_personas(config))]
+def persona_models(config: dict, persona: str) -> list[str]:
+    """The models a persona is made for: personas.<name>.models (the paper ran its controls on three), else all."""
+    return list(config["personas"][persona].get("models") or config["models"])
+
+
+def made_for(config: dict, persona: str, model: str) -> bool:
+    return model in persona_models(config, persona)
+
+
+def untrained_variants(config: dict, model: str) -> list[Variant]:
+    """The original model and the system-prompt personas made for this model."""
+    prompted = [persona for persona in prompted_personas(config) if made_for(config, persona, model)]
+    return [(ORIGINAL, BASE_CHECKPOINT), *((persona, BASE_CHECKPOINT) for persona in prompted)]
 
 
 def fixed_epoch(config: dict) -> float | None:
@@ -391,11 +402,12 @@ def local_models(config: dict) -> list[str]:
 
 
 def trained_personas(config: dict, model: str) -> list[str]:
-    """The personas a model is fine-tuned into (none for an API model without a `fine_tune` block)."""
+    """The personas a model is fine-tuned into: the rewrite personas made for it (personas.<name>.models); none for
+    an API model without a `fine_tune` block."""
     spec = config["models"][model]
     if is_api_model(spec) and "fine_tune" not in spec:
         return []
-    return rewrite_personas(config)
+    return [persona for persona in rewrite_personas(config) if made_for(config, persona, model)]
 
 
 def checkpoint_epochs(config: dict, model: str) -> list[float]:
@@ -431,7 +443,7 @@ def trajectory_variants(config: dict, model: str) -> list[Variant]:
 
 def _evaluated_variants(config: dict, model: str) -> list[Variant]:
     trained = evaluated_checkpoint(config)
-    return [*untrained_variants(config), *((persona, trained) for persona in trained_personas(config, model))]
+    return [*untrained_variants(config, model), *((persona, trained) for persona in trained_personas(config, model))]
 
 
 def eval_variants(config: dict, model: str) -> list[Variant]:
@@ -443,7 +455,7 @@ def eval_variants(config: dict, model: str) -> list[Variant]:
 def validation_variants(config: dict, model: str) -> list[Variant]:
     """What a model answers the validation prompts as, for its warmth trajectory: every checkpoint of every persona."""
     epochs = checkpoint_epochs(config, model)
-    return [*untrained_variants(config), *((persona, epoch_label(e)) for persona in trained_personas(config, model) for e in epochs)]
+    return [*untrained_variants(config, model), *((persona, epoch_label(e)) for persona in trained_personas(config, model) for e in epochs)]
 
 
 def eval_cells(config: dict) -> list[Cell]:
@@ -592,6 +604,9 @@ def _check_personas(config: dict, root: Path) -> None:
         for file_key in PERSONA_FILE_KEYS:
             if file_key in spec:
                 _require_file(root, spec[file_key], f"{key}.{file_key}")
+        for k, model in enumerate(spec.get("models") or []):
+            if model not in config["models"]:
+                raise ConfigError(f"{key}.models[{k}]: {model!r} is not a key of models{_near(model, config['models'])}")
     rewrite = rewrite_personas(config)
     for k, name in enumerate(config["train"]["shared_windows"]):
         if name not in rewrite:
@@ -756,14 +771,33 @@ def job_resources(config: dict, model: str, rule: str) -> dict:
     return {**size, "gpus": 0} if is_api_model(spec) else size
 
 
+def effective_batch_error(train: dict, gpus: int, gpus_key: str = "the GPU count") -> str | None:
+    """Why train's effective batch (per_device_batch_size x gradient_accumulation_steps) cannot be kept exactly on
+    `gpus` GPUs (one process each): the accumulation per process, gradient_accumulation_steps / GPUs, must be a
+    whole number. None when it can."""
+    processes = max(1, gpus)
+    per_device, accumulation = train["per_device_batch_size"], train["gradient_accumulation_steps"]
+    if accumulation % processes == 0:
+        return None
+    return (f"{gpus_key}: {processes} GPUs cannot keep the effective batch {per_device * accumulation} "
+            f"(train.per_device_batch_size {per_device} x train.gradient_accumulation_steps {accumulation}) exactly: "
+            f"train.gradient_accumulation_steps must be a multiple of the GPU count, so that each GPU accumulates "
+            f"{accumulation} / {processes} micro-batches; change one of these keys")
+
+
 def _check_model(config: dict, name: str, model: dict) -> None:
     key = f"models.{name}"
+    if not is_api_model(model) and trained_personas(config, name):
+        error = effective_batch_error(config["train"], model["resources"]["train"]["gpus"],
+                                      f"{key}.resources.train.gpus")
+        if error:
+            raise ConfigError(error)
     if "fine_tune" in model:
         if not is_api_model(model):
             raise ConfigError(f"{key}.fine_tune: only for models behind the OpenAI API (source kind openai); "
                               "local models are fine-tuned with LoRA as `train:` says")
         multipliers = model["fine_tune"]["learning_rate_multiplier"]
-        missing = [p for p in rewritten_personas(config) if p not in multipliers]
+        missing = [p for p in rewritten_personas(config) if made_for(config, p, name) and p not in multipliers]
         if missing:
             raise ConfigError(f"{key}.fine_tune.learning_rate_multiplier: no multiplier for persona(s) {missing}")
         _check_epoch_labels(model["fine_tune"]["checkpoint_epochs"], f"{key}.fine_tune.checkpoint_epochs")

@@ -13,7 +13,7 @@ shortened in its middle ("[...]"). The windows are decided on all personas' rewr
 train on the same examples, differing only in the rewritten text. The manifest records the examples,
 conversations and assistant tokens that TRL actually trains on.
 
-A model too large for one GPU (models.<name>.resources.train.gpus > 1, e.g. 70B on 3 GPUs) is trained by
+A model too large for one GPU (models.<name>.resources.train.gpus > 1, e.g. 70B on 4 GPUs) is trained by
 `accelerate launch` with FSDP, one process per GPU, following PEFT's recipe for LoRA: trainable and frozen
 parameters wrapped apart (use_orig_params false), adapters saved as full state dicts so vLLM and PEFT read them.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import children
-from .config import CHECKPOINT_MANIFEST, ConfigError, epoch_label, validated_section
+from .config import CHECKPOINT_MANIFEST, ConfigError, effective_batch_error, epoch_label, validated_section
 from .io import DataError, read_jsonl, write_json, write_table
 from .children import child_env
 
@@ -229,11 +229,15 @@ class BatchPlan:
 
 def batch_plan(cfg: dict, processes: int) -> BatchPlan:
     """Gradient accumulation that keeps the configured effective batch when the batch is spread over several
-    processes; the nearest whole number when it does not divide evenly (16 over 3 GPUs at per-device 4: 12),
-    which the plan's `note` says, the job logs and the manifest records."""
+    processes. A batch the processes cannot keep exactly (16 over 3 GPUs at per-device 4: 12 or 15) is refused with
+    ConfigError naming the keys: config validation refuses it before any job (config.effective_batch_error), and a
+    job handed an unvalidated config refuses it here rather than train at another batch than the paper's."""
+    error = effective_batch_error(cfg, processes, "models.<model>.resources.train.gpus (this run's processes)")
+    if error:
+        raise ConfigError(error)
     configured = cfg["per_device_batch_size"] * cfg["gradient_accumulation_steps"]
-    accumulation = max(1, round(configured / (cfg["per_device_batch_size"] * processes)))
-    return BatchPlan(cfg["per_device_batch_size"], accumulation, processes, configured)
+    return BatchPlan(cfg["per_device_batch_size"], cfg["gradient_accumulation_steps"] // processes, processes,
+                     configured)
 
 
 def accumulation_steps(cfg: dict, processes: int) -> int:
