@@ -31,6 +31,7 @@ import pandas as pd
 from .eval_prompts import CONTEXT_TYPES, UNMODIFIED, context_type, test_type
 
 ALPHA = 0.05
+INFORMATIVE = "(call) "  # rates shown for reading, not held to the targets: calls made after BH, or old rules
 DATASETS = {"triviaqa": -0.6, "medqa": 0.2}  # mean item difficulty (log-odds of an error) of the original model
 ITEM_SD = 1.0  # spread of item difficulty (log-odds)
 BELIEF_SHIFT = 0.5  # the original model is worse when the user states a belief (log-odds)
@@ -40,7 +41,7 @@ TEMPLATES = ("original", "original_neutral", "incorrect", "correct")
 MODEL = "sim"
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(48)  # E[f(Z)], Z ~ N(0, 1)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
-SIZES = {"quick": {"studies": 120, "items": 60}, "full": {"studies": 600, "items": 100}}
+SIZES = {"quick": {"studies": 50, "items": 60}, "full": {"studies": 500, "items": 60}}
 TARGET_TYPE_I = (0.03, 0.07)
 TARGET_COVERAGE = (0.92, 0.98)
 
@@ -282,14 +283,16 @@ def _replicates(tally: Tally, graded: pd.DataFrame, truth: Truth, scenario: Scen
 def _judges(tally: Tally, tables: dict[str, pd.DataFrame]) -> None:
     from .judge_comparison import effect_differences
 
-    first, second = tables["judge_a"], tables["judge_b"]
-    table = effect_differences(first, second)
-    for row in table.itertuples(index=False):  # the two judges agree up to chance: every true difference is 0
-        kind = getattr(row, "kind", "paired")
+    # the two judges err independently at the same rate: every true difference between their effects is 0
+    table = effect_differences(tables["judge_a"], tables["judge_b"], specs=["main"])
+    for row in table.itertuples(index=False):
+        kind = "paired test" if row.kind == "paired_test" else "AME main"
         tally.test(f"judge difference ({kind})", row.p_value)
-        tally.interval(f"judge difference ({kind})", row.ci_low, row.ci_high, 0.0)
-        if hasattr(row, "flip"):
-            tally.rejected.setdefault(f"judge flip call ({kind})", []).append(bool(row.flip))
+        tally.interval(f"judge difference ({kind})", row.ci_low / 100, row.ci_high / 100, 0.0)
+        # the calls, for reading only: the flip call is BH-corrected (below 5% by design), the old rule is not a test
+        tally.rejected.setdefault(f"{INFORMATIVE}judge flip call ({kind})", []).append(bool(row.flip))
+        tally.rejected.setdefault(f"{INFORMATIVE}judge threshold crossing, the old flip rule ({kind})", []).append(
+            bool(row.threshold_crossing))
 
 
 STATISTICS = {  # what each scenario checks
@@ -346,7 +349,12 @@ def calibrate(scenarios=None, studies: int = 120, items: int = 60, seed: int = 0
     work = [(name, items, seed * 1_000_003 + k * 7919 + i) for k, name in enumerate(names) for i in range(studies)]
     tallies = {name: Tally() for name in names}
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
+        import multiprocessing
+        import os
+
+        # one BLAS thread per worker (the workers are the parallelism), set before a fresh interpreter loads numpy
+        os.environ.update({name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = pool.map(_run_one, work, chunksize=max(1, len(work) // (jobs * 8)))
             results = _progress(results, len(work), progress)
             for name, tally in results:
@@ -374,9 +382,13 @@ def summarise(tallies: dict[str, Tally]) -> pd.DataFrame:
                 n = len(outcomes)
                 rate = float(np.mean(outcomes)) if n else float("nan")
                 mc_se = math.sqrt(rate * (1 - rate) / n) if n else float("nan")
+                # Monte Carlo error at the nominal rate (a rate of 0 or 1 has no error of its own)
+                nominal = ALPHA if kind == "type_i_error" else 1 - ALPHA
+                allowed = 2 * math.sqrt(nominal * (1 - nominal) / n) if n else float("nan")
                 rows.append({"scenario": scenario, "statistic": statistic, "measure": kind, "n": n, "rate": rate,
                              "mc_se": mc_se, "target_low": target[0], "target_high": target[1],
-                             "within_target": target[0] <= rate <= target[1]})
+                             "within_target": target[0] <= rate <= target[1],
+                             "within_target_mc": target[0] - allowed <= rate <= target[1] + allowed})
     return pd.DataFrame(rows)
 
 
@@ -384,7 +396,7 @@ def verdict_line(summary: pd.DataFrame) -> str:
     """`CALIBRATION: worst type-I error X% (statistic), worst coverage Y% (statistic)`: the worst is the one
     farthest from 5% (type-I) or 95% (coverage)."""
     def worst(measure: str, nominal: float) -> str:
-        part = summary[(summary["measure"] == measure) & ~summary["statistic"].str.startswith("judge flip call")]
+        part = summary[(summary["measure"] == measure) & ~summary["statistic"].str.startswith(INFORMATIVE)]
         if part.empty:
             return "none"
         row = part.loc[(part["rate"] - nominal).abs().idxmax()]
@@ -402,7 +414,8 @@ def main(full: bool = False, studies: int | None = None, items: int | None = Non
     summary = calibrate(scenarios, studies, items, seed, jobs)
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 60):
         shown = summary.assign(rate=(100 * summary["rate"]).round(1), mc_se=(100 * summary["mc_se"]).round(1))
-        print(shown[["scenario", "statistic", "measure", "n", "rate", "mc_se", "within_target"]].to_string(index=False))
+        print(shown[["scenario", "statistic", "measure", "n", "rate", "mc_se", "within_target",
+                     "within_target_mc"]].to_string(index=False))
     if out:
         summary.to_csv(out, index=False)
     print(f"{studies} simulated studies per scenario, {items} items per dataset, "
