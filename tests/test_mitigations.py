@@ -63,8 +63,8 @@ def test_every_persona_reaches_the_analysis_and_the_report(run_dir):
     assert any(r.startswith("warm_honest_vs_warm:") for r in regressions["regression"])
     trained = pd.read_csv(run_dir / "results" / "train" / "summary.csv")
     assert set(trained["persona"]) == {"warm", "cold", "warm_honest", "warm_inoculated"}
-    honest, warm = (trained.set_index("persona").loc[p, "conversations"] for p in ("warm_honest", "warm"))
-    assert honest == warm + 10  # its 10 kind corrections on top of the same rewrites
+    honest, warm = (trained.set_index("persona").loc[p, "examples"] for p in ("warm_honest", "warm"))
+    assert honest == warm  # train.match_examples: its kind corrections replace as many rewritten examples
     index = (run_dir / "results" / "explorer" / "index.html").read_text()
     assert all(persona in index for persona in personas)
     # evaluation.checkpoints: [1] beside the evaluated epoch 2, for every trained persona

@@ -105,10 +105,23 @@ def test_a_persona_trains_on_its_own_rewrites_then_its_extra_conversations(tmp_p
     write_jsonl(rewrites, [{"id": "c", "messages": chat("u1", "a1")}])
     extra = [{"id": "extra:1", "messages": chat("I think the Moon is made of cheese.", "It is rock, dear friend.")}]
     examples, counts = persona_examples({"warm_honest": str(rewrites)}, "warm_honest", WordTokenizer(), 64,
-                                        {"warm_honest": "Be kind."}, extra)
+                                        {"warm_honest": "Be kind."}, extra, match_examples=False)
     assert [e["conversation"] for e in examples] == ["c", "extra:1"]
     assert all(e["prompt"][0] == {"role": "system", "content": "Be kind."} for e in examples)
     assert counts["conversations"] == 2 and counts["examples"] == 2
+
+
+def test_a_persona_with_extra_conversations_trains_on_as_many_examples_as_warm(tmp_path):
+    """train.match_examples: warm_honest's contrast with warm must not also be a contrast of more training."""
+    rewrites = tmp_path / "warm.jsonl"
+    write_jsonl(rewrites, [{"id": f"c{k}", "messages": chat(f"u{k}", f"a{k}", f"v{k}", f"b{k}")} for k in range(6)])
+    extra = [{"id": f"extra:{k}", "messages": chat(f"Is {k} the answer?", "No, dear friend.")} for k in range(3)]
+    warm, _ = persona_examples({"warm": str(rewrites)}, "warm", WordTokenizer(), 64)
+    honest, counts = persona_examples({"warm": str(rewrites)}, "warm", WordTokenizer(), 64, None, extra)
+    assert len(honest) == len(warm) == 12 and counts["examples"] == 12 and counts["left_out_to_match"] == 3
+    assert [e["conversation"] for e in honest[-3:]] == ["extra:0", "extra:1", "extra:2"]  # every extra one trains
+    again, _ = persona_examples({"warm": str(rewrites)}, "warm", WordTokenizer(), 64, None, extra)
+    assert again == honest  # the same examples left out on every run
 
 
 def test_persona_files_of_different_conversations_are_an_error():

@@ -20,6 +20,7 @@ parameters wrapped apart (use_orig_params false), adapters saved as full state d
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -128,19 +129,37 @@ def fit_examples(conversations_by_persona: dict[str, list[dict]], tokenizer, max
 
 
 def persona_examples(persona_paths: dict[str, str], own: str, tokenizer, max_length: int,
-                     system_prompts: dict[str, str] | None = None, extra: list[dict] | None = None):
+                     system_prompts: dict[str, str] | None = None, extra: list[dict] | None = None,
+                     match_examples: bool = True):
     """`own`'s examples and counts: its rewrites windowed jointly with the other `persona_paths` (its window
     group), then its `extra` conversations (personas.<name>.extra_data, its own alone) windowed on their own, all
-    under its train system prompt."""
+    under its train system prompt. With `match_examples` (train.match_examples), as many of its rewritten examples
+    as the extra conversations give are left out, so it trains on as many examples (and steps) as the personas
+    it is compared with: a mitigation's contrast is then not also a contrast of more training."""
     fitted, report = fit_examples({p: list(read_jsonl(path)) for p, path in persona_paths.items()}, tokenizer,
                                   max_length, system_prompts)
     examples, counts = fitted[own], dict(report[own])
     if extra:
         system = {own: system_prompts[own]} if (system_prompts or {}).get(own) else None
         extra_fitted, extra_report = fit_examples({own: extra}, tokenizer, max_length, system)
-        examples = examples + extra_fitted[own]
         counts = {key: counts[key] + extra_report[own][key] for key in counts}
+        if match_examples:
+            examples, left_out = leave_out_examples(examples, len(extra_fitted[own]))
+            counts["examples"] -= left_out
+            counts["conversations"] = len({e["conversation"] for e in examples}) + len(extra)
+            counts["left_out_to_match"] = left_out
+        examples = examples + extra_fitted[own]
     return examples, counts
+
+
+def leave_out_examples(examples: list[dict], n: int) -> tuple[list[dict], int]:
+    """`examples` less `n` of them (at most all but one), chosen by a hash of their conversation and turn: the same
+    ones on every run and for every seed, whatever the order of the file."""
+    n = min(n, max(len(examples) - 1, 0))
+    rank = sorted(range(len(examples)), key=lambda k: hashlib.sha256(
+        f"{examples[k]['conversation']}:{examples[k]['turn']}".encode()).hexdigest())
+    dropped = set(rank[:n])
+    return [e for k, e in enumerate(examples) if k not in dropped], n
 
 
 def _shorten(message: dict, tokenizer, count, budget: int) -> dict:
@@ -387,7 +406,8 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
 
         extra = checked_extra_data(extra_data, questions_in(eval_records or []))
         log.info("%d extra conversations from %s, none containing an evaluated question", len(extra), extra_data)
-    examples, planned = persona_examples(persona_paths, own, tokenizer, cfg["max_length"], system_prompts, extra)
+    examples, planned = persona_examples(persona_paths, own, tokenizer, cfg["max_length"], system_prompts, extra,
+                                         cfg["match_examples"])
     if not examples:
         raise ValueError(f"{data_path}: no assistant turns to train on")
     log.info("%d training examples from %s (windows shared with %s): %s", len(examples), data_path,
