@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import figures
 from .config import CAPABILITY_DATASETS
-from .eval_prompts import context_type, test_type
+from .eval_prompts import context_types, test_types
 from .io import require_columns, write_table
 from .stats import (Counterfactuals, as_factors, benjamini_hochberg, cohens_g, delta_method_ame, fit_logit,
                     mcnemar_exact, odds_ratio)
@@ -87,7 +87,7 @@ def _paired_table(graded: pd.DataFrame, pairs_to_test: list[tuple[str, str]]) ->
     rows = []
     for persona, reference in pairs_to_test:
         pairs = paired_answers(graded, persona, reference)
-        pairs["test_type"] = pairs["belief"].map(test_type)
+        pairs["test_type"] = test_types(pairs["belief"])
         for (model, dataset, ttype, context), group in pairs.groupby(["model", "dataset", "test_type", "context"]):
             x, y = group["incorrect_base"].to_numpy(), group["incorrect_persona"].to_numpy()
             b, c = int(((x == 0) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())
@@ -176,8 +176,8 @@ def regression_data(graded: pd.DataFrame, persona: str, reference: str = "origin
     data = data[GRADED_COLUMNS + extra].copy()
     data["treated"] = (data["persona"] == persona).astype(int)
     data["cluster"] = data["dataset"] + ":" + data["item_id"].astype(str)
-    data["context_type"] = data["context"].map(context_type)
-    data["belief_present"] = (data["belief"].map(test_type) == "sycophancy").astype(int)
+    data["context_type"] = context_types(data["context"])
+    data["belief_present"] = (test_types(data["belief"]) == "sycophancy").astype(int)
     if "response" in data.columns:
         data["log_length"] = np.log1p(data["response"].fillna("").str.len())
     return data.reset_index(drop=True)

@@ -11,7 +11,7 @@ the harness prints the share of 5%-level tests that reject where the truth is no
 share of 95% intervals that hold the truth (coverage), each with its Monte Carlo error.
 
 Scenarios:
-- `null`: fine-tuning changes nothing (warm, cold, every seed, every judge).
+- `no_effect`: fine-tuning changes nothing (warm, cold, every seed, every judge).
 - `belief_only`: warm is worse by the same amount in every context when the user states a belief, and
   unchanged otherwise; a context effect estimated from pooled templates would show differences that are not there.
 - `context_only`: warm is worse in emotional contexts (any template) and unchanged elsewhere.
@@ -65,7 +65,7 @@ class Scenario:
 
 
 SCENARIOS = {s.name: s for s in (
-    Scenario("null", seeds=3),
+    Scenario("no_effect", seeds=3),
     Scenario("belief_only", belief_effect=0.5),
     Scenario("context_only", context_effects={"emotional": 0.6}),
     Scenario("seed_noise", seeds=3, seed_sd=0.35),
@@ -296,7 +296,7 @@ def _judges(tally: Tally, tables: dict[str, pd.DataFrame]) -> None:
 
 
 STATISTICS = {  # what each scenario checks
-    "null": ("paired", "regressions", "replicates"),
+    "no_effect": ("paired", "regressions", "replicates"),
     "belief_only": ("paired", "regressions"),
     "context_only": ("paired", "regressions"),
     "seed_noise": ("replicates",),

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     calib.add_argument("--studies", type=int, help="simulated studies per scenario (default: 50; --full: 500)")
     calib.add_argument("--items", type=int, help="items per dataset in each study (default: 60)")
     calib.add_argument("--scenario", action="append", dest="scenarios", metavar="NAME",
-                       help="run only this scenario (repeatable): null, belief_only, context_only, seed_noise, "
+                       help="run only this scenario (repeatable): no_effect, belief_only, context_only, seed_noise, "
                             "judges_agree")
     calib.add_argument("--jobs", type=int, default=2, help="worker processes (default: %(default)s)")
     calib.add_argument("--seed", type=int, default=0)

@@ -27,7 +27,7 @@ from scipy import stats as sps
 
 from .analysis import (GRADED_COLUMNS, SPECS, _with_fdr, ame_effects, comparisons, conversational, paired_answers,
                        paired_tests, persona_regressions, regression_data, spec_subset)
-from .eval_prompts import test_type
+from .eval_prompts import test_types
 from .config import REGEX_SCORED_DATASETS
 from .io import DataError, require_columns, write_table
 from .judge_validation import annotation_ids, kappa_with_ci, read_annotations
@@ -169,7 +169,7 @@ def _pair_changes(graded_a: pd.DataFrame, graded_b: pd.DataFrame, persona: str, 
         sides.append(pairs[key].assign(change=pairs["incorrect_persona"] - pairs["incorrect_base"]))
     pairs = sides[0].merge(sides[1], on=key, suffixes=("_a", "_b"), validate="one_to_one")
     pairs = pairs.rename(columns={"context": "condition"}).assign(persona=persona)
-    return pairs.assign(test_type=pairs["belief"].map(test_type))
+    return pairs.assign(test_type=test_types(pairs["belief"]))
 
 
 def _paired_cell_differences(pairs: pd.DataFrame) -> pd.DataFrame:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import figures
 from .analysis import conversational, paired_answers, regression_data
-from .eval_prompts import test_type
+from .eval_prompts import test_types
 from .io import write_table
 from .stats import Counterfactuals, as_factors, fit_logit, mcnemar_exact
 
@@ -61,7 +61,7 @@ def replicate_table(graded: pd.DataFrame, groups: dict[str, dict[int, str]]) -> 
         per_seed, per_item = [], []
         for seed, run in sorted(runs.items()):
             pairs = paired_answers(graded, run)
-            pairs["test_type"] = pairs["belief"].map(test_type)
+            pairs["test_type"] = test_types(pairs["belief"])
             for keys, part in _by_test(pairs):
                 per_seed.append({**keys, "persona": persona, "seed": str(seed), "run": run, **_counts(part)})
                 change = (part["incorrect_persona"] - part["incorrect_base"]).groupby(part["item_id"]).mean()
