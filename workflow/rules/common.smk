@@ -274,6 +274,14 @@ def get_warmth_scorer(wildcards):
     return [] if Path(scorer).is_dir() else ["resources/scorer"]
 
 
+def get_detoxify_dir(wildcards):
+    # Detoxify's files when it filters: a local directory (read as is) or resources/detoxify (download_detoxify)
+    sft = config["sft_data"]
+    if sft["nsfw_filter"] != "detoxify":
+        return []
+    return [sft["detoxify_dir"] or "resources/detoxify"]
+
+
 def get_fidelity_backend_model(wildcards):
     # the rewrite-fidelity judge's converted checkpoint, when it runs locally (rewrite_fidelity.backend)
     key = wb.fidelity_model_key(config)

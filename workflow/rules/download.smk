@@ -3,6 +3,7 @@
 localrules:
     download_dataset,
     download_scorer,
+    download_detoxify,
     base_model,
 
 
@@ -36,5 +37,21 @@ rule download_scorer:
     params:
         stage=stage("base_model"),
         source=lambda wc: {"kind": "hf", "id": config["warmth"]["scorer"]},
+    script:
+        STAGE
+
+
+rule download_detoxify:
+    # The paper's NSFW filter (sft_data.nsfw_filter: detoxify): Detoxify's checkpoint and the transformers config
+    # and tokenizer it names, which sft_data then loads offline. Only in the DAG when that filter is chosen.
+    output:
+        directory("resources/detoxify"),
+    log:
+        "logs/download_detoxify.log",
+    conda:
+        ENV
+    params:
+        stage=stage("nsfw"),
+        model=config["sft_data"]["detoxify_model"],
     script:
         STAGE

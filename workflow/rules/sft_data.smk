@@ -1,5 +1,7 @@
 rule sft_data:
     # ShareGPT -> NSFW filter -> query-type labels -> balanced sample -> train/validation split.
+    input:
+        detoxify=get_detoxify_dir,
     output:
         train="results/sft_data/train.jsonl",
         validation="results/sft_data/validation.jsonl",

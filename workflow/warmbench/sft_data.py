@@ -142,8 +142,12 @@ def normalize_conversation(record: dict, max_turns: int) -> list[dict] | None:
     return messages or None
 
 
-def nsfw_scores(texts: list[str], method: str) -> list[float]:
-    """Probability that each text is offensive, from a real classifier."""
+def nsfw_scores(texts: list[str], method: str, detoxify: dict | None = None) -> list[float]:
+    """Probability that each text is offensive, from a real classifier.
+
+    `detoxify`: `detoxify_model` and `detoxify_dir` (the sft_data keys) for `method="detoxify"`; Detoxify's
+    `original` model in resources/detoxify (download_detoxify) unless they say otherwise.
+    """
     if method == "none" or not texts:
         return [0.0] * len(texts)
     if method == "profanity_check":
@@ -151,18 +155,11 @@ def nsfw_scores(texts: list[str], method: str) -> list[float]:
 
         return [float(p) for p in predict_prob(texts)]
     if method == "detoxify":
-        try:
-            from detoxify import Detoxify
-        except ImportError as err:
-            raise RuntimeError("sft_data.nsfw_filter=detoxify needs `pip install detoxify`") from err
-        try:
-            model = Detoxify("original")  # downloads its checkpoint: needs network access
-        except Exception as err:
-            raise RuntimeError(
-                "Detoxify could not load its checkpoint (it is downloaded from the internet); "
-                "use sft_data.nsfw_filter=profanity_check offline"
-            ) from err
-        return [float(p) for p in model.predict(texts)["toxicity"]]
+        from . import nsfw
+
+        detoxify = detoxify or {}
+        model = nsfw.load(detoxify.get("detoxify_model") or "original", detoxify.get("detoxify_dir") or nsfw.DEFAULT_DIR)
+        return nsfw.toxicity(model, texts)
     raise ValueError(f"unknown NSFW filter {method!r}")
 
 
@@ -235,7 +232,8 @@ def build_split(records, cfg: dict, seed: int) -> SftSplit:
             continue
         candidates.append({"id": str(record.get("id", funnel["records"])), "messages": messages})
 
-    scores = nsfw_scores(["\n".join(m["content"] for m in c["messages"]) for c in candidates], cfg["nsfw_filter"])
+    texts = ["\n".join(m["content"] for m in c["messages"]) for c in candidates]
+    scores = nsfw_scores(texts, cfg["nsfw_filter"], cfg)
     clean = [c for c, s in zip(candidates, scores) if s < cfg["nsfw_threshold"]]
     funnel["dropped_nsfw"] = len(candidates) - len(clean)
     unique, dropped = deduplicate(clean)

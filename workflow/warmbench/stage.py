@@ -19,7 +19,7 @@ from .locks import JobRunning, job_lock
 # Rules that reach the internet (the Hugging Face hub, the OpenAI fine-tuning API): the workflow's `localrules`
 # (a test keeps the two lists equal), run on the submit host. Every other job runs offline from the hub, so a
 # compute node without internet fails at once, naming what was not pre-fetched.
-ONLINE_RULES = ("download_dataset", "download_scorer", "base_model", "train_openai")
+ONLINE_RULES = ("download_dataset", "download_scorer", "download_detoxify", "base_model", "train_openai")
 _OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub file must be downloaded by a "
                  "local rule first (models: a `models` entry; the warmth scorer: a `models` key, a local path or a hub id)")
 
