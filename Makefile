@@ -10,7 +10,7 @@ MARK    ?= not slow
 
 VLLM    := .venv-vllm
 
-.PHONY: setup vllm browser run test clean
+.PHONY: setup slurm-profile vllm browser run test clean
 
 $(BIN)/snakemake: requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,13 @@ $(BIN)/snakemake: requirements.txt pyproject.toml
 	touch $@
 
 setup: $(BIN)/snakemake
+	@$(MAKE) --no-print-directory slurm-profile
+
+# `snakemake --profile slurm` from the repository root: links profiles/slurm as the profile named slurm in
+# Snakemake's user folder (~/.config/snakemake/slurm). Idempotent; one that is not ours is left as it is, saying so.
+SLURM_PROFILE ?= profiles/slurm
+slurm-profile:
+	@PYTHONPATH=workflow $(BIN)/python -m warmbench.site_profile $(SLURM_PROFILE) slurm
 
 # vLLM (CPU build) in its own environment: its pins conflict with Snakemake's. Models with `engine: vllm`
 # generate through it. The torchvision, torchaudio and torchcodec it pulls are built against another torch

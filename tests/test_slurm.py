@@ -30,10 +30,19 @@ def slurm():
 @pytest.fixture(scope="module")
 def slurm_run(slurm, tmp_path_factory):
     work = scratch_workflow(tmp_path_factory.mktemp("slurm"), "tests/slurm/profile")
+    # As a cluster user types it, `snakemake --profile slurm`: the set-up step (`make slurm-profile`, which `make setup`
+    # runs) installs this cluster's site profile as the named profile slurm, in a Snakemake user folder of the test's
+    # own. The scratch copy has no profiles/default: the paper's per-rule GPU partitions do not exist here.
+    env = {**slurm, "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg_config"))}
+    installed = subprocess.run([sys.executable, "-m", "warmbench.site_profile", "tests/slurm/profile", "slurm"],
+                               cwd=work, env={**env, "PYTHONPATH": str(work / "workflow")}, capture_output=True,
+                               text=True, timeout=120)
+    assert installed.returncode == 0 and "now uses tests/slurm/profile" in installed.stdout, installed.stderr
     # the plugin ignores SIGTERM: `timeout` must send SIGINT for a stuck run to stop
-    command = ["timeout", "-s", "INT", "1800", sys.executable, "-m", "snakemake", "--profile", "tests/slurm/profile",
+    command = ["timeout", "-s", "INT", "1800", str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm",
                "--configfile", "tests/config/config.yaml"]
-    result = subprocess.run(command, cwd=work, env=slurm, capture_output=True, text=True, timeout=1900)
+    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1900)
+    assert "Using profile slurm for setting" in result.stderr or "Using profiles slurm for" in result.stderr
     return work, result
 
 
