@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .io import UserInputError
+
 ORIGINAL = "original"  # the untrained model without a system prompt: always evaluated, never a `personas` key
 BASE_CHECKPOINT = "base"
 CHECKPOINT_MANIFEST = "checkpoints.json"  # in each trained adapter set's folder (train, train_openai)
@@ -90,8 +92,60 @@ def sampling_for(config: dict, dataset: str) -> dict:
     return {**evaluation["sampling"], **evaluation["dataset_sampling"].get(dataset, {})}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """An invalid config; the message starts with the offending key."""
+
+
+def _strict_loader():
+    """A yaml SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last one silently,
+    so a second `seed:` would change the study unseen), naming the line and column of both."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                mark = key_node.start_mark
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1}, column "
+                        f"{seen[key].column + 1})", mark)
+                seen[key] = mark
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
+def read_yaml(path: str | os.PathLike):
+    """A YAML (or JSON) file's contents, refusing duplicate keys; UserInputError names the file, line and column
+    of a syntax error, a tab or a duplicate key."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path}: cannot be read ({err})") from None
+    try:
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = err.problem or err.context or "not valid YAML"
+        hint = "; indent with spaces, not tabs" if r"\t" in problem else ""
+        raise UserInputError(f"{where}: {problem}{hint}") from None
+    except yaml.YAMLError as err:
+        raise UserInputError(f"{path}: not valid YAML ({err})") from None
+
+
+def read_mapping(path: str | os.PathLike, what: str = "config") -> dict:
+    """read_yaml, for a file that must hold a mapping of keys (a config, the amendments)."""
+    content = read_yaml(path)
+    if content is None:
+        raise UserInputError(f"{path}: the {what} file is empty")
+    if not isinstance(content, dict):
+        raise UserInputError(f"{path}:1:1: the {what} file holds a {type(content).__name__}, not a mapping of keys")
+    return content
 
 
 @functools.lru_cache(maxsize=4)
@@ -653,7 +707,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
             raise ConfigError(f"persona_rewrite.backend.model: {key!r} is not a key of models")
     _check_personas(config, root)
     _check_contrasts(config)
-    _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
+    _check_amendments(root, config["evaluation"]["amendments"])
     fidelity_prompt = config.get("rewrite_fidelity", {}).get("prompt")
     if fidelity_prompt and rewritten_personas(config):
         _require_file(root, fidelity_prompt, "rewrite_fidelity.prompt")
@@ -812,6 +866,26 @@ def _check_model(config: dict, name: str, model: dict) -> None:
                           f"{key}.resources.generate.gpus is {gpus}: vLLM shards the model over every GPU of its job")
 
 
+def _check_amendments(root: Path, path: str) -> None:
+    """evaluation.amendments: the contexts and templates file, read as the prompt jobs will read it."""
+    from .eval_prompts import load_amendments  # here: eval_prompts imports this module
+
+    _require_file(root, path, "evaluation.amendments")
+    try:
+        load_amendments(root / path)
+    except UserInputError as err:
+        raise ConfigError(f"evaluation.amendments: {err}") from None
+
+
 def _require_file(root: Path, path: str, key: str) -> None:
+    """A file the study reads (a prompt, a rubric, data): it exists, can be read and is not empty. An empty
+    rewrite prompt would make every warm answer one canned reply, an empty system prompt the original model."""
     if not (root / path).is_file():
         raise ConfigError(f"{key}: file {path!r} does not exist")
+    try:
+        with open(root / path, "rb") as handle:
+            content = handle.read(1 << 16)
+    except OSError as err:
+        raise ConfigError(f"{key}: file {path!r} cannot be read ({err.strerror})") from None
+    if not content.strip():
+        raise ConfigError(f"{key}: file {path!r} is empty")

@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-class DataError(ValueError):
+class UserInputError(ValueError):
+    """Bad input a user can fix (a config, a file, a table): the `warmbench` command prints its one-line message
+    and exits 2, without a traceback."""
+
+
+class DataError(UserInputError):
     """A malformed input file; the message names the file and, where it applies, the line."""
 
 
