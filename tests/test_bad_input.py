@@ -83,3 +83,83 @@ def test_a_duplicate_key_in_a_configfile_stops_the_dry_run_naming_the_line(tmp_p
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "Job stats" not in out
     assert f"{path}:{len(text.splitlines())}:1: duplicate key 'seed' (first at line {first}, column 1)" in out, out[-2000:]
+
+
+# --- the `warmbench` command: one line naming the file, column and row; exit 2; --debug shows the traceback ---
+
+HEADER = "content_key,amendment_type,prompt_template,output,evaluation\n"
+ROWS = "".join(f'k{i},unmodified,original,"answer {i}",CORRECT\n' for i in range(20))
+
+
+def paper_folder(tmp_path, text: str):
+    folder = tmp_path / "paper" / "m" / "warm"
+    folder.mkdir(parents=True)
+    (folder / "trivia_warm_outputs.csv").write_text(text)
+    return tmp_path / "paper", folder / "trivia_warm_outputs.csv"
+
+
+def one_line_error(capsys, argv) -> str:
+    from warmbench.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("text, message", [
+    (HEADER, "{path}: no rows, only a header"),
+    ("", "{path}: empty file, no header"),
+    (HEADER + ROWS[:-12], "{path}:21: not valid CSV"),  # torn inside a quoted answer
+    (HEADER + "k,unmodified,original,answer,CORRECT,extra\n" + ROWS, "{path}:2: 6 fields, the header has 5"),
+])
+def test_import_of_a_header_only_or_torn_csv_names_the_file_and_line(tmp_path, capsys, text, message):
+    source, path = paper_folder(tmp_path, text)
+    err = one_line_error(capsys, ["import-paper-outputs", str(source), str(tmp_path / "out.parquet")])
+    assert f"warmbench: error: {message.format(path=path)}" in err
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_an_intact_paper_csv_still_imports_every_row(tmp_path):
+    from warmbench.paper_import import import_paper_outputs
+
+    source, _ = paper_folder(tmp_path, HEADER + ROWS)
+    graded = import_paper_outputs(source)
+    assert len(graded) == 20 and graded["response"].iloc[-1] == "answer 19"
+
+
+def graded_small():
+    import pandas as pd
+
+    return pd.read_parquet(REPO / "tests" / "data" / "graded_small.parquet")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda g: g.head(0), "{path}: no rows"),
+    (lambda g: g.assign(incorrect=g["incorrect"].astype(str)), "{path}: column 'incorrect' holds"),
+    (lambda g: g.assign(incorrect=g["incorrect"].fillna(0).replace({1.0: 2.0})), "{path}: column 'incorrect', row"),
+    (lambda g: g.drop(columns="belief"), "{path}: missing column(s) belief"),
+])
+def test_stats_refuses_a_table_it_cannot_read_naming_the_column(tmp_path, capsys, change, message):
+    path = tmp_path / "graded.parquet"
+    change(graded_small()).to_parquet(path)
+    err = one_line_error(capsys, ["stats", str(path), str(tmp_path / "stats")])
+    assert f"warmbench: error: {message.format(path=path)}" in err
+    assert not (tmp_path / "stats").exists()
+
+
+def test_a_missing_or_malformed_file_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    from warmbench.cli import main
+
+    missing = tmp_path / "missing.parquet"
+    assert f"{missing}: no such file" in one_line_error(capsys, ["stats", str(missing), str(tmp_path / "s")])
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    assert "bad.parquet: not a parquet table" in one_line_error(capsys, ["explore", str(tmp_path / "bad.parquet"),
+                                                                         str(tmp_path / "e")])
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 1\nseed: 2\n")
+    assert f"{config}:2:1: duplicate key 'seed'" in one_line_error(capsys, ["plan", "--configfile", str(config)])
+    from warmbench.io import DataError
+
+    with pytest.raises(DataError, match="missing.parquet: no such file"):
+        main(["--debug", "stats", str(missing), str(tmp_path / "s")])

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import UserInputError
+from .io import UserInputError, read_mapping
 
 ORIGINAL = "original"  # the untrained model without a system prompt: always evaluated, never a `personas` key
 BASE_CHECKPOINT = "base"
@@ -94,58 +94,6 @@ def sampling_for(config: dict, dataset: str) -> dict:
 
 class ConfigError(UserInputError):
     """An invalid config; the message starts with the offending key."""
-
-
-def _strict_loader():
-    """A yaml SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last one silently,
-    so a second `seed:` would change the study unseen), naming the line and column of both."""
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            seen = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                mark = key_node.start_mark
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1}, column "
-                        f"{seen[key].column + 1})", mark)
-                seen[key] = mark
-            return super().construct_mapping(node, deep)
-
-    return StrictLoader
-
-
-def read_yaml(path: str | os.PathLike):
-    """A YAML (or JSON) file's contents, refusing duplicate keys; UserInputError names the file, line and column
-    of a syntax error, a tab or a duplicate key."""
-    import yaml
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserInputError(f"{path}: cannot be read ({err})") from None
-    try:
-        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = err.problem or err.context or "not valid YAML"
-        hint = "; indent with spaces, not tabs" if r"\t" in problem else ""
-        raise UserInputError(f"{where}: {problem}{hint}") from None
-    except yaml.YAMLError as err:
-        raise UserInputError(f"{path}: not valid YAML ({err})") from None
-
-
-def read_mapping(path: str | os.PathLike, what: str = "config") -> dict:
-    """read_yaml, for a file that must hold a mapping of keys (a config, the amendments)."""
-    content = read_yaml(path)
-    if content is None:
-        raise UserInputError(f"{path}: the {what} file is empty")
-    if not isinstance(content, dict):
-        raise UserInputError(f"{path}:1:1: the {what} file holds a {type(content).__name__}, not a mapping of keys")
-    return content
 
 
 @functools.lru_cache(maxsize=4)
@@ -867,12 +815,11 @@ def _check_model(config: dict, name: str, model: dict) -> None:
 
 
 def _check_amendments(root: Path, path: str) -> None:
-    """evaluation.amendments: the contexts and templates file, read as the prompt jobs will read it."""
-    from .eval_prompts import load_amendments  # here: eval_prompts imports this module
-
+    """evaluation.amendments: the contexts and templates file, a mapping of keys (its keys: eval_prompts, in the
+    prompt job; importing it here would make an import circle)."""
     _require_file(root, path, "evaluation.amendments")
     try:
-        load_amendments(root / path)
+        read_mapping(root / path, "amendments")
     except UserInputError as err:
         raise ConfigError(f"evaluation.amendments: {err}") from None
 

@@ -29,8 +29,8 @@ import re
 import string
 from pathlib import Path
 
-from .config import CAPABILITY_DATASETS, SMOKE_DIR, read_mapping
-from .io import DataError, read_jsonl, stable_hash, write_table
+from .config import CAPABILITY_DATASETS, SMOKE_DIR
+from .io import DataError, read_mapping, read_jsonl, stable_hash, write_table
 
 log = logging.getLogger(__name__)
 
