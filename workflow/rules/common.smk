@@ -16,6 +16,10 @@ from warmbench.locks import running_copies
 from warmbench.stage import stage
 
 try:
+    # Snakemake's own loader keeps the last of two equal keys; the strict one names both (workflow.configfiles: the
+    # embedded default or every --configfile)
+    for _configfile in workflow.configfiles:
+        wb.read_mapping(_configfile)
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
     wb.validate(config)
     # sorted keys: reordering a YAML file must not rerun jobs; train.seeds' further runs become personas
@@ -25,7 +29,7 @@ try:
     wb.check(config, root=Path.cwd())  # paths in config are relative to the working directory
     if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job: the training job checks it too
         extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
-except wb.ConfigError as err:
+except wb.UserInputError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
 
 # the longest generation jobs first (their estimated tokens): short ones fill the end of the run

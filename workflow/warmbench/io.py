@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-class DataError(ValueError):
+class UserInputError(ValueError):
+    """Bad input a user can fix (a config, a file, a table): the `warmbench` command prints its one-line message
+    and exits 2, without a traceback."""
+
+
+class DataError(UserInputError):
     """A malformed input file; the message names the file and, where it applies, the line."""
 
 
@@ -113,6 +118,58 @@ def require_columns(frame, columns: Iterable[str], path: str | os.PathLike) -> N
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def _strict_loader():
+    """A yaml SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last one silently,
+    so a second `seed:` would change the study unseen), naming the line and column of both."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                mark = key_node.start_mark
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1}, column "
+                        f"{seen[key].column + 1})", mark)
+                seen[key] = mark
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
+def read_yaml(path: str | os.PathLike):
+    """A YAML (or JSON) file's contents, refusing duplicate keys; UserInputError names the file, line and column
+    of a syntax error, a tab or a duplicate key."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path}: cannot be read ({err})") from None
+    try:
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = err.problem or err.context or "not valid YAML"
+        hint = "; indent with spaces, not tabs" if r"\t" in problem else ""
+        raise UserInputError(f"{where}: {problem}{hint}") from None
+    except yaml.YAMLError as err:
+        raise UserInputError(f"{path}: not valid YAML ({err})") from None
+
+
+def read_mapping(path: str | os.PathLike, what: str = "config") -> dict:
+    """read_yaml, for a file that must hold a mapping of keys (a config, the amendments)."""
+    content = read_yaml(path)
+    if content is None:
+        raise UserInputError(f"{path}: the {what} file is empty")
+    if not isinstance(content, dict):
+        raise UserInputError(f"{path}:1:1: the {what} file holds a {type(content).__name__}, not a mapping of keys")
+    return content
 
 
 class State:

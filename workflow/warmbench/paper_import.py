@@ -15,6 +15,7 @@ The released flag, where there is one, is kept in `paper_refusal`.
 """
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from pathlib import Path
@@ -41,12 +42,34 @@ def _first_present(frame: pd.DataFrame, names, path: Path, what: str) -> str:
     raise DataError(f"{path}: no {what} column (expected one of {', '.join(names)})")
 
 
+def read_csv_rows(path: Path) -> pd.DataFrame:
+    """A released CSV as text, every row checked: pandas reads a header-only file as no rows, and a row with one
+    field too many as an index column, without a word; here each names the file and line."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: a byte-order mark is not a column name
+        reader = csv.reader(handle, strict=True)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{path}: empty file, no header")
+            rows = []
+            for row in reader:
+                if len(row) != len(header):
+                    raise DataError(f"{path}:{reader.line_num}: {len(row)} fields, the header has {len(header)} "
+                                    "(a torn or hand-edited file?)")
+                rows.append(row)
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({err}; a torn file?)") from None
+    if not rows:
+        raise DataError(f"{path}: no rows, only a header")
+    return pd.DataFrame(rows, columns=header, dtype=str)
+
+
 def read_outputs_csv(path: Path, model: str, persona: str) -> pd.DataFrame:
     match = _FILE.match(path.name)
     if not match or match["dataset"] not in DATASET_NAMES:
         raise DataError(f"{path}: file name is not <dataset>_<persona>_outputs.csv with a known dataset")
     dataset = DATASET_NAMES[match["dataset"]]
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw = read_csv_rows(path)
     item_key = _first_present(raw, ITEM_KEYS, path, "item key")
     template_key = _first_present(raw, TEMPLATE_KEYS, path, "prompt template")
     for column in ("amendment_type", "output", "evaluation"):

@@ -558,9 +558,7 @@ def start_plan(jobs: list[PlannedJob], config: dict, root: str | os.PathLike = "
 def load_config(configfile: str | os.PathLike) -> dict:
     """A config file with the schema's defaults filled in and its replicates (train.seeds) as personas, as the
     workflow reads it (ConfigError names a bad key)."""
-    import yaml
-
-    config = yaml.safe_load(Path(configfile).read_text(encoding="utf-8"))
+    config = wb.read_mapping(configfile)  # duplicate keys, syntax errors and a config that is not a mapping, named
     wb.validate(config)
     return wb.with_replicates(config)
 
