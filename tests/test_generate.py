@@ -254,7 +254,7 @@ def test_api_server_killed_mid_generation_resumes_without_repeating_calls(loopba
                             sampling=Sampling(0.0, 1.0, 12), seed=0)["o"]
 
     frame, done_before_kill, after_restart = kill_server_mid_run(server, work, cache_path, tiny_model_dir,
-                                                                 tmp_path / "server2.log", after_calls=5)
+                                                                 tmp_path / "server2.log", after_calls=5, total=30)
     assert len(frame) == 30 and len(CallCache(cache_path)) == 30
     # the restarted server answered only what had not completed before the kill (up to the 2 in flight)
     assert 30 - done_before_kill - 2 <= after_restart <= 30 - done_before_kill
