@@ -45,10 +45,15 @@ def loopback_server(tiny_model_dir, tmp_path, monkeypatch):
     server.kill()
 
 
-def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_calls: int):
+def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_calls: int, total: int | None = None,
+                        deadline_s: float = 300):
     """Run `work()` in a thread, kill the server once `after_calls` calls are cached, restart it on the same
     port, and wait for `work` to finish. Returns (what work returned, calls cached before the kill, the
-    restarted server's answered requests)."""
+    restarted server's answered requests).
+
+    It proves the fault happened mid-run (else "no call repeated" would hold trivially): the kill must land while
+    `work` runs and before `deadline_s` (never a kill after everything was done), with fewer than `total` calls
+    cached when `total` (all the calls the work makes) is given, and the restarted server must answer requests."""
     import threading
     import time
 
@@ -58,16 +63,22 @@ def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_cal
     outcome = {}
     worker = threading.Thread(target=lambda: outcome.update(result=work()))
     worker.start()
-    watcher, deadline = CallCache(cache_path), time.time() + 300
-    while len(watcher) < after_calls and time.time() < deadline:
+    watcher, deadline = CallCache(cache_path), time.time() + deadline_s
+    while len(watcher) < after_calls and time.time() < deadline and worker.is_alive():
         time.sleep(0.2)
     done_before_kill = len(watcher)
     server.kill()  # mid-run: calls in flight are cut off; the SDK retries with backoff
+    landed_mid_run = worker.is_alive()
     restarted = LocalServer(model_dir, server.port, log_path)
     try:
         worker.join(timeout=600)
         assert not worker.is_alive() and "result" in outcome
-        return outcome["result"], done_before_kill, restarted.requests()
+        assert landed_mid_run, f"the work ended before the kill ({done_before_kill} calls cached)"
+        assert done_before_kill >= after_calls, f"the kill came at the deadline, {done_before_kill} calls cached"
+        assert total is None or done_before_kill < total, f"all {total} calls were cached before the kill"
+        answered = restarted.requests()
+        assert answered > 0, "the restarted server answered nothing: the rerun had no work to do"
+        return outcome["result"], done_before_kill, answered
     finally:
         restarted.kill()
 
@@ -111,9 +122,13 @@ def kill_python_once(code: str, ready, timeout_s: float = 120) -> None:
     proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n" + code],
                             start_new_session=True)
     deadline = time.time() + timeout_s
-    while time.time() < deadline and not ready():
+    while time.time() < deadline and not ready() and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
+    if not ready():  # a kill at the deadline would prove nothing about the state it was meant to hit
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"not ready to be killed within {timeout_s} s")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 

@@ -165,3 +165,78 @@ def test_a_corrupt_line_is_skipped_not_fatal(tmp_path, torn):
         handle.write(torn)
     cache.put(key_of("b"), "also fine", {})
     assert CallCache(tmp_path / "llm_calls").get_many([key_of("a"), key_of("b")]).keys() == {key_of("a"), key_of("b")}
+
+
+def damage(shard, transform) -> None:
+    """Rewrite a shard's first line through `transform` (bytes -> bytes), as a bad disk or a hand edit would."""
+    lines = shard.read_bytes().splitlines(keepends=True)
+    shard.write_bytes(transform(lines[0]) + b"".join(lines[1:]))
+
+
+@pytest.mark.parametrize("how", ["bad_bytes", "bad_json", "edited_reply"])
+def test_a_damaged_record_is_skipped_with_a_warning_naming_shard_and_line_and_asked_again(tmp_path, monkeypatch,
+                                                                                          caplog, how):
+    """One damaged record (a non-UTF-8 byte, broken JSON, or a reply edited so it no longer matches its checksum)
+    is skipped with one warning naming its shard and line, and its call is made again; the others are reused."""
+    from openai_stand_in import OpenAIStandIn
+
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
+    stand_in = OpenAIStandIn()
+    try:
+        chat = OpenAIChat("gpt-4o-2024-08-06", base_url=stand_in.base_url, api_key_env="WARMBENCH_TEST_KEY",
+                          max_retries=0, max_concurrency=1)
+        stand_in.chat_handler = lambda request: "answer to " + request["messages"][0]["content"]
+        asks = [[{"role": "user", "content": f"question {i}"}] for i in range(4)]
+        assert cached_chat(chat, CallCache(tmp_path / "llm_calls"), asks, Sampling()).calls == 4
+        shard = CallCache(tmp_path / "llm_calls").shards()[0]
+        damage(shard, {"bad_bytes": lambda line: line.replace(b"answer to", b"answer \xff\xfe to"),
+                       "bad_json": lambda line: line[:90] + b"}" + line[90:],
+                       "edited_reply": lambda line: line.replace(b"answer to", b"an edited answer to")}[how])
+        caplog.set_level("WARNING", logger="warmbench.call_cache")
+        again = cached_chat(chat, CallCache(tmp_path / "llm_calls"), asks, Sampling())
+        assert again.calls == 1 and stand_in.chat_requests == 5
+        assert again.texts == [f"answer to question {i}" for i in range(4)]
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and f"{shard}:1:" in warnings[0]
+    finally:
+        stand_in.close()
+
+
+def test_records_without_a_checksum_stay_readable(tmp_path):
+    """Records written before the checksum existed are read as before."""
+    root = tmp_path / "llm_calls"
+    root.mkdir()
+    record = {"key": key_of("old"), "response": "an old answer", "meta": {"reply": {}}, "created": 1.0, "rule": None}
+    (root / "old-shard.jsonl").write_text(json.dumps(record) + "\n")
+    assert CallCache(root).get_with_meta(key_of("old")) == ("an old answer", {"reply": {}})
+
+
+def test_the_cost_ledger_skips_a_damaged_record_naming_its_shard(tmp_path, caplog):
+    from warmbench.cost import api_ledger
+
+    cache = CallCache(tmp_path / "llm_calls")
+    meta = {"backend": {"kind": "openai", "model": "gpt-4o-2024-08-06"}, "reply": {"prompt_tokens": 5,
+                                                                                   "completion_tokens": 2}}
+    for name in ("a", "b"):
+        cache.put(key_of(name), f"reply {name}", meta)
+    cache.close()
+    damage(cache.shards()[0], lambda line: line.replace(b"reply a", b"reply \xff"))
+    caplog.set_level("WARNING", logger="warmbench.call_cache")
+    table = api_ledger(tmp_path / "llm_calls", {})
+    assert table["calls"].sum() == 1 and table["prompt_tokens"].sum() == 5
+    assert any(f"{cache.shards()[0]}:1:" in r.getMessage() for r in caplog.records)
+
+
+def test_an_old_torn_tail_is_warned_about(tmp_path, caplog):
+    import os
+
+    cache = CallCache(tmp_path / "llm_calls")
+    cache.put(key_of("a"), "complete", {})
+    cache.close()
+    shard = cache.shards()[0]
+    with open(shard, "ab") as handle:
+        handle.write(b'{"key": "' + key_of("b").encode() + b'", "response": "cut off he')
+    os.utime(shard, (1, 1))  # long ago: no writer is still at it
+    caplog.set_level("WARNING", logger="warmbench.call_cache")
+    assert CallCache(tmp_path / "llm_calls").get_many([key_of("a"), key_of("b")]).keys() == {key_of("a")}
+    assert any(f"{shard}:2:" in r.getMessage() and "torn" in r.getMessage() for r in caplog.records)

@@ -124,6 +124,8 @@ def test_rows_are_drawn_alike_alone_or_with_others(engine, tiny_model_dir, lora_
 class EmptyEngine:
     """An engine whose model ends every answer at once (an empty reply is a real answer of a local model)."""
 
+    rows = 0
+
     def load(self):
         return self
 
@@ -131,6 +133,7 @@ class EmptyEngine:
         pass
 
     def generate_rendered(self, prompts, sampling, on_result=None, **_):
+        self.rows += len(prompts)
         for i in range(len(prompts)):
             on_result(i, "", {"completion_tokens": 0})
         return [("", 0)] * len(prompts)
@@ -142,6 +145,24 @@ def test_an_empty_answer_is_cached_like_any_other(tiny_model_dir, tmp_path):
     assert first[wanted[0].output]["response"].eq("").all()
     again = run_job(Engine(None), tiny_model_dir, tmp_path / "c", wanted)  # loading would fail: nothing is missing
     assert again[wanted[0].output]["n_tokens"].eq(0).all()
+
+
+def test_a_damaged_cached_row_is_generated_again_with_a_warning(tiny_model_dir, tmp_path, caplog):
+    """A cached row whose bytes or content are damaged (here: an old record, without a checksum, whose response is
+    no longer a row's JSON) is skipped with a warning naming its shard and line, and only it is generated again."""
+    wanted = [Variant("original", str(tmp_path / "o.parquet"), "base", 0.0)]
+    run_job(EmptyEngine(), tiny_model_dir, tmp_path / "c", wanted)
+    shard = CallCache(tmp_path / "c").shards()[0]
+    lines = shard.read_text().splitlines(keepends=True)
+    record = json.loads(lines[1])
+    del record["sha256"]
+    record["response"] = '{"text": "cut'  # a row's JSON, cut off
+    shard.write_text(lines[0] + json.dumps(record) + "\n" + "".join(lines[2:]))
+    caplog.set_level("WARNING", logger="warmbench.call_cache")
+    engine = EmptyEngine()
+    again = run_job(engine, tiny_model_dir, tmp_path / "c", wanted)
+    assert engine.rows == 1 and again[wanted[0].output]["response"].eq("").all()
+    assert [r.getMessage() for r in caplog.records if f"{shard}:2:" in r.getMessage()]
 
 
 def test_a_changed_adapter_or_sampling_is_a_cache_miss(engine, tiny_model_dir, lora_adapters, tmp_path):
@@ -233,7 +254,7 @@ def test_api_server_killed_mid_generation_resumes_without_repeating_calls(loopba
                             sampling=Sampling(0.0, 1.0, 12), seed=0)["o"]
 
     frame, done_before_kill, after_restart = kill_server_mid_run(server, work, cache_path, tiny_model_dir,
-                                                                 tmp_path / "server2.log", after_calls=5)
+                                                                 tmp_path / "server2.log", after_calls=5, total=30)
     assert len(frame) == 30 and len(CallCache(cache_path)) == 30
     # the restarted server answered only what had not completed before the kill (up to the 2 in flight)
     assert 30 - done_before_kill - 2 <= after_restart <= 30 - done_before_kill

@@ -165,3 +165,39 @@ def test_a_dtype_change_is_a_cache_miss_on_the_real_model(tmp_path, tiny_model_d
     assert float32.calls == 2 and bfloat16.calls == 2
     assert chat.identity["source"]["source"]["kind"] == "gguf_package"  # base_model's record is in the key
     assert float32.replies[0]["completion_tokens"] > 0 and float32.replies[0]["prompt_tokens"] > 0
+
+
+def test_an_adapter_retrained_byte_for_byte_keeps_its_identity(tmp_path):
+    """PEFT writes target_modules (a set) in an order that changes from run to run: the adapter's identity hashes
+    its config's content, not its bytes, so identical weights are the same adapter. A real change still counts."""
+    import json
+
+    from warmbench.llm import adapter_hash
+
+    def adapter(name, config, indent=2):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps(config, indent=indent))
+        (folder / "adapter_model.safetensors").write_bytes(b"the same weights")
+        return folder
+
+    config = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj", "k_proj", "o_proj"],
+              "peft_type": "LORA"}
+    first = adapter("first", config)
+    again = adapter("again", {**dict(reversed(config.items())), "target_modules": ["v_proj", "o_proj", "q_proj",
+                                                                                    "k_proj"]}, indent=4)
+    assert adapter_hash(first) == adapter_hash(again)
+    assert adapter_hash(first) != adapter_hash(adapter("rank", {**config, "r": 16}))
+    assert adapter_hash(first) != adapter_hash(adapter("fewer", {**config, "target_modules": ["q_proj", "v_proj"]}))
+    # an adapter PEFT wrote already in canonical form (sorted keys and modules, indent 2) keeps its old identity
+    import hashlib
+
+    from warmbench.io import sha256_file
+
+    canonical = adapter("canonical", json.loads(json.dumps({**config, "target_modules": sorted(
+        config["target_modules"])}, sort_keys=True)))
+    (canonical / "adapter_config.json").write_text(json.dumps(json.loads(
+        (canonical / "adapter_config.json").read_text()), indent=2, sort_keys=True))
+    old = hashlib.sha256("".join(f"{n}:{sha256_file(canonical / n)}\n" for n in (
+        "adapter_config.json", "adapter_model.safetensors")).encode()).hexdigest()
+    assert adapter_hash(canonical) == old

@@ -150,7 +150,8 @@ def test_server_killed_mid_judge_finishes_without_repeating_completed_calls(serv
                               SAMPLING, parse_retries=0)
 
     _, done_before_kill, after_restart = kill_server_mid_run(server, work, cache_path, tiny_model_dir,
-                                                             tmp_path / "server2.log", after_calls=6)
+                                                             tmp_path / "server2.log", after_calls=6,
+                                                             total=len(frame))
     total = len(CallCache(cache_path))
     assert total == len(frame)  # every prompt judged once the server was back
     # the restarted server saw only calls not completed before the kill (a few in flight at the kill may

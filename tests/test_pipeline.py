@@ -270,6 +270,7 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
                    if p.stem not in ("mmlu", "gsm8k"))
     made = len(CallCache(cache)) - before
     assert made > 0 and made <= llm_rows  # identical prompts are asked once
+    assert done_before_kill - before < made  # the kill landed with calls still to make
     assert after_restart <= made - (done_before_kill - before) + 2  # completed calls were not asked again
 
     out = run_dir / "results/analysis/judges"

@@ -283,3 +283,20 @@ def test_the_plans_answer_lengths_are_the_studys_released_ones():
         output = table["output"].astype(str).str.len().mean() / chars_per_token
         assert assume["prompt_tokens"][dataset] == pytest.approx(prompt, rel=0.05), dataset
         assert assume["response_tokens"][dataset] == pytest.approx(output, rel=0.05), dataset
+
+
+def test_no_job_sees_an_absolute_path(tmp_path):
+    """Every path a job sees is relative to the working directory, so a finished study can be moved or copied to a
+    cluster without rerunning anything (the smoke sets were once inputs by their installed, absolute path)."""
+    import json
+
+    from conftest import dag_of
+    from warmbench.config import canonical
+
+    def absolute_paths(job) -> list[str]:
+        strings = [*map(str, job.input), *map(str, job.output), *map(str, job.log)]
+        strings += json.dumps(canonical(dict(job.params)), default=str).split('"')
+        return [f"{job.rule.name}: {s}" for s in strings if s.startswith("/") or str(REPO) in s]
+
+    found = [p for paths in dag_of(REPO / "tests/config/config.yaml", absolute_paths) for p in paths]
+    assert found == []

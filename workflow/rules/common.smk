@@ -191,10 +191,18 @@ def get_prompts(wildcards):
 
 
 def get_dataset_records(wildcards):
-    # the real dataset as download_dataset saved it, or warmbench's smoke set
+    # the real dataset as download_dataset saved it; warmbench's smoke set is read by the job from the package, not
+    # given by its (absolute, installed) path, so a study can move: get_smoke_records_sha256 identifies it instead
     if config["data"]["source"] == "hub":
         return rules.download_dataset.output.records
-    return str(wb.SMOKE_DIR / f"{wildcards.dataset}.jsonl")
+    return []
+
+
+def get_smoke_records_sha256(wildcards):
+    # the smoke set's content: a changed set reruns the job as a changed input file would
+    if config["data"]["source"] == "hub":
+        return None
+    return extra_data.smoke_records_sha256(wildcards.dataset)
 
 
 def _writes_wrong_answers(wildcards):

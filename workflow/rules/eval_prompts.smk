@@ -22,6 +22,7 @@ rule eval_prompts:
         items_per_dataset=config["evaluation"]["items_per_dataset"],
         seed=config["seed"],
         wrong_answers=get_wrong_answer_config,
+        smoke_records_sha256=get_smoke_records_sha256,
         cache=LLM_CACHE,
     script:
         STAGE

@@ -8,6 +8,9 @@ that network filesystems do not reliably give (SQLite documents that its WAL mod
 - Crash safety: a record is one line `{"key", "response", "meta", "created"}`, written, flushed and fsync'ed
   before the call counts as done; `kill -9` loses at most the call in flight. A torn last line (a write cut off)
   has no newline and is skipped by every reader.
+- Damage is never fatal: each record carries the checksum of its own content (`sha256`; older records have none
+  and are read as they are). A damaged record (bad bytes, bad JSON, a torn tail, content that does not match its
+  checksum) is skipped with a warning naming its shard and line, so its call is simply made again.
 - A bad reply is never kept: an empty or null response is not stored (`put` refuses it), so a rerun asks again.
 - Each record names the rule of the job that made the call (`rule`, from the environment variable RULE_ENV that
   stage.run_job sets), so the cost ledger can say what each stage spent.
@@ -27,7 +30,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .io import fsync_dir, stable_hash
 
@@ -37,6 +40,8 @@ SHARD_SUFFIX = ".jsonl"
 RULE_ENV = "WARMBENCH_RULE"  # the rule of the running job (set by stage.run_job), recorded with each call
 _KEY_PREFIX = b'{"key": "'  # every record starts with its key: lines for other keys are skipped unparsed
 _KEY_LENGTH = 64  # sha256 hex
+CHECKSUM = "sha256"  # a record's checksum of its own content (records written before it have none)
+TORN_AFTER_S = 60.0  # a line without its newline this old is a cut-off write, not one being written
 
 
 def is_answer(text: str | None) -> bool:
@@ -71,7 +76,10 @@ class CallCache:
     def shards(self) -> list[Path]:
         return sorted(p for p in self.root.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
 
-    def _records(self, wanted: set[str] | None = None) -> Iterable[dict]:
+    def _records(self, wanted: set[str] | None = None, valid: Callable[[str], bool] | None = None) -> Iterable[dict]:
+        """Every intact record (of the `wanted` keys), shard by shard. A damaged one (bad bytes, bad JSON, a
+        checksum that does not match, a response `valid` rejects, a torn tail no writer is still at) is skipped
+        with a warning naming its shard and line, so its call is made again."""
         for shard in self.shards():
             try:
                 handle = open(shard, "rb")
@@ -80,26 +88,26 @@ class CallCache:
             with handle:
                 for number, line in enumerate(handle, start=1):
                     if not line.endswith(b"\n"):
-                        continue  # a torn last line (a writer killed mid-record), or one still being written
+                        _warn_torn_tail(shard, number)
+                        continue
                     if wanted is not None and line.startswith(_KEY_PREFIX):
                         if line[len(_KEY_PREFIX): len(_KEY_PREFIX) + _KEY_LENGTH].decode("ascii", "replace") not in wanted:
                             continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        log.warning("%s:%d: not a cache record, skipped", shard, number)
-                        continue
-                    if isinstance(record, dict) and is_answer(record.get("response")) and \
-                            (wanted is None or record.get("key") in wanted):
+                    record, damage = _parse(line, valid)
+                    if damage:
+                        log.warning("%s:%d: damaged cache record (%s), skipped: its call is made again",
+                                    shard, number, damage)
+                    elif is_answer(record.get("response")) and (wanted is None or record["key"] in wanted):
                         yield record
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[str, dict]]:
-        """(response, meta) of every given key that is cached, read in one pass over the shards."""
+    def get_many(self, keys: Iterable[str], valid: Callable[[str], bool] | None = None) -> dict[str, tuple[str, dict]]:
+        """(response, meta) of every given key that is cached, read in one pass over the shards; a response that
+        `valid` rejects counts as damaged (skipped with a warning)."""
         wanted = set(keys)
         best: dict[str, dict] = {}
         if not wanted:
             return {}
-        for record in self._records(wanted):
+        for record in self._records(wanted, valid):
             held = best.get(record["key"])
             if held is None or record.get("created", 0) < held.get("created", 0):
                 best[record["key"]] = record
@@ -125,13 +133,12 @@ class CallCache:
         """Store calls that completed together (a batch of a local model) with one fsync; returns how many were
         stored (empty or null replies are refused, as by put)."""
         now, rule = time.time(), os.environ.get(RULE_ENV)
-        lines = [json.dumps({"key": key, "response": response, "meta": meta, "created": now, "rule": rule},
-                            ensure_ascii=False, default=str) + "\n"
+        lines = [_line({"key": key, "response": response, "meta": meta, "created": now, "rule": rule})
                  for key, response, meta in records if is_answer(response)]
         if lines:
             with self._lock:
                 handle = self._shard()
-                handle.write("".join(lines).encode("utf-8"))
+                handle.write(b"".join(lines))
                 handle.flush()
                 os.fsync(handle.fileno())
         return len(lines)
@@ -152,6 +159,43 @@ class CallCache:
             self._handle = None
 
 
+def _line(record: dict) -> bytes:
+    """A record as one line, with the checksum of its content (of the JSON as read back, so any reader agrees)."""
+    record = json.loads(json.dumps(record, ensure_ascii=False, default=str))  # key first: readers skip by its prefix
+    return (json.dumps({**record, CHECKSUM: stable_hash(record)}, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _parse(line: bytes, valid: Callable[[str], bool] | None) -> tuple[dict | None, str | None]:
+    """(record, None) for an intact line, else (None, what is wrong with it). A record without a checksum (written
+    before there was one) is taken as it is."""
+    try:
+        record = json.loads(line)
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except ValueError:
+        return None, "not JSON"
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        return None, "not a cache record"
+    checksum = record.pop(CHECKSUM, None)
+    if checksum is not None and checksum != stable_hash(record):
+        return None, "its content does not match its checksum"
+    if valid is not None and is_answer(record.get("response")) and not valid(record["response"]):
+        return None, "not a valid response"
+    return record, None
+
+
+def _warn_torn_tail(shard: Path, number: int) -> None:
+    """A line without its newline is a write cut off by a crash, or one still being written: only a tail older than
+    TORN_AFTER_S is reported (as damaged); both are skipped."""
+    try:
+        age = time.time() - shard.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > TORN_AFTER_S:
+        log.warning("%s:%d: damaged cache record (a torn tail, its write cut off), skipped: its call is made again",
+                    shard, number)
+
+
 def migrate_sqlite(legacy: Path, root: Path) -> int:
     """Copy the calls of an old single-file SQLite cache into one shard of `root` (once per version of the file:
     the shard's name records its size and mtime). Several jobs opening the cache at once each write the same
@@ -170,8 +214,7 @@ def migrate_sqlite(legacy: Path, root: Path) -> int:
             for key, response, meta, created in connection.execute("SELECT key, response, meta, created FROM calls"):
                 if not is_answer(response):
                     continue
-                record = {"key": key, "response": response, "meta": json.loads(meta), "created": created}
-                handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+                handle.write(_line({"key": key, "response": response, "meta": json.loads(meta), "created": created}))
                 count += 1
             handle.flush()
             os.fsync(handle.fileno())

@@ -406,6 +406,18 @@ def _row(item: dict, context: str, template: str, variant: int, prompt: str) -> 
     }
 
 
+def source_records(dataset: str, given: str, smoke_sha256: str | None) -> Path:
+    """The job's source file: the hub download it was given, or the package's smoke set, checked against the
+    content hash its params name (the DAG names the smoke set by content, not by an installed path)."""
+    if smoke_sha256 is None:
+        return Path(given)
+    from .extra_data import smoke_records_sha256
+
+    if smoke_records_sha256(dataset) != smoke_sha256:
+        raise RuntimeError(f"{smoke_path(dataset)} changed since the workflow was planned: run it again")
+    return smoke_path(dataset)
+
+
 def run(smk) -> None:
     import pandas as pd
 
@@ -420,10 +432,11 @@ def run(smk) -> None:
         template = Path(smk.input.wrong_answer_prompt[0]).read_text(encoding="utf-8")
         wrong_answers = lambda records: plausible_wrong_answers(  # noqa: E731
             records, template, backend, CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"]))
-    items = load_items(dataset, smk.input.records, smk.params.items_per_dataset, smk.params.seed, wrong_answers)
+    records = source_records(dataset, smk.input.records, smk.params.get("smoke_records_sha256"))
+    items = load_items(dataset, records, smk.params.items_per_dataset, smk.params.seed, wrong_answers)
     amendments = load_amendments(smk.input.amendments)
     rows = expand_conditions(items, amendments, smk.params.seed)
     write_table(smk.output[0], pd.DataFrame(rows))
     left_out = sum(len(missing_answer_conditions(item, amendments)) for item in items)
     log.info("%s: %d items x %d conditions = %d prompts (%d left out: no answer for their template), from %s",
-             dataset, len(items), prompts_per_item(dataset, amendments), len(rows), left_out, smk.input.records)
+             dataset, len(items), prompts_per_item(dataset, amendments), len(rows), left_out, records)

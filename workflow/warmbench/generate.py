@@ -121,6 +121,15 @@ def generation_key(identity: dict, rendered: str, sampling: Sampling, seed: int)
                         "sampling": sampling.as_dict(), "seed": seed})
 
 
+def is_generation_row(response: str) -> bool:
+    """Whether a cached generation row is whole (a damaged one is generated again)."""
+    try:
+        row = json.loads(response)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and isinstance(row.get("text"), str) and isinstance(row.get("n_tokens"), int)
+
+
 def generate_local(prompts, variants: list[Variant], *, model: str, model_cfg: dict, model_dir: str,
                    cache: CallCache, sampling: Sampling, batch_size: int, seed: int,
                    load_engine: Callable[[], object]) -> dict[str, object]:
@@ -138,7 +147,7 @@ def generate_local(prompts, variants: list[Variant], *, model: str, model_cfg: d
     keys = {v.output: [generation_key({**base, "adapter_sha256": adapter_sha.get(v.adapter)}, r, sampling, seed)
                        for r in rendered[v.output]] for v in variants}
     found = {k: json.loads(response) for k, (response, _) in cache.get_many(
-        [k for ks in keys.values() for k in ks]).items()}
+        [k for ks in keys.values() for k in ks], valid=is_generation_row).items()}
     todo: dict[str, tuple[str, str | None]] = {}  # key -> (rendered prompt, adapter)
     for v in variants:
         for key, prompt in zip(keys[v.output], rendered[v.output]):

@@ -133,13 +133,35 @@ def model_files_hash(model_dir: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# Lists of an adapter's config whose order means nothing: PEFT keeps target_modules as a set and writes it in an
+# order that changes from run to run.
+UNORDERED_ADAPTER_KEYS = ("target_modules", "modules_to_save", "exclude_modules", "layers_to_transform")
+
+
+def canonical_adapter_config(path: Path) -> bytes:
+    """An adapter config as PEFT writes it (indent 2, sorted keys), its order-free lists sorted: the same content
+    always gives the same bytes, and a config written that way already gives its own bytes (identities kept)."""
+    config = json.loads(path.read_text())
+    for key in UNORDERED_ADAPTER_KEYS:
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key], key=str)
+    return json.dumps(config, indent=2, sort_keys=True).encode()
+
+
 def adapter_hash(adapter_dir: str | os.PathLike) -> str:
-    """sha256 of a LoRA adapter's content (its config and weights)."""
+    """sha256 of a LoRA adapter's content: its config (in canonical form, so a byte-identical retraining is the same
+    adapter) and weights."""
     adapter_dir = Path(adapter_dir)
     found = [name for name in ADAPTER_FILES if (adapter_dir / name).is_file()]
     if not found:
         raise FileNotFoundError(f"{adapter_dir}: no LoRA adapter ({' or '.join(ADAPTER_FILES)})")
-    return hashlib.sha256("".join(f"{n}:{sha256_file(adapter_dir / n)}\n" for n in found).encode()).hexdigest()
+
+    def content_hash(name: str) -> str:
+        if name == "adapter_config.json":
+            return hashlib.sha256(canonical_adapter_config(adapter_dir / name)).hexdigest()
+        return sha256_file(adapter_dir / name)
+
+    return hashlib.sha256("".join(f"{n}:{content_hash(n)}\n" for n in found).encode()).hexdigest()
 
 
 def model_identity(kind: str, model_dir: str | os.PathLike, dtype: str = "auto",
