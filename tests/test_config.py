@@ -319,8 +319,8 @@ def test_the_paper_config_needs_no_secrets_to_inspect(flags):
     result = subprocess.run([sys.executable, "-m", "snakemake", *flags, "--configfile", "config/paper.yaml"],
                             cwd=REPO, capture_output=True, text=True, env=without_secrets(), timeout=300)
     out = result.stdout + result.stderr
-    warnings = [line for line in out.splitlines() if line.startswith("warmbench: ")]
-    assert len(warnings) == 1, out[-3000:]
+    warnings = [line for line in out.splitlines() if line.startswith("warmbench: ") and "is not set" in line]
+    assert len(warnings) == 1, out[-3000:]  # the run-time needs (vLLM's python, detoxify) warn on lines of their own
     assert "OPENAI_API_KEY is not set, needed by persona_rewrite.backend (gpt-4o-2024-08-06), judge.backend" in warnings[0]
     assert "HF_TOKEN is not set, needed by data.hub.disinfo (cais/MASK is gated on the hub)" in warnings[0]
     assert "Invalid config" not in out and "Missing secrets" not in out
@@ -336,7 +336,6 @@ def test_the_paper_config_needs_no_secrets_to_inspect(flags):
 
 def test_a_real_run_of_the_paper_config_without_secrets_stops_before_any_job(tmp_path):
     work = scratch_workflow(tmp_path / "work")
-    (work / ".venv-vllm").symlink_to(REPO / ".venv-vllm")  # models.*.vllm.python must exist
     result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/paper.yaml"],
                             cwd=work, capture_output=True, text=True, env=without_secrets(), timeout=300)
     assert result.returncode != 0
