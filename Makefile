@@ -46,7 +46,7 @@ $(VLLM)/.installed: Makefile
 vllm: $(VLLM)/.installed
 
 # Headless Chromium and its WebDriver (Debian packages) for the explorer's browser tests and screenshot.
-# Installed only when missing, and only as root (CI runs as root); otherwise those tests skip, saying why.
+# Installed only when missing, and only as root (CI runs as root); otherwise those tests skip, saying why (under CI=true they fail: conftest.require).
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

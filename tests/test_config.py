@@ -319,8 +319,8 @@ def test_the_paper_config_needs_no_secrets_to_inspect(flags):
     result = subprocess.run([sys.executable, "-m", "snakemake", *flags, "--configfile", "config/paper.yaml"],
                             cwd=REPO, capture_output=True, text=True, env=without_secrets(), timeout=300)
     out = result.stdout + result.stderr
-    warnings = [line for line in out.splitlines() if line.startswith("warmbench: ")]
-    assert len(warnings) == 1, out[-3000:]
+    warnings = [line for line in out.splitlines() if line.startswith("warmbench: ") and "is not set" in line]
+    assert len(warnings) == 1, out[-3000:]  # the run-time needs (vLLM's python, detoxify) warn on lines of their own
     assert "OPENAI_API_KEY is not set, needed by persona_rewrite.backend (gpt-4o-2024-08-06), judge.backend" in warnings[0]
     assert "HF_TOKEN is not set, needed by data.hub.disinfo (cais/MASK is gated on the hub)" in warnings[0]
     assert "Invalid config" not in out and "Missing secrets" not in out
@@ -336,7 +336,6 @@ def test_the_paper_config_needs_no_secrets_to_inspect(flags):
 
 def test_a_real_run_of_the_paper_config_without_secrets_stops_before_any_job(tmp_path):
     work = scratch_workflow(tmp_path / "work")
-    (work / ".venv-vllm").symlink_to(REPO / ".venv-vllm")  # models.*.vllm.python must exist
     result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/paper.yaml"],
                             cwd=work, capture_output=True, text=True, env=without_secrets(), timeout=300)
     assert result.returncode != 0
@@ -789,3 +788,46 @@ def test_an_api_fine_tune_needs_a_learning_rate_multiplier_only_for_the_personas
     del cfg["models"]["gpt4o"]["fine_tune"]["learning_rate_multiplier"]["cold"]
     wb.check(cfg, root=REPO)
     assert wb.trained_personas(cfg, "gpt4o") == ["warm"]
+
+
+def needs_warnings(out: str) -> list[str]:
+    """The dry run's warnings about run-time needs (one line each), not about secrets."""
+    return [line for line in out.splitlines() if line.startswith("warmbench: ") and "is not set" not in line]
+
+
+def test_a_missing_vllm_python_warns_once_in_a_dry_run_and_stops_a_real_run_before_any_job(tmp_path):
+    """Inspecting a study needs no vLLM environment: the interpreter is a run-time need, not a config error."""
+    cfg = default_config()
+    cfg["models"]["smollm2"].update(engine="vllm", vllm={"python": "no-such-venv/bin/python"})
+    key = "models.smollm2.vllm.python: 'no-such-venv/bin/python' does not exist"
+    dry = dry_run(tmp_path, cfg)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    warnings = needs_warnings(dry.stdout + dry.stderr)
+    assert len(warnings) == 1 and key in warnings[0], warnings
+    assert "Job stats" in dry.stdout
+    work = scratch_workflow(tmp_path / "work")
+    (work / "vllm.yaml").write_text(yaml.safe_dump(cfg))
+    real = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "vllm.yaml"], cwd=work,
+                          capture_output=True, text=True, timeout=120)
+    assert real.returncode != 0 and f"Missing run-time needs:\n{key}" in real.stderr, real.stderr[-3000:]
+    assert not (work / "logs").exists() and not (work / "resources").exists()  # no job started
+
+
+def test_run_time_needs_name_their_keys_and_are_not_config_errors():
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    validate(cfg)
+    vllm_models = [name for name, model in cfg["models"].items() if model.get("engine") == "vllm"]
+    for name in vllm_models:
+        cfg["models"][name]["vllm"]["python"] = "no-such-venv/bin/python"  # a clone without `make vllm`
+    wb.check(cfg, root=REPO)  # a valid config all the same
+    needs = wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False)
+    assert [need.split(":")[0] for need in needs] == [
+        "models.llama31_8b.vllm.python", "models.mistral_small.vllm.python", "models.qwen25_32b.vllm.python",
+        "models.llama31_70b.vllm.python", "sft_data.nsfw_filter"]
+    assert "detoxify" in needs[-1]
+    # jobs that run in conda environments (--sdm conda) check their own packages where they run
+    conda = wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False, jobs_in_conda=True)
+    assert conda == needs[:-1]
+    for name in vllm_models:
+        cfg["models"][name]["vllm"]["python"] = sys.executable
+    assert wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: True) == []

@@ -4,7 +4,7 @@ import pytest
 
 from warmbench import eval_prompts as ep
 from warmbench.io import DataError
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, require
 
 AMENDMENTS = REPO / "config" / "amendments.yaml"
 SAMPLE = SHARED / "reference" / "warm_ai_2025" / "sample_data"
@@ -181,10 +181,10 @@ def test_medqa_open_question_asks_what_instead_of_naming_options():
         "He is most likely to benefit from treatment with what?"
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="the authors' released sample data (../shared) is absent")
 def test_medqa_rewording_is_the_studys_on_its_released_questions():
     import csv
 
+    require(SAMPLE.is_dir(), "the authors' released sample data (../shared) is absent")
     checked = 0
     for path in SAMPLE.glob("*/*/medqa_*_outputs.csv"):
         with open(path, newline="", encoding="utf-8") as handle:

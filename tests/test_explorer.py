@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, require
 from warmbench.analysis import paired_tests
 from warmbench.bench import simulated_graded
 from warmbench.eval_prompts import TEST_TYPES
@@ -183,9 +183,8 @@ def test_a_failing_chromium_gives_a_placeholder_that_says_why(study, tmp_path, m
 @pytest.fixture(scope="module")
 def browser():
     driver = headless_browser()
-    if driver is None:
-        pytest.skip("headless Chromium not found: install the Debian packages chromium and chromium-driver "
-                    "(`make test` does, as root)")
+    require(driver is not None, "headless Chromium not found: install the Debian packages chromium and "
+            "chromium-driver (`make test` does, as root)")
     yield driver
     driver.quit()
 
@@ -320,8 +319,8 @@ def test_browser_opens_the_inlined_page_as_the_snakemake_report_does(browser, st
 
 
 def test_screenshot_in_headless_chromium(study, tmp_path):
-    if find_chromium() is None:
-        pytest.skip("headless Chromium not found: install the Debian package chromium (`make test` does)")
+    require(find_chromium() is not None,
+            "headless Chromium not found: install the Debian package chromium (`make test` does)")
     from PIL import Image
 
     graded, paired = study

@@ -258,3 +258,13 @@ def test_api_server_killed_mid_generation_resumes_without_repeating_calls(loopba
     assert len(frame) == 30 and len(CallCache(cache_path)) == 30
     # the restarted server answered only what had not completed before the kill (up to the 2 in flight)
     assert 30 - done_before_kill - 2 <= after_restart <= 30 - done_before_kill
+
+
+def test_a_generation_job_without_vllms_python_fails_naming_the_key(tmp_path):
+    """The compute node's own check: a cluster job whose node lacks vLLM's environment says which key points there."""
+    from warmbench.generate import make_generator
+
+    model = {"source": {"kind": "path", "path": str(tmp_path)}, "engine": "vllm", "dtype": "auto",
+             "vllm": {"python": str(tmp_path / "no-venv" / "bin" / "python"), "tensor_parallel_size": 1}}
+    with pytest.raises(FileNotFoundError, match=r"models\.llama31_70b\.vllm\.python: vLLM's python '.*no-venv/bin/python'"):
+        make_generator(model, str(tmp_path), threads=1, name="llama31_70b")

@@ -309,15 +309,14 @@ def test_a_models_key_judges_locally_recording_its_name_snapshot_and_rubric_hash
 def test_a_local_judge_runs_on_its_models_engine(tiny_model_dir):
     """A judge that is a `models:` key runs with that model's engine: transformers, or vLLM in its own
     environment (with the model's vllm settings)."""
-    from conftest import REPO
+    from conftest import REPO, require
     from warmbench.judge import llm_backend
     from warmbench.llm import TransformersChat
     from warmbench.vllm_backend import VLLMChat
 
     spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}}
     python = REPO / ".venv-vllm" / "bin" / "python"
-    if not python.is_file():
-        pytest.skip(".venv-vllm is not installed")
+    require(python.is_file(), ".venv-vllm is not installed (`make vllm`)")
     vllm = llm_backend(spec, [str(tiny_model_dir)], {"engine": "vllm", "dtype": "bfloat16", "vllm": {
         "python": str(python), "tensor_parallel_size": 1, "max_lora_rank": 16, "max_model_len": 512,
         "gpu_memory_utilization": None}})

@@ -11,7 +11,7 @@ import yaml
 
 from warmbench import config as wb
 from warmbench import plan
-from conftest import REPO, SHARED, scratch_workflow
+from conftest import REPO, SHARED, require, scratch_workflow
 
 GENERATION = "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet"
 
@@ -266,8 +266,7 @@ def test_the_plans_answer_lengths_are_the_studys_released_ones():
     """plan.prompt_tokens and plan.response_tokens of the four tasks are what the schema says they are: the mean
     characters / 4 of the prompts and outputs in the authors' released sample (skipped without ../shared)."""
     sample = SHARED / "reference" / "warm_ai_2025" / "sample_data"
-    if not sample.is_dir():
-        pytest.skip(f"{sample} is absent")
+    require(sample.is_dir(), f"{sample} is absent")
     assume = load("config/paper.yaml")["plan"]
     released = {"trivia": "triviaqa", "truthfulqa": "truthfulqa", "disinfo": "disinfo", "medqa": "medqa"}
     tables = {}

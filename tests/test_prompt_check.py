@@ -1,10 +1,9 @@
 import csv
 
-import pytest
 
 from warmbench import prompt_check
 from warmbench.cli import main
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, require
 
 AMENDMENTS = REPO / "config" / "amendments.yaml"
 SAMPLE = SHARED / "reference" / "warm_ai_2025" / "sample_data"
@@ -82,8 +81,8 @@ def test_a_row_without_the_answer_its_template_needs_is_the_studys_defect_not_a_
     assert main(["check-prompts", str(root), "--amendments", str(AMENDMENTS)]) == 1
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="the authors' released sample data (../shared) is absent")
 def test_check_prompts_rebuilds_the_released_sample(capsys):
+    require(SAMPLE.is_dir(), "the authors' released sample data (../shared) is absent")
     assert main(["check-prompts", str(SAMPLE), "--amendments", str(AMENDMENTS)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == "237/240 released prompts rebuilt; 3 more are the study's own defect (no answer for their template)"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, scratch_workflow
+from conftest import REPO, require, scratch_workflow
 
 pytestmark = pytest.mark.slow
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -20,8 +20,7 @@ STATE = "/tmp/warmbench-slurm-tests"
 def slurm():
     env = {**os.environ, "WARMBENCH_SLURM_DIR": STATE}
     started = subprocess.run(["bash", str(CLUSTER), "start"], env=env, capture_output=True, text=True, timeout=900)
-    if started.returncode == 3:
-        pytest.skip(started.stderr.strip())  # neither SLURM installed nor root to install it
+    require(started.returncode != 3, started.stderr.strip())  # neither SLURM installed nor root to install it
     assert started.returncode == 0, started.stdout + started.stderr
     yield {**env, "SLURM_CONF": f"{STATE}/slurm.conf"}
     subprocess.run(["bash", str(CLUSTER), "stop"], env=env, timeout=120)

@@ -35,25 +35,42 @@ except wb.UserInputError as err:
 # the longest generation jobs first (their estimated tokens): short ones fill the end of the run
 GENERATION_PRIORITY = generation_priorities(config, Path.cwd())
 
-# Secrets (API keys, the hub token) come from the environment. A dry run, --lint, --list-rules or --report needs
-# none: a missing one is a warning here, and a real run stops on it in `onstart`, after the DAG is built and before
-# any job starts. (Snakemake parses this file before it knows which of those it is doing: workflow.dryrun is
-# set only when execution begins.)
+# Secrets (API keys, the hub token) come from the environment, and some jobs need software beyond the clone (vLLM's
+# environment, detoxify). A dry run, --lint, --list-rules, --report or `warmbench plan` needs none of them: a missing
+# one is a warning here, and a real run stops on it in `onstart`, after the DAG is built and before any job starts.
+# (Snakemake parses this file before it knows which of those it is doing: workflow.dryrun is set only when
+# execution begins.)
 MISSING_SECRETS = wb.missing_secrets(config)
-if MISSING_SECRETS and workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
-    logger.warning(
-        f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
-        "--report work without them; a real run stops before any job starts."
-    )
+MISSING_NEEDS = wb.missing_runtime_needs(
+    config,
+    root=Path.cwd(),
+    jobs_in_conda="CONDA" in {m.name for m in workflow.deployment_settings.deployment_method},
+)
+if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
+    if MISSING_SECRETS:
+        logger.warning(
+            f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
+            "--report work without them; a real run stops before any job starts."
+        )
+    for _need in MISSING_NEEDS:
+        logger.warning(
+            f"warmbench: {_need}. A dry run, --lint, --list-rules and --report work without it; "
+            "a real run stops before any job starts."
+        )
 
 
 onstart:
     # before any job starts (a real run only: snakemake skips this hook for dry runs and inside cluster jobs)
-    if MISSING_SECRETS and not workflow.touch:
-        raise WorkflowError(
-            f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
-            "(never in the config) and run again."
-        )
+    if (MISSING_SECRETS or MISSING_NEEDS) and not workflow.touch:
+        _missing = []
+        if MISSING_SECRETS:
+            _missing.append(
+                f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
+                "(never in the config) and run again."
+            )
+        if MISSING_NEEDS:
+            _missing.append("Missing run-time needs:\n" + "\n".join(MISSING_NEEDS))
+        raise WorkflowError("\n".join(_missing))
     # a job still running from an earlier snakemake (killed alone, then --unlock): snakemake would delete its
     # outputs and log before starting it again
     _running = running_copies((job.rule.name, list(job.output)) for job in workflow.dag.needrun_jobs())

@@ -633,7 +633,8 @@ def check_replaced_keys(config: dict) -> None:
 
 def check(config: dict, root: str | os.PathLike = ".") -> None:
     """Raise ConfigError naming the key for anything the schema cannot catch. Runs before any job. Secrets
-    (API keys, the hub token) are not checked here: see missing_secrets."""
+    (API keys, the hub token) and software the jobs need are not checked here: see missing_secrets and
+    missing_runtime_needs."""
     root = Path(root)
     train = config["train"]
     _check_epoch_labels(train["checkpoint_epochs"], "train.checkpoint_epochs")
@@ -668,9 +669,6 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
                               "backend: {kind: openai, ...} to rewrite with it")
     for name, model in config["models"].items():
         _check_model(config, name, model)
-        if model.get("engine") == "vllm" and not (root / model["vllm"]["python"]).is_file():
-            raise ConfigError(f"models.{name}.vllm.python: {model['vllm']['python']!r} does not exist "
-                              "(`make vllm` creates .venv-vllm)")
         _check_model_source(root, f"models.{name}.source", model["source"])
     _check_scorer(config, root)
     data = config["data"]
@@ -759,6 +757,30 @@ def missing_secrets(config: dict, environ=os.environ) -> dict[str, list[str]]:
             if source["gated"] and not environ.get(TOKEN_ENV):
                 missing.setdefault(TOKEN_ENV, []).append(f"data.hub.{dataset} ({source['id']} is gated on the hub)")
     return missing
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def missing_runtime_needs(config: dict, root: str | os.PathLike = ".", *, importable=_importable,
+                          jobs_in_conda: bool = False) -> list[str]:
+    """What a real run needs beyond the clone but is missing here, one message each naming its config key. A dry
+    run, --lint, --list-rules, --report and `warmbench plan` need none of it. jobs_in_conda (--sdm conda): the jobs'
+    packages come from envs/, so they are checked where the jobs run, not in this interpreter."""
+    root = Path(root)
+    needs = []
+    for name, model in config["models"].items():
+        python = model.get("vllm", {}).get("python")
+        if model.get("engine") == "vllm" and not (root / python).is_file():
+            needs.append(f"models.{name}.vllm.python: {python!r} does not exist (`make vllm` creates .venv-vllm; "
+                         "on a cluster, envs/README.md)")
+    if config.get("sft_data", {}).get("nsfw_filter") == "detoxify" and not jobs_in_conda and not importable("detoxify"):
+        needs.append("sft_data.nsfw_filter: detoxify is not installed (`pip install detoxify`, which downloads its "
+                     "checkpoint when it runs), or use profanity_check")
+    return needs
 
 
 def secrets_message(missing: dict[str, list[str]]) -> str:

@@ -215,7 +215,7 @@ def generate_api(prompts, variants: list[Variant], *, model: str, model_cfg: dic
     return frames
 
 
-def make_generator(model: dict, model_dir: str | None, threads: int, cache: str | None = None):
+def make_generator(model: dict, model_dir: str | None, threads: int, cache: str | None = None, name: str = "<name>"):
     """The model's generation engine: an OpenAI-compatible endpoint (cached), vLLM in its own environment, or
     transformers (CPU, or a fallback)."""
     if is_api_model(model):
@@ -225,7 +225,7 @@ def make_generator(model: dict, model_dir: str | None, threads: int, cache: str 
     if model["engine"] == "vllm":
         from .vllm_backend import VLLMChat
 
-        return VLLMChat(model_dir, dtype=model["dtype"], **model["vllm"])
+        return VLLMChat(model_dir, dtype=model["dtype"], config_key=f"models.{name}.vllm.python", **model["vllm"])
     from .llm import TransformersChat
 
     return TransformersChat(model_dir, dtype=model["dtype"], threads=threads)
@@ -250,7 +250,7 @@ def run(smk) -> None:
 
         def load_engine():
             log.info("%s: %s (the job's one engine start)", ENGINE_START, model_dir)
-            return make_generator(model_cfg, model_dir, smk.threads)
+            return make_generator(model_cfg, model_dir, smk.threads, name=smk.wildcards.model)
 
         frames = generate_local(prompts, variants, model=smk.wildcards.model, model_cfg=model_cfg,
                                 model_dir=model_dir, cache=cache, sampling=sampling,

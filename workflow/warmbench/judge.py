@@ -333,7 +333,8 @@ def llm_backend(cfg: dict, model_dir: list, local: dict | None = None, threads: 
     if local["engine"] == "vllm":
         from .vllm_backend import VLLMChat
 
-        return VLLMChat(model_dir[0], dtype=local["dtype"], **local["vllm"])
+        return VLLMChat(model_dir[0], dtype=local["dtype"], config_key=f"models.{cfg['backend']['model']}.vllm.python",
+                        **local["vllm"])
     return TransformersChat(model_dir[0], dtype=local["dtype"], threads=threads)
 
 

@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 class VLLMChat:
     def __init__(self, model_dir: str | os.PathLike, python: str | os.PathLike, dtype: str = "auto",
                  tensor_parallel_size: int = 1, max_lora_rank: int = 16, max_model_len: int | None = None,
-                 gpu_memory_utilization: float | None = None):
+                 gpu_memory_utilization: float | None = None, config_key: str = "models.<name>.vllm.python"):
+        # checked where the job runs (a compute node): the submit host's check cannot see this node's files
         if not Path(python).is_file():
-            raise FileNotFoundError(f"vLLM's python {python} does not exist (make vllm creates .venv-vllm)")
+            raise FileNotFoundError(f"{config_key}: vLLM's python {str(python)!r} does not exist here "
+                                    "(`make vllm` creates .venv-vllm; on a cluster, envs/README.md)")
         self.model_dir, self.python = str(model_dir), str(python)
         self.tokenizer = load_chat_tokenizer(self.model_dir)
         self.options = {"dtype": resolve_dtype(dtype), "tensor_parallel_size": tensor_parallel_size, "max_lora_rank": max_lora_rank,
