@@ -590,8 +590,15 @@ def store_fine_tune(out_dir: Path, cached: Path) -> None:
 
 
 def cached_fine_tune(config: dict, model: str, persona: str, cache_root, root=".") -> bool:
-    """Whether the train job of model x persona would find its fine-tune in the cache (its inputs as the train rule
-    hands them, read under `root`); False while an input is still missing. For `warmbench plan`."""
+    """Whether the train job of model x persona would find its fine-tune in the cache; False while an input is still
+    missing. For `warmbench plan`."""
+    key = fine_tune_key(config, model, persona, root)
+    return key is not None and (Path(root) / cache_root / key / MANIFEST).is_file()
+
+
+def fine_tune_key(config: dict, model: str, persona: str, root=".") -> str | None:
+    """The train_key of the train job of model x persona, from its inputs as the train rule hands them (train.smk),
+    read under `root`; None while one is missing."""
     from . import config as wb
 
     root = Path(root)
@@ -607,11 +614,12 @@ def cached_fine_tune(config: dict, model: str, persona: str, cache_root, root=".
                            for p in group if "train_system_prompt" in spec[p]},
         "extra_data": root / spec[persona]["extra_data"] if "extra_data" in spec[persona] else None,
     }
+    if not arguments["base_model_dir"].is_dir():
+        return None
     try:
-        key = train_key(**arguments, processes=int(wb.job_resources(config, model, "train")["gpus"] or 0))
+        return train_key(**arguments, processes=int(wb.job_resources(config, model, "train")["gpus"] or 0))
     except (FileNotFoundError, NotADirectoryError):
-        return False
-    return (Path(root) / cache_root / key / MANIFEST).is_file()
+        return None
 
 
 if __name__ == "__main__":  # one process of a multi-GPU run (see launch)
