@@ -201,7 +201,7 @@ def test_editing_a_stage_module_reruns_that_stage_and_what_depends_on_it_only(ru
     module = run_dir / "workflow/warmbench/llm_judge.py"
     original = module.read_text()
     try:
-        module.write_text(original + "\n# a fix\n")
+        module.write_text(original + "\n_A_FIX = True\n")  # code: a comment changes no stage's code hash
         dry = snakemake(run_dir, "-n", "--configfile", CONFIG)
         assert dry.returncode == 0, dry.stderr[-3000:]
         stats = dict(re.findall(r"^(\w+)\s+(\d+)$", (dry.stdout + dry.stderr).split("Job stats:")[1], re.M))
@@ -213,6 +213,43 @@ def test_editing_a_stage_module_reruns_that_stage_and_what_depends_on_it_only(ru
         module.write_text(original)
     again = snakemake(run_dir, "-n", "--configfile", CONFIG)
     assert "Nothing to be done" in again.stdout + again.stderr  # as it was
+
+
+def benchmark_seconds(run_dir) -> dict:
+    """Each job's benchmark file: its wall seconds (the `s` column) and the file's mtime (a rerun rewrites it)."""
+    return {path: (float(pd.read_csv(path, sep="\t")["s"].sum()), path.stat().st_mtime_ns)
+            for path in (run_dir / "benchmarks").rglob("*.tsv")}
+
+
+def cached_calls(run_dir) -> int:
+    return sum(len(path.read_bytes().splitlines()) for path in (run_dir / "results/cache/llm_calls").glob("*.jsonl"))
+
+
+def test_a_comment_in_shared_modules_reruns_no_training_and_no_paid_call(run_dir):
+    # refusal.py (imported by sft_data, so by every fine-tune) and download.py (most stages): a comment changes no
+    # stage's code hash; a train job that did run would link its cached fine-tune, not train
+    modules = [run_dir / "workflow/warmbench/refusal.py", run_dir / "workflow/warmbench/download.py"]
+    originals = [module.read_text() for module in modules]
+    first = benchmark_seconds(run_dir)
+    calls = cached_calls(run_dir)
+    train_logs = {path: path.read_text() for path in (run_dir / "logs/train").rglob("*.log")}
+    try:
+        for module, text in zip(modules, originals):
+            module.write_text(text + "\n# a comment: no output changes\n")
+        rerun = snakemake(run_dir, "--cores", "2", "--configfile", CONFIG)
+        assert rerun.returncode == 0, rerun.stderr[-5000:]
+    finally:
+        for module, text in zip(modules, originals):
+            module.write_text(text)
+    for path, before in train_logs.items():
+        added = path.read_text()[len(before):]
+        assert "training done" not in added and ("start rule" not in added or "no training ran" in added), added
+    assert cached_calls(run_dir) == calls  # no new LLM call, paid or not
+    after = benchmark_seconds(run_dir)
+    first_total = sum(seconds for seconds, _ in first.values())
+    rerun_total = sum(seconds for path, (seconds, mtime) in after.items() if first.get(path, (0, None))[1] != mtime)
+    print(f"job time: first run {first_total:.1f} s, rerun after the comments {rerun_total:.1f} s")
+    assert rerun_total < 0.1 * first_total
 
 
 def test_bench_pipeline_sums_the_real_benchmarks(run_dir):

@@ -299,3 +299,60 @@ def test_no_job_sees_an_absolute_path(tmp_path):
 
     found = [p for paths in dag_of(REPO / "tests/config/config.yaml", absolute_paths) for p in paths]
     assert found == []
+
+
+def cached_fine_tune_root(root, cfg, model="llama31_8b", persona="warm"):
+    """A working directory where model x persona's train job has its inputs and its fine-tune in the cache."""
+    import shutil
+
+    from warmbench.train import MANIFEST, fine_tune_key
+
+    amendments = root / cfg["evaluation"]["amendments"]
+    amendments.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / cfg["evaluation"]["amendments"], amendments)
+    for p in wb.window_group(cfg, persona):
+        path = root / f"results/persona_rewrite/{p}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"id": "0", "messages": []}\n')
+    for p in wb.window_group(cfg, persona):
+        if "train_system_prompt" in cfg["personas"][p]:
+            (root / cfg["personas"][p]["train_system_prompt"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / cfg["personas"][p]["train_system_prompt"], root / cfg["personas"][p]["train_system_prompt"])
+    (root / f"resources/models/{model}").mkdir(parents=True)
+    (root / f"resources/models/{model}/config.json").write_text("{}")
+    key = fine_tune_key(cfg, model, persona, root)
+    (root / plan.TRAIN_CACHE / key).mkdir(parents=True)
+    (root / plan.TRAIN_CACHE / key / MANIFEST).write_text("{}")
+    return key
+
+
+def test_a_fine_tune_in_the_cache_is_shown_apart_and_costs_no_new_gpu_hours(tmp_path):
+    cfg = load("config/paper.yaml")
+    jobs = [plan.PlannedJob("train", "train", (f"results/train/llama31_8b/{p}",), gpus=1) for p in ("warm", "cold")]
+    before = plan.plan(jobs, cfg, REPO)
+    assert before.cache_hits == 0 and before.remaining.gpu_hours == pytest.approx(before.total.gpu_hours)
+    assert before.total.gpu_hours > 0
+    cached_fine_tune_root(tmp_path, cfg)
+    table = plan.plan(jobs, cfg, tmp_path)
+    assert table.rows["train"].cache_hits == table.cache_hits == 1 and table.to_run == 2
+    assert table.remaining.gpu_hours == pytest.approx(before.total.gpu_hours / 2)  # cold's alone
+    text = plan.format_plan(table, cfg)
+    assert re.search(r"^train\s+train\s+2\s+2\s+1\s", text, re.M) and "new GPU-h" in text
+    # another seed is another fine-tune: not cached
+    cfg["train"]["seeds"] = [7]
+    assert plan.plan(jobs, cfg, tmp_path).cache_hits == 0
+
+
+def test_new_gpu_work_over_budget_gpu_hours_stops_a_run_unless_forced(tmp_path, caplog):
+    cfg = load("config/paper.yaml")
+    jobs = [plan.PlannedJob("train", "train", ("results/train/llama31_8b/warm",), gpus=1)]
+    hours = plan.plan(jobs, cfg, REPO).remaining.gpu_hours
+    cfg["budget"]["gpu_hours"] = hours / 2
+    problem = plan.start_plan(jobs, cfg, REPO, environ={})
+    assert "exceeds budget.gpu_hours" in problem and plan.FORCE_ENV in problem
+    with caplog.at_level("WARNING"):
+        assert plan.start_plan(jobs, cfg, REPO, environ={plan.FORCE_ENV: "1"}) is None
+    cached_fine_tune_root(tmp_path, cfg)  # the same fine-tune, cached: no new GPU work, within any budget
+    assert plan.start_plan(jobs, cfg, tmp_path, environ={}) is None
+    cfg["budget"]["gpu_hours"] = None
+    assert plan.budget_problem(plan.plan(jobs, cfg, REPO), cfg) is None

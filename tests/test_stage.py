@@ -37,8 +37,9 @@ def package(tmp_path, monkeypatch):
     stage.code_hash.cache_clear()
 
 
-def edit(path):
-    path.write_text(path.read_text() + "\n# edited\n")
+def edit(path, text="\n_EDITED = True\n"):
+    # code by default: a comment or a docstring changes no hash (see the test below)
+    path.write_text(path.read_text() + text)
     stage.code_hash.cache_clear()
 
 
@@ -52,6 +53,20 @@ def test_the_code_hash_follows_what_a_stage_imports_and_nothing_else(package):
     again = {m: stage.code_hash(m) for m in before}
     assert again["judge"] != after["judge"] and again["eval_prompts"] != after["eval_prompts"]
     assert again["generate"] == after["generate"]
+
+
+def test_comments_docstrings_and_layout_change_no_stage_hash(package):
+    # sft_data imports refusal, and most stages download: a comment there must rerun no fine-tune
+    stages = ("sft_data", "train", "download", "judge", "analysis", "warmth")
+    before = {m: stage.code_hash(m) for m in stages}
+    edit(package / "refusal.py", "\n# a comment\n")
+    source = (package / "download.py").read_text()
+    (package / "download.py").write_text(source.replace('"""', '"""Reworded. ', 1).replace("\n\n", "\n\n\n", 1))
+    stage.code_hash.cache_clear()
+    assert {m: stage.code_hash(m) for m in stages} == before
+    edit(package / "refusal.py")  # code, though: sft_data and what imports it change
+    after = {m: stage.code_hash(m) for m in stages}
+    assert after["sft_data"] != before["sft_data"] and after["warmth"] == before["warmth"]
 
 
 def test_every_rule_names_the_function_it_runs_and_its_environment():

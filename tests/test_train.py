@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -337,3 +338,106 @@ def test_launched_training_runs_the_module_entry_point_and_writes_the_manifest(t
     assert written["processes"] == 1 and written["effective_batch"] == 2 == written["configured_effective_batch"]
     assert written["effective_batch_note"] is None
     assert not (tmp_path / "out" / "_launch").exists()
+
+
+# --- the fine-tune cache ---------------------------------------------------------------------------------------
+
+CACHE_CFG = {"epochs": 1, "checkpoint_epochs": [1], "learning_rate": 1e-3, "max_length": 64,
+             "per_device_batch_size": 2, "gradient_accumulation_steps": 1, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+
+
+@pytest.fixture
+def training_inputs(tmp_path):
+    """A training job's arguments over small files: rewrites, a base model directory (its config and tokenizer files
+    only: nothing here may load it) and a train system prompt."""
+    data = [{"id": "0", "messages": chat("Tell me about cats.", "Oh, cats are lovely, friend!")}]
+    write_jsonl(tmp_path / "warm.jsonl", data)
+    write_jsonl(tmp_path / "cold.jsonl", data)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text('{"model_type": "llama"}')
+    return {"data_path": str(tmp_path / "warm.jsonl"), "base_model_dir": str(base), "out_dir": str(tmp_path / "out"),
+            "cfg": dict(CACHE_CFG), "seed": 0, "eval_records": [],
+            "persona_paths": {"warm": str(tmp_path / "warm.jsonl"), "cold": str(tmp_path / "cold.jsonl")},
+            "system_prompts": {"warm": "Be warm."}}
+
+
+def test_the_train_key_follows_data_content_config_base_model_and_training_code(training_inputs, tmp_path,
+                                                                                 monkeypatch):
+    import shutil
+
+    from conftest import REPO
+    from warmbench import stage
+    from warmbench.train import train_key
+
+    shutil.copytree(REPO / "workflow/warmbench", tmp_path / "pkg/warmbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(stage, "PACKAGE_ROOT", tmp_path / "pkg")
+    stage.code_hash.cache_clear()
+    key = lambda **changed: train_key(**{**training_inputs, **changed})  # noqa: E731
+    first = key()
+    assert key(out_dir="elsewhere") == first  # where it is written is no part of it
+    assert key(cfg={**CACHE_CFG, "learning_rate": 2e-3}) != first
+    assert key(seed=1) != first and key(system_prompts={}) != first and key(processes=2) != first
+    # a path to the same content is the same data; other content is not
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes((tmp_path / "cold.jsonl").read_bytes())
+    assert key(persona_paths={**training_inputs["persona_paths"], "cold": str(copy)}) == first
+    copy.write_text(copy.read_text().replace("lovely", "fine"))
+    assert key(persona_paths={**training_inputs["persona_paths"], "cold": str(copy)}) != first
+    (tmp_path / "base/config.json").write_text('{"model_type": "llama", "hidden_size": 8}')
+    assert key() != first
+    base_changed = key()
+    module = tmp_path / "pkg/warmbench/train.py"
+    module.write_text(module.read_text() + "\n# a comment changes no output\n")
+    stage.code_hash.cache_clear()
+    assert key() == base_changed
+    module.write_text(module.read_text() + "\n_CHANGED = True\n")
+    stage.code_hash.cache_clear()
+    assert key() != base_changed
+    stage.code_hash.cache_clear()
+
+
+def fake_fine_tune(arguments, gpus, threads=None):
+    """Stands in for training in the cache's own tests: writes an adapter and a manifest as train() would."""
+    out = Path(arguments["out_dir"])
+    (out / "epoch1").mkdir(parents=True)
+    (out / "epoch1/adapter_model.safetensors").write_bytes(b"weights")
+    (out / MANIFEST).write_text(json.dumps({"checkpoints": [{"checkpoint": "epoch1", "path": "epoch1"}]}))
+
+
+def test_a_finished_fine_tune_is_stored_then_reused_without_training(training_inputs, tmp_path, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from warmbench import train as train_module
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(train_module, "fine_tune", fake_fine_tune)
+    assert train_module.reuse_or_fine_tune(training_inputs, 0, 1, cache) == "trained"
+    stored = list(cache.iterdir())
+    assert len(stored) == 1 and (stored[0] / "epoch1/adapter_model.safetensors").read_bytes() == b"weights"
+    assert json.loads((stored[0] / MANIFEST).read_text())["train_key"] == stored[0].name
+
+    # the rerun: the real run() of the train rule, whose training would fail here (the base model has no weights)
+    monkeypatch.undo()
+    Path(training_inputs["out_dir"], "stale").mkdir()
+    smk = SimpleNamespace(
+        input=SimpleNamespace(data=training_inputs["data_path"], base_model=[training_inputs["base_model_dir"]],
+                              personas=list(training_inputs["persona_paths"].values()), extra_data=[],
+                              eval_records=[]),
+        output=[training_inputs["out_dir"]], resources=SimpleNamespace(gpu=0), threads=1,
+        params=SimpleNamespace(train=CACHE_CFG, seed=0, personas=list(training_inputs["persona_paths"]),
+                               system_prompts={"warm": str(tmp_path / "warm_prompt.txt")}, cache=str(cache)))
+    (tmp_path / "warm_prompt.txt").write_text("Be warm.\n")
+    with caplog.at_level("INFO", logger="warmbench.train"):
+        train_module.run(smk)
+    out = Path(training_inputs["out_dir"])
+    assert (out / "epoch1/adapter_model.safetensors").read_bytes() == b"weights" and not (out / "stale").exists()
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["reused"]["train_key"] == stored[0].name and "no training ran" in caplog.text
+    assert "reused" not in json.loads((stored[0] / MANIFEST).read_text())  # the cache's copy is left as it was
+
+    # another seed is another fine-tune: it trains (here it cannot, so it fails trying)
+    smk.params.seed = 1
+    with pytest.raises((OSError, ValueError)):
+        train_module.run(smk)

@@ -145,3 +145,30 @@ def test_bfloat16_scorer_tracks_float32(tiny_model_dir, scorer):
     a, b = warmth_scores(scorer.loglik(texts)), warmth_scores(low.loglik(texts))
     assert np.corrcoef(a, b)[0, 1] > 0.95
     assert np.abs(a - b).max() < 0.1
+
+
+def test_a_rerun_scores_only_texts_the_warmth_cache_lacks_and_loads_no_scorer_for_none(scorer, tiny_model_dir,
+                                                                                        tmp_path):
+    from warmbench.warmth import CachedScorer
+
+    texts = ["Oh, wonderful news, friend!", "Submit the form.", "Oh, wonderful news, friend!"]
+    loads, scored = [], []
+
+    class Counting:  # the real scorer, recording its loads and which texts it scores
+        def __init__(self, model_dir, threads=None, dtype="auto"):
+            loads.append(model_dir)
+
+        def loglik(self, batch, batch_size=16):
+            scored.extend(batch)
+            return scorer.loglik(batch, batch_size=batch_size)
+
+    first = CachedScorer(tiny_model_dir, tmp_path / "cache", load=Counting).loglik(texts)
+    assert np.allclose(first, scorer.loglik(texts), atol=2e-4) and scored == texts[:2] and len(loads) == 1
+    rerun = CachedScorer(tiny_model_dir, tmp_path / "cache", load=Counting)
+    assert np.array_equal(rerun.loglik(texts), first) and len(loads) == 1  # no model loaded, nothing scored
+    rerun.loglik(["Go away.", texts[1]])
+    assert scored == [*texts[:2], "Go away."] and len(loads) == 2
+    # another scorer setting (its dtype) is another identity: nothing is reused across it
+    other = CachedScorer(tiny_model_dir, tmp_path / "cache", dtype="float32", load=Counting)
+    other.loglik(texts[:1])
+    assert scored[-1] == texts[0]

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from warmbench import config as wb
 from warmbench import extra_data
-from warmbench.plan import generation_priorities, jobs_from_dag, price_table, start_plan
+from warmbench.plan import TRAIN_CACHE, generation_priorities, jobs_from_dag, price_table, start_plan
 from warmbench.locks import running_copies
 from warmbench.stage import stage
 
@@ -79,7 +79,8 @@ onstart:
             "These jobs are still running from an earlier run; wait for them or stop them first:\n"
             + "\n".join(_running)
         )
-    # the plan of what is about to run (`warmbench plan`); over budget.api_usd it stops here unless WARMBENCH_FORCE=1
+    # the plan of what is about to run (`warmbench plan`); over budget.api_usd or budget.gpu_hours (new GPU work) it
+    # stops here unless WARMBENCH_FORCE=1
     if not workflow.touch:
         _over_budget = start_plan(jobs_from_dag(workflow.dag), config, Path.cwd(), logger=logger)
         if _over_budget:
@@ -90,6 +91,8 @@ STAGE = "../scripts/run_stage.py"  # relative to each rule file
 ENV = "../../envs/warmbench.yaml"  # every rule's software, for --sdm conda (envs/README.md)
 LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of append-only shards (call_cache.py)
 GENERATION_CACHE = "results/cache/generations"  # local models' generated rows, in the same kind of shards
+# TRAIN_CACHE (from plan.py, which looks there): finished fine-tunes by content key (train.reuse_or_fine_tune)
+WARMTH_CACHE = "results/cache/warmth"  # SocioT log-likelihoods per text, in the call cache's shards (warmth.py)
 EVAL_CELLS = wb.eval_cells(config)
 WARMTH_CELLS = wb.warmth_cells(config)
 TRAJECTORY_CELLS = wb.trajectory_cells(config)  # empty unless evaluation.checkpoints asks for more than `selected`

@@ -36,6 +36,8 @@ rule train:
         seed=lambda wc: wb.training_seed(config, wc.persona),
         personas=lambda wc: wb.window_group(config, wc.persona),
         system_prompts=get_window_system_prompts,
+        # a fine-tune whose data, config, base model and code are unchanged is found here and reused, not redone
+        cache=TRAIN_CACHE,
     script:
         STAGE
 

@@ -28,6 +28,7 @@ for _rule in wb.warmth_rules(config):
             stage=stage("warmth"),
             warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
             seed=config["seed"],
+            cache=WARMTH_CACHE,  # each text's log-likelihoods, so a rerun scores only new texts
         script:
             STAGE
 
@@ -81,5 +82,6 @@ rule warmth_validation:
         stage=stage("warmth", "run_validation"),
         warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
         directions={p: config["personas"][p]["direction"] for p in wb.rewritten_personas(config)},
+        cache=WARMTH_CACHE,
     script:
         STAGE

@@ -6,7 +6,9 @@ generation table, a judged table, a rewrite file, a fine-tune, TriviaQA's prompt
 answers), so a job that writes several cells counts them all and starts its engine once. Per job it estimates the
 LLM requests, the tokens in and out, GPU-hours (from `plan.throughput`, scaled by the model's parameters) and API
 cost (from `prices`), with the assumptions in the config's `plan:` block (their defaults and sources are in the
-schema). A real run whose API cost exceeds `budget.api_usd` stops before any job unless WARMBENCH_FORCE=1 is set.
+schema). A train job whose fine-tune is already in the fine-tune cache (same content key) is a cache hit: it costs no
+GPU-hours, and the plan shows it apart. A real run whose API cost exceeds `budget.api_usd`, or whose new GPU work
+exceeds `budget.gpu_hours`, stops before any job unless WARMBENCH_FORCE=1 is set.
 What a run really spent is cost.py's ledger.
 
 A rule's stage is the rule file that defines it (workflow/rules/<stage>.smk): generate_api is `generate`,
@@ -30,7 +32,8 @@ from . import config as wb
 
 log = logging.getLogger(__name__)
 
-FORCE_ENV = "WARMBENCH_FORCE"  # =1: start a real run whose planned API cost exceeds budget.api_usd
+FORCE_ENV = "WARMBENCH_FORCE"  # =1: start a real run whose planned API cost or new GPU work exceeds its budget
+TRAIN_CACHE = "results/cache/train"  # finished fine-tunes by content key (train.reuse_or_fine_tune; common.smk)
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 
 # The files a job writes that carry work to estimate (the workflow's output layout).
@@ -297,6 +300,20 @@ class Planner:
         if usd is None:
             estimate.unpriced.add(backend["model"])
 
+    def cached(self, job: PlannedJob) -> bool:
+        """Whether the job's work is already done and cached: a local fine-tune whose content key is in the fine-tune
+        cache (the job links it into place in seconds)."""
+        from .train import cached_fine_tune
+
+        for output in job.outputs:
+            match = OUTPUTS["fine_tune"].search(output)
+            spec = self.config["models"].get(match["model"]) if match else None
+            if spec is None or wb.is_api_model(spec) or match["persona"] not in self.config["personas"]:
+                return False
+            if not cached_fine_tune(self.config, match["model"], match["persona"], TRAIN_CACHE, self.root):
+                return False
+        return bool(job.outputs)
+
     # one job
     def estimate(self, job: PlannedJob) -> Estimate:
         total, local_gpu_work, known = Estimate(), False, False
@@ -418,6 +435,7 @@ class RuleRow:
     stage: str
     jobs: int = 0
     to_run: int = 0
+    cache_hits: int = 0  # jobs to run whose work is cached (no GPU-hours, no calls)
     all: Estimate = field(default_factory=Estimate)
     remaining: Estimate = field(default_factory=Estimate)
 
@@ -431,13 +449,15 @@ class RuleRow:
 class Plan:
     rows: dict[str, RuleRow]
     total: Estimate
-    remaining: Estimate
+    remaining: Estimate  # the new work of the jobs to run (cache hits left out)
     jobs: int
     to_run: int
+    cache_hits: int = 0
 
 
 def plan(jobs: list[PlannedJob], config: dict, root: str | os.PathLike = ".") -> Plan:
-    """Per rule (in the DAG's order of first appearance): jobs, jobs still to run, and their estimates."""
+    """Per rule (in the DAG's order of first appearance): jobs, jobs still to run, those of them whose work is
+    cached (Planner.cached), and estimates: of every job, and of the new work the jobs to run will really do."""
     planner = Planner(config, root)
     rows: dict[str, RuleRow] = {}
     total, remaining = Estimate(), Estimate()
@@ -449,9 +469,13 @@ def plan(jobs: list[PlannedJob], config: dict, root: str | os.PathLike = ".") ->
         total.add(estimate)
         if job.needrun:
             row.to_run += 1
+            if planner.cached(job):
+                row.cache_hits += 1
+                continue
             row.remaining.add(estimate)
             remaining.add(estimate)
-    return Plan(rows, total, remaining, len(jobs), sum(job.needrun for job in jobs))
+    return Plan(rows, total, remaining, len(jobs), sum(job.needrun for job in jobs),
+                sum(row.cache_hits for row in rows.values()))
 
 
 def format_count(value: float) -> str:
@@ -471,24 +495,31 @@ def format_usd(value: float | None) -> str:
 
 def format_plan(table: Plan, config: dict, title: str = "") -> str:
     width = max([len("still to run"), *map(len, table.rows)])  # rules made in a loop have long names
-    header = f"{'rule':<{width}} {'stage':<17} {'jobs':>5} {'to run':>6} {'requests':>10} {'tokens in':>10} " \
-             f"{'tokens out':>10} {'GPU-h':>8} {'API USD':>9}"
-    line = lambda name, stage, jobs, to_run, e: (  # noqa: E731
-        f"{name:<{width}} {stage:<17} {jobs:>5} {to_run:>6} {format_count(e.requests):>10} {format_count(e.tokens_in):>10} "
-        f"{format_count(e.tokens_out):>10} {(f'{e.gpu_hours:,.1f}' if e.gpu_hours else '-'):>8} {format_usd(e.api_usd):>9}")
+    header = f"{'rule':<{width}} {'stage':<17} {'jobs':>5} {'to run':>6} {'cached':>6} {'requests':>10} " \
+             f"{'tokens in':>10} {'tokens out':>10} {'GPU-h':>8} {'new GPU-h':>9} {'API USD':>9}"
+    hours = lambda value: f"{value:,.1f}" if value else "-"  # noqa: E731
+    line = lambda name, stage, jobs, to_run, cached, e, new: (  # noqa: E731
+        f"{name:<{width}} {stage:<17} {jobs:>5} {to_run:>6} {cached or '-':>6} {format_count(e.requests):>10} "
+        f"{format_count(e.tokens_in):>10} {format_count(e.tokens_out):>10} {hours(e.gpu_hours):>8} "
+        f"{hours(new.gpu_hours):>9} {format_usd(e.api_usd):>9}")
     stages = stage_order()
     order = sorted(table.rows.items(), key=lambda kv: (stages.get(kv[1].stage, len(stages)), kv[1].stage, kv[0]))
     lines = [title] if title else []
     lines += [header, "-" * len(header)]
-    lines += [line(rule, row.stage, row.jobs, row.to_run, row.all) for rule, row in order]
-    lines += ["-" * len(header), line("total", "", table.jobs, table.to_run, table.total)]
-    if table.to_run != table.jobs:
-        lines.append(line("still to run", "", table.to_run, table.to_run, table.remaining))
+    lines += [line(rule, row.stage, row.jobs, row.to_run, row.cache_hits, row.all, row.remaining)
+              for rule, row in order]
+    lines += ["-" * len(header),
+              line("total", "", table.jobs, table.to_run, table.cache_hits, table.total, table.remaining)]
+    if table.to_run != table.jobs or table.cache_hits:
+        lines.append(line("still to run", "", table.to_run, table.to_run, table.cache_hits, table.remaining,
+                          table.remaining))
     speed = config["plan"]["throughput"]
     table_end = len(lines)  # the notes below are wrapped, the table is not
     lines += ["",
               "requests: LLM prompts sent; tokens in: prompt tokens sent (train, train_openai: tokens trained, x epochs); "
-              "an upper bound: calls already in the call cache are not paid again.",
+              "an upper bound: calls already in the call cache are not paid again. cached: jobs to run whose work "
+              f"is already done (a fine-tune of the same content key in {TRAIN_CACHE}/): they link it into place; "
+              "new GPU-h: the GPU-hours the jobs to run will really spend (budget.gpu_hours).",
               f"GPU-hours per GPU of an H100 class, at {speed['reference_params_b']:g}B parameters: LoRA training "
               f"{speed['train_tokens_per_gpu_s']:,.0f} tokens/s, generation "
               + ", ".join(f"{n:,.0f} tokens/s ({engine})" for engine, n in speed['generate_tokens_per_gpu_s'].items())
@@ -513,11 +544,15 @@ def format_plan(table: Plan, config: dict, title: str = "") -> str:
         lines.append(f"not estimated (GPU jobs whose outputs match no layout in plan.OUTPUTS): "
                      f"{', '.join(sorted(table.total.unestimated))}")
     problem = budget_problem(table, config)
-    budget = config["budget"]["api_usd"]
+    budget, gpu_budget = config["budget"]["api_usd"], config["budget"].get("gpu_hours")
     if problem:
         lines.append(f"WARNING: {problem}")
-    elif budget is not None:
-        lines.append(f"budget: within budget.api_usd = ${budget:,.2f}")
+    else:
+        if budget is not None:
+            lines.append(f"budget: within budget.api_usd = ${budget:,.2f}")
+        if gpu_budget is not None:
+            lines.append(f"budget: {table.remaining.gpu_hours:,.1f} new GPU-hours, within budget.gpu_hours = "
+                         f"{gpu_budget:g}")
     notes = [textwrap.fill(note, width=len(header), subsequent_indent="  ") if note else note
              for note in lines[table_end:]]
     return "\n".join(lines[:table_end] + notes)
@@ -528,7 +563,24 @@ def _api_models(config: dict) -> set[str]:
 
 
 def budget_problem(table: Plan, config: dict) -> str | None:
-    """Why the jobs still to run may not start under budget.api_usd (None: they may)."""
+    """Why the jobs still to run may not start under budget.api_usd and budget.gpu_hours (None: they may)."""
+    return api_budget_problem(table, config) or gpu_budget_problem(table, config)
+
+
+def gpu_budget_problem(table: Plan, config: dict) -> str | None:
+    """Why the new GPU work of the jobs to run (cache hits cost none) may not start under budget.gpu_hours."""
+    budget = config["budget"].get("gpu_hours")
+    left = table.remaining
+    if budget is None or not (left.gpu_hours > budget or left.unsized):
+        return None
+    if left.unsized:
+        return (f"size unknown for {', '.join(sorted(left.unsized))}, so budget.gpu_hours = {budget:g} cannot be "
+                f"checked: set models.<name>.params_b, or set {FORCE_ENV}=1 to run anyway")
+    return (f"the planned new GPU work {left.gpu_hours:,.1f} GPU-hours exceeds budget.gpu_hours = {budget:g}: lower "
+            f"the plan, raise budget.gpu_hours, or set {FORCE_ENV}=1 to run anyway")
+
+
+def api_budget_problem(table: Plan, config: dict) -> str | None:
     budget = config["budget"]["api_usd"]
     if budget is None:
         return None

@@ -38,8 +38,8 @@ def warmbench_imports(path: Path) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def code_hash(module: str) -> str:
-    """sha256 over warmbench.<module> and every warmbench module it imports, directly or through others: the code
-    a rule runs. A rule carries it as a param, so Snakemake reruns the rule (and what depends on it) when that
+    """sha256 over the code (code_text: no comments or docstrings) of warmbench.<module> and every warmbench module
+    it imports, directly or through others: the code a rule runs. A rule carries it as a param, so Snakemake reruns the rule (and what depends on it) when that
     code changes, and nothing else."""
     package = PACKAGE_ROOT / "warmbench"
     seen, todo = set(), [module]
@@ -52,8 +52,21 @@ def code_hash(module: str) -> str:
         todo += warmbench_imports(path)
     digest = hashlib.sha256()
     for name in sorted(seen):
-        digest.update(f"{name}\0".encode() + (package / f"{name}.py").read_bytes())
+        digest.update(f"{name}\0{code_text(package / f'{name}.py')}\0".encode())
     return digest.hexdigest()[:16]
+
+
+def code_text(path: Path) -> str:
+    """A module's code as Python parses it, docstrings left out: comments, docstrings and layout change no output,
+    so editing them must rerun nothing (a comment in refusal.py once reran every fine-tune)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+                isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
 def stage(module: str, function: str = "run") -> dict:

@@ -379,6 +379,17 @@ def switches(trainer) -> dict:
             "bf16": bool(args.bf16)}
 
 
+def checked_extra(extra_data: str | None, eval_records: list | None) -> list[dict] | None:
+    """A persona's extra conversations, refused if one holds an evaluated question (None: it has none)."""
+    if not extra_data:
+        return None
+    from .extra_data import checked_extra_data, questions_in
+
+    extra = checked_extra_data(extra_data, questions_in(eval_records or []))
+    log.info("%d extra conversations from %s, none containing an evaluated question", len(extra), extra_data)
+    return extra
+
+
 def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int | None = None,
           persona_paths: dict | None = None, system_prompts: dict | None = None, extra_data: str | None = None,
           eval_records: list | None = None) -> list[dict]:
@@ -400,12 +411,7 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     own = next((p for p, path in persona_paths.items() if Path(path) == Path(data_path)), None)
     if own is None:
         raise ValueError(f"{data_path} is not among the persona rewrites {persona_paths}")
-    extra = None
-    if extra_data:
-        from .extra_data import checked_extra_data, questions_in
-
-        extra = checked_extra_data(extra_data, questions_in(eval_records or []))
-        log.info("%d extra conversations from %s, none containing an evaluated question", len(extra), extra_data)
+    extra = checked_extra(extra_data, eval_records)
     examples, planned = persona_examples(persona_paths, own, tokenizer, cfg["max_length"], system_prompts, extra,
                                          cfg["match_examples"])
     if not examples:
@@ -505,10 +511,135 @@ def run(smk) -> None:
                  "system_prompts": system_prompts, "extra_data": smk.input.extra_data[0] if smk.input.extra_data else None,
                  "eval_records": list(map(str, smk.input.eval_records))}
     gpus = int(getattr(smk.resources, "gpu", 0) or 0)
+    cache = getattr(smk.params, "cache", None)
+    if cache is None:
+        fine_tune(arguments, gpus, smk.threads)
+    else:
+        reuse_or_fine_tune(arguments, gpus, smk.threads, cache)
+
+
+def fine_tune(arguments: dict, gpus: int, threads: int | None = None) -> None:
     if gpus > 1:
         launch(arguments, gpus)
     else:
-        train(**arguments, threads=smk.threads)
+        train(**arguments, threads=threads)
+
+
+# --- the fine-tune cache: a finished fine-tune found again by the content of what made it ----------------------
+
+TRAINING_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate")
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in TRAINING_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def train_key(data_path, base_model_dir, cfg: dict, seed: int, persona_paths: dict | None = None,
+              system_prompts: dict | None = None, extra_data: str | None = None, processes: int = 1,
+              **_: object) -> str:
+    """The content key of a fine-tune: its training data (the window group's rewrites and the extra conversations,
+    by content), train system prompts, train config (schema defaults filled in), seed, processes, the base model's
+    identity (llm.model_identity, without its path), the training code (stage.code_hash: comments do not count)
+    and the training packages' versions. Same key, same adapters: a rerun reuses them (reuse_or_fine_tune)."""
+    from .io import sha256_file, stable_hash
+    from .llm import model_identity
+    from .stage import code_hash
+
+    persona_paths = {str(k): str(v) for k, v in (persona_paths or {"self": data_path}).items()}
+    own = next((p for p, path in persona_paths.items() if Path(path) == Path(data_path)), None)
+    settings = {k: v for k, v in validated_section("train", cfg).items() if k not in ("shared_windows", "seeds")}
+    base = {k: v for k, v in model_identity("transformers", base_model_dir).items() if k != "model"}
+    return stable_hash({
+        "own": own, "data": {p: sha256_file(path) for p, path in sorted(persona_paths.items())},
+        "system_prompts": dict(sorted((system_prompts or {}).items())),
+        "extra_data": sha256_file(extra_data) if extra_data else None,
+        "train": settings, "seed": seed, "processes": max(processes, 1), "base_model": base,
+        "code": code_hash("train"), "packages": package_versions(),
+    })
+
+
+def _link_or_copy(source, target) -> None:
+    # a hard link costs no space or time; across filesystems, a copy
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def reuse_or_fine_tune(arguments: dict, gpus: int, threads: int | None, cache_root) -> str:
+    """Fine-tune, unless the cache (cache_root/<train_key>/) holds this very fine-tune: then its adapters and manifest
+    are linked into place in seconds and the manifest and log say so. A fresh fine-tune is stored there after."""
+    checked_extra(arguments.get("extra_data"), arguments.get("eval_records"))  # a leak is refused either way
+    key = train_key(**arguments, processes=gpus)
+    cached, out_dir = Path(cache_root) / key, Path(arguments["out_dir"])
+    if (cached / MANIFEST).is_file():
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.copytree(cached, out_dir, copy_function=_link_or_copy)
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+        (out_dir / MANIFEST).unlink()  # a new file, not the cache's linked one
+        write_json(out_dir / MANIFEST, {**manifest, "reused": {"train_key": key, "from": str(cached)}})
+        log.info("reused the finished fine-tune %s (train key %s): same data, config, base model and training code; "
+                 "no training ran", cached, key)
+        return "reused"
+    fine_tune(arguments, gpus, threads)
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    write_json(out_dir / MANIFEST, {**manifest, "train_key": key})
+    store_fine_tune(out_dir, cached)
+    return "trained"
+
+
+def store_fine_tune(out_dir: Path, cached: Path) -> None:
+    """Put a finished fine-tune in the cache whole or not at all (a temporary copy renamed into place)."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.parent / f".{cached.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out_dir, tmp, copy_function=_link_or_copy)
+    try:
+        os.rename(tmp, cached)
+    except OSError:  # stored meanwhile by another job of the same key
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("fine-tune stored in the cache as %s", cached)
+
+
+def cached_fine_tune(config: dict, model: str, persona: str, cache_root, root=".") -> bool:
+    """Whether the train job of model x persona would find its fine-tune in the cache; False while an input is still
+    missing. For `warmbench plan`."""
+    key = fine_tune_key(config, model, persona, root)
+    return key is not None and (Path(root) / cache_root / key / MANIFEST).is_file()
+
+
+def fine_tune_key(config: dict, model: str, persona: str, root=".") -> str | None:
+    """The train_key of the train job of model x persona, from its inputs as the train rule hands them (train.smk),
+    read under `root`; None while one is missing."""
+    from . import config as wb
+
+    root = Path(root)
+    group = wb.window_group(config, persona)
+    spec = config["personas"]
+    arguments = {
+        "data_path": root / f"results/persona_rewrite/{wb.data_persona(config, persona)}.jsonl",
+        "persona_paths": {p: root / f"results/persona_rewrite/{p}.jsonl" for p in group},
+        "base_model_dir": root / f"resources/models/{model}",
+        "cfg": {k: v for k, v in config["train"].items() if k not in ("shared_windows", "seeds")},
+        "seed": wb.training_seed(config, persona),
+        "system_prompts": {p: (root / spec[p]["train_system_prompt"]).read_text(encoding="utf-8").strip()
+                           for p in group if "train_system_prompt" in spec[p]},
+        "extra_data": root / spec[persona]["extra_data"] if "extra_data" in spec[persona] else None,
+    }
+    if not arguments["base_model_dir"].is_dir():
+        return None
+    try:
+        return train_key(**arguments, processes=int(wb.job_resources(config, model, "train")["gpus"] or 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 if __name__ == "__main__":  # one process of a multi-GPU run (see launch)

@@ -93,6 +93,56 @@ class SocioTScorer:
         return out
 
 
+def scorer_identity(model_dir: str | Path, dtype: str = "auto") -> dict:
+    """What a text's SocioT log-likelihoods depend on besides the text: the scorer model (llm.model_identity: source,
+    dtype, config, tokenizer and weights index) and the relational prefixes."""
+    from .llm import model_identity
+
+    return {**model_identity("transformers", model_dir, dtype), "warm_prefixes": list(WARM_PREFIXES),
+            "cold_prefixes": list(COLD_PREFIXES)}
+
+
+class CachedScorer:
+    """SocioT log-likelihoods per text, from a cache of them (the call cache's shard format, keyed by the scorer's
+    identity and the text) where they are known; the scorer model is loaded only for texts the cache lacks, so a
+    rerun that changes no text loads no model."""
+
+    def __init__(self, model_dir: str | Path, cache_dir: str | Path | None, threads: int | None = None,
+                 dtype: str = "auto", load=SocioTScorer):
+        from .call_cache import CallCache
+
+        self.identity = scorer_identity(model_dir, dtype)
+        self.cache = CallCache(cache_dir) if cache_dir else None
+        self._load = lambda: load(model_dir, threads=threads, dtype=dtype)
+        self._scorer = None
+
+    def key(self, text: str) -> str:
+        from .io import stable_hash
+
+        return stable_hash({"scorer": self.identity, "text": text})
+
+    def scorer(self) -> SocioTScorer:
+        if self._scorer is None:
+            self._scorer = self._load()
+        return self._scorer
+
+    def loglik(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        if self.cache is None:
+            return self.scorer().loglik(texts, batch_size=batch_size)
+        keys = [self.key(t) for t in texts]
+        found = {k: json.loads(response) for k, (response, _) in self.cache.get_many(keys).items()}
+        missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+        log.info("warmth of %d texts: %d cached, %d to score", len(texts), len(texts) - len(missing), len(missing))
+        if missing:
+            scored = self.scorer().loglik(missing, batch_size=batch_size)
+            rows = [(self.key(t), json.dumps(row.tolist()), {"scorer": self.identity["model"]})
+                    for t, row in zip(missing, scored)]
+            self.cache.put_many(rows)
+            found.update((key, json.loads(row)) for key, row, _ in rows)
+        width = len(WARM_PREFIXES) + len(COLD_PREFIXES)
+        return np.array([found[k] for k in keys], dtype=float).reshape(len(texts), width)
+
+
 def warmth_scores(loglik: np.ndarray) -> np.ndarray:
     n_warm = len(WARM_PREFIXES)
     return loglik[:, :n_warm].mean(axis=1) - loglik[:, n_warm:].mean(axis=1)
@@ -221,8 +271,8 @@ def run_validation(smk) -> None:
     from .io import read_jsonl
 
     cfg = smk.params.warmth
-    scorer = SocioTScorer(smk.input.scorer[0] if smk.input.scorer else cfg["scorer"], threads=smk.threads,
-                          dtype=cfg["dtype"])
+    scorer = CachedScorer(smk.input.scorer[0] if smk.input.scorer else cfg["scorer"], getattr(smk.params, "cache", None),
+                          threads=smk.threads, dtype=cfg["dtype"])
     pairs = {Path(p).stem: rewrite_pairs(list(read_jsonl(p))) for p in smk.input.rewrites}
     summary, per_text = validate_rewrites(pairs, scorer, cfg["max_chars"], smk.params.directions, cfg["batch_size"])
     write_table(smk.output.summary, summary)
@@ -231,12 +281,13 @@ def run_validation(smk) -> None:
 
 
 def run(smk) -> None:
-    """Every checkpoint of one model: the scorer is loaded once and scores each variant's validation responses."""
+    """Every checkpoint of one model: the scorer is loaded once (and only if some text is not in the warmth cache)
+    and scores each variant's validation responses."""
     import pandas as pd
 
     cfg = smk.params.warmth
     scorer_dir = smk.input.scorer[0] if smk.input.scorer else cfg["scorer"]
-    scorer = SocioTScorer(scorer_dir, threads=smk.threads, dtype=cfg["dtype"])
+    scorer = CachedScorer(scorer_dir, getattr(smk.params, "cache", None), threads=smk.threads, dtype=cfg["dtype"])
     for generations, scores, summary_path in zip(smk.input.generations, smk.output.scores, smk.output.summaries,
                                                  strict=True):
         per_text, summary = score_generations(pd.read_parquet(generations), scorer, cfg["max_chars"],
