@@ -1,6 +1,6 @@
-"""README's commands, as written, from a clean clone: every one that can run offline runs and must exit 0, so a
-documented command never fails at the door. Which commands run is decided by RULES (first match); a README command
-that no rule matches fails test_every_readme_command_is_run_or_skipped_for_a_stated_reason. Skipped ones are listed,
+"""README's commands, and those of every docs/*.md page, as written, from a clean clone: every one that can run
+offline runs and must exit 0, so a documented command never fails at the door. Which commands run is decided by RULES (first match); a documented
+command that no rule matches fails test_every_readme_command_is_run_or_skipped_for_a_stated_reason. Skipped ones are listed,
 with why, in pytest's skip summary (-rs)."""
 import os
 import re
@@ -26,6 +26,7 @@ RULES = [
     (r"^snakemake\b.*--report\b", SKIP, "reports a finished run"),
     (r"^snakemake\b", SKIP, "a real run: its jobs train and generate (minutes on a laptop, days on a cluster)"),
     (r"^warmbench bench\b", SKIP, "a benchmark (minutes of CPU)"),
+    (r"^warmbench calibrate\b", SKIP, "simulates hundreds of studies (minutes of CPU)"),
     (r"^warmbench cost$", SKIP, "reads a finished run"),
 ]
 # Commands slower than a few seconds on a 2-core machine: only in the slow suite (.ci/run runs it).
@@ -52,6 +53,16 @@ def readme_commands(readme: Path = REPO / "README.md") -> list[str]:
     return commands
 
 
+def pages() -> list[Path]:
+    """The documentation whose commands are tested: README.md, then every docs/*.md page."""
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(page, command) for every page's commands, in pages()' order."""
+    return [(page.relative_to(REPO).as_posix(), command) for page in pages() for command in readme_commands(page)]
+
+
 def rule_for(command: str) -> tuple[str, str] | None:
     for pattern, action, why in RULES:
         if re.search(pattern, command):
@@ -72,9 +83,9 @@ def expanded(command: str) -> list[str]:
 
 
 def cases() -> list:
-    concrete = [c for command in readme_commands() for c in expanded(command)]
+    concrete = [c for _, command in documented_commands() for c in expanded(command)]
     params = []
-    for command in dict.fromkeys(concrete):  # once each, in README's order
+    for command in dict.fromkeys(concrete):  # once each, in the pages' order
         rule = rule_for(command)
         slow = rule is not None and rule[0] == RUN and any(re.search(pattern, command) for pattern in SLOW)
         params.append(pytest.param(command, id=command.replace(str(SAMPLE), PLACEHOLDER_SAMPLE),
@@ -103,10 +114,47 @@ def run_in(clone: Path, command: str) -> subprocess.CompletedProcess:
 
 
 def test_every_readme_command_is_run_or_skipped_for_a_stated_reason():
-    commands = readme_commands()
+    commands = [command for _, command in documented_commands()]
     assert any(c.startswith("snakemake -n") for c in commands) and any("warmbench plan" in c for c in commands)
-    unclassified = [c for c in commands if rule_for(c) is None]
-    assert not unclassified, f"README commands no rule in tests/test_readme.py decides to run or skip: {unclassified}"
+    unclassified = [f"{page}: {c}" for page, c in documented_commands() if rule_for(c) is None]
+    assert not unclassified, f"documented commands no rule in tests/test_readme.py decides to run or skip: {unclassified}"
+
+
+def test_every_docs_page_with_a_shell_block_is_read():
+    """A page's bash block is found (so its commands are tested), and README links every page."""
+    read = {page for page, _ in documented_commands()}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for page in pages()[1:]:
+        name = page.relative_to(REPO).as_posix()
+        if re.search(r"^```(bash|sh|shell)$", page.read_text(encoding="utf-8"), re.M):
+            assert name in read, f"{name} has a shell block but no command was read from it"
+        assert f"]({name})" in readme, f"README does not link {name}"
+    assert "docs/cluster.md" in read and "docs/performance.md" in read
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_point_at_files_and_headings_that_exist():
+    broken = []
+    for page in pages():
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if re.match(r"^[a-z]+:", target):
+                continue  # a URL
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(encoding="utf-8"), re.M)
+                if anchor not in {slug(h) for h in headings}:
+                    broken.append(f"{page.name}: {target}")
+    assert not broken, f"links to no file or heading: {broken}"
+    assert slug("The call cache at scale") == "the-call-cache-at-scale"
+    assert slug("Running on a shared cluster: what keeps paid calls safe") == (
+        "running-on-a-shared-cluster-what-keeps-paid-calls-safe")
 
 
 def test_the_readme_placeholders_stand_for_every_shipped_config():
