@@ -47,7 +47,7 @@ def test_warmth_benchmark_prints_the_ratio_last(tiny_model_dir, capsys):
     ("cache", ["--full"], {"records": 200_000, "lookups": 9_000}),
 ])
 def test_benchmarks_are_quick_by_default_and_paper_size_with_full(monkeypatch, bench, argv, expected):
-    # each default fits about 3 minutes on 2 shared cores (README lists the times); --full is the large version
+    # each default fits about 3 minutes on 2 shared cores (docs/performance.md lists the times); --full is the large version
     import warmbench.bench
     from warmbench.cli import main
 

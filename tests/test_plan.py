@@ -159,7 +159,7 @@ def test_the_paper_plan_is_on_the_papers_scale(paper_jobs):
     assert 0.5 < rows["persona_rewrite"].requests / (2 * 3_667) < 2
     assert rows["train"].jobs == 6 and rows["train_openai"].jobs == 2
 
-    # one 10-epoch LoRA run of the 8B: 1.8 to 2.0 h on one H100, extrapolated from warmbench bench train (README)
+    # one 10-epoch LoRA run of the 8B: 1.8 to 2.0 h on one H100, extrapolated from warmbench bench train (docs/performance.md)
     eight_b = plan.plan([job for job in paper_jobs if job.outputs == ("results/train/llama31_8b/warm",)], cfg, REPO)
     assert 1.6 < eight_b.total.gpu_hours < 2.2
 
