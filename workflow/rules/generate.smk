@@ -37,7 +37,7 @@ for _rule in wb.generation_rules(config):
             # sized per model in config (models.<name>.resources); an API model needs no GPU and little memory
             gpu=lambda wc: wb.job_resources(config, wc.model, "generate")["gpus"],
             mem_mb=lambda wc, attempt: (
-                4000
+                wb.schema_defaults("api_model_job")["mem_mb"]
                 if wb.is_api_model(config["models"][wc.model])
                 else wb.job_resources(config, wc.model, "generate")["mem_mb"]
             )
