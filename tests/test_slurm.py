@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import REPO, require, scratch_workflow
 
@@ -37,9 +38,13 @@ def slurm_run(slurm, tmp_path_factory):
                                cwd=work, env={**env, "PYTHONPATH": str(work / "workflow")}, capture_output=True,
                                text=True, timeout=120)
     assert installed.returncode == 0 and "now uses tests/slurm/profile" in installed.stdout, installed.stderr
+    # The tests study on one task dataset: every rule still goes through sbatch, with fewer jobs polled (CI time).
+    cfg = yaml.safe_load((work / "tests/config/config.yaml").read_text())
+    cfg["evaluation"]["datasets"] = ["triviaqa"]
+    (work / "slurm_study.yaml").write_text(yaml.safe_dump(cfg))
     # the plugin ignores SIGTERM: `timeout` must send SIGINT for a stuck run to stop
     command = ["timeout", "-s", "INT", "1800", str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm",
-               "--configfile", "tests/config/config.yaml"]
+               "--configfile", "slurm_study.yaml"]
     result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1900)
     assert "Using profile slurm for setting" in result.stderr or "Using profiles slurm for" in result.stderr
     return work, result
