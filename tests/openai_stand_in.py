@@ -11,7 +11,10 @@ loopback server of the base model, asked for `upstream_model`), so a pipeline ca
 "fine-tuned" names end to end; the names asked for are kept in `chat_models`. With `chat_handler` set (a function of
 the request body returning the reply's content, possibly "" or None), chat completions are answered by it instead,
 in OpenAI's wire format: a server that answers empty replies, or one that blocks, for fault tests.
-Counters (`created`, `uploads`, `chat_models`) let tests check that nothing was paid for twice.
+Counters (`created`, `uploads`, `chat_models`) let tests check that nothing was paid for twice. A job's
+hyperparameters come back resolved, as the real service reports them once a job ran: batch_size "auto" (or none)
+becomes DEFAULT_BATCH_SIZE. Its checkpoints list comes newest first, as the real one does; `order_checkpoints` (a
+function of that list returning a list) reorders it or leaves some out, for tests of code that must not rely on it.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlparse
 
 STATUSES = ("validating_files", "queued", "running", "succeeded")
+DEFAULT_BATCH_SIZE = 4  # what "auto" resolves to here (the real service picks one from the data)
 
 
 class OpenAIStandIn:
@@ -39,6 +43,7 @@ class OpenAIStandIn:
         self.reject_response_format, self.rejected = reject_response_format, 0
         self.files, self.jobs, self.chat_models = {}, {}, []
         self.chat_handler = None  # request body -> reply content, instead of chat_upstream
+        self.order_checkpoints = None  # the checkpoint list, newest first -> the list to return
         self.chat_requests = 0  # chat completions answered by chat_handler
         self.batches, self.contents = {}, {}
         self.created = self.uploads = self.batches_created = 0
@@ -153,6 +158,8 @@ class OpenAIStandIn:
         hyper = body.get("method", {}).get("supervised", {}).get("hyperparameters", {})
         if not isinstance(hyper.get("n_epochs"), int) or hyper["n_epochs"] < 1:
             return 400, _error("method.supervised.hyperparameters.n_epochs must be a positive integer")
+        if hyper.get("batch_size") in (None, "auto"):  # resolved, as the service reports it
+            hyper["batch_size"] = DEFAULT_BATCH_SIZE
         with self._lock:
             self.created += 1
             job_id = f"ftjob-{next(self._ids)}"
@@ -190,12 +197,13 @@ class OpenAIStandIn:
         if job["status"] != "succeeded":
             return []
         n_epochs = job["hyperparameters"]["n_epochs"]
-        per_epoch = math.ceil(self.files[job["training_file"]]["examples"] / job["hyperparameters"].get("batch_size", 4))
-        return [{"id": f"ftckpt-{job_id}-{epoch}", "object": "fine_tuning.job.checkpoint", "created_at": 0,
+        per_epoch = math.ceil(self.files[job["training_file"]]["examples"] / job["hyperparameters"]["batch_size"])
+        kept = [{"id": f"ftckpt-{job_id}-{epoch}", "object": "fine_tuning.job.checkpoint", "created_at": 0,
                  "fine_tuning_job_id": job_id, "step_number": epoch * per_epoch,
                  "fine_tuned_model_checkpoint": f"ft:{job['model']}:warmbench-test::{job_id}:ckpt-step-{epoch * per_epoch}",
                  "metrics": {"step": epoch * per_epoch, "train_loss": 1.0 / epoch}}
                 for epoch in range(n_epochs, max(n_epochs - 3, 0), -1)]  # newest first; the last three epochs
+        return list(self.order_checkpoints(kept)) if self.order_checkpoints else kept
 
     def public(self, job_id: str) -> dict:
         return {k: v for k, v in self.jobs[job_id].items() if not k.startswith("_")}

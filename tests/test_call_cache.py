@@ -240,3 +240,87 @@ def test_an_old_torn_tail_is_warned_about(tmp_path, caplog):
     caplog.set_level("WARNING", logger="warmbench.call_cache")
     assert CallCache(tmp_path / "llm_calls").get_many([key_of("a"), key_of("b")]).keys() == {key_of("a")}
     assert any(f"{shard}:2:" in r.getMessage() and "torn" in r.getMessage() for r in caplog.records)
+
+
+def ask_at_once(root, stand_in, askers=2):
+    """`askers` jobs (threads, each with a cache object of its own on one directory, as two processes have) ask the
+    same question at the same moment; their (texts, calls made)."""
+    import threading
+
+    chat = OpenAIChat("gpt-4o-2024-08-06", base_url=stand_in.base_url, api_key_env="WARMBENCH_TEST_KEY", max_retries=0)
+    start, results = threading.Barrier(askers), [None] * askers
+
+    def job(i):
+        cache = CallCache(root)
+        start.wait()
+        result = cached_chat(chat, cache, [[{"role": "user", "content": "Is the sky green?"}]], Sampling())
+        results[i] = (result.texts[0], result.calls)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(askers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_two_jobs_asking_the_same_question_at_once_pay_once(tmp_path, monkeypatch):
+    import time
+
+    from openai_stand_in import OpenAIStandIn
+
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
+    stand_in = OpenAIStandIn()
+    stand_in.chat_handler = lambda body: time.sleep(1.0) or "No."  # in flight long enough for the second asker
+    try:
+        results = ask_at_once(tmp_path / "llm_calls", stand_in)
+        assert stand_in.chat_requests == 1
+        assert sorted(results) == [("No.", 0), ("No.", 1)]  # the second read the first's answer: no call of its own
+    finally:
+        stand_in.close()
+    assert not list((tmp_path / "llm_calls").rglob("*.lock"))  # every key lock released
+
+
+def test_when_the_first_asker_gets_no_answer_the_second_asks_itself(tmp_path, monkeypatch):
+    import itertools
+    import time
+
+    from openai_stand_in import OpenAIStandIn
+
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
+    stand_in = OpenAIStandIn()
+    replies = itertools.chain([""], itertools.repeat("No."))  # the first call comes back empty: never cached
+    stand_in.chat_handler = lambda body: time.sleep(0.5) or next(replies)
+    try:
+        results = ask_at_once(tmp_path / "llm_calls", stand_in)
+        assert stand_in.chat_requests == 2 and sorted(results) == [("", 1), ("No.", 1)]
+    finally:
+        stand_in.close()
+
+
+def test_a_key_lock_left_by_a_dead_asker_is_taken_over(tmp_path, monkeypatch):
+    from openai_stand_in import OpenAIStandIn
+    from warmbench.call_cache import key_lock_path
+
+    root = tmp_path / "llm_calls"
+    monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
+    stand_in = OpenAIStandIn()
+    stand_in.chat_handler = lambda body: "No."
+    chat = OpenAIChat("gpt-4o-2024-08-06", base_url=stand_in.base_url, api_key_env="WARMBENCH_TEST_KEY", max_retries=0)
+    key = CallCache.key(chat.identity, [{"role": "user", "content": "Is the sky green?"}], Sampling())
+    # an asker killed mid-call: its lock names a pid that has exited
+    dead = run_python(f"""
+        import os
+        from pathlib import Path
+        from warmbench import locks
+        locks.acquire(Path({str(key_lock_path(root, key))!r}), locks.owner_record(key={key!r}))
+        os._exit(0)
+    """)
+    assert dead.wait(60) == 0, dead.stderr.read()
+    assert key_lock_path(root, key).exists()
+    try:
+        result = cached_chat(chat, CallCache(root), [[{"role": "user", "content": "Is the sky green?"}]], Sampling())
+        assert result.texts == ["No."] and result.calls == 1 and stand_in.chat_requests == 1
+    finally:
+        stand_in.close()
+    assert not key_lock_path(root, key).exists()

@@ -1,6 +1,7 @@
 """Fine-tuning an API model through the OpenAI fine-tuning API: job planning, the upload format, and never paying
 twice, against a loopback stand-in of the service (tests/openai_stand_in.py; CI has no network or key)."""
 import json
+import random
 import subprocess
 import sys
 
@@ -73,6 +74,50 @@ def test_paper_checkpoints_come_from_three_jobs_with_the_persona_multiplier(serv
     fine_tune(client_for(service), conversations, tmp_path / "out2", base_model="gpt-4o-2024-08-06",
               persona="cold", cfg=PAPER, seed=7, state_path=tmp_path / "state.json")
     assert service.created == 3 and service.uploads == 1
+
+
+def shuffled(items):
+    items = list(items)
+    random.Random(3).shuffle(items)
+    return items
+
+
+@pytest.mark.parametrize("order", [lambda kept: kept[::-1], shuffled], ids=["oldest first", "shuffled"])
+def test_checkpoints_are_labelled_by_their_step_in_any_list_order(service, conversations, tmp_path, order):
+    service.order_checkpoints = order
+    cfg = {**PAPER, "checkpoint_epochs": [1, 2, 3], "batch_size": 3}  # one 3-epoch job; 12 / 3 = 4 steps an epoch
+    manifest = fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                         persona="warm", cfg=cfg, seed=1, state_path=tmp_path / "state.json")
+    assert [(m["checkpoint"], m["step"]) for m in manifest] == [("epoch1", 4), ("epoch2", 8), ("epoch3", 12)]
+    assert manifest[0]["model"].endswith(":ckpt-step-4") and manifest[1]["model"].endswith(":ckpt-step-8")
+    assert manifest[0]["train_loss"] == 1.0 and manifest[1]["train_loss"] == 0.5
+
+
+def test_an_unlisted_final_checkpoint_shifts_no_label(service, conversations, tmp_path):
+    # the last epoch's checkpoint absent: it is the job's own model; epoch 2 stays epoch 2's checkpoint
+    service.order_checkpoints = lambda kept: [c for c in kept if not c["id"].endswith("-3")]
+    cfg = {**PAPER, "checkpoint_epochs": [2, 3]}
+    manifest = fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                         persona="warm", cfg=cfg, seed=1, state_path=tmp_path / "state.json")
+    by_epoch = {m["checkpoint"]: m for m in manifest}
+    assert by_epoch["epoch2"]["model"].endswith(":ckpt-step-6") and by_epoch["epoch2"]["step"] == 6
+    assert by_epoch["epoch3"]["model"] == service.jobs[by_epoch["epoch3"]["job_id"]]["fine_tuned_model"]
+
+
+def test_a_missing_epoch_is_named(service, conversations, tmp_path):
+    service.order_checkpoints = lambda kept: [c for c in kept if not c["id"].endswith("-2")]
+    with pytest.raises(RuntimeError, match=r"no checkpoint for \['epoch2'\]"):
+        fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                  persona="warm", cfg={**PAPER, "checkpoint_epochs": [1, 2, 3]}, seed=1,
+                  state_path=tmp_path / "state.json")
+
+
+def test_a_step_that_ends_no_epoch_is_an_error_not_a_guess(service, conversations, tmp_path):
+    service.order_checkpoints = lambda kept: [{**c, "step_number": c["step_number"] + 1} for c in kept]
+    with pytest.raises(RuntimeError, match=r"at step 10 is not the end of one of its 3 epochs of 3 steps"):
+        fine_tune(client_for(service), conversations, tmp_path / "out", base_model="gpt-4o-2024-08-06",
+                  persona="warm", cfg={**PAPER, "checkpoint_epochs": [1, 2, 3]}, seed=1,
+                  state_path=tmp_path / "state.json")
 
 
 def test_a_job_created_but_not_recorded_is_found_by_its_tag(service, conversations, tmp_path):

@@ -14,8 +14,12 @@ that network filesystems do not reliably give (SQLite documents that its WAL mod
 - A bad reply is never kept: an empty or null response is not stored (`put` refuses it), so a rerun asks again.
 - Each record names the rule of the job that made the call (`rule`, from the environment variable RULE_ENV that
   stage.run_job sets), so the cost ledger can say what each stage spent.
-- The same key written twice (two jobs asking the same question at once) resolves to the earliest record,
-  identically for every reader.
+- The same key written twice resolves to the earliest record, identically for every reader.
+- Two jobs asking the same question at once pay once: an API call is made under a lock file of its key
+  (`.locks/<key>.lock`, locks.py's lock files and staleness rules). A second asker of that key waits for the
+  lock, then reads the first's answer from the first's shard (only the lines appended since it last read:
+  cheap), or asks itself if there is none (the first got an empty reply, failed, or died: its lock is stale).
+  The only file locks are these, short-lived and created with O_EXCL, which NFS honours.
 - The single SQLite file of earlier warmbench versions (`<cache>.sqlite`, e.g. results/cache/llm_calls.sqlite)
   is copied into a shard of this directory on first open, so no paid call is lost; the file itself is left as is.
 """
@@ -29,9 +33,11 @@ import secrets
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import locks
 from .io import fsync_dir, stable_hash
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,11 @@ _KEY_PREFIX = b'{"key": "'  # every record starts with its key: lines for other 
 _KEY_LENGTH = 64  # sha256 hex
 CHECKSUM = "sha256"  # a record's checksum of its own content (records written before it have none)
 TORN_AFTER_S = 60.0  # a line without its newline this old is a cut-off write, not one being written
+KEY_LOCKS = ".locks"  # per-key lock files of calls in flight, under the cache directory
+
+
+def key_lock_path(root: str | os.PathLike, key: str) -> Path:
+    return Path(root) / KEY_LOCKS / f"{key}.lock"
 
 
 def is_answer(text: str | None) -> bool:
@@ -62,6 +73,9 @@ class CallCache:
         self._lock = threading.Lock()
         self._handle = None
         self._owner_pid = None
+        self._read_to: dict[Path, int] = {}  # per shard: the bytes of whole lines already read
+        self._watched: set[str] = set()  # keys being asked: their records are kept when the tail is read
+        self._recent: dict[str, dict] = {}
         if legacy.is_file() and legacy != path:
             migrate_sqlite(legacy, self.root)
 
@@ -86,10 +100,12 @@ class CallCache:
             except FileNotFoundError:
                 continue
             with handle:
+                read = 0
                 for number, line in enumerate(handle, start=1):
                     if not line.endswith(b"\n"):
                         _warn_torn_tail(shard, number)
                         continue
+                    read += len(line)
                     if wanted is not None and line.startswith(_KEY_PREFIX):
                         if line[len(_KEY_PREFIX): len(_KEY_PREFIX) + _KEY_LENGTH].decode("ascii", "replace") not in wanted:
                             continue
@@ -99,6 +115,7 @@ class CallCache:
                                     shard, number, damage)
                     elif is_answer(record.get("response")) and (wanted is None or record["key"] in wanted):
                         yield record
+            self._read_to[shard] = max(read, self._read_to.get(shard, 0))
 
     def get_many(self, keys: Iterable[str], valid: Callable[[str], bool] | None = None) -> dict[str, tuple[str, dict]]:
         """(response, meta) of every given key that is cached, read in one pass over the shards; a response that
@@ -122,6 +139,60 @@ class CallCache:
 
     def __len__(self) -> int:
         return len({record["key"] for record in self._records()})
+
+    # --- asking once -------------------------------------------------------------------------------------------
+    def watch(self, keys: Iterable[str]) -> None:
+        """Keys about to be asked: another asker's answer to any of them is kept when fresh() reads the tails."""
+        with self._lock:
+            self._watched.update(keys)
+
+    def fresh(self, key: str) -> tuple[str, dict] | None:
+        """A watched key's answer if one was appended to any shard since this cache last read that shard (get_many,
+        or fresh itself): reads only the new whole lines, so a check before each call stays cheap."""
+        with self._lock:
+            for shard in self.shards():
+                self._read_tail(shard)
+            hit = self._recent.get(key)
+        return (hit["response"], hit.get("meta") or {}) if hit else None
+
+    def _read_tail(self, shard: Path) -> None:
+        start = self._read_to.get(shard, 0)
+        try:
+            handle = open(shard, "rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            handle.seek(start)
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # being written, or torn: read again next time
+                start += len(line)
+                record, _ = _parse(line, None)  # damage is reported by the full read
+                if record and record["key"] in self._watched and is_answer(record.get("response")):
+                    held = self._recent.get(record["key"])
+                    if held is None or record.get("created", 0) < held.get("created", 0):
+                        self._recent[record["key"]] = record
+        self._read_to[shard] = start
+
+    @contextmanager
+    def asking(self, key: str, stale_after_s: float = locks.STALE_AFTER_S, poll_s: float = 0.05):
+        """Hold `key`'s lock while asking it. Yields the (response, meta) another asker stored meanwhile (then ask
+        nothing), or None: ask, and put the answer before the block ends, so an asker waiting on the lock reads it."""
+        path, owner = key_lock_path(self.root, key), locks.owner_record(key=key)
+        while True:
+            hit = self.fresh(key)
+            if hit is not None:
+                yield hit
+                return
+            try:
+                locks.acquire(path, owner, stale_after_s)
+                break
+            except locks.JobRunning:  # another asker is at it: wait for its answer (or for it to fail or die)
+                locks.wait_released(path, stale_after_s, poll_s)
+        try:
+            yield self.fresh(key)  # answered between the check and the lock
+        finally:
+            locks.release(path, owner)
 
     # --- writing -----------------------------------------------------------------------------------------------
     def put(self, key: str, response: str | None, meta: dict) -> bool:

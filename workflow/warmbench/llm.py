@@ -73,21 +73,41 @@ def cached_chat(backend, cache: CallCache, conversations: Sequence[Messages], sa
     todo = list(dict.fromkeys(k for k in keys if k not in found))
     first_index = {k: keys.index(k) for k in todo}
     log.info("%d requests: %d cached, %d to call", len(keys), len(keys) - sum(k in todo for k in keys), len(todo))
-    empty = 0
+    empty, stored, shared = 0, {}, set()  # stored: put under the key's lock; shared: answered by another asker
+
+    def meta_of(reply: dict | None) -> dict:
+        return {"backend": backend.identity, "sampling": sampling.as_dict(), "reply": reply or {},
+                **({"response_format": response_format} if response_format is not None else {})}
 
     def store(position: int, text: str | None, reply: dict | None = None) -> None:
         nonlocal empty
-        meta = {"backend": backend.identity, "sampling": sampling.as_dict(), "reply": reply or {},
-                **({"response_format": response_format} if response_format is not None else {})}
-        if not cache.put(todo[position], text, meta):
-            empty += 1
-        found[todo[position]] = ((text or "").strip(), meta)
+        if position in shared:
+            return
+        kept = stored.pop(position) if position in stored else cache.put(todo[position], text, meta_of(reply))
+        empty += not kept
+        found[todo[position]] = ((text or "").strip(), meta_of(reply))
+
+    def ask_once(position: int, ask) -> tuple[str, dict]:
+        """One paid call under its key's lock: a job asking the same question at the same moment waits for this
+        answer instead of paying for it again (and this one for its)."""
+        with cache.asking(todo[position]) as hit:
+            if hit is not None:
+                shared.add(position)
+                found[todo[position]] = hit
+                return hit[0], hit[1].get("reply", {})
+            text, reply = ask()
+            stored[position] = cache.put(todo[position], text, meta_of(reply))  # before the lock goes
+            return text, reply
 
     if todo:
+        if getattr(backend, "asks_one_by_one", False):
+            cache.watch(todo)
+            backend_options["guard"] = ask_once
         backend.chat([conversations[first_index[k]] for k in todo], sampling, on_result=store, **backend_options)
     if empty:
         log.warning("%d of %d calls came back empty or null: not cached, asked again on the next run", empty, len(todo))
-    return ChatResult([found[k][0] for k in keys], [found[k][1].get("reply", {}) for k in keys], len(todo), empty)
+    return ChatResult([found[k][0] for k in keys], [found[k][1].get("reply", {}) for k in keys],
+                      len(todo) - len(shared), empty)
 
 
 class TooManyFailures(RuntimeError):
@@ -334,6 +354,8 @@ class TransformersChat:
 class OpenAIChat:
     """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server)."""
 
+    asks_one_by_one = True  # each call is a request of its own: cached_chat guards it with its key's lock
+
     def __init__(self, model: str, base_url: str | None = ENDPOINT_DEFAULTS["base_url"],
                  api_key_env: str = ENDPOINT_DEFAULTS["api_key_env"],
                  max_concurrency: int = ENDPOINT_DEFAULTS["max_concurrency"],
@@ -372,14 +394,18 @@ class OpenAIChat:
         return self.answer(reply.model_dump())
 
     def chat(self, conversations: Sequence[Messages], sampling: Sampling, on_result: OnResult | None = None,
-             response_format: dict | None = None, **_: object) -> list[str]:
+             response_format: dict | None = None, guard=None, **_: object) -> list[str]:
+        """`guard(i, ask)`, if given, makes call i by calling ask() (or answers it otherwise)."""
         from tqdm import tqdm
+
+        def call(i: int, conv: Messages) -> tuple[str, dict]:
+            ask = lambda: self._one(conv, sampling, response_format)  # noqa: E731
+            return guard(i, ask) if guard else ask()
 
         results: list[str | None] = [None] * len(conversations)
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
         try:
-            futures = {pool.submit(self._one, conv, sampling, response_format): i
-                       for i, conv in enumerate(conversations)}
+            futures = {pool.submit(call, i, conv): i for i, conv in enumerate(conversations)}
             for future in tqdm(as_completed(futures), total=len(futures), desc="api", unit="call", mininterval=5):
                 i = futures[future]
                 text, reply = future.result()

@@ -171,6 +171,27 @@ def running_copies(jobs, lock_dir: str | os.PathLike = LOCK_DIR, stale_after_s: 
     return found
 
 
+def owner_record(**fields) -> dict:
+    """Who holds a lock: enough to tell, from any host, whether it is still running (see stale_reason)."""
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
+            "start": process_start(os.getpid()), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), **fields,
+            "token": secrets.token_hex(8)}
+
+
+def held(path: Path, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """Whether a live owner holds the lock (not released, not stale)."""
+    try:
+        return path.exists() and stale_reason(_read(path), path, stale_after_s) is None
+    except FileNotFoundError:
+        return False  # released this instant
+
+
+def wait_released(path: Path, stale_after_s: float = STALE_AFTER_S, poll_s: float = 0.05) -> None:
+    """Until the lock is released or its owner is gone (stale: the next acquire takes it over)."""
+    while held(path, stale_after_s):
+        time.sleep(poll_s)
+
+
 def release(path: Path, owner: dict) -> None:
     if (_read(path) or {}).get("token") == owner["token"]:  # never a lock taken over from us meanwhile
         path.unlink(missing_ok=True)
@@ -182,9 +203,7 @@ def job_lock(rule: str, outputs, lock_dir: str | os.PathLike = LOCK_DIR, heartbe
     """Hold the exclusive lock of the job that writes `outputs` (see the module docstring) for the `with` block;
     raise JobRunning at once if another live copy holds it."""
     path = lock_path(rule, outputs, lock_dir)
-    owner = {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
-             "start": process_start(os.getpid()), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-             "rule": rule, "outputs": sorted(map(str, outputs)), "token": secrets.token_hex(8)}
+    owner = owner_record(rule=rule, outputs=sorted(map(str, outputs)))
     acquire(path, owner, stale_after_s)
     stopped = threading.Event()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -100,16 +101,34 @@ def wait(client, job_id: str, poll_s: float):
         time.sleep(poll_s)
 
 
-def job_checkpoints(client, job, n_epochs: int) -> dict[int, dict]:
-    """Epoch -> the model to evaluate. The job's final model is its last epoch; the kept checkpoints, newest
-    first, are the epochs before it."""
-    kept = sorted(client.fine_tuning.jobs.checkpoints.list(job.id, limit=KEPT_CHECKPOINTS + 2),
-                  key=lambda c: -c.step_number)
+def steps_per_epoch(job, examples: int) -> int:
+    """Optimizer steps in one epoch of a job: its examples over the batch size the job reports (resolved from
+    "auto" once it ran; the supervised method's hyperparameters, else the job's older top-level ones)."""
+    supervised = getattr(getattr(job, "method", None), "supervised", None)
+    batch = getattr(getattr(supervised, "hyperparameters", None), "batch_size", None)
+    if not isinstance(batch, int):
+        batch = getattr(job.hyperparameters, "batch_size", None)
+    if not isinstance(batch, int) or batch < 1:
+        raise RuntimeError(f"fine-tuning job {job.id} reports no batch size ({batch!r}): its checkpoints' step "
+                           f"numbers cannot be read as epochs")
+    return math.ceil(examples / batch)
+
+
+def job_checkpoints(client, job, n_epochs: int, examples: int) -> dict[int, dict]:
+    """Epoch -> the model to evaluate. Each kept checkpoint's epoch is read from the step number the API reports
+    (never from its place in the list, whose order and completeness are not promised). The job's final model is
+    its last epoch, even when that epoch's checkpoint is not listed; an epoch the list lacks is absent."""
+    per_epoch = steps_per_epoch(job, examples)
     found = {}
-    for back, checkpoint in enumerate(kept[:KEPT_CHECKPOINTS]):
+    for checkpoint in client.fine_tuning.jobs.checkpoints.list(job.id, limit=KEPT_CHECKPOINTS + 2):
+        epoch, rest = divmod(checkpoint.step_number, per_epoch)
+        if rest or not 1 <= epoch <= n_epochs:
+            raise RuntimeError(f"fine-tuning job {job.id}: checkpoint {checkpoint.id} at step {checkpoint.step_number} "
+                               f"is not the end of one of its {n_epochs} epochs of {per_epoch} steps "
+                               f"({examples} examples)")
         metrics = checkpoint.metrics
-        found[n_epochs - back] = {"model": checkpoint.fine_tuned_model_checkpoint, "step": checkpoint.step_number,
-                                  "train_loss": getattr(metrics, "train_loss", None) if metrics else None}
+        found[epoch] = {"model": checkpoint.fine_tuned_model_checkpoint, "step": checkpoint.step_number,
+                        "train_loss": getattr(metrics, "train_loss", None) if metrics else None}
     final = found.setdefault(n_epochs, {"step": None, "train_loss": None})
     final["model"] = job.fine_tuned_model  # the job's own model name, not its last checkpoint's
     return found
@@ -142,7 +161,7 @@ def fine_tune(client, data_path, out_dir, *, base_model: str, persona: str, cfg:
             state.save()
             raise
         log.info("job %s done: %s trained tokens, model %s", job_id, job.trained_tokens, job.fine_tuned_model)
-        kept = job_checkpoints(client, job, n_epochs)
+        kept = job_checkpoints(client, job, n_epochs, examples=data.count(b"\n"))
         for epoch in sorted({int(e) for e in cfg["checkpoint_epochs"]}):
             if owner(epoch, jobs) == n_epochs and epoch in kept:
                 manifest.append({"checkpoint": epoch_label(epoch), "configured_epoch": float(epoch),
