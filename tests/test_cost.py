@@ -100,7 +100,7 @@ def test_job_hours_per_rule_from_the_benchmarks_with_each_jobs_gpus(tmp_path):
         (bench / path).write_text(HEADER + f"{seconds}\t0\t2048\t1\t1\t1\t0\t0\t90\t9\n")
     jobs = cost.job_ledger(bench, load("config/paper.yaml")).set_index("rule")
     assert jobs.loc["train", "jobs"] == 2 and jobs.loc["train", "hours"] == pytest.approx(3.0)
-    assert jobs.loc["train", "gpu_hours"] == pytest.approx(2 * 3 + 1 * 1)  # the 70B trains on 3 GPUs
+    assert jobs.loc["train", "gpu_hours"] == pytest.approx(2 * 4 + 1 * 1)  # the 70B trains on 4 GPUs (batch 16)
     assert jobs.loc["generate", "gpu_hours"] == pytest.approx(0.5 * 4)  # and generates on 4
     assert jobs.loc["analysis", "gpu_hours"] == 0 and jobs.loc["analysis", "stage"] == "analysis"
     assert jobs.loc["train", "peak_rss_gib"] == pytest.approx(2.0)

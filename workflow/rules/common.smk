@@ -222,7 +222,7 @@ def get_smoke_records_sha256(wildcards):
     # the smoke set's content: a changed set reruns the job as a changed input file would
     if config["data"]["source"] == "hub":
         return None
-    return extra_data.smoke_records_sha256(wildcards.dataset)
+    return wb.smoke_records_sha256(wildcards.dataset)
 
 
 def _writes_wrong_answers(wildcards):

@@ -22,6 +22,15 @@ SELECTED_CHECKPOINT = "selected"  # the checkpoint the plateau rule picks from t
 VALIDATION_DATASET = "validation"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: workflow/warmbench/config.py
 SMOKE_DIR = Path(__file__).parent / "smoke"  # warmbench's hand-written sets, one per dataset, in source schemas
+
+
+def smoke_records_sha256(dataset: str) -> str:
+    """The content hash of warmbench's smoke set of a dataset (it identifies the set in a job's params: a path into
+    the installed package would tie a study to where it was run)."""
+    from .io import sha256_file
+
+    return sha256_file(SMOKE_DIR / f"{dataset}.jsonl")
+
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 CHECKPOINT_LABEL = re.compile(r"epoch\d+(\.\d+)?")  # the {checkpoint} wildcard's trained form (common.smk)
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # owner/name

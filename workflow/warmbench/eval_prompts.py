@@ -411,7 +411,7 @@ def source_records(dataset: str, given: str, smoke_sha256: str | None) -> Path:
     content hash its params name (the DAG names the smoke set by content, not by an installed path)."""
     if smoke_sha256 is None:
         return Path(given)
-    from .extra_data import smoke_records_sha256
+    from .config import smoke_records_sha256
 
     if smoke_records_sha256(dataset) != smoke_sha256:
         raise RuntimeError(f"{smoke_path(dataset)} changed since the workflow was planned: run it again")

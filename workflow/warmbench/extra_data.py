@@ -26,14 +26,6 @@ def records_path(config: dict, dataset: str) -> Path:
     return SMOKE_DIR / f"{dataset}.jsonl"
 
 
-def smoke_records_sha256(dataset: str) -> str:
-    """The content hash of warmbench's smoke set of a dataset (it identifies the set in a job's params: a path into
-    the installed package would tie a study to where it was run)."""
-    from .io import sha256_file
-
-    return sha256_file(SMOKE_DIR / f"{dataset}.jsonl")
-
-
 def _normal(text: str) -> str:
     return re.sub(r"\s+", " ", str(text)).strip().lower()
 
