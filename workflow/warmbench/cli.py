@@ -107,8 +107,8 @@ def _main(argv: list[str] | None = None) -> int:
     calib = commands.add_parser("calibrate", help="the study's statistics on simulated studies with a known answer: "
                                 "type-I error and interval coverage of each (calibrate.py)")
     calib.add_argument("--full", action="store_true", help="more and larger studies (smaller Monte Carlo error)")
-    calib.add_argument("--studies", type=int, help="simulated studies per scenario (default: 50; --full: 500)")
-    calib.add_argument("--items", type=int, help="items per dataset in each study (default: 60)")
+    calib.add_argument("--studies", type=int, help="simulated studies per scenario (default: 20; --full: 500)")
+    calib.add_argument("--items", type=int, help="items per dataset in each study (default: 40; --full: 60)")
     calib.add_argument("--scenario", action="append", dest="scenarios", metavar="NAME",
                        help="run only this scenario (repeatable): no_effect, belief_only, context_only, seed_noise, "
                             "judges_agree")
