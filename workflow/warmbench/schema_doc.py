@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .config import REPO_ROOT, SCHEMA
+from .config import _resolved as _resolve  # $ref merged as validation merges it
 
 README = REPO_ROOT / "config" / "README.md"
 REGENERATE = "PYTHONPATH=workflow python -m warmbench.schema_doc"
@@ -28,17 +29,6 @@ BLOCK = re.compile(r"(<!-- schema:(?P<name>[A-Za-z0-9_]+) -->\n)(?P<body>.*?)(<!
 
 def load_schema(path: str | Path = SCHEMA) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-
-
-def _resolve(doc: dict, prop: dict) -> dict:
-    """prop with its `$ref` (#/definitions/...) merged under its own keys, recursively."""
-    ref = prop.get("$ref")
-    if not ref:
-        return prop
-    target = doc
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    return {**_resolve(doc, target), **{k: v for k, v in prop.items() if k != "$ref"}}
 
 
 def _value(value) -> str:
