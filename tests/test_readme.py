@@ -20,7 +20,7 @@ RULES = [
     (r"^snakemake\b.*\s(-n|--lint|--list-rules)(\s|$)", RUN, "a dry run: builds the DAG, runs no job"),
     (r"^warmbench plan\b", RUN, "prices a study from its DAG, runs no job"),
     (r"^warmbench (check-prompts|import-paper-outputs|stats|explore)\b", RUN, "reads the released sample (../shared)"),
-    (r"^warmbench bench dag$", RUN, "times dry runs of config/paper.yaml"),
+    (r"^warmbench bench dag$", SKIP, "times dry runs of config/paper.yaml: tests/test_bench.py runs it on every test run"),
     (r"^make ", SKIP, "installs environments and runs the whole study or test suite (minutes to hours)"),
     (r"^export ", SKIP, "sets secrets"),
     (r"^snakemake\b.*--report\b", SKIP, "reports a finished run"),
