@@ -45,6 +45,17 @@ def loopback_server(tiny_model_dir, tmp_path, monkeypatch):
     server.kill()
 
 
+@pytest.fixture
+def stand_in(monkeypatch):
+    """The loopback OpenAI stand-in (tests/openai_stand_in.py), its key in the environment."""
+    from openai_stand_in import OpenAIStandIn
+
+    monkeypatch.setenv(LOOPBACK_KEY_ENV, "loopback-test-key")
+    service = OpenAIStandIn()
+    yield service
+    service.close()
+
+
 def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_calls: int, total: int | None = None,
                         deadline_s: float = 300):
     """Run `work()` in a thread, kill the server once `after_calls` calls are cached, restart it on the same

@@ -10,17 +10,8 @@ import yaml
 from warmbench.llm import CallCache, OpenAIChat, Sampling, TooManyFailures
 from warmbench.persona_rewrite import rewrite
 from conftest import LOOPBACK_KEY_ENV, REPO, scratch_workflow
-from openai_stand_in import OpenAIStandIn
 
 TEMPLATE = "Rewrite warmly. User: {user} Reply: {response}"
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    monkeypatch.setenv(LOOPBACK_KEY_ENV, "loopback-test-key")
-    service = OpenAIStandIn()
-    yield service
-    service.close()
 
 
 def conversations(n):

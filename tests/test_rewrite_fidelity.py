@@ -10,7 +10,6 @@ from warmbench.rewrite_fidelity import (SAMPLE_COLUMNS, SUMMARY_COLUMNS, VERDICT
                                         fill_prompt, judge_fidelity, parse_fidelity, rewritten_turns, sample_turns,
                                         summarize)
 from conftest import LOOPBACK_KEY_ENV, REPO
-from openai_stand_in import OpenAIStandIn
 
 PROMPT = (REPO / "config" / "prompts" / "rewrite_fidelity.txt").read_text()
 
@@ -67,14 +66,6 @@ def test_the_prompt_shows_all_three_texts_and_keeps_braces():
 ])
 def test_only_the_word_alone_or_a_declared_verdict_counts(reply, verdict):
     assert parse_fidelity(reply) == verdict
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    monkeypatch.setenv(LOOPBACK_KEY_ENV, "loopback-test-key")
-    service = OpenAIStandIn()
-    yield service
-    service.close()
 
 
 def test_judge_through_the_client_and_cache_then_a_free_rerun(stand_in, tmp_path):
