@@ -167,3 +167,8 @@ def shared_dir() -> Path:
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+
+def pytest_collection_modifyitems(config, items):
+    # slow tests first (a stable sort): under `make test`'s `-n`, the longest files start at once, not last
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

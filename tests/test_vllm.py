@@ -19,8 +19,9 @@ def both(tiny_model_dir, lora_adapters):
     adapters = lora_adapters
     if not VLLM_PYTHON.is_file():
         pytest.fail(f"{VLLM_PYTHON} is missing: `make vllm` (run by `make test`) creates it")
+    # enforce_eager: no torch.compile, which takes minutes on CI's cold cache
     vllm = VLLMChat(tiny_model_dir, VLLM_PYTHON, dtype="float32", max_lora_rank=8, max_model_len=512,
-                    gpu_memory_utilization=0.2)
+                    gpu_memory_utilization=0.2, enforce_eager=True)
     for name, path in adapters.items():
         vllm.use_adapter(name, path)
     rendered = [vllm.render([{"role": "user", "content": p}]) for p in PROMPTS]
@@ -54,3 +55,81 @@ def test_the_rendered_prompt_is_the_model_chat_template(both, tiny_model_dir):
     chat = TransformersChat(tiny_model_dir, dtype="float32", threads=1)
     assert rendered[0] == chat.render([{"role": "user", "content": PROMPTS[0]}])
     assert vllm.identity["kind"] == "vllm" and vllm.identity["adapter"].endswith("a2")
+
+
+def test_a_generation_job_through_vllm_keeps_finished_rows_when_killed_and_reruns_from_the_cache(
+        tiny_model_dir, lora_adapters, tmp_path):
+    """The per-(model, dataset) generation job with `engine: vllm` (config/paper.yaml's path): rows and their
+    provenance, a worker killed mid-run that loses none of the groups it finished, and a rerun with no engine start."""
+    import threading
+    import time
+    from pathlib import Path
+
+    import pandas as pd
+    import psutil
+
+    from warmbench.call_cache import CallCache
+    from warmbench.generate import Variant, generate_local
+
+    prompts = pd.DataFrame({"item_id": [str(i) for i in range(len(PROMPTS))], "dataset": "triviaqa",
+                            "condition": "unmodified/none", "prompt": PROMPTS})
+    wanted = [Variant("original", "original", "base", 0.0),
+              Variant("warm", "warm_epoch1", "epoch1", 1.0, adapter=lora_adapters["a1"]),
+              Variant("warm", "warm_epoch2", "epoch2", 2.0, adapter=lora_adapters["a2"])]
+    model_cfg = {"engine": "vllm", "dtype": "float32", "source": {"kind": "gguf_package"}}
+    sent = []  # the prompts each engine start was asked
+
+    class Counted(VLLMChat):
+        def generate_rendered(self, prompts, *args, **kwargs):
+            sent.append(len(prompts))
+            return super().generate_rendered(prompts, *args, **kwargs)
+
+    def job(load):
+        return generate_local(prompts, wanted, model="smollm2", model_cfg=model_cfg, model_dir=str(tiny_model_dir),
+                              cache=CallCache(tmp_path / "cache"), sampling=GREEDY, batch_size=2, seed=3,
+                              load_engine=load)
+
+    def engine():
+        return Counted(tiny_model_dir, VLLM_PYTHON, dtype="float32", max_lora_rank=8, max_model_len=512,
+                       gpu_memory_utilization=0.2, enforce_eager=True)
+
+    def kill_worker_after_its_first_group():
+        # the worker (`python -m warmbench.vllm_worker request.json out.jsonl`) writes each adapter group's rows to
+        # out.jsonl as that group finishes, the base model's first
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    argv = proc.cmdline()
+                    if "warmbench.vllm_worker" in argv and Path(argv[-1]).read_text().count("\n") >= len(PROMPTS):
+                        proc.kill()
+                        return
+                except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
+                    continue
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_worker_after_its_first_group, daemon=True)
+    killer.start()
+    with pytest.raises(Exception, match="vllm_worker|returned no result|exit status"):
+        job(engine)
+    killer.join(timeout=5)
+    kept = len(CallCache(tmp_path / "cache"))
+    assert len(PROMPTS) <= kept < 3 * len(PROMPTS), kept  # the kill landed after the first group, before the last
+
+    frames = job(engine)  # resumes: only what the killed worker had not finished
+    assert sent == [3 * len(PROMPTS), 3 * len(PROMPTS) - kept]
+    original, epoch1, epoch2 = (frames[v.output] for v in wanted)
+    assert original["backend"].eq("vllm").all() and original["adapter"].eq("").all()
+    assert epoch1["adapter"].eq(lora_adapters["a1"]).all() and epoch2[["checkpoint", "epoch"]].iloc[0].tolist() == [
+        "epoch2", 2.0]
+    for frame in frames.values():
+        assert frame["response"].map(len).gt(0).all() and frame["seed"].eq(3).all()
+        assert frame["prompt_hash"].nunique() == len(PROMPTS) and frame["model_source"].notna().all()
+    assert epoch1["response"].tolist() != original["response"].tolist()
+
+    def no_engine():
+        raise AssertionError("the rerun started an engine, though every row is cached")
+
+    again = job(no_engine)
+    for path, frame in frames.items():
+        pd.testing.assert_frame_equal(again[path], frame)

@@ -434,7 +434,7 @@ def dag_benchmark(configfile: str = "config/paper.yaml", repeats: int = 3, workd
 
 
 def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_tokens: int, batch_size: int,
-                    dtype: str, threads: int) -> dict:
+                    dtype: str, threads: int, vllm_eager: bool = False) -> dict:
     """One backend in a fresh process, so its peak RSS is its own (vLLM's engine process counts as a child)."""
     import resource
 
@@ -445,7 +445,7 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
         from .vllm_backend import VLLMChat
 
         chat = VLLMChat(model_dir, REPO_ROOT / ".venv-vllm" / "bin" / "python", dtype=dtype, max_model_len=1024,
-                        gpu_memory_utilization=0.2)
+                        gpu_memory_utilization=0.2, enforce_eager=vllm_eager)
     else:
         chat = TransformersChat(model_dir, dtype=dtype, threads=threads)
     rendered = [chat.render([{"role": "user", "content": p}]) for p in prompts]
@@ -467,7 +467,7 @@ def _generation_run(backend: str, model_dir: str, prompts: list[str], max_new_to
 
 def generation_benchmark(model_dir: str = DEFAULT_MODEL, n_prompts: int = SIZES["generation_backends"]["quick"]["n_prompts"],
                          max_new_tokens: int = 32, batch_size: int = 64, dtype: str = DEFAULT_DTYPE, threads: int = 2,
-                         baseline_prompts: int | None = None) -> int:
+                         baseline_prompts: int | None = None, vllm_eager: bool = False) -> int:
     """Tokens/s of each generation backend on the same prompts (the study's own: smoke items under their 18
     conditions), side by side, against a naive one-prompt-at-a-time `generate` loop timed on the first
     `baseline_prompts` of them (all by default); peak RSS of each."""
@@ -483,7 +483,7 @@ def generation_benchmark(model_dir: str = DEFAULT_MODEL, n_prompts: int = SIZES[
     if (REPO_ROOT / ".venv-vllm" / "bin" / "python").is_file():
         backends["vllm"] = prompts
     results = {backend: in_fresh_process(_generation_run, backend, model_dir, asked, max_new_tokens, batch_size,
-                                         dtype, threads) for backend, asked in backends.items()}
+                                         dtype, threads, vllm_eager) for backend, asked in backends.items()}
     weights_mib = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) / 2**20
     print(f"{len(prompts)} prompts (smoke items x conditions; the loop: the first {len(backends['naive loop'])}), "
           f"greedy, <= {max_new_tokens} new tokens, {dtype}, "

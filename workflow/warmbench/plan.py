@@ -130,11 +130,8 @@ def read_dag(configfile: str | os.PathLike, read, workdir: str | os.PathLike = "
 
 # --- prices ----------------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
 def _schema_prices() -> dict:
-    import yaml
-
-    return yaml.safe_load(wb.SCHEMA.read_text(encoding="utf-8"))["properties"]["prices"]["default"]
+    return wb.schema_doc(str(wb.SCHEMA))["properties"]["prices"]["default"]
 
 
 def price_table(config: dict) -> dict[str, dict]:

@@ -24,16 +24,23 @@ _OFFLINE_HINT = ("not pre-fetched: jobs run with HF_HUB_OFFLINE=1, so every hub 
                  "local rule first (models: a `models` entry; the warmth scorer: a `models` key, a local path or a hub id)")
 
 
-def warmbench_imports(path: Path) -> set[str]:
+def warmbench_imports(path: Path) -> frozenset[str]:
     """The warmbench modules a module's source imports (at the top or inside functions)."""
+    return _imports(path.read_text(encoding="utf-8"), str(path))
+
+
+# Every rule's code_hash walks the shared modules: each source is parsed once per process, keyed by its text (an
+# edited file parses anew), so the Snakefile's top level stays cheap.
+@functools.lru_cache(maxsize=None)
+def _imports(source: str, filename: str) -> frozenset[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "warmbench"):
             base = (node.module or "").removeprefix("warmbench").lstrip(".")
             found |= {base} if base else {alias.name for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("warmbench.")}
-    return {name.split(".")[0] for name in found}
+    return frozenset(name.split(".")[0] for name in found)
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,7 +66,12 @@ def code_hash(module: str) -> str:
 def code_text(path: Path) -> str:
     """A module's code as Python parses it, docstrings left out: comments, docstrings and layout change no output,
     so editing them must rerun nothing (a comment in refusal.py once reran every fine-tune)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return _code_text(path.read_text(encoding="utf-8"), str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _code_text(source: str, filename: str) -> str:
+    tree = ast.parse(source, filename)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \

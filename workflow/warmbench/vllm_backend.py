@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class VLLMChat:
     def __init__(self, model_dir: str | os.PathLike, python: str | os.PathLike, dtype: str = "auto",
                  tensor_parallel_size: int = 1, max_lora_rank: int = 16, max_model_len: int | None = None,
-                 gpu_memory_utilization: float | None = None, config_key: str = "models.<name>.vllm.python"):
+                 gpu_memory_utilization: float | None = None, enforce_eager: bool = False, config_key: str = "models.<name>.vllm.python"):
         # checked where the job runs (a compute node): the submit host's check cannot see this node's files
         if not Path(python).is_file():
             raise FileNotFoundError(f"{config_key}: vLLM's python {str(python)!r} does not exist here "
@@ -34,7 +34,8 @@ class VLLMChat:
         self.model_dir, self.python = str(model_dir), str(python)
         self.tokenizer = load_chat_tokenizer(self.model_dir)
         self.options = {"dtype": resolve_dtype(dtype), "tensor_parallel_size": tensor_parallel_size, "max_lora_rank": max_lora_rank,
-                        "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization}
+                        "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
+                        "enforce_eager": enforce_eager}
         self.adapters: dict[str, str] = {}
         self.last_timing: dict = {}
         self.adapter: str | None = None

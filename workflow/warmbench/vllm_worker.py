@@ -45,6 +45,7 @@ def generate(request: dict, timing: dict | None = None, out=None) -> list[dict]:
         max_lora_rank=request.get("max_lora_rank", 16),
         max_loras=max(1, len(adapters)),
         max_model_len=request.get("max_model_len"),
+        enforce_eager=request.get("enforce_eager", False),
         **({"gpu_memory_utilization": request["gpu_memory_utilization"]}
            if request.get("gpu_memory_utilization") else {}),
     )
