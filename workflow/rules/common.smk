@@ -13,6 +13,7 @@ from warmbench import config as wb
 from warmbench import extra_data
 from warmbench.plan import TRAIN_CACHE, generation_priorities, jobs_from_dag, price_table, start_plan
 from warmbench.locks import running_copies
+from warmbench.model_store import MODEL_STORE
 from warmbench.stage import stage
 
 try:

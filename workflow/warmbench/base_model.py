@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .io import sha256_file
+from .model_store import linked_from_store, store_key
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,21 @@ def materialize(source: dict, out_dir: str | os.PathLike, dtype: str = "float32"
     return out_dir
 
 
+def stored_model(source: dict, out_dir: str | os.PathLike, store: str | os.PathLike, code: str) -> str:
+    """materialize(source, out_dir), as links to a conversion (or download) kept in `store` by its content key: the
+    source block, a package's installed version, and `code` (this stage's code hash). A misspelt source that fails
+    its job cannot delete it, so fixing the typo converts nothing. A local checkpoint is linked where it is.
+    Returns "made", "reused" or "linked"."""
+    if source["kind"] == "path":
+        materialize(source, out_dir)
+        return "linked"
+    fetched = {"package_version": _package_version(source["package"])} if source["kind"] == "gguf_package" else {}
+    key = store_key({"source": source, **fetched, "code": code})
+    return linked_from_store(key, lambda folder: materialize(source, folder), out_dir, store)
+
+
 def run(smk) -> None:
     import torch
 
     torch.set_num_threads(smk.threads)
-    materialize(smk.params.source, smk.output[0])
+    stored_model(smk.params.source, smk.output[0], smk.params.store, smk.params.stage["code"])
