@@ -310,16 +310,16 @@ def test_a_local_judge_runs_on_its_models_engine(tiny_model_dir):
     """A judge that is a `models:` key runs with that model's engine: transformers, or vLLM in its own
     environment (with the model's vllm settings)."""
     from conftest import REPO, require
-    from warmbench.judge import llm_backend
+    from warmbench.chat_backend import chat_backend
     from warmbench.llm import TransformersChat
     from warmbench.vllm_backend import VLLMChat
 
     spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}}
     python = REPO / ".venv-vllm" / "bin" / "python"
     require(python.is_file(), ".venv-vllm is not installed (`make vllm`)")
-    vllm = llm_backend(spec, [str(tiny_model_dir)], {"engine": "vllm", "dtype": "bfloat16", "vllm": {
+    vllm = chat_backend(spec, [str(tiny_model_dir)], {"engine": "vllm", "dtype": "bfloat16", "vllm": {
         "python": str(python), "tensor_parallel_size": 1, "max_lora_rank": 16, "max_model_len": 512,
         "gpu_memory_utilization": None}})
     assert isinstance(vllm, VLLMChat) and vllm.identity["kind"] == "vllm" and vllm.options["max_model_len"] == 512
-    local = llm_backend(spec, [str(tiny_model_dir)], {"engine": "transformers", "dtype": "float32", "vllm": {}})
+    local = chat_backend(spec, [str(tiny_model_dir)], {"engine": "transformers", "dtype": "float32", "vllm": {}})
     assert isinstance(local, TransformersChat) and local.identity["dtype"] == "float32"

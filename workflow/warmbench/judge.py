@@ -323,21 +323,6 @@ def record_judge(judged, name: str, rubrics: dict[str, str]):
     return judged
 
 
-def llm_backend(cfg: dict, model_dir: list, local: dict | None = None, threads: int | None = None):
-    """The judge's chat backend: an OpenAI-compatible endpoint, or a `models:` key run in this job (`local`: its
-    engine, dtype and vllm block) with transformers or, for engine vllm, vLLM in its own environment."""
-    from .llm import TransformersChat, make_backend
-
-    if cfg["backend"]["kind"] != "transformers":
-        return make_backend(cfg["backend"])
-    if local["engine"] == "vllm":
-        from .vllm_backend import VLLMChat
-
-        return VLLMChat(model_dir[0], dtype=local["dtype"], config_key=f"models.{cfg['backend']['model']}.vllm.python",
-                        **local["vllm"])
-    return TransformersChat(model_dir[0], dtype=local["dtype"], threads=threads)
-
-
 def run(smk) -> None:
     import pandas as pd
 
@@ -347,9 +332,10 @@ def run(smk) -> None:
     rubrics = {}
     if smk.params.rubric_datasets:  # the LLM judge (MMLU and GSM8K are scored by regex only, as in the paper)
         from .llm import CallCache, Sampling
+        from .chat_backend import chat_backend
         from .llm_judge import judge_with_llm, load_rubrics
 
-        chat = llm_backend(cfg, smk.input.judge_model, smk.params.local_model, smk.threads)
+        chat = chat_backend(cfg, smk.input.judge_model, smk.params.local_model, smk.threads)
         cache, sampling = CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"])
         prefill = None
         if cfg.get("batch_api"):

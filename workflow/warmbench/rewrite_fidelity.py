@@ -109,7 +109,7 @@ def annotation_sheet(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(smk) -> None:
-    from .judge import llm_backend
+    from .chat_backend import chat_backend
 
     template = Path(smk.input.prompt).read_text(encoding="utf-8")
     sampled = []
@@ -117,7 +117,7 @@ def run(smk) -> None:
         persona = Path(path).stem
         sampled += sample_turns(rewritten_turns(list(read_jsonl(path)), persona), smk.params.sample_size,
                                 smk.params.seed)
-    backend = llm_backend({"backend": smk.params.backend}, smk.input.backend_model, smk.params.local_model,
+    backend = chat_backend({"backend": smk.params.backend}, smk.input.backend_model, smk.params.local_model,
                           smk.threads)
     verdicts = judge_fidelity(sampled, template, backend, CallCache(smk.params.cache),
                               Sampling.from_config(smk.params.sampling), smk.params.batch_size)
