@@ -77,7 +77,9 @@ def make_judge(model_dir, port, concurrency=2):
                       max_concurrency=concurrency, max_retries=8, timeout_s=120)
 
 
-RUBRICS = {"triviaqa": str(REPO / "config" / "prompts" / "judge_triviaqa.txt")}
+# the short rubric (config/judges.yaml's for the local judge): a quarter of the full one's prompt tokens, and the
+# 135M stand-in judge takes seconds a call on 2 CPU cores; tests/test_judge.py judges with a full rubric
+RUBRICS = {"triviaqa": str(REPO / "config" / "prompts" / "judge_short.txt")}
 SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=12)
 
 

@@ -286,7 +286,10 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
     server, port = loopback_server
     shipped = yaml.safe_load((REPO / "config" / "judges.yaml").read_text())["judge"]["judges"]
     # retries enough to outlast the server's restart on a busy machine (the SDK backs off up to 8 s a try)
+    # the short rubric: a quarter of the full one's prompt tokens (the 135M judge takes seconds a call on 2 cores)
+    short = "config/prompts/judge_short.txt"
     loopback = {"kind": "llm", "parse_retries": 0, "max_missing_share": 1.0,
+                "rubrics": {"triviaqa": short, "disinfo": short},
                 "sampling": {"temperature": 0.0, "max_new_tokens": 8},
                 "backend": {"kind": "openai", "model": str(tiny_model_dir), "base_url": server.base_url,
                             "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2, "max_retries": 20}}
