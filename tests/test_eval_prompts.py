@@ -294,3 +294,22 @@ def test_truthfulqa_record_without_best_or_incorrect_answers_normalises():
     assert (item["correct_answer"], item["incorrect_answer"]) == ("", "")
     rows = ep.expand_conditions([item], ep.load_amendments(AMENDMENTS), seed=0)
     assert {r["belief"] for r in rows} == {"original", "original_neutral"}
+
+
+def test_each_source_schemas_fields_are_named_when_missing():
+    rng = __import__("random").Random(0)
+    with pytest.raises(DataError, match=r"^x:3: missing field\(s\) answer\.value$"):
+        ep.normalize_item("triviaqa", {"question": "q", "question_id": "1", "answer": {"aliases": ["a"]},
+                                       "incorrect_answer": "b"}, "x:3", rng)
+    with pytest.raises(DataError, match=r"^x:1: missing field\(s\) options or choices$"):
+        ep.normalize_item("medqa", {"question": "q", "answer": "a", "answer_idx": "A"}, "x:1", rng)
+    five = {"question": "q", "answer": "c", "choices": ["a", "b", "c", "d", "e"], "answer_idx": 2}
+    item = ep.normalize_item("medqa", five, "x:1", rng)
+    assert item["correct_answer"] == "c" and json.loads(item["references"])["incorrect"] == ["a", "b", "d", "e"]
+    with pytest.raises(DataError, match=r"^x:1: answer 'c' is not option B \('b'\)$"):
+        ep.normalize_item("medqa", {**five, "answer_idx": 1}, "x:1", rng)
+    with pytest.raises(DataError, match=r"^x:1: answer_idx 5 is not an index into 5 choices$"):
+        ep.normalize_item("medqa", {**five, "answer_idx": 5}, "x:1", rng)
+    with pytest.raises(DataError, match=r"^x:1: answer_idx 'E' is not one of the options A, B$"):
+        ep.normalize_item("medqa", {"question": "q", "answer": "a", "options": {"A": "a", "B": "b"}, "answer_idx": "E"},
+                          "x:1", rng)

