@@ -7,8 +7,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from warmbench import base_model
-from warmbench.base_model import WHERE_NATIVE, cpu_has_native_bf16, resolve_dtype
+from warmbench import base_model, local_models
+from warmbench.local_models import WHERE_NATIVE, cpu_has_native_bf16, resolve_dtype
 
 X86_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n"
 X86_AVX512_NO_BF16 = "flags\t\t: fpu avx2 avx512f avx512bw avx512vl\n"
@@ -26,8 +26,8 @@ def test_native_bf16_is_read_from_the_cpus_flags(cpuinfo, native):
 
 @pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
 def test_bfloat16_where_native_is_float32_on_a_cpu_that_would_emulate_it(monkeypatch, native, expected):
-    monkeypatch.setattr(base_model, "compute_device", lambda: "cpu")
-    monkeypatch.setattr(base_model, "cpu_has_native_bf16", lambda cpuinfo=None: native)
+    monkeypatch.setattr(local_models, "compute_device", lambda: "cpu")
+    monkeypatch.setattr(local_models, "cpu_has_native_bf16", lambda cpuinfo=None: native)
     assert resolve_dtype(WHERE_NATIVE) == expected
     for explicit in ("auto", "float32", "bfloat16", "float16"):  # a dtype named outright is kept
         assert resolve_dtype(explicit) == explicit
@@ -61,7 +61,8 @@ def test_a_conversion_is_kept_where_a_failed_job_cannot_delete_it(tmp_path, monk
     import json
     import shutil
 
-    from warmbench.base_model import SOURCE_RECORD, stored_model
+    from warmbench.base_model import stored_model
+    from warmbench.local_models import SOURCE_RECORD
 
     made, real = [], base_model.materialize
 

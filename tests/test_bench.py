@@ -1,6 +1,6 @@
 import pytest
 
-from warmbench.base_model import WHERE_NATIVE, resolve_dtype
+from warmbench.local_models import WHERE_NATIVE, resolve_dtype
 from warmbench.bench import read_benchmarks, summarize
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

@@ -69,6 +69,22 @@ def test_comments_docstrings_and_layout_change_no_stage_hash(package):
     assert after["sft_data"] != before["sft_data"] and after["warmth"] == before["warmth"]
 
 
+@pytest.mark.parametrize("module, its_stages", [
+    ("download.py", {"download"}),  # fetching: config and plan read the sources from hub_sources
+    # converting: the other stages read local_models (and the ledger, seconds, reads benchmarks with bench's reader)
+    ("base_model.py", {"base_model", "cost"}),
+    ("model_store.py", {"base_model", "cost"}),
+])
+def test_code_that_one_stage_runs_changes_that_stages_hash_only(package, module, its_stages):
+    # config imported download, and llm base_model: an edit of either changed every stage's hash (so every fine-tune)
+    stages = sorted({m for m in re.findall(r'stage\("(\w+)"', "".join(
+        p.read_text() for p in (REPO / "workflow/rules").glob("*.smk")))})
+    before = {m: stage.code_hash(m) for m in stages}
+    edit(package / module)
+    after = {m: stage.code_hash(m) for m in stages}
+    assert {m for m in stages if after[m] != before[m]} == its_stages
+
+
 def test_every_rule_names_the_function_it_runs_and_its_environment():
     rules = dict(rule_blocks())
     assert {"judge", "generate", "analysis", "download_scorer", "select_checkpoint"} <= set(rules)

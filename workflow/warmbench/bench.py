@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from . import children
-from .base_model import WHERE_NATIVE, resolve_dtype
+from .local_models import WHERE_NATIVE, resolve_dtype
 from .config import REPO_ROOT
 
 # Sizes of the stage benchmarks: by default each finishes in about 3 minutes on 2 shared cores (slow baselines
@@ -58,7 +58,8 @@ def bench_model(model_dir: str) -> str:
 
     import yaml
 
-    from .base_model import SOURCE_RECORD, materialize
+    from .base_model import materialize
+    from .local_models import SOURCE_RECORD
     from .io import stable_hash
 
     source = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["models"]["smollm2"]["source"]

@@ -760,7 +760,7 @@ def missing_secrets(config: dict, environ=os.environ) -> dict[str, list[str]]:
         if not environ.get(env):
             missing.setdefault(env, []).append(f"{key} ({backend['model']})")
     if config["data"]["source"] == "hub":
-        from .download import TOKEN_ENV, hub_source  # light: no datasets import until a download runs
+        from .hub_sources import TOKEN_ENV, hub_source  # light: no datasets import until a download runs
 
         for dataset in config["evaluation"]["datasets"]:
             source = hub_source(dataset, config["data"]["hub"])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .base_model import SOURCE_RECORD
+from .local_models import SOURCE_RECORD
 from .call_cache import CallCache  # noqa: F401 - the cache's public home is here, beside cached_chat
 from .config import schema_defaults
 from .io import sha256_file, stable_hash
@@ -193,7 +193,7 @@ def model_identity(kind: str, model_dir: str | os.PathLike, dtype: str = "auto",
     model_dir = Path(model_dir)
     record = model_dir / SOURCE_RECORD
     source = json.loads(record.read_text()) if record.is_file() else None
-    from .base_model import resolve_dtype
+    from .local_models import resolve_dtype
 
     identity = {"kind": kind, "model": str(model_dir), "dtype": resolve_dtype(dtype), "source": source,
                 "files_sha256": model_files_hash(model_dir), "adapter": str(adapter) if adapter else None,
@@ -262,7 +262,7 @@ class TransformersChat:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from .base_model import compute_device, torch_dtype
+        from .local_models import compute_device, torch_dtype
 
         if threads:
             torch.set_num_threads(threads)

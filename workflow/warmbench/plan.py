@@ -233,7 +233,7 @@ class Planner:
 
     # counts and tokens
     def items(self, dataset: str) -> int:
-        from .download import HUB_ROWS
+        from .hub_sources import HUB_ROWS
 
         wanted = self.config["evaluation"]["items_per_dataset"]
         if self.config["data"]["source"] == "smoke":

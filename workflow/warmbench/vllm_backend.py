@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import children
-from .base_model import resolve_dtype
+from .local_models import resolve_dtype
 from .children import child_env
 from .llm import Messages, OnResult, Sampling, load_chat_tokenizer, model_identity, prompt_seed, render_chat
 

@@ -36,7 +36,7 @@ class SocioTScorer:
         if threads:
             torch.set_num_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        from .base_model import compute_device, torch_dtype
+        from .local_models import compute_device, torch_dtype
 
         self.device = compute_device()
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype(dtype)).to(self.device).eval()  # no dropout
