@@ -199,10 +199,19 @@ def get_window_system_prompts(wildcards):
 
 
 def get_leak_check_records(wildcards):
-    # a persona with extra_data is checked at training time against every evaluation dataset's source file
-    if "extra_data" not in config["personas"][wildcards.persona]:
+    # a persona with extra_data is checked at training time against every evaluation dataset's source file: the
+    # hub downloads as inputs; the smoke sets are read by the job from the package (get_leak_check_smoke), not given
+    # by their absolute, installed path, so a study can move
+    if "extra_data" not in config["personas"][wildcards.persona] or config["data"]["source"] != "hub":
         return []
     return [str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"]]
+
+
+def get_leak_check_smoke(wildcards):
+    # dataset -> content hash of each smoke set the job reads for the leak check (a changed set reruns the job)
+    if "extra_data" not in config["personas"][wildcards.persona] or config["data"]["source"] == "hub":
+        return {}
+    return {d: wb.smoke_records_sha256(d) for d in config["evaluation"]["datasets"]}
 
 
 def get_prompts(wildcards):

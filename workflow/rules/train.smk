@@ -34,6 +34,7 @@ rule train:
         # shared_windows' effect is `personas`; seeds' is `seed` (adding a seed reruns no other training)
         train={k: v for k, v in config["train"].items() if k not in ("shared_windows", "seeds")},
         seed=lambda wc: wb.training_seed(config, wc.persona),
+        leak_check_smoke=get_leak_check_smoke,
         personas=lambda wc: wb.window_group(config, wc.persona),
         system_prompts=get_window_system_prompts,
         # a fine-tune whose data, config, base model and code are unchanged is found here and reused, not redone
@@ -72,6 +73,7 @@ rule train_openai:
         model=lambda wc: config["models"][wc.model],
         fine_tune=lambda wc: config["models"][wc.model]["fine_tune"],
         seed=lambda wc: wb.training_seed(config, wc.persona),
+        leak_check_smoke=get_leak_check_smoke,
         data_persona=lambda wc: wb.data_persona(config, wc.persona),
         state="results/cache/openai_fine_tuning/{model}/{persona}.json",
     script:

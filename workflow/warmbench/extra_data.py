@@ -26,6 +26,12 @@ def records_path(config: dict, dataset: str) -> Path:
     return SMOKE_DIR / f"{dataset}.jsonl"
 
 
+def leak_check_files(inputs, smoke: dict | None) -> list[str]:
+    """The evaluation source files a persona's extra_data is checked against: the job's inputs (hub downloads) and
+    the smoke sets it names (`smoke`: dataset -> content hash, read here from the package)."""
+    return [*map(str, inputs), *(str(records_path({"data": {"source": "smoke"}}, d)) for d in smoke or {})]
+
+
 def _normal(text: str) -> str:
     return re.sub(r"\s+", " ", str(text)).strip().lower()
 

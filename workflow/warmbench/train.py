@@ -504,12 +504,14 @@ def launch(arguments: dict, processes: int, config: dict | None = None) -> None:
 
 
 def run(smk) -> None:
+    from .extra_data import leak_check_files
+
     system_prompts = {p: Path(path).read_text(encoding="utf-8").strip() for p, path in smk.params.system_prompts.items()}
     arguments = {"data_path": str(smk.input.data), "base_model_dir": str(smk.input.base_model[0]),
                  "out_dir": str(smk.output[0]), "cfg": smk.params.train, "seed": smk.params.seed,
                  "persona_paths": dict(zip(smk.params.personas, map(str, smk.input.personas), strict=True)),
                  "system_prompts": system_prompts, "extra_data": smk.input.extra_data[0] if smk.input.extra_data else None,
-                 "eval_records": list(map(str, smk.input.eval_records))}
+                 "eval_records": leak_check_files(smk.input.eval_records, getattr(smk.params, "leak_check_smoke", None))}
     gpus = int(getattr(smk.resources, "gpu", 0) or 0)
     cache = getattr(smk.params, "cache", None)
     if cache is None:

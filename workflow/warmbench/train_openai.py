@@ -189,9 +189,10 @@ def run(smk) -> None:
     source = smk.params.model["source"]
     extra = []
     if smk.input.extra_data:
-        from .extra_data import checked_extra_data, questions_in
+        from .extra_data import checked_extra_data, leak_check_files, questions_in
 
-        extra = checked_extra_data(smk.input.extra_data[0], questions_in(smk.input.eval_records))
+        records = leak_check_files(smk.input.eval_records, getattr(smk.params, "leak_check_smoke", None))
+        extra = checked_extra_data(smk.input.extra_data[0], questions_in(records))
     system_prompt = Path(smk.input.system_prompt[0]).read_text(encoding="utf-8").strip() if smk.input.system_prompt else None
     client = make_backend(source).client  # the key comes from the environment; no model is called here
     fine_tune(client, smk.input.data, smk.output[0], base_model=source["model"], persona=smk.wildcards.persona,
