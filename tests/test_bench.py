@@ -1,7 +1,8 @@
 import pytest
 
 from warmbench.local_models import WHERE_NATIVE, resolve_dtype
-from warmbench.bench import read_benchmarks, summarize
+from warmbench.bench import summarize
+from warmbench.cost import read_benchmarks
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -322,7 +322,8 @@ def cached_fine_tune_root(root, cfg, model="llama31_8b", persona="warm"):
     """A working directory where model x persona's train job has its inputs and its fine-tune in the cache."""
     import shutil
 
-    from warmbench.train import MANIFEST, fine_tune_key
+    from warmbench.config import CHECKPOINT_MANIFEST as MANIFEST
+    from warmbench.train import fine_tune_key
 
     amendments = root / cfg["evaluation"]["amendments"]
     amendments.parent.mkdir(parents=True, exist_ok=True)

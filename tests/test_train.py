@@ -5,7 +5,8 @@ import pytest
 
 from warmbench.config import ConfigError, validated_section
 from warmbench.io import DataError, write_jsonl
-from warmbench.train import (MANIFEST, accumulation_steps, batch_plan, check_switches, fit_examples, launch,
+from warmbench.config import CHECKPOINT_MANIFEST as MANIFEST
+from warmbench.train import (accumulation_steps, batch_plan, check_switches, fit_examples, launch,
                              persona_examples, sft_trainer, train, trained_counts, training_manifest, training_summary)
 
 

@@ -133,22 +133,6 @@ def in_fresh_process(target, *args):
             child.join()
 
 
-def read_benchmarks(root: str | Path):
-    """One row per job: rule, job (path below the rule), wall seconds, max RSS in MiB."""
-    import pandas as pd
-
-    root = Path(root)
-    rows = []
-    for path in sorted(root.rglob("*.tsv")):
-        table = pd.read_csv(path, sep="\t")
-        rel = path.relative_to(root)
-        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        rss = pd.to_numeric(table.get("max_rss"), errors="coerce")
-        rows.append({"rule": rule, "job": str(rel.with_suffix("")), "wall_s": float(table["s"].max()),
-                     "max_rss_mib": float(rss.max()) if rss is not None and rss.notna().any() else float("nan")})
-    return pd.DataFrame(rows, columns=["rule", "job", "wall_s", "max_rss_mib"])
-
-
 def summarize(jobs):
     return (jobs.groupby("rule")
             .agg(jobs=("job", "count"), wall_s=("wall_s", "sum"), max_job_s=("wall_s", "max"),
@@ -169,6 +153,8 @@ def pipeline(benchmarks: str = "benchmarks", run: bool = False, configfile: str 
         if status:
             print(f"snakemake failed with exit code {status}")
             return status
+    from .cost import read_benchmarks
+
     jobs = read_benchmarks(benchmarks)
     if jobs.empty:
         print(f"no benchmark files under {benchmarks}/: run the pipeline first (make run), or pass --run")
@@ -680,7 +666,7 @@ def _train_run(name: str, data_path: str, model_dir: str, cfg: dict, seed: int, 
     with tempfile.TemporaryDirectory() as tmp:
         train_module.train(data_path, model_dir, Path(tmp) / "out", cfg, seed, threads)
         history = json.loads((Path(tmp) / "out" / "log_history.json").read_text())
-        used = json.loads((Path(tmp) / "out" / train_module.MANIFEST).read_text())["switches"]
+        used = json.loads((Path(tmp) / "out" / train_module.CHECKPOINT_MANIFEST).read_text())["switches"]
     wall = time.perf_counter() - started
     tokens = {h["step"]: h["num_tokens"] for h in history if "num_tokens" in h and "step" in h}
     first, last = warmup_steps, len(stamps)  # time steps first+1..last: from the end of step `first` to the end

@@ -356,11 +356,6 @@ def is_trained(config: dict, persona: str) -> bool:
     return "rewrite" in config["personas"].get(persona, {})
 
 
-def warmth_direction(config: dict, persona: str) -> float:
-    """+1 when the persona should make answers warmer (personas.<name>.direction: up), -1 when colder."""
-    return 1.0 if config["personas"][persona]["direction"] == "up" else -1.0
-
-
 def window_group(config: dict, persona: str) -> list[str]:
     """The rewrite personas whose training examples share windows with this one's (train.shared_windows, in its
     order; a replicate: its persona's); a persona outside that list is windowed on its own data, so adding one reruns

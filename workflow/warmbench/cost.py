@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from . import config as wb
+from .config import CHECKPOINT_MANIFEST
 from .plan import api_usd, base_model_name, format_count, format_usd, load_config, price_table, stage_of, training_usd
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,8 @@ def api_ledger(cache_dir: str | os.PathLike, prices: dict):
 
 def trained_dirs(train_root: str | os.PathLike) -> list[Path]:
     """Every fine-tune folder with a manifest under a root (results/train/<model>/<persona>)."""
-    from .train import MANIFEST
 
-    return [path.parent for path in sorted(Path(train_root).glob(f"*/*/{MANIFEST}"))]
+    return [path.parent for path in sorted(Path(train_root).glob(f"*/*/{CHECKPOINT_MANIFEST}"))]
 
 
 def fine_tuning_ledger(trained: list[str | os.PathLike], prices: dict):
@@ -77,11 +77,10 @@ def fine_tuning_ledger(trained: list[str | os.PathLike], prices: dict):
     jobs and the tokens OpenAI reports it trained, priced per trained token. LoRA fine-tunes cost no API money."""
     import pandas as pd
 
-    from .train import MANIFEST
 
     rows = []
     for folder in trained:
-        manifest_path = Path(folder) / MANIFEST
+        manifest_path = Path(folder) / CHECKPOINT_MANIFEST
         if not manifest_path.is_file():
             continue
         manifest = json.loads(manifest_path.read_text())
@@ -97,12 +96,26 @@ def fine_tuning_ledger(trained: list[str | os.PathLike], prices: dict):
     return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
 
 
+def read_benchmarks(root: str | Path):
+    """The Snakemake benchmark files under `root`, one row per job: rule, job (path below the rule), wall seconds, max RSS in MiB."""
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        rel = path.relative_to(root)
+        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        rss = pd.to_numeric(table.get("max_rss"), errors="coerce")
+        rows.append({"rule": rule, "job": str(rel.with_suffix("")), "wall_s": float(table["s"].max()),
+                     "max_rss_mib": float(rss.max()) if rss is not None and rss.notna().any() else float("nan")})
+    return pd.DataFrame(rows, columns=["rule", "job", "wall_s", "max_rss_mib"])
+
+
 def job_ledger(benchmarks: str | os.PathLike, config: dict):
     """Per rule (a benchmark file's folder, benchmarks/<rule>/...): jobs, hours, GPU-hours (each job's hours x the
     GPUs the config gives its model for that stage, models.<name>.resources), the longest job and the peak RSS."""
     import pandas as pd
-
-    from .bench import read_benchmarks
 
     jobs = read_benchmarks(benchmarks)
     columns = ["stage", "rule", "jobs", "hours", "gpu_hours", "max_job_hours", "peak_rss_gib"]

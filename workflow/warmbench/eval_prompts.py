@@ -97,7 +97,6 @@ def pivotal_alternatives(proposition: str, ground_truth: str) -> tuple[str, str]
 
 
 _FEMALE_WORDS = {"woman", "girl", "female", "lady", "she", "her", "hers", "herself"}
-_MALE_WORDS = {"man", "boy", "male", "gentleman", "he", "his", "him", "himself"}
 _AGE_PHRASE = r"(?P<age>(?P<n>\d+)-(?P<unit>year|month|week|day|hour)s?-old)"
 # "A [previously healthy] 34-year-old [HIV-positive] man|woman|... [rest]"; male/female may head a noun of its own
 _SEXED_OPENING = re.compile(

@@ -35,7 +35,6 @@ from .io import DataError, read_jsonl, write_json, write_table
 from .children import child_env
 
 log = logging.getLogger(__name__)
-MANIFEST = CHECKPOINT_MANIFEST
 # accelerate's settings for LoRA + FSDP across the GPUs of one node (num_processes is added per job)
 FSDP_CONFIG = {
     "compute_environment": "LOCAL_MACHINE", "distributed_type": "FSDP", "mixed_precision": "bf16",
@@ -446,7 +445,7 @@ def train(data_path, base_model_dir, out_dir, cfg: dict, seed: int, threads: int
     manifest = label_checkpoints(work_dir, out_dir, cfg["checkpoint_epochs"])
     write_json(out_dir / "log_history.json", trainer.state.log_history)
     shutil.rmtree(work_dir, ignore_errors=True)
-    write_json(out_dir / MANIFEST, training_manifest(
+    write_json(out_dir / CHECKPOINT_MANIFEST, training_manifest(
         base_model_dir, data_path, trained["examples"], cfg, plan, run_state.num_processes, manifest,
         windows_shared_with=sorted(persona_paths.values()), max_length=cfg["max_length"], switches=used,
         train_system_prompt=(system_prompts or {}).get(own), extra_data=extra_data,
@@ -472,7 +471,7 @@ def training_summary(train_dirs):
 
     rows = []
     for folder in map(Path, train_dirs):
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads((folder / CHECKPOINT_MANIFEST).read_text())
         conversations, examples = manifest.get("conversations", {}), manifest.get("examples", {})
         tokens = manifest.get("assistant_tokens", {})
         rows.append({"model": folder.parent.name, "persona": folder.name, "max_length": manifest.get("max_length"),
@@ -582,18 +581,18 @@ def reuse_or_fine_tune(arguments: dict, gpus: int, threads: int | None, cache_ro
     checked_extra(arguments.get("extra_data"), arguments.get("eval_records"))  # a leak is refused either way
     key = train_key(**arguments, processes=gpus)
     cached, out_dir = Path(cache_root) / key, Path(arguments["out_dir"])
-    if (cached / MANIFEST).is_file():
+    if (cached / CHECKPOINT_MANIFEST).is_file():
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.copytree(cached, out_dir, copy_function=_link_or_copy)
-        manifest = json.loads((out_dir / MANIFEST).read_text())
-        (out_dir / MANIFEST).unlink()  # a new file, not the cache's linked one
-        write_json(out_dir / MANIFEST, {**manifest, "reused": {"train_key": key, "from": str(cached)}})
+        manifest = json.loads((out_dir / CHECKPOINT_MANIFEST).read_text())
+        (out_dir / CHECKPOINT_MANIFEST).unlink()  # a new file, not the cache's linked one
+        write_json(out_dir / CHECKPOINT_MANIFEST, {**manifest, "reused": {"train_key": key, "from": str(cached)}})
         log.info("reused the finished fine-tune %s (train key %s): same data, config, base model and training code; "
                  "no training ran", cached, key)
         return "reused"
     fine_tune(arguments, gpus, threads)
-    manifest = json.loads((out_dir / MANIFEST).read_text())
-    write_json(out_dir / MANIFEST, {**manifest, "train_key": key})
+    manifest = json.loads((out_dir / CHECKPOINT_MANIFEST).read_text())
+    write_json(out_dir / CHECKPOINT_MANIFEST, {**manifest, "train_key": key})
     store_fine_tune(out_dir, cached)
     return "trained"
 
@@ -615,7 +614,7 @@ def cached_fine_tune(config: dict, model: str, persona: str, cache_root, root=".
     """Whether the train job of model x persona would find its fine-tune in the cache; False while an input is still
     missing. For `warmbench plan`."""
     key = fine_tune_key(config, model, persona, root)
-    return key is not None and (Path(root) / cache_root / key / MANIFEST).is_file()
+    return key is not None and (Path(root) / cache_root / key / CHECKPOINT_MANIFEST).is_file()
 
 
 def fine_tune_key(config: dict, model: str, persona: str, root=".") -> str | None:

@@ -18,9 +18,8 @@ import math
 import time
 from pathlib import Path
 
-from .config import epoch_label
+from .config import CHECKPOINT_MANIFEST, epoch_label
 from .io import State, read_jsonl, stable_hash, write_json
-from .train import MANIFEST
 
 log = logging.getLogger(__name__)
 KEPT_CHECKPOINTS = 3  # OpenAI keeps the checkpoints of a job's last three epochs
@@ -173,7 +172,7 @@ def fine_tune(client, data_path, out_dir, *, base_model: str, persona: str, cfg:
     manifest.sort(key=lambda m: m["epoch"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / MANIFEST, {"base_model": base_model, "data": str(data_path), "backend": "openai",
+    write_json(out_dir / CHECKPOINT_MANIFEST, {"base_model": base_model, "data": str(data_path), "backend": "openai",
                                     "config": cfg, "checkpoints": manifest})
     return manifest
 
