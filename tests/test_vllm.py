@@ -100,8 +100,9 @@ def test_a_generation_job_through_vllm_keeps_finished_rows_when_killed_and_rerun
         while time.time() < deadline:
             for proc in psutil.Process().children(recursive=True):
                 try:
-                    argv = proc.cmdline()
-                    if "warmbench.vllm_worker" in argv and Path(argv[-1]).read_text().count("\n") >= len(PROMPTS):
+                    argv = proc.cmdline()  # the worker itself, not its guardian (whose argv ends with the worker's)
+                    if argv[1:3] == ["-m", "warmbench.vllm_worker"] and \
+                            Path(argv[-1]).read_text().count("\n") >= len(PROMPTS):
                         proc.kill()
                         return
                 except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
