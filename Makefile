@@ -59,9 +59,10 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 
 # -n: one pytest worker per core, a test file each (most tests wait on one single-threaded process: Snakemake, a
-# server); --durations: the slowest tests in every log, to keep CI within its time
+# server), the longest files first (tests/conftest.py); --durations: the slowest tests in every log, to keep CI
+# within its time
 test: setup vllm browser
-	$(BIN)/python -m pytest -m "$(MARK)" -n $(CORES) --dist loadfile --durations=25
+	$(BIN)/python -m pytest -m "$(MARK)" -n $(CORES) --dist loadfile --no-loadscope-reorder --durations=25
 
 clean:
 	rm -rf results resources benchmarks logs .snakemake

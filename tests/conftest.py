@@ -169,6 +169,15 @@ def pytest_configure(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
 
+# The longest files, longest first: `make test` runs files on 2 workers in this order (--no-loadscope-reorder), each
+# worker starting with two of them, so that the run does not end on one of these alone
+LONGEST_FIRST = ("test_pipeline.py", "test_slurm.py", "test_llm_judge.py", "test_vllm.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    # slow tests first (a stable sort): under `make test`'s `-n`, the longest files start at once, not last
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    def order(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST), \
+            item.get_closest_marker("slow") is None
+
+    items.sort(key=order)  # stable: within a file, the order it was written in
