@@ -15,8 +15,13 @@ CONFIG = "tests/config/config.yaml"
 
 
 def snakemake(workdir, *args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # the killed run's lock would fail every later test in this shared folder, not only this one
+        subprocess.run([sys.executable, "-m", "snakemake", "--unlock", *args], cwd=workdir, capture_output=True)
+        raise
 
 
 @pytest.fixture(scope="module")
