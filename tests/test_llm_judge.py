@@ -144,7 +144,9 @@ def test_an_endpoint_that_rejects_structured_outputs_is_asked_in_plain_text(serv
 @pytest.mark.slow
 def test_server_killed_mid_judge_finishes_without_repeating_completed_calls(served, tiny_model_dir, tmp_path):
     server, port = served
-    frame = judge_rows(2)  # 36 prompts
+    frame = judge_rows(1).iloc[:12].copy()
+    # the short rubric shows the question, not the prompt: an answer per row makes every row its own call
+    frame["response"] = [f"{text} ({k})" for k, text in enumerate(frame["response"])]
     cache_path = tmp_path / "calls.sqlite"
 
     def work():
@@ -152,7 +154,7 @@ def test_server_killed_mid_judge_finishes_without_repeating_completed_calls(serv
                               SAMPLING, parse_retries=0)
 
     _, done_before_kill, after_restart = kill_server_mid_run(server, work, cache_path, tiny_model_dir,
-                                                             tmp_path / "server2.log", after_calls=6,
+                                                             tmp_path / "server2.log", after_calls=4,
                                                              total=len(frame))
     total = len(CallCache(cache_path))
     assert total == len(frame)  # every prompt judged once the server was back

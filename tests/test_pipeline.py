@@ -290,11 +290,13 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
 
     server, port = loopback_server
     shipped = yaml.safe_load((REPO / "config" / "judges.yaml").read_text())["judge"]["judges"]
-    # retries enough to outlast the server's restart on a busy machine (the SDK backs off up to 8 s a try)
-    # the short rubric: a quarter of the full one's prompt tokens (the 135M judge takes seconds a call on 2 cores)
-    short = "config/prompts/judge_short.txt"
+    # The 135M stand-in judge takes seconds a call on 2 cores, and the study has about a thousand answers to judge.
+    # This rubric shows it the prompt, not the answer: the prompts are the same in every cell, so the judge is
+    # asked once per prompt (112 calls) whatever the number of cells. The test is of the wiring (jobs, cache,
+    # kill and restart, agreement tables), not of the verdicts.
+    (run_dir / "loopback_rubric.txt").write_text("{prompt}\nIs this question answerable? Answer CORRECT or INCORRECT.")
     loopback = {"kind": "llm", "parse_retries": 0, "max_missing_share": 1.0,
-                "rubrics": {"triviaqa": short, "disinfo": short},
+                "rubrics": {"triviaqa": "loopback_rubric.txt", "disinfo": "loopback_rubric.txt"},
                 "sampling": {"temperature": 0.0, "max_new_tokens": 8},
                 "backend": {"kind": "openai", "model": str(tiny_model_dir), "base_url": server.base_url,
                             "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2, "max_retries": 20}}
@@ -311,10 +313,10 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
         server, lambda: snakemake(run_dir, "--cores", "2", "--configfile", two), cache, tiny_model_dir,
         tmp_path / "restarted.log", after_calls=before + 20)
     assert result.returncode == 0, result.stderr[-5000:]
-    llm_rows = sum(len(pd.read_parquet(p)) for p in (run_dir / "results/judged_by/loopback").rglob("*.parquet")
-                   if p.stem not in ("mmlu", "gsm8k"))
+    llm_rows = pd.concat(pd.read_parquet(p) for p in (run_dir / "results/judged_by/loopback").rglob("*.parquet")
+                         if p.stem not in ("mmlu", "gsm8k"))
     made = len(CallCache(cache)) - before
-    assert made > 0 and made <= llm_rows  # identical prompts are asked once
+    assert made == llm_rows["prompt"].nunique() < len(llm_rows)  # identical prompts are asked once
     assert done_before_kill - before < made  # the kill landed with calls still to make
     assert after_restart <= made - (done_before_kill - before) + 2  # completed calls were not asked again
 
