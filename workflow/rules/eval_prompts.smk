@@ -5,6 +5,7 @@ rule eval_prompts:
     input:
         amendments=config["evaluation"]["amendments"],
         records=get_dataset_records,
+        provenance=get_dataset_provenance,
         wrong_answer_model=get_wrong_answer_model,
         wrong_answer_prompt=get_wrong_answer_prompt,
     output:

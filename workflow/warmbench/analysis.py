@@ -135,6 +135,16 @@ def _wilson_percent(correct: int, n: int) -> tuple[float, float, float]:
     return 100 * correct / n, 100 * low, 100 * high
 
 
+def item_table(graded: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: where its items come from (eval_prompts' item_source: a real set with its split, or smoke),
+    whether they are real, and how many items and distinct prompts the study asked."""
+    frame = graded if "item_source" in graded.columns else graded.assign(item_source="not recorded")
+    table = frame.groupby("dataset", sort=True).agg(item_source=("item_source", "first"), items=("item_id", "nunique"),
+                                                    prompts=("prompt", "nunique")).reset_index()
+    table.insert(2, "real", table["item_source"].str.startswith("real: "))
+    return table
+
+
 def capability_table(graded: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) on the capability benchmarks per model variant, with Wilson 95% intervals, twice:
     `accuracy` over the scored answers (refusals and answers that could not be read, `n_missing`, left out), and
@@ -409,6 +419,7 @@ def run(smk) -> None:
     figures.accuracy_change(tasks, smk.output.change_figure)
     capabilities = capability_table(graded)
     write_table(smk.output.capabilities, capabilities)
+    write_table(smk.output.item_sources, item_table(graded))
     figures.capabilities(capabilities, smk.output.capability_figure)
     main = regressions[(regressions["kind"] == "ame") & (regressions["term"] == "treated")
                        & regressions["regression"].str.endswith(":main")]

