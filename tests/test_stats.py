@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warmbench import stats
+from warmbench.core import stats
 
 
 def test_mcnemar_exact_matches_hand_computed_binomial():
