@@ -511,7 +511,7 @@ def _fallbacks() -> list[tuple[str, str, str]]:
     import ast
 
     keys, found = _schema_keys(), []
-    for path in sorted((REPO / "workflow" / "warmbench").glob("*.py")):
+    for path in sorted((REPO / "workflow" / "warmbench").glob("*/*.py")):
         tree = ast.parse(path.read_text())
         for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
             for node in ast.walk(function):

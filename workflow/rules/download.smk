@@ -1,5 +1,5 @@
 # Downloads run on the submit host (compute nodes often have no internet); every other job runs with
-# HF_HUB_OFFLINE=1 and reads what these rules saved (warmbench.stage.ONLINE_RULES lists these, and train_openai).
+# HF_HUB_OFFLINE=1 and reads what these rules saved (warmbench.core.stage.ONLINE_RULES lists these, and train_openai).
 localrules:
     download_dataset,
     download_scorer,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # The fields eval_prompts.normalize_item reads from each source schema: "a.b" is field b inside field a; a tuple names
 # alternatives, one of which must be there (MedQA's `options` {letter: text} or `choices` [text]). The download
-# rule checks a source against these as it reads it (warmbench.download), so a renamed field is named there.
+# rule checks a source against these as it reads it (warmbench.stages.download), so a renamed field is named there.
 SOURCE_FIELDS = {
     "triviaqa": ("question", "question_id", "answer.value"),  # and incorrect_answer: the LLM writes it
     "truthfulqa": ("question", "best_answer", "correct_answers", "incorrect_answers"),

@@ -4,7 +4,7 @@ Items come in each source's own schema (TriviaQA rc.nocontext, TruthfulQA genera
 MedQA US: its own `options` {letter: text} or davidheineman/medqa-en's `choices` list) and are normalised to one
 item schema (SOURCE_FIELDS: the fields read from each):
     item_id, dataset, question, correct_answer, incorrect_answer, references (JSON: correct / incorrect lists)
-The embedded default reads warmbench's hand-written smoke sets (warmbench/smoke/*.jsonl, labelled as such in
+The embedded default reads warmbench's hand-written smoke sets (warmbench/core/smoke/*.jsonl, labelled as such in
 their `source` fields): a handful of items per task in the real schemas, not the real benchmarks. With
 `data.source: hub` it reads the real datasets, as the `download_dataset` rule saved them. TriviaQA ships no
 wrong answers: for the sampled questions, one plausible wrong answer each is written by the configured LLM
