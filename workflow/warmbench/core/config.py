@@ -281,7 +281,8 @@ class Cell:
     dataset: str
 
 
-Variant = tuple[str, str]  # (persona, checkpoint label)
+# (persona, checkpoint label): one evaluated model of the grid (stages.generate.Variant is a generation job's output)
+PersonaCheckpoint = tuple[str, str]
 
 
 # Personas (the `personas:` section): a `rewrite` persona is a LoRA fine-tune (or an API fine-tune) on the SFT data
@@ -374,7 +375,7 @@ def made_for(config: dict, persona: str, model: str) -> bool:
     return model in persona_models(config, persona)
 
 
-def untrained_variants(config: dict, model: str) -> list[Variant]:
+def untrained_variants(config: dict, model: str) -> list[PersonaCheckpoint]:
     """The original model and the system-prompt personas made for this model."""
     prompted = [persona for persona in prompted_personas(config) if made_for(config, persona, model)]
     return [(ORIGINAL, BASE_CHECKPOINT), *((persona, BASE_CHECKPOINT) for persona in prompted)]
@@ -443,23 +444,23 @@ def trajectory_epochs(config: dict, model: str) -> list[float]:
     return [e for e in epochs if e != fixed_epoch(config)]
 
 
-def trajectory_variants(config: dict, model: str) -> list[Variant]:
+def trajectory_variants(config: dict, model: str) -> list[PersonaCheckpoint]:
     return [(persona, epoch_label(e)) for persona in trained_personas(config, model)
             for e in trajectory_epochs(config, model)]
 
 
-def _evaluated_variants(config: dict, model: str) -> list[Variant]:
+def _evaluated_variants(config: dict, model: str) -> list[PersonaCheckpoint]:
     trained = evaluated_checkpoint(config)
     return [*untrained_variants(config, model), *((persona, trained) for persona in trained_personas(config, model))]
 
 
-def eval_variants(config: dict, model: str) -> list[Variant]:
+def eval_variants(config: dict, model: str) -> list[PersonaCheckpoint]:
     """What a model answers the evaluation datasets as: the original, each system-prompt persona, each trained
     persona at the evaluated checkpoint, and at the trajectory's further checkpoints (evaluation.checkpoints)."""
     return [*_evaluated_variants(config, model), *trajectory_variants(config, model)]
 
 
-def validation_variants(config: dict, model: str) -> list[Variant]:
+def validation_variants(config: dict, model: str) -> list[PersonaCheckpoint]:
     """What a model answers the validation prompts as, for its warmth trajectory: every checkpoint of every persona."""
     epochs = checkpoint_epochs(config, model)
     return [*untrained_variants(config, model), *((persona, epoch_label(e)) for persona in trained_personas(config, model) for e in epochs)]
@@ -496,7 +497,7 @@ class ModelRule:
 
     name: str
     models: tuple[str, ...]
-    variants: tuple[Variant, ...]
+    variants: tuple[PersonaCheckpoint, ...]
     api: bool
     datasets: tuple[str, ...]  # what its {dataset} wildcard may be
 
@@ -505,7 +506,7 @@ def _model_rules(config: dict, family: str, variants_of, datasets) -> list[Model
     """Models grouped by (served by an API, variants), in config order. Local models share one rule per family
     (`generate`), API models another (`generate_api`); a further group of API models with variants of their own is
     named after its first model (`generate_api__gpt4o`)."""
-    groups: dict[tuple[bool, tuple[Variant, ...]], list[str]] = {}
+    groups: dict[tuple[bool, tuple[PersonaCheckpoint, ...]], list[str]] = {}
     for model, spec in config["models"].items():
         groups.setdefault((is_api_model(spec), tuple(variants_of(config, model))), []).append(model)
     rules: list[ModelRule] = []
