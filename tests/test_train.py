@@ -6,7 +6,7 @@ import pytest
 from warmbench.core.config import ConfigError, validated_section
 from warmbench.core.files import DataError, write_jsonl
 from warmbench.core.config import CHECKPOINT_MANIFEST as MANIFEST
-from warmbench.stages.train import (accumulation_steps, batch_plan, check_switches, fit_examples, launch,
+from warmbench.stages.train import (batch_plan, check_switches, fit_examples, launch,
                                     persona_examples, sft_trainer, train, trained_counts, training_manifest,
                                     training_summary)
 
@@ -304,7 +304,7 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
     (4, 4, 1, 4), (4, 4, 2, 2), (4, 4, 4, 1), (1, 16, 4, 4), (2, 8, 2, 4), (4, 3, 3, 1)])
 def test_accumulation_keeps_the_effective_batch_across_gpus(per_device, accumulation, processes, expected):
     cfg = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation}
-    assert accumulation_steps(cfg, processes) == expected
+    assert batch_plan(cfg, processes).accumulation == expected
     assert batch_plan(cfg, processes).effective == per_device * accumulation
 
 

@@ -105,12 +105,12 @@ class Counterfactuals:
         return float(np.mean(p1 - p0)), gradient
 
     def ame(self, rows=None) -> AME:
-        return _with_delta_se(*self.effect(rows), self.cov)
+        return delta_method_ame(*self.effect(rows), self.cov)
 
     def difference(self, rows_a, rows_b) -> AME:
         """AME in rows_a minus AME in rows_b (e.g. the belief effect for warm minus for original)."""
         (ea, ga), (eb, gb) = self.effect(rows_a), self.effect(rows_b)
-        return _with_delta_se(ea - eb, ga - gb, self.cov)
+        return delta_method_ame(ea - eb, ga - gb, self.cov)
 
 
 def delta_method_ame(estimate: float, gradient: np.ndarray, cov: np.ndarray) -> AME:
@@ -118,14 +118,6 @@ def delta_method_ame(estimate: float, gradient: np.ndarray, cov: np.ndarray) -> 
     se = float(math.sqrt(max(gradient @ cov @ gradient, 0.0)))
     p_value = float(2 * sps.norm.sf(abs(estimate) / se)) if se > 0 else float("nan")
     return AME(estimate, se, estimate - Z95 * se, estimate + Z95 * se, p_value)
-
-
-_with_delta_se = delta_method_ame  # the older private name
-
-
-def average_marginal_effect(result, data: pd.DataFrame, treatment: str) -> AME:
-    """AME of a binary treatment by counterfactual prediction, delta-method SE from the fit's covariance."""
-    return Counterfactuals(result, data, treatment).ame()
 
 
 FACTORS = ("dataset", "model", "context", "context_type", "seed", "belief")

@@ -258,10 +258,6 @@ def batch_plan(cfg: dict, processes: int) -> BatchPlan:
                      configured)
 
 
-def accumulation_steps(cfg: dict, processes: int) -> int:
-    return batch_plan(cfg, processes).accumulation
-
-
 def training_manifest(base_model_dir, data_path, n_examples: int, cfg: dict, plan: BatchPlan, processes: int,
                       checkpoints: list[dict], **counts) -> dict:
     """The run's record (checkpoints.json): the real effective batch beside the configured one, and `counts`
