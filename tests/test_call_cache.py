@@ -313,7 +313,7 @@ def test_a_key_lock_left_by_a_dead_asker_is_taken_over(tmp_path, monkeypatch):
     dead = run_python(f"""
         import os
         from pathlib import Path
-        from warmbench import locks
+        from warmbench.core import locks
         locks.acquire(Path({str(key_lock_path(root, key))!r}), locks.owner_record(key={key!r}))
         os._exit(0)
     """)

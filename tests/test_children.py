@@ -54,7 +54,7 @@ def test_a_killed_parent_leaves_no_child_grandchild_or_temporary_folder(tmp_path
     scratch.mkdir()
     parent = subprocess.Popen([sys.executable, "-c", PREAMBLE + textwrap.dedent(f"""
         import sys, time
-        from warmbench import children
+        from warmbench.core import children
         guardian = children.start([sys.executable, "-c", {STUBBORN!r}, {str(pids)!r}], grace_s=1.0,
                                   remove=({str(scratch)!r},))
         open({str(tmp_path / "guardian")!r}, "w").write(str(guardian.pid))
@@ -79,7 +79,7 @@ def test_stop_escalates_to_sigkill_and_run_stops_the_child_when_interrupted(tmp_
     pids.unlink()
     code = PREAMBLE + textwrap.dedent(f"""
         import sys
-        from warmbench import children
+        from warmbench.core import children
         children.exit_on_signals()
         children.run([sys.executable, "-c", {STUBBORN!r}, {str(pids)!r}], grace_s=0.5)
         """)
