@@ -8,7 +8,7 @@ import pytest
 from warmbench.core.files import DataError
 from warmbench.stages.judge import incorrect_indicator
 from warmbench.core.regression import paired_tests, persona_regressions
-from warmbench.core.stats import kappa_with_ci
+from warmbench.core.annotations import kappa_with_ci
 from warmbench.stages.judge_comparison import (PAIRED_KEY, agreement_table, aligned_verdicts, ame_differences, compare,
                                                effect_differences, flips, headline_effects, paired_differences,
                                                side_by_side)

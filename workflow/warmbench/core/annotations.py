@@ -1,9 +1,11 @@
-"""Human annotations of judge verdicts: the id of a graded response and the filled annotation file, read by both
-judge_validation (which writes the sample) and judge_comparison (which scores judges against it)."""
+"""Human annotations of judge verdicts: the id of a graded response, the filled annotation file and Cohen's kappa
+between two raters, used by both judge_validation (which writes the sample) and judge_comparison (which scores judges
+against it)."""
 from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pandas as pd
 
 from .files import DataError, stable_hash
@@ -35,3 +37,18 @@ def read_annotations(path) -> pd.DataFrame:
                                 f"{', '.join(VERDICTS)}")
             rows.append({"annotation_id": record["annotation_id"], "human_verdict": verdict})
     return pd.DataFrame(rows, columns=["annotation_id", "human_verdict"])
+
+
+def kappa_with_ci(first, second) -> tuple[float, float, float]:
+    """Cohen's kappa of two raters over the same items and its 95% interval (statsmodels, asymptotic standard
+    error); pairs with a missing label are left out; NaN when undefined (no pairs, or one label only)."""
+    from statsmodels.stats.inter_rater import cohens_kappa as statsmodels_kappa
+
+    pairs = pd.DataFrame({"first": list(first), "second": list(second)}, dtype=object).dropna()
+    labels = sorted(set(pairs["first"]) | set(pairs["second"]))
+    if len(labels) < 2:
+        return float("nan"), float("nan"), float("nan")
+    table = pd.crosstab(pairs["first"], pairs["second"]).reindex(index=labels, columns=labels, fill_value=0).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = statsmodels_kappa(table)
+    return float(result["kappa"]), float(result["kappa_low"]), float(result["kappa_upp"])

@@ -164,16 +164,3 @@ def fit_logit(data: pd.DataFrame, outcome: str, treatment: str, fixed_effects: l
     return result, formula
 
 
-def kappa_with_ci(first, second) -> tuple[float, float, float]:
-    """Cohen's kappa of two raters over the same items and its 95% interval (statsmodels, asymptotic standard
-    error); pairs with a missing label are left out; NaN when undefined (no pairs, or one label only)."""
-    from statsmodels.stats.inter_rater import cohens_kappa as statsmodels_kappa
-
-    pairs = pd.DataFrame({"first": list(first), "second": list(second)}, dtype=object).dropna()
-    labels = sorted(set(pairs["first"]) | set(pairs["second"]))
-    if len(labels) < 2:
-        return float("nan"), float("nan"), float("nan")
-    table = pd.crosstab(pairs["first"], pairs["second"]).reindex(index=labels, columns=labels, fill_value=0).to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result = statsmodels_kappa(table)
-    return float(result["kappa"]), float(result["kappa_low"]), float(result["kappa_upp"])

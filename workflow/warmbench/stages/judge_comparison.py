@@ -25,13 +25,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..core import figures
-from ..core.annotations import annotation_ids, read_annotations
+from ..core.annotations import annotation_ids, kappa_with_ci, read_annotations
 from ..core.conditions import test_types
 from ..core.config import REGEX_SCORED_DATASETS
 from ..core.files import DataError, require_columns, write_table
 from ..core.regression import (GRADED_COLUMNS, SPECS, _with_fdr, ame_effects, comparisons, conversational,
                                paired_answers, paired_tests, persona_regressions, regression_data, spec_subset)
-from ..core.stats import as_factors, fit_logit, kappa_with_ci
+from ..core.stats import as_factors, fit_logit
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..core.annotations import annotation_ids, read_annotations
+from ..core.annotations import annotation_ids, kappa_with_ci, read_annotations
 from ..core.files import write_table
-from ..core.stats import kappa_with_ci
 
 log = logging.getLogger(__name__)
 
