@@ -31,7 +31,7 @@ import unicodedata
 from collections import Counter
 
 from ..core.files import require_columns, write_table
-from ..core.text import normalize  # noqa: F401 - judge.normalize, as before
+from ..core.text import normalize
 from ..core.refusal import SENSITIVITY_OUTCOME, is_refusal
 
 log = logging.getLogger(__name__)
