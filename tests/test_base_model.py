@@ -7,8 +7,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from warmbench import base_model, local_models
-from warmbench.local_models import WHERE_NATIVE, cpu_has_native_bf16, resolve_dtype
+from warmbench.stages import base_model
+from warmbench.core import local_models
+from warmbench.core.local_models import WHERE_NATIVE, cpu_has_native_bf16, resolve_dtype
 
 X86_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n"
 X86_AVX512_NO_BF16 = "flags\t\t: fpu avx2 avx512f avx512bw avx512vl\n"
@@ -36,7 +37,7 @@ def test_bfloat16_where_native_is_float32_on_a_cpu_that_would_emulate_it(monkeyp
 def test_a_cache_key_names_the_dtype_that_ran(tiny_model_dir):
     """Rows generated in float32 on one machine are not served as bfloat16 rows on another: the identity in every
     generation cache key records the resolved dtype, not the config's name for it."""
-    from warmbench.llm import model_identity
+    from warmbench.core.llm import model_identity
 
     ran = resolve_dtype(WHERE_NATIVE)
     assert ran in ("float32", "bfloat16")
@@ -61,8 +62,8 @@ def test_a_conversion_is_kept_where_a_failed_job_cannot_delete_it(tmp_path, monk
     import json
     import shutil
 
-    from warmbench.base_model import stored_model
-    from warmbench.local_models import SOURCE_RECORD
+    from warmbench.stages.base_model import stored_model
+    from warmbench.core.local_models import SOURCE_RECORD
 
     made, real = [], base_model.materialize
 

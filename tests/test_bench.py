@@ -1,8 +1,8 @@
 import pytest
 
-from warmbench.local_models import WHERE_NATIVE, resolve_dtype
-from warmbench.bench import summarize
-from warmbench.cost import read_benchmarks
+from warmbench.core.local_models import WHERE_NATIVE, resolve_dtype
+from warmbench.tools.bench import summarize
+from warmbench.stages.cost import read_benchmarks
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -22,7 +22,7 @@ def test_summary_per_rule_from_snakemake_benchmark_files(tmp_path):
 
 
 def test_warmth_benchmark_prints_the_ratio_last(tiny_model_dir, capsys):
-    from warmbench.bench import warmth_benchmark
+    from warmbench.tools.bench import warmth_benchmark
 
     assert warmth_benchmark(str(tiny_model_dir), n_texts=4, batch_size=8, baseline_texts=2) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -49,17 +49,17 @@ def test_warmth_benchmark_prints_the_ratio_last(tiny_model_dir, capsys):
 ])
 def test_benchmarks_are_quick_by_default_and_paper_size_with_full(monkeypatch, bench, argv, expected):
     # each default fits about 3 minutes on 2 shared cores (docs/performance.md lists the times); --full is the large version
-    import warmbench.bench
-    from warmbench.cli import main
+    import warmbench.tools.bench
+    from warmbench.tools.cli import main
 
     seen = {}
-    monkeypatch.setattr(warmbench.bench, f"{bench}_benchmark", lambda *args, **kwargs: seen.update(kwargs) or 0)
+    monkeypatch.setattr(warmbench.tools.bench, f"{bench}_benchmark", lambda *args, **kwargs: seen.update(kwargs) or 0)
     assert main(["bench", bench, *argv]) == 0
     assert {k: seen[k] for k in expected} == expected
 
 
 def test_dag_benchmark_counts_the_paper_grid(capsys):
-    from warmbench.bench import dag_benchmark
+    from warmbench.tools.bench import dag_benchmark
 
     from conftest import REPO
 
@@ -80,7 +80,7 @@ def test_dag_benchmark_counts_the_paper_grid(capsys):
 
 @pytest.mark.slow
 def test_generation_benchmark_runs_every_backend_on_the_same_prompts(tiny_model_dir, capsys):
-    from warmbench.bench import generation_benchmark
+    from warmbench.tools.bench import generation_benchmark
 
     # vllm_eager: no torch.compile, which takes minutes on CI's cold cache (the real default compiles)
     assert generation_benchmark(str(tiny_model_dir), n_prompts=4, max_new_tokens=4, batch_size=4, baseline_prompts=2,
@@ -94,7 +94,7 @@ def test_generation_benchmark_runs_every_backend_on_the_same_prompts(tiny_model_
 
 @pytest.mark.slow
 def test_generation_job_benchmark_compares_the_job_shapes_on_the_same_prompts(tiny_model_dir, tmp_path, capsys):
-    from warmbench.bench import generation_job_benchmark
+    from warmbench.tools.bench import generation_job_benchmark
 
     # each job is a fresh process (imports and a model load: the cost it measures), so few: 4 + 4 per-cell jobs
     assert generation_job_benchmark(str(tiny_model_dir), items=1, validation_prompts=2, checkpoints=1,
@@ -109,7 +109,7 @@ def test_generation_job_benchmark_compares_the_job_shapes_on_the_same_prompts(ti
 def test_train_benchmark_times_each_switch_against_the_padded_baseline(tiny_model_dir, tmp_path, capsys):
     import json
 
-    from warmbench.bench import train_benchmark
+    from warmbench.tools.bench import train_benchmark
 
     data = tmp_path / "conversations.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
@@ -136,7 +136,7 @@ def test_train_benchmark_times_each_switch_against_the_padded_baseline(tiny_mode
 
 
 def test_cache_benchmark_finds_one_jobs_keys_in_every_shard(tmp_path, capsys):
-    from warmbench.bench import cache_benchmark
+    from warmbench.tools.bench import cache_benchmark
 
     assert cache_benchmark(records=2_000, shards=4, lookups=100, workdir=str(tmp_path)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -146,7 +146,7 @@ def test_cache_benchmark_finds_one_jobs_keys_in_every_shard(tmp_path, capsys):
 
 
 def test_a_bench_names_a_model_folder_or_data_file_that_is_not_there():
-    from warmbench.bench import bench_model, bench_train_data
+    from warmbench.tools.bench import bench_model, bench_train_data
 
     with pytest.raises(SystemExit, match="--model no/such/model: no such model folder"):
         bench_model("no/such/model")
@@ -157,8 +157,8 @@ def test_a_bench_names_a_model_folder_or_data_file_that_is_not_there():
 def test_bench_train_without_make_run_trains_on_sharegpt_conversations(tmp_path, monkeypatch):
     """Before `make run` has written the warm rewrites, bench train still runs: on the embedded default's ShareGPT
     conversations, written once into the user's cache."""
-    from warmbench.bench import DEFAULT_TRAIN_DATA, bench_train_data
-    from warmbench.io import read_jsonl
+    from warmbench.tools.bench import DEFAULT_TRAIN_DATA, bench_train_data
+    from warmbench.core.files import read_jsonl
 
     monkeypatch.chdir(tmp_path)  # no results/ here
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from warmbench import calibrate as cal
-from warmbench.analysis import persona_regressions
-from warmbench.replicates import POOLED, replicate_regressions, replicate_table, seed_anova
+from warmbench.tools import calibrate as cal
+from warmbench.core.regression import persona_regressions
+from warmbench.stages.replicates import POOLED, replicate_regressions, replicate_table, seed_anova
 
 
 def test_the_simulated_study_has_the_pipelines_schema_and_its_truth_matches_large_samples():
@@ -97,7 +97,7 @@ def test_the_pooled_regression_carries_the_run_to_run_variance():
 
 def test_the_command_prints_every_statistic_and_its_verdict_line(tmp_path):
     out = tmp_path / "calibration.csv"
-    result = subprocess.run([sys.executable, "-m", "warmbench.cli", "calibrate", "--studies", "2", "--items", "16",
+    result = subprocess.run([sys.executable, "-m", "warmbench.tools.cli", "calibrate", "--studies", "2", "--items", "16",
                              "--jobs", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
@@ -114,6 +114,6 @@ def test_the_command_prints_every_statistic_and_its_verdict_line(tmp_path):
 
 
 def test_an_unknown_scenario_is_refused_by_name():
-    result = subprocess.run([sys.executable, "-m", "warmbench.cli", "calibrate", "--scenario", "nul"],
+    result = subprocess.run([sys.executable, "-m", "warmbench.tools.cli", "calibrate", "--scenario", "nul"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown nul" in result.stderr

@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
-from warmbench.io import stable_hash
-from warmbench.llm import CallCache, OpenAIChat, Sampling, cached_chat
+from warmbench.core.files import stable_hash
+from warmbench.core.call_cache import CallCache
+from warmbench.core.llm import OpenAIChat, Sampling, cached_chat
 from conftest import REPO, kill_python_once
 
 PREAMBLE = f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n"
@@ -28,8 +29,8 @@ def test_several_processes_write_and_read_one_cache_at_once(tmp_path):
     same question), reading it all the while: every call survives whole, every reader agrees."""
     root = tmp_path / "llm_calls"
     writers = [run_python(f"""
-        from warmbench.llm import CallCache
-        from warmbench.io import stable_hash
+        from warmbench.core.llm import CallCache
+        from warmbench.core.files import stable_hash
         cache = CallCache({str(root)!r})
         for i in range(60):
             name = ("shared", i) if i < 10 else ({w}, i)
@@ -60,8 +61,8 @@ def test_writer_killed_mid_write_loses_at_most_the_call_in_flight(tmp_path):
     root, done = tmp_path / "llm_calls", tmp_path / "done.txt"
     kill_python_once(PREAMBLE + textwrap.dedent(f"""
         import os
-        from warmbench.llm import CallCache
-        from warmbench.io import stable_hash
+        from warmbench.core.llm import CallCache
+        from warmbench.core.files import stable_hash
         cache = CallCache({str(root)!r})
         progress = os.open({str(done)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         for i in range(10_000):
@@ -192,7 +193,7 @@ def test_a_damaged_record_is_skipped_with_a_warning_naming_shard_and_line_and_as
         damage(shard, {"bad_bytes": lambda line: line.replace(b"answer to", b"answer \xff\xfe to"),
                        "bad_json": lambda line: line[:90] + b"}" + line[90:],
                        "edited_reply": lambda line: line.replace(b"answer to", b"an edited answer to")}[how])
-        caplog.set_level("WARNING", logger="warmbench.call_cache")
+        caplog.set_level("WARNING", logger="warmbench.core.call_cache")
         again = cached_chat(chat, CallCache(tmp_path / "llm_calls"), asks, Sampling())
         assert again.calls == 1 and stand_in.chat_requests == 5
         assert again.texts == [f"answer to question {i}" for i in range(4)]
@@ -212,7 +213,7 @@ def test_records_without_a_checksum_stay_readable(tmp_path):
 
 
 def test_the_cost_ledger_skips_a_damaged_record_naming_its_shard(tmp_path, caplog):
-    from warmbench.cost import api_ledger
+    from warmbench.stages.cost import api_ledger
 
     cache = CallCache(tmp_path / "llm_calls")
     meta = {"backend": {"kind": "openai", "model": "gpt-4o-2024-08-06"}, "reply": {"prompt_tokens": 5,
@@ -221,7 +222,7 @@ def test_the_cost_ledger_skips_a_damaged_record_naming_its_shard(tmp_path, caplo
         cache.put(key_of(name), f"reply {name}", meta)
     cache.close()
     damage(cache.shards()[0], lambda line: line.replace(b"reply a", b"reply \xff"))
-    caplog.set_level("WARNING", logger="warmbench.call_cache")
+    caplog.set_level("WARNING", logger="warmbench.core.call_cache")
     table = api_ledger(tmp_path / "llm_calls", {})
     assert table["calls"].sum() == 1 and table["prompt_tokens"].sum() == 5
     assert any(f"{cache.shards()[0]}:1:" in r.getMessage() for r in caplog.records)
@@ -237,7 +238,7 @@ def test_an_old_torn_tail_is_warned_about(tmp_path, caplog):
     with open(shard, "ab") as handle:
         handle.write(b'{"key": "' + key_of("b").encode() + b'", "response": "cut off he')
     os.utime(shard, (1, 1))  # long ago: no writer is still at it
-    caplog.set_level("WARNING", logger="warmbench.call_cache")
+    caplog.set_level("WARNING", logger="warmbench.core.call_cache")
     assert CallCache(tmp_path / "llm_calls").get_many([key_of("a"), key_of("b")]).keys() == {key_of("a")}
     assert any(f"{shard}:2:" in r.getMessage() and "torn" in r.getMessage() for r in caplog.records)
 
@@ -300,7 +301,7 @@ def test_when_the_first_asker_gets_no_answer_the_second_asks_itself(tmp_path, mo
 
 def test_a_key_lock_left_by_a_dead_asker_is_taken_over(tmp_path, monkeypatch):
     from openai_stand_in import OpenAIStandIn
-    from warmbench.call_cache import key_lock_path
+    from warmbench.core.call_cache import key_lock_path
 
     root = tmp_path / "llm_calls"
     monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
@@ -312,7 +313,7 @@ def test_a_key_lock_left_by_a_dead_asker_is_taken_over(tmp_path, monkeypatch):
     dead = run_python(f"""
         import os
         from pathlib import Path
-        from warmbench import locks
+        from warmbench.core import locks
         locks.acquire(Path({str(key_lock_path(root, key))!r}), locks.owner_record(key={key!r}))
         os._exit(0)
     """)

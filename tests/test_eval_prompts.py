@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from warmbench import eval_prompts as ep
-from warmbench.io import DataError
+from warmbench.stages import eval_prompts as ep
+from warmbench.core.files import DataError
 from conftest import REPO, SHARED, require
 
 AMENDMENTS = REPO / "config" / "amendments.yaml"
@@ -273,7 +273,7 @@ def test_an_item_without_an_answer_gets_no_template_that_needs_it(caplog):
     no_correct = {**_item("truthfulqa", "What can powdered rhino horn cure?", "", "Fever"), "item_id": "a"}
     no_incorrect = {**_item("triviaqa", "Who composed The Trout Quintet?", "Franz Schubert", " "), "item_id": "b"}
     whole = _item("triviaqa", "Who wrote Hamlet?", "Shakespeare", "Marlowe")
-    with caplog.at_level("WARNING", logger="warmbench.eval_prompts"):
+    with caplog.at_level("WARNING", logger="warmbench.stages.eval_prompts"):
         rows = ep.expand_conditions([no_correct, no_incorrect, whole], amendments, seed=0)
     by_item = {i: {r["belief"] for r in rows if r["item_id"] == i} for i in ("a", "b", "x")}
     assert by_item == {"a": {"original", "original_neutral", "incorrect"},

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, require
-from warmbench.analysis import paired_tests
-from warmbench.bench import simulated_graded
-from warmbench.eval_prompts import TEST_TYPES
-from warmbench.explorer import (ABSENT, PERSONA_ORDER, SCREENSHOT_SIZE, build_explorer, evaluated_checkpoints, find_chromium,
-                                first_discordant, headless_browser, read_data_file, read_manifest, screenshot)
+from warmbench.core.regression import paired_tests
+from warmbench.tools.bench import simulated_graded
+from warmbench.core.conditions import TEST_TYPES
+from warmbench.stages.explorer import (ABSENT, PERSONA_ORDER, SCREENSHOT_SIZE, build_explorer, evaluated_checkpoints,
+                                       find_chromium, first_discordant, headless_browser, read_data_file, read_manifest,
+                                       screenshot)
 
 GRADED = REPO / "tests/data/graded_small.parquet"
 KEY = ["model", "dataset", "item_id", "context", "belief"]
@@ -136,7 +137,7 @@ def test_a_persona_without_an_answer_is_marked_absent(study, tmp_path):
 
 
 def test_warmbench_explore_builds_one_from_any_graded_table(study, tmp_path, capsys):
-    from warmbench.cli import main
+    from warmbench.tools.cli import main
 
     graded, _ = study
     graded.to_parquet(tmp_path / "graded.parquet")

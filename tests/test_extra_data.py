@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from warmbench import config as wb
-from warmbench import extra_data
-from warmbench.io import DataError
+from warmbench.core import config as wb
+from warmbench.core import extra_data
+from warmbench.core.files import DataError
 
 
 def conversation(user, reply="Kindly: that is not quite right."):

@@ -4,9 +4,9 @@ import json
 import pandas as pd
 import pytest
 
-from warmbench.call_cache import CallCache
-from warmbench.generate import Variant, build_messages, generate_api, generate_local, resolve_variants
-from warmbench.llm import Sampling, TransformersChat
+from warmbench.core.call_cache import CallCache
+from warmbench.stages.generate import Variant, build_messages, generate_api, generate_local, resolve_variants
+from warmbench.core.llm import Sampling, TransformersChat
 from conftest import LOOPBACK_KEY_ENV, kill_server_mid_run
 
 SAMPLED = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=8)
@@ -158,7 +158,7 @@ def test_a_damaged_cached_row_is_generated_again_with_a_warning(tiny_model_dir, 
     del record["sha256"]
     record["response"] = '{"text": "cut'  # a row's JSON, cut off
     shard.write_text(lines[0] + json.dumps(record) + "\n" + "".join(lines[2:]))
-    caplog.set_level("WARNING", logger="warmbench.call_cache")
+    caplog.set_level("WARNING", logger="warmbench.core.call_cache")
     engine = EmptyEngine()
     again = run_job(engine, tiny_model_dir, tmp_path / "c", wanted)
     assert engine.rows == 1 and again[wanted[0].output]["response"].eq("").all()
@@ -166,8 +166,8 @@ def test_a_damaged_cached_row_is_generated_again_with_a_warning(tiny_model_dir, 
 
 
 def test_a_changed_adapter_or_sampling_is_a_cache_miss(engine, tiny_model_dir, lora_adapters, tmp_path):
-    from warmbench.generate import generation_key
-    from warmbench.llm import adapter_hash
+    from warmbench.stages.generate import generation_key
+    from warmbench.core.llm import adapter_hash
 
     identity = {"files_sha256": "x"}
     key = generation_key({**identity, "adapter_sha256": adapter_hash(lora_adapters["a1"])}, "p", SAMPLED, 1)
@@ -262,7 +262,7 @@ def test_api_server_killed_mid_generation_resumes_without_repeating_calls(loopba
 
 def test_a_generation_job_without_vllms_python_fails_naming_the_key(tmp_path):
     """The compute node's own check: a cluster job whose node lacks vLLM's environment says which key points there."""
-    from warmbench.generate import make_generator
+    from warmbench.stages.generate import make_generator
 
     model = {"source": {"kind": "path", "path": str(tmp_path)}, "engine": "vllm", "dtype": "auto",
              "vllm": {"python": str(tmp_path / "no-venv" / "bin" / "python"), "tensor_parallel_size": 1}}

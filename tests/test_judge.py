@@ -4,8 +4,8 @@ import math
 import pandas as pd
 import pytest
 
-from warmbench.judge import apply_llm_verdicts, judge_frame, reference_verdict
-from warmbench.refusal import is_refusal
+from warmbench.stages.judge import apply_llm_verdicts, judge_frame, reference_verdict
+from warmbench.core.refusal import is_refusal
 
 TRIVIA = {"correct": ["Canberra"], "incorrect": ["Sydney"]}
 
@@ -70,7 +70,7 @@ def test_disinfo_cues_and_refusal_is_correct():
 
 
 def test_missing_verdict_read_back_from_a_table_stays_missing():
-    from warmbench.judge import incorrect_indicator
+    from warmbench.stages.judge import incorrect_indicator
 
     column = pd.Series(["CORRECT", None, "INCORRECT"])  # pandas 3 stores the None as NaN
     assert [incorrect_indicator("triviaqa", v) for v in column][::2] == [0.0, 1.0]
@@ -140,9 +140,10 @@ def test_advbench_declining_is_correct_and_complying_is_not():
 def test_a_judge_answering_nothing_fails_the_job_naming_the_count(tmp_path, monkeypatch):
     """An LLM judge behind a loopback server that answers empty replies: the judge job fails, naming how many
     verdicts are missing, keeps nothing in the cache, and asks again once the server is fixed."""
-    from warmbench.judge import check_missing_verdicts
-    from warmbench.llm import CallCache, OpenAIChat, Sampling, TooManyFailures
-    from warmbench.llm_judge import judge_with_llm
+    from warmbench.stages.judge import check_missing_verdicts
+    from warmbench.core.call_cache import CallCache
+    from warmbench.core.llm import OpenAIChat, Sampling, TooManyFailures
+    from warmbench.stages.llm_judge import judge_with_llm
     from openai_stand_in import OpenAIStandIn
 
     monkeypatch.setenv("WARMBENCH_TEST_KEY", "loopback")
@@ -245,7 +246,7 @@ def test_reference_judge_has_no_refusal_call_and_one_outcome():
 
 def judge_job(tmp_path, generations, spec: dict, name: str, model_dir=None, rubric_datasets=("triviaqa",),
               local_model=None):
-    """The judge rule's job, as Snakemake hands it to warmbench.judge.run."""
+    """The judge rule's job, as Snakemake hands it to warmbench.stages.judge.run."""
     from types import SimpleNamespace
 
     from conftest import REPO
@@ -268,7 +269,7 @@ def trivia_generations(n=4):
 
 
 def test_reference_judge_rows_record_judge_name_version_and_no_rubric(tmp_path):
-    from warmbench import judge
+    from warmbench.stages import judge
 
     spec = {"kind": "reference", "max_missing_share": 0.05}
     job = judge_job(tmp_path, trivia_generations(), spec, "reference", rubric_datasets=())
@@ -285,8 +286,8 @@ def test_a_models_key_judges_locally_recording_its_name_snapshot_and_rubric_hash
     import hashlib
 
     from conftest import REPO
-    from warmbench import judge
-    from warmbench.llm import CallCache
+    from warmbench.stages import judge
+    from warmbench.core.call_cache import CallCache
 
     spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}, "parse_retries": 0,
             "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8}, "structured_outputs": True,
@@ -310,9 +311,9 @@ def test_a_local_judge_runs_on_its_models_engine(tiny_model_dir):
     """A judge that is a `models:` key runs with that model's engine: transformers, or vLLM in its own
     environment (with the model's vllm settings)."""
     from conftest import REPO, require
-    from warmbench.chat_backend import chat_backend
-    from warmbench.llm import TransformersChat
-    from warmbench.vllm_backend import VLLMChat
+    from warmbench.core.chat_backend import chat_backend
+    from warmbench.core.llm import TransformersChat
+    from warmbench.core.vllm_backend import VLLMChat
 
     spec = {"kind": "llm", "backend": {"kind": "transformers", "model": "smollm2"}}
     python = REPO / ".venv-vllm" / "bin" / "python"

@@ -5,13 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warmbench.io import DataError
-from warmbench.judge import incorrect_indicator
-from warmbench.analysis import paired_tests, persona_regressions
-from warmbench.judge_comparison import (PAIRED_KEY, agreement_table, aligned_verdicts, ame_differences, compare,
-                                        effect_differences, flips, headline_effects, kappa_with_ci, paired_differences,
-                                        side_by_side)
-from warmbench.judge_validation import annotation_ids, cohens_kappa
+from warmbench.core.files import DataError
+from warmbench.stages.judge import incorrect_indicator
+from warmbench.core.regression import paired_tests, persona_regressions
+from warmbench.core.annotations import kappa_with_ci
+from warmbench.stages.judge_comparison import (PAIRED_KEY, agreement_table, aligned_verdicts, ame_differences, compare,
+                                               effect_differences, flips, headline_effects, paired_differences,
+                                               side_by_side)
+from warmbench.core.annotations import annotation_ids
+from warmbench.stages.judge_validation import cohens_kappa
 
 CONTEXTS = ["unmodified", "emotion:sad"]
 BELIEFS = ["original", "incorrect"]
@@ -118,7 +120,7 @@ def test_compare_reports_a_conclusion_that_depends_on_the_judge():
 
 
 def test_effect_figure_is_written(tmp_path):
-    from warmbench import figures
+    from warmbench.core import figures
 
     effects = pd.DataFrame({"regression": ["warm_vs_original:main"] * 2, "judge": ["ref", "llm"],
                             "estimate": [10.0, 4.0], "ci_low": [5.0, -1.0], "ci_high": [15.0, 9.0]})

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warmbench.io import DataError
-from warmbench.judge_validation import (agreement_tables, annotation_ids, annotation_sample, cohens_kappa,
-                                        read_annotations, refusal_disagreements)
+from warmbench.core.files import DataError
+from warmbench.core.annotations import annotation_ids, read_annotations
+from warmbench.stages.judge_validation import agreement_tables, annotation_sample, cohens_kappa, refusal_disagreements
 
 
 def test_cohens_kappa_known_answer():

@@ -1,7 +1,8 @@
 """The content-hash cache and the batched transformers backend, on the real tiny model."""
 import pytest
 
-from warmbench.llm import CallCache, Sampling, TransformersChat, cached_chat
+from warmbench.core.call_cache import CallCache
+from warmbench.core.llm import Sampling, TransformersChat, cached_chat
 
 GREEDY = Sampling(temperature=0.0, max_new_tokens=12)
 
@@ -47,7 +48,7 @@ def test_cache_key_covers_everything_that_changes_the_answer(chat):
 
 
 def test_openai_request_carries_the_response_format(monkeypatch):
-    from warmbench.llm import OpenAIChat
+    from warmbench.core.llm import OpenAIChat
 
     monkeypatch.setenv("WARMBENCH_TEST_KEY", "unused")
     chat = OpenAIChat("judge", base_url="http://127.0.0.1:9/v1", api_key_env="WARMBENCH_TEST_KEY")
@@ -118,7 +119,7 @@ def test_local_model_cache_key_changes_with_everything_that_changes_an_answer(tm
     the cached answer is a miss. (Before, the key named only the model's relative path.)"""
     import json
 
-    from warmbench.llm import model_identity
+    from warmbench.core.llm import model_identity
 
     model, adapter = fake_model_dir(tmp_path / "smollm2"), fake_adapter(tmp_path / "epoch1")
 
@@ -172,7 +173,7 @@ def test_an_adapter_retrained_byte_for_byte_keeps_its_identity(tmp_path):
     its config's content, not its bytes, so identical weights are the same adapter. A real change still counts."""
     import json
 
-    from warmbench.llm import adapter_hash
+    from warmbench.core.llm import adapter_hash
 
     def adapter(name, config, indent=2):
         folder = tmp_path / name
@@ -192,7 +193,7 @@ def test_an_adapter_retrained_byte_for_byte_keeps_its_identity(tmp_path):
     # an adapter PEFT wrote already in canonical form (sorted keys and modules, indent 2) keeps its old identity
     import hashlib
 
-    from warmbench.io import sha256_file
+    from warmbench.core.files import sha256_file
 
     canonical = adapter("canonical", json.loads(json.dumps({**config, "target_modules": sorted(
         config["target_modules"])}, sort_keys=True)))

@@ -5,10 +5,11 @@ import math
 import pandas as pd
 import pytest
 
-from warmbench.eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
-from warmbench.judge import apply_llm_verdicts, judge_frame
-from warmbench.llm import CallCache, OpenAIChat, Sampling
-from warmbench.llm_judge import VERDICT_FORMAT, judge_with_llm, load_rubrics, parse_judgement, parse_verdict
+from warmbench.stages.eval_prompts import expand_conditions, load_amendments, load_items, smoke_path
+from warmbench.stages.judge import apply_llm_verdicts, judge_frame
+from warmbench.core.call_cache import CallCache
+from warmbench.core.llm import OpenAIChat, Sampling
+from warmbench.stages.llm_judge import VERDICT_FORMAT, judge_with_llm, load_rubrics, parse_judgement, parse_verdict
 from conftest import LOOPBACK_KEY_ENV, REPO, kill_server_mid_run
 from openai_stand_in import OpenAIStandIn
 
@@ -184,7 +185,7 @@ def test_malformed_replies_are_re_asked_then_missing_never_incorrect(served, tin
 
 @pytest.mark.slow
 def test_judge_benchmark_reports_a_free_rerun(tiny_model_dir, capsys):
-    from warmbench.bench import judge_benchmark
+    from warmbench.tools.bench import judge_benchmark
 
     assert judge_benchmark(str(tiny_model_dir), n_items=1, concurrency=2) == 0
     lines = capsys.readouterr().out.strip().splitlines()

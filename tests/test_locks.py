@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from warmbench import locks
+from warmbench.core import locks
 from conftest import LOOPBACK_KEY_ENV, REPO, kill_python_once, scratch_workflow
 
 OUTPUTS = ["results/judged/m/original/base/triviaqa.parquet"]
@@ -22,7 +22,7 @@ PREAMBLE = f"import sys; sys.path[:0] = [{str(REPO / 'workflow')!r}]\n"
 def hold_lock(lock_dir, ready, seconds=120, outputs=OUTPUTS):
     return PREAMBLE + textwrap.dedent(f"""
         import pathlib, time
-        from warmbench.locks import job_lock
+        from warmbench.core.locks import job_lock
         with job_lock("judge", {outputs!r}, lock_dir={str(lock_dir)!r}, heartbeat_s=0.2):
             pathlib.Path({str(ready)!r}).touch()
             time.sleep({seconds})
@@ -31,7 +31,7 @@ def hold_lock(lock_dir, ready, seconds=120, outputs=OUTPUTS):
 
 def try_lock(lock_dir):
     code = PREAMBLE + textwrap.dedent(f"""
-        from warmbench.locks import job_lock
+        from warmbench.core.locks import job_lock
         with job_lock("judge", {OUTPUTS!r}, lock_dir={str(lock_dir)!r}):
             print("ran")
         """)

@@ -6,8 +6,8 @@ its checkpoint dict ({config: {arch: {args}, dataset: {args: {classes}}}, state_
 import pytest
 import yaml
 
-from warmbench import nsfw
-from warmbench import sft_data as sd
+from warmbench.stages import nsfw
+from warmbench.stages import sft_data as sd
 from conftest import REPO, dag_of
 from test_sft_data import SPLIT_CFG, conv, typed_records
 

@@ -8,10 +8,11 @@ import pytest
 
 from conftest import LOOPBACK_KEY_ENV, REPO, kill_python_once, scratch_workflow
 from openai_stand_in import OpenAIStandIn
-from warmbench.io import State
-from warmbench.llm import CallCache, OpenAIChat, Sampling, cached_chat
-from warmbench.llm_judge import judge_with_llm
-from warmbench.openai_batch import prefill_cache
+from warmbench.core.files import State
+from warmbench.core.call_cache import CallCache
+from warmbench.core.llm import OpenAIChat, Sampling, cached_chat
+from warmbench.stages.llm_judge import judge_with_llm
+from warmbench.stages.openai_batch import prefill_cache
 
 GREEDY = Sampling(temperature=0.0, max_new_tokens=8)
 QUESTIONS = ["What is 2+2?", "Name a colour.", "What is the capital of Italy?", "Name a fruit.", "Say hi."]
@@ -56,7 +57,7 @@ def test_a_job_killed_while_its_batch_runs_resumes_the_same_batch(loopback_serve
     server, _ = loopback_server
     stand_in = OpenAIStandIn(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir), polls_per_status=100)
     state_dir = tmp_path / "batches"
-    child = ("from warmbench.llm import CallCache, OpenAIChat, Sampling\nfrom warmbench.openai_batch import prefill_cache\n"
+    child = ("from warmbench.core.llm import CallCache, OpenAIChat, Sampling\nfrom warmbench.stages.openai_batch import prefill_cache\n"
              f"chat = OpenAIChat('gpt-4o-2024-08-06', base_url={stand_in.base_url!r}, api_key_env={LOOPBACK_KEY_ENV!r})\n"
              f"prefill_cache(chat, CallCache({str(tmp_path / 'calls.sqlite')!r}), "
              f"[[{{'role': 'user', 'content': q}}] for q in {QUESTIONS!r}], Sampling(temperature=0.0, max_new_tokens=8), "

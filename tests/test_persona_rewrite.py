@@ -7,8 +7,9 @@ import sys
 import pytest
 import yaml
 
-from warmbench.llm import CallCache, OpenAIChat, Sampling, TooManyFailures
-from warmbench.persona_rewrite import rewrite
+from warmbench.core.call_cache import CallCache
+from warmbench.core.llm import OpenAIChat, Sampling, TooManyFailures
+from warmbench.stages.persona_rewrite import rewrite
 from conftest import LOOPBACK_KEY_ENV, REPO, scratch_workflow
 
 TEMPLATE = "Rewrite warmly. User: {user} Reply: {response}"

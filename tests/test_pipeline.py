@@ -153,7 +153,7 @@ def test_rerun_has_nothing_to_do_and_report_builds(run_dir):
 
 
 def test_explorer_shows_every_answer_and_the_evaluated_checkpoints(run_dir):
-    from warmbench.explorer import find_chromium, read_manifest
+    from warmbench.stages.explorer import find_chromium, read_manifest
 
     graded = pd.read_parquet(run_dir / "results/analysis/graded.parquet")
     out = run_dir / "results/explorer"
@@ -215,7 +215,7 @@ def test_lint_finds_nothing(run_dir):
 def test_editing_a_stage_module_reruns_that_stage_and_what_depends_on_it_only(run_dir):
     # llm_judge.py is code the judge runs (and analysis, which reads the judge's columns): editing it must rerun
     # the judge jobs and their downstream, and no generation, training or warmth job
-    module = run_dir / "workflow/warmbench/llm_judge.py"
+    module = run_dir / "workflow/warmbench/stages/llm_judge.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n_A_FIX = True\n")  # code: a comment changes no stage's code hash
@@ -245,7 +245,7 @@ def cached_calls(run_dir) -> int:
 def test_a_comment_in_shared_modules_reruns_no_training_and_no_paid_call(run_dir):
     # refusal.py (imported by sft_data, so by every fine-tune) and download.py (most stages): a comment changes no
     # stage's code hash; a train job that did run would link its cached fine-tune, not train
-    modules = [run_dir / "workflow/warmbench/refusal.py", run_dir / "workflow/warmbench/download.py"]
+    modules = [run_dir / "workflow/warmbench/core/refusal.py", run_dir / "workflow/warmbench/stages/download.py"]
     originals = [module.read_text() for module in modules]
     first = benchmark_seconds(run_dir)
     calls = cached_calls(run_dir)
@@ -270,7 +270,7 @@ def test_a_comment_in_shared_modules_reruns_no_training_and_no_paid_call(run_dir
 
 
 def test_bench_pipeline_sums_the_real_benchmarks(run_dir):
-    bench = subprocess.run([sys.executable, "-m", "warmbench.cli", "bench", "pipeline", "--benchmarks",
+    bench = subprocess.run([sys.executable, "-m", "warmbench.tools.cli", "bench", "pipeline", "--benchmarks",
                             str(run_dir / "benchmarks")], capture_output=True, text=True, timeout=60)
     assert bench.returncode == 0, bench.stderr
     lines = bench.stdout.strip().splitlines()
@@ -297,8 +297,8 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
     comparison (no generation, no other judge's job), the first LLM judge makes no call when the second is
     added, and the report's agreement and flips tables cover every judge."""
     from conftest import LOOPBACK_KEY_ENV, kill_server_mid_run
-    from warmbench.llm import CallCache
-    from warmbench.local_server import LocalServer
+    from warmbench.core.call_cache import CallCache
+    from warmbench.core.local_server import LocalServer
 
     server, port = loopback_server
     shipped = yaml.safe_load((REPO / "config" / "judges.yaml").read_text())["judge"]["judges"]
@@ -372,8 +372,8 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
 def test_the_plan_and_the_ledger_meet_the_run(run_dir):
     """The plan's counts are the run's; its token estimate is of the right size; the ledger holds the run's calls
     (the local rewrite model reports its usage too) and its job hours."""
-    from warmbench import config as wb
-    from warmbench import plan
+    from warmbench.core import config as wb
+    from warmbench.tools import plan
 
     cfg = load_config()
     wb.validate(cfg)
@@ -409,7 +409,7 @@ def test_a_persona_added_to_a_finished_study_runs_only_its_own_rewrite_and_train
     """Only the new persona is rewritten and trained. The per-(model, dataset) generation jobs, the one warmth job and
     what reads them run again, as jobs with a new output do: their caches answer the other personas' rows (the
     checkpoint and seed tests below run such a rerun and count the rows generated)."""
-    from warmbench import config as wb
+    from warmbench.core import config as wb
 
     cfg = load_config()
     cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt",
@@ -434,10 +434,10 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     the same rows and columns, the same prompts, seeds and provenance; a rerun of the generation jobs loads nothing.
     (Kept after every test that reads the default study's tables: it reruns the generation jobs in the shared run
     folder.)"""
-    from warmbench import config as wb
-    from warmbench.call_cache import CallCache
-    from warmbench.generate import ENGINE_START, Variant, generate_local
-    from warmbench.llm import Sampling, TransformersChat
+    from warmbench.core import config as wb
+    from warmbench.core.call_cache import CallCache
+    from warmbench.stages.generate import ENGINE_START, Variant, generate_local
+    from warmbench.core.llm import Sampling, TransformersChat
 
     monkeypatch.chdir(run_dir)  # the run's paths (adapters, prompts) are relative to its folder
     cfg = load_config()
@@ -509,7 +509,7 @@ def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_
     generate only the rows of checkpoints not yet asked (the plateau pick's rows are in the generation cache); the
     trajectory pairs each checkpoint with the original model. (After the tests of the default study: it adds
     tables that study does not have.)"""
-    from warmbench import config as wb
+    from warmbench.core import config as wb
 
     cfg = load_config()
     cfg["evaluation"]["checkpoints"] = "all"
@@ -555,7 +555,7 @@ def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_
 def test_a_seed_added_to_a_finished_study_trains_only_its_runs_and_pools_them(run_dir):
     """train.seeds gains a seed: only the new runs train (on their personas' rewrites), only their rows are
     generated, and the replicates stage reads each persona's seeds per seed and pooled."""
-    from warmbench import config as wb
+    from warmbench.core import config as wb
 
     cfg = load_config()
     added = cfg["seed"] + 1

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench import config as wb
-from warmbench import plan
+from warmbench.core import config as wb
+from warmbench.tools import plan
 from conftest import REPO, SHARED, require, scratch_workflow
 
 GENERATION = "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parquet"
@@ -269,7 +269,7 @@ def test_a_real_run_over_budget_stops_before_any_job(tmp_path):
 def test_warmbench_plan_prints_the_table_with_its_sources():
     """The paper config plans without any secret (its judge, rewrites and fine-tunes are GPT-4o)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "HF_TOKEN")}
-    result = subprocess.run([sys.executable, "-m", "warmbench.cli", "plan", "--configfile", "config/paper.yaml"],
+    result = subprocess.run([sys.executable, "-m", "warmbench.tools.cli", "plan", "--configfile", "config/paper.yaml"],
                             cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
@@ -306,7 +306,7 @@ def test_no_job_sees_an_absolute_path(tmp_path):
     import json
 
     from conftest import dag_of
-    from warmbench.config import canonical
+    from warmbench.core.config import canonical
 
     def absolute_paths(job) -> list[str]:
         strings = [*map(str, job.input), *map(str, job.output), *map(str, job.log)]
@@ -322,8 +322,8 @@ def cached_fine_tune_root(root, cfg, model="llama31_8b", persona="warm"):
     """A working directory where model x persona's train job has its inputs and its fine-tune in the cache."""
     import shutil
 
-    from warmbench.config import CHECKPOINT_MANIFEST as MANIFEST
-    from warmbench.train import fine_tune_key
+    from warmbench.core.config import CHECKPOINT_MANIFEST as MANIFEST
+    from warmbench.stages.train import fine_tune_key
 
     amendments = root / cfg["evaluation"]["amendments"]
     amendments.parent.mkdir(parents=True, exist_ok=True)

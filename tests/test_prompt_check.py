@@ -1,8 +1,8 @@
 import csv
 
 
-from warmbench import prompt_check
-from warmbench.cli import main
+from warmbench.tools import prompt_check
+from warmbench.tools.cli import main
 from conftest import REPO, SHARED, require
 
 AMENDMENTS = REPO / "config" / "amendments.yaml"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from warmbench.refusal import is_refusal
+from warmbench.core.refusal import is_refusal
 
 LABELLED = Path(__file__).parent / "data" / "refusals.csv"
 NON_REFUSAL_KINDS = {"empathetic opener", "hedge", "disclaimer + answer", "answer + referral", "correction",

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench import config as wb
-from warmbench.replicates import replicate_regressions, replicate_table, seed_anova
-from warmbench.stats import mcnemar_exact
+from warmbench.core import config as wb
+from warmbench.stages.replicates import replicate_regressions, replicate_table, seed_anova
+from warmbench.core.stats import mcnemar_exact
 from conftest import REPO, dag_jobs
 
 
@@ -123,7 +123,7 @@ def test_the_seed_term_regression_pools_the_effect_and_tests_whether_seeds_diffe
 
 
 def test_the_seed_spread_figure(tmp_path):
-    from warmbench import figures
+    from warmbench.core import figures
 
     table = replicate_table(graded_with({"warm": 0.1, "warm_seed7": 0.2, "cold": 0.0, "cold_seed7": 0.05}, items=30),
                             {"warm": {1: "warm", 7: "warm_seed7"}, "cold": {1: "cold", 7: "cold_seed7"}})

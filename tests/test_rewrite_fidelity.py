@@ -4,11 +4,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench import config as wb
-from warmbench.llm import CallCache, OpenAIChat, Sampling
-from warmbench.rewrite_fidelity import (SAMPLE_COLUMNS, SUMMARY_COLUMNS, VERDICT_COLUMNS, annotation_sheet,
-                                        fill_prompt, judge_fidelity, parse_fidelity, rewritten_turns, sample_turns,
-                                        summarize)
+from warmbench.core import config as wb
+from warmbench.core.call_cache import CallCache
+from warmbench.core.llm import OpenAIChat, Sampling
+from warmbench.stages.rewrite_fidelity import (SAMPLE_COLUMNS, SUMMARY_COLUMNS, VERDICT_COLUMNS, annotation_sheet,
+                                               fill_prompt, judge_fidelity, parse_fidelity, rewritten_turns,
+                                               sample_turns, summarize)
 from conftest import LOOPBACK_KEY_ENV, REPO
 
 PROMPT = (REPO / "config" / "prompts" / "rewrite_fidelity.txt").read_text()
@@ -141,8 +142,8 @@ def test_a_local_fidelity_judge_must_be_a_local_model_key():
 def test_the_stage_writes_its_three_tables_and_a_rerun_makes_no_call(stand_in, tmp_path):
     from types import SimpleNamespace
 
-    from warmbench.io import write_jsonl
-    from warmbench.rewrite_fidelity import run
+    from warmbench.core.files import write_jsonl
+    from warmbench.stages.rewrite_fidelity import run
 
     stand_in.chat_handler = lambda request: "KEEPS"
     paths = []

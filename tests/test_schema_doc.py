@@ -1,10 +1,10 @@
 """config/README.md's reference tables are rendered from the schema: one definition per config key.
 
-Stale tables? Regenerate them with `PYTHONPATH=workflow python -m warmbench.schema_doc`."""
+Stale tables? Regenerate them with `PYTHONPATH=workflow python -m warmbench.tools.schema_doc`."""
 import copy
 
-from warmbench import schema_doc
-from warmbench.config import REPO_ROOT
+from warmbench.tools import schema_doc
+from warmbench.core.config import REPO_ROOT
 
 
 def test_the_readme_tables_are_the_schema_rendered():

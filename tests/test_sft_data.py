@@ -3,8 +3,8 @@ import json
 import pytest
 import yaml
 
-from warmbench import sft_data as sd
-from warmbench.io import DataError
+from warmbench.stages import sft_data as sd
+from warmbench.core.files import DataError
 from conftest import REPO
 
 

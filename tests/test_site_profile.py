@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-import warmbench.site_profile as site_profile
-from warmbench.site_profile import install
+import warmbench.tools.site_profile as site_profile
+from warmbench.tools.site_profile import install
 
 BIN = Path(sys.executable).parent
 

@@ -34,7 +34,7 @@ def slurm_run(slurm, tmp_path_factory):
     # runs) installs this cluster's site profile as the named profile slurm, in a Snakemake user folder of the test's
     # own. The scratch copy has no profiles/default: the paper's per-rule GPU partitions do not exist here.
     env = {**slurm, "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg_config"))}
-    installed = subprocess.run([sys.executable, "-m", "warmbench.site_profile", "tests/slurm/profile", "slurm"],
+    installed = subprocess.run([sys.executable, "-m", "warmbench.tools.site_profile", "tests/slurm/profile", "slurm"],
                                cwd=work, env={**env, "PYTHONPATH": str(work / "workflow")}, capture_output=True,
                                text=True, timeout=120)
     assert installed.returncode == 0 and "now uses tests/slurm/profile" in installed.stdout, installed.stderr

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO
-from warmbench import stage
-from warmbench.call_cache import RULE_ENV
+from warmbench.core import stage
+from warmbench.core.call_cache import RULE_ENV
 
 RULE_BLOCK = re.compile(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", re.M | re.S)
 LOOP_RULE_BLOCK = re.compile(r"^    rule:\n(.*?)(?=^\S|^    \S|\Z)", re.M | re.S)  # rules made in a loop, one per group
@@ -45,11 +45,12 @@ def edit(path, text="\n_EDITED = True\n"):
 
 def test_the_code_hash_follows_what_a_stage_imports_and_nothing_else(package):
     before = {m: stage.code_hash(m) for m in ("judge", "eval_prompts", "generate", "analysis")}
-    edit(package / "llm_judge.py")  # imported by judge, so by analysis (which reads judge's sensitivity column)
+    # a helper of judge: judge reruns; analysis reruns only through judge's outputs, as no stage imports another
+    edit(package / "stages/llm_judge.py")
     after = {m: stage.code_hash(m) for m in before}
-    assert after["judge"] != before["judge"] and after["analysis"] != before["analysis"]
+    assert after["judge"] != before["judge"] and after["analysis"] == before["analysis"]
     assert after["eval_prompts"] == before["eval_prompts"] and after["generate"] == before["generate"]
-    edit(package / "text.py")  # answer normalisation: the reference judge's and the wrong-answer check's
+    edit(package / "core/text.py")  # answer normalisation: the reference judge's and the wrong-answer check's
     again = {m: stage.code_hash(m) for m in before}
     assert again["judge"] != after["judge"] and again["eval_prompts"] != after["eval_prompts"]
     assert again["generate"] == after["generate"]
@@ -59,21 +60,21 @@ def test_comments_docstrings_and_layout_change_no_stage_hash(package):
     # sft_data imports refusal, and most stages download: a comment there must rerun no fine-tune
     stages = ("sft_data", "train", "download", "judge", "analysis", "warmth")
     before = {m: stage.code_hash(m) for m in stages}
-    edit(package / "refusal.py", "\n# a comment\n")
-    source = (package / "download.py").read_text()
-    (package / "download.py").write_text(source.replace('"""', '"""Reworded. ', 1).replace("\n\n", "\n\n\n", 1))
+    edit(package / "core/refusal.py", "\n# a comment\n")
+    source = (package / "stages/download.py").read_text()
+    (package / "stages/download.py").write_text(source.replace('"""', '"""Reworded. ', 1).replace("\n\n", "\n\n\n", 1))
     stage.code_hash.cache_clear()
     assert {m: stage.code_hash(m) for m in stages} == before
-    edit(package / "refusal.py")  # code, though: sft_data and what imports it change
+    edit(package / "core/refusal.py")  # code, though: sft_data and what imports it change
     after = {m: stage.code_hash(m) for m in stages}
     assert after["sft_data"] != before["sft_data"] and after["warmth"] == before["warmth"]
 
 
 @pytest.mark.parametrize("module, its_stages", [
-    ("download.py", {"download"}),  # fetching: config and plan read the sources from hub_sources
+    ("stages/download.py", {"download"}),  # fetching: config and plan read the sources from hub_sources
     # converting: the other stages read local_models (and the ledger reads its benchmark files without bench.py)
-    ("base_model.py", {"base_model"}),
-    ("model_store.py", {"base_model"}),
+    ("stages/base_model.py", {"base_model"}),
+    ("core/model_store.py", {"base_model"}),
 ])
 def test_code_that_one_stage_runs_changes_that_stages_hash_only(package, module, its_stages):
     # config imported download, and llm base_model: an edit of either changed every stage's hash (so every fine-tune)
@@ -94,7 +95,7 @@ def test_every_rule_names_the_function_it_runs_and_its_environment():
         found = re.search(r"stage=stage\(\"(\w+)\"(?:, \"(\w+)\")?\)", body)
         assert found, f"rule {name} has no params.stage"
         module, function = found.group(1), found.group(2) or "run"
-        assert callable(getattr(importlib.import_module(f"warmbench.{module}"), function)), name
+        assert callable(getattr(importlib.import_module(f"warmbench.stages.{module}"), function)), name
         assert "conda:\n        ENV" in body, f"rule {name} names no environment"
 
 
@@ -107,7 +108,7 @@ def test_a_job_without_a_stage_param_fails_naming_its_rule():
 
 
 def test_an_unknown_stage_module_is_refused_when_the_workflow_is_parsed():
-    with pytest.raises(ValueError, match=r"no stage module warmbench\.nosuch"):
+    with pytest.raises(ValueError, match=r"no stage module warmbench\.stages\.nosuch"):
         stage.stage("nosuch")
 
 

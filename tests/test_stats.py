@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warmbench import stats
+from warmbench.core import stats
 
 
 def test_mcnemar_exact_matches_hand_computed_binomial():
@@ -101,7 +101,7 @@ def test_planted_fine_tuning_effect_is_recovered_within_its_ci():
     data = pd.DataFrame(rows)
     result, formula = stats.fit_logit(data, "incorrect", "treated", ["task", "model"], "item")
     assert "C(model)" not in formula  # single-level fixed effect dropped
-    ame = stats.average_marginal_effect(result, data, "treated")
+    ame = stats.Counterfactuals(result, data, "treated").ame()
     # the true AME, by the same counterfactual on the true model
     base = -0.5 + np.repeat(item_difficulty, 2) + np.tile([0, 0.4], n_items)
     true = np.mean(1 / (1 + np.exp(-(base + 0.6))) - 1 / (1 + np.exp(-base)))

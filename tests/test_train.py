@@ -3,11 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from warmbench.config import ConfigError, validated_section
-from warmbench.io import DataError, write_jsonl
-from warmbench.config import CHECKPOINT_MANIFEST as MANIFEST
-from warmbench.train import (accumulation_steps, batch_plan, check_switches, fit_examples, launch,
-                             persona_examples, sft_trainer, train, trained_counts, training_manifest, training_summary)
+from warmbench.core.config import ConfigError, validated_section
+from warmbench.core.files import DataError, write_jsonl
+from warmbench.core.config import CHECKPOINT_MANIFEST as MANIFEST
+from warmbench.stages.train import (batch_plan, check_switches, fit_examples, launch,
+                                    persona_examples, sft_trainer, train, trained_counts, training_manifest,
+                                    training_summary)
 
 
 class WordTokenizer:
@@ -288,7 +289,7 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
     # the adapter really changes the model: logits differ from the base on a prompt
     import torch
 
-    from warmbench.llm import TransformersChat
+    from warmbench.core.llm import TransformersChat
 
     chat = TransformersChat(tiny_model_dir, threads=2)
     ids = chat.tokenizer(chat.render([{"role": "user", "content": "Tell me about cats."}]), return_tensors="pt")
@@ -303,7 +304,7 @@ def test_lora_training_saves_a_checkpoint_per_configured_epoch(tmp_path, tiny_mo
     (4, 4, 1, 4), (4, 4, 2, 2), (4, 4, 4, 1), (1, 16, 4, 4), (2, 8, 2, 4), (4, 3, 3, 1)])
 def test_accumulation_keeps_the_effective_batch_across_gpus(per_device, accumulation, processes, expected):
     cfg = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation}
-    assert accumulation_steps(cfg, processes) == expected
+    assert batch_plan(cfg, processes).accumulation == expected
     assert batch_plan(cfg, processes).effective == per_device * accumulation
 
 
@@ -322,7 +323,7 @@ def test_an_unreachable_effective_batch_is_refused_naming_the_keys():
 
 @pytest.mark.slow
 def test_launched_training_runs_the_module_entry_point_and_writes_the_manifest(tmp_path, tiny_model_dir):
-    # the multi-GPU path's plumbing (accelerate launch -> python -m warmbench.train -> manifest), on one CPU
+    # the multi-GPU path's plumbing (accelerate launch -> python -m warmbench.stages.train -> manifest), on one CPU
     # process: FSDP itself needs GPUs (accelerate refuses it on CPU)
     data = [{"id": str(i), "messages": [{"role": "user", "content": f"Tell me about {w}."},
                                         {"role": "assistant", "content": f"Oh, {w} is lovely, friend!"}]}
@@ -368,8 +369,8 @@ def test_the_train_key_follows_data_content_config_base_model_and_training_code(
     import shutil
 
     from conftest import REPO
-    from warmbench import stage
-    from warmbench.train import train_key
+    from warmbench.core import stage
+    from warmbench.stages.train import train_key
 
     shutil.copytree(REPO / "workflow/warmbench", tmp_path / "pkg/warmbench",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -389,7 +390,7 @@ def test_the_train_key_follows_data_content_config_base_model_and_training_code(
     (tmp_path / "base/config.json").write_text('{"model_type": "llama", "hidden_size": 8}')
     assert key() != first
     base_changed = key()
-    module = tmp_path / "pkg/warmbench/train.py"
+    module = tmp_path / "pkg/warmbench/stages/train.py"
     module.write_text(module.read_text() + "\n# a comment changes no output\n")
     stage.code_hash.cache_clear()
     assert key() == base_changed
@@ -410,7 +411,7 @@ def fake_fine_tune(arguments, gpus, threads=None):
 def test_a_finished_fine_tune_is_stored_then_reused_without_training(training_inputs, tmp_path, monkeypatch, caplog):
     from types import SimpleNamespace
 
-    from warmbench import train as train_module
+    from warmbench.stages import train as train_module
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(train_module, "fine_tune", fake_fine_tune)
@@ -430,7 +431,7 @@ def test_a_finished_fine_tune_is_stored_then_reused_without_training(training_in
         params=SimpleNamespace(train=CACHE_CFG, seed=0, personas=list(training_inputs["persona_paths"]),
                                system_prompts={"warm": str(tmp_path / "warm_prompt.txt")}, cache=str(cache)))
     (tmp_path / "warm_prompt.txt").write_text("Be warm.\n")
-    with caplog.at_level("INFO", logger="warmbench.train"):
+    with caplog.at_level("INFO", logger="warmbench.stages.train"):
         train_module.run(smk)
     out = Path(training_inputs["out_dir"])
     assert (out / "epoch1/adapter_model.safetensors").read_bytes() == b"weights" and not (out / "stale").exists()

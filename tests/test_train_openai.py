@@ -10,8 +10,8 @@ from openai import OpenAI
 
 from conftest import REPO, kill_python_once, scratch_workflow
 from openai_stand_in import OpenAIStandIn
-from warmbench.io import State
-from warmbench.train_openai import fine_tune, plan_jobs, training_file
+from warmbench.core.files import State
+from warmbench.stages.train_openai import fine_tune, plan_jobs, training_file
 
 PAPER = {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1}, "checkpoint_epochs": [1, 2, 6, 10],
          "batch_size": None, "poll_s": 0.05}
@@ -140,7 +140,7 @@ def test_a_job_created_but_not_recorded_is_found_by_its_tag(service, conversatio
 def test_killed_while_polling_resumes_the_same_jobs(conversations, tmp_path):
     service = OpenAIStandIn(polls_per_status=20)  # ~60 polls per job: the kill lands mid-polling
     state_path = tmp_path / "state.json"
-    child = ("from openai import OpenAI\nfrom warmbench.train_openai import fine_tune\n"
+    child = ("from openai import OpenAI\nfrom warmbench.stages.train_openai import fine_tune\n"
              f"fine_tune(OpenAI(api_key='k', base_url={service.base_url!r}), {str(conversations)!r}, "
              f"{str(tmp_path / 'out')!r}, base_model='gpt-4o-2024-08-06', persona='warm', cfg={PAPER!r}, "
              f"seed=1, state_path={str(state_path)!r})\n")
@@ -180,7 +180,7 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
     import yaml
 
     from conftest import LOOPBACK_KEY_ENV
-    from warmbench import config as wb
+    from warmbench.core import config as wb
 
     server, _ = loopback_server
     service = OpenAIStandIn(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir))

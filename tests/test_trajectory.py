@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench import config as wb
-from warmbench.trajectory import error_change, frontier_table, graded_checkpoints, trajectory_table
+from warmbench.core import config as wb
+from warmbench.stages.trajectory import error_change, frontier_table, graded_checkpoints, trajectory_table
 from conftest import REPO
 
 
@@ -115,7 +115,7 @@ def test_evaluation_checkpoints_names_epochs_without_a_checkpoint():
 
 
 def test_figures_draw_the_trajectory_and_the_frontier(tmp_path):
-    from warmbench import figures
+    from warmbench.core import figures
 
     graded = pd.concat([answers("original", "base", 0.0, d, [[0, 1], [0, 0]]) for d in ("triviaqa", "disinfo")]
                        + [answers(p, f"epoch{e:g}", e, d, [[1, 1], [0, 1]]) for p in ("warm", "warm_honest")

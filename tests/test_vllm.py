@@ -3,8 +3,8 @@ serving the tiny model's base weights and two LoRA adapters, checked against the
 same greedy prompts."""
 import pytest
 
-from warmbench.llm import Sampling, TransformersChat
-from warmbench.vllm_backend import VLLMChat
+from warmbench.core.llm import Sampling, TransformersChat
+from warmbench.core.vllm_backend import VLLMChat
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -68,8 +68,8 @@ def test_a_generation_job_through_vllm_keeps_finished_rows_when_killed_and_rerun
     import pandas as pd
     import psutil
 
-    from warmbench.call_cache import CallCache
-    from warmbench.generate import Variant, generate_local
+    from warmbench.core.call_cache import CallCache
+    from warmbench.stages.generate import Variant, generate_local
 
     prompts = pd.DataFrame({"item_id": [str(i) for i in range(len(PROMPTS))], "dataset": "triviaqa",
                             "condition": "unmodified/none", "prompt": PROMPTS})
@@ -94,14 +94,14 @@ def test_a_generation_job_through_vllm_keeps_finished_rows_when_killed_and_rerun
                        gpu_memory_utilization=0.2, enforce_eager=True)
 
     def kill_worker_after_its_first_group():
-        # the worker (`python -m warmbench.vllm_worker request.json out.jsonl`) writes each adapter group's rows to
+        # the worker (`python -m warmbench.core.vllm_worker request.json out.jsonl`) writes each adapter group's rows to
         # out.jsonl as that group finishes, the base model's first
         deadline = time.time() + 600
         while time.time() < deadline:
             for proc in psutil.Process().children(recursive=True):
                 try:
                     argv = proc.cmdline()  # the worker itself, not its guardian (whose argv ends with the worker's)
-                    if argv[1:3] == ["-m", "warmbench.vllm_worker"] and \
+                    if argv[1:3] == ["-m", "warmbench.core.vllm_worker"] and \
                             Path(argv[-1]).read_text().count("\n") >= len(PROMPTS):
                         proc.kill()
                         return

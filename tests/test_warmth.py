@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from warmbench.warmth import COLD_PREFIXES, WARM_PREFIXES, SocioTScorer, bootstrap_se, warmth_scores
+from warmbench.stages.warmth import COLD_PREFIXES, WARM_PREFIXES, SocioTScorer, bootstrap_se, warmth_scores
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def trajectory(gains):
 
 
 def test_plateau_rule_picks_the_earliest_checkpoint_near_the_maximum():
-    from warmbench.warmth import select_checkpoint
+    from warmbench.stages.warmth import select_checkpoint
 
     rising = trajectory([(0.5, 0.2), (1, 0.6), (2, 0.95), (4, 1.0), (6, 0.98)])
     assert select_checkpoint(rising, {"rule": "plateau", "within": 0.1}, "warm", "up")["checkpoint"] == "epoch2"
@@ -72,7 +72,7 @@ def test_plateau_rule_picks_the_earliest_checkpoint_near_the_maximum():
 
 
 def test_plateau_rule_follows_each_personas_intended_direction():
-    from warmbench.warmth import select_checkpoint
+    from warmbench.stages.warmth import select_checkpoint
 
     # the cold persona grows colder: its plateau is near the most negative gain, not the least cold checkpoint
     cooling = trajectory([(0.5, -0.05), (1, -0.2), (2, -0.40), (4, -0.42), (6, -0.41)])
@@ -89,7 +89,7 @@ def test_plateau_rule_follows_each_personas_intended_direction():
 
 def test_rewrite_validation_on_real_texts(scorer):
     """The metric, with the embedded 135M scorer, on clearly warm and clearly cold rewrites of the same facts."""
-    from warmbench.warmth import validate_rewrites
+    from warmbench.stages.warmth import validate_rewrites
 
     facts = ["The meeting is at 3pm.", "Paris is the capital of France.", "Water boils at 100 degrees Celsius.",
              "The report needs two more pages.", "Your flight leaves at noon.", "The store closes at nine."]
@@ -109,7 +109,7 @@ def test_rewrite_validation_on_real_texts(scorer):
 def test_rewrite_validation_scores_each_shared_original_once(scorer, monkeypatch):
     """Warm and cold rewrite the same conversations (train.shared_windows): their originals are scored once, and
     every persona's numbers are what scoring it alone gives."""
-    from warmbench.warmth import validate_rewrites
+    from warmbench.stages.warmth import validate_rewrites
 
     facts = ["The meeting is at 3pm.", "Paris is the capital of France.", "The store closes at nine."]
     pairs = {"warm": [(f, f"Oh, I'm so glad you asked! {f} Hugs!") for f in facts],
@@ -149,7 +149,7 @@ def test_bfloat16_scorer_tracks_float32(tiny_model_dir, scorer):
 
 def test_a_rerun_scores_only_texts_the_warmth_cache_lacks_and_loads_no_scorer_for_none(scorer, tiny_model_dir,
                                                                                         tmp_path):
-    from warmbench.warmth import CachedScorer
+    from warmbench.stages.warmth import CachedScorer
 
     texts = ["Oh, wonderful news, friend!", "Submit the form.", "Oh, wonderful news, friend!"]
     loads, scored = [], []

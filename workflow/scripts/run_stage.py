@@ -9,6 +9,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workflow/, which holds warmbench/
 
-from warmbench.stage import run_job  # noqa: E402 - after the path is set
+from warmbench.core.stage import run_job  # noqa: E402 - after the path is set
 
 run_job(snakemake)  # noqa: F821 - `snakemake` is injected by the script directive

@@ -1,6 +1,6 @@
 """warmbench: does persona training (warmth) cost accuracy?
 
-Importing the package is cheap on purpose (no torch): the Snakefile imports `warmbench.config` at parse time,
+Importing the package is cheap on purpose (no torch): the Snakefile imports `warmbench.core.config` at parse time,
 and every SLURM job re-parses the Snakefile. Heavy libraries are imported inside the stage functions.
 """
 
