@@ -27,7 +27,7 @@ def snakemake(workdir, *args, timeout=900):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     work = scratch_workflow(tmp_path_factory.mktemp("pipeline"))
-    result = snakemake(work, "--cores", "2", "--configfile", CONFIG, timeout=1500)
+    result = snakemake(work, "--cores", "2", "--configfile", CONFIG, timeout=2400)  # CI: 22 min (2026-12-05)
     assert result.returncode == 0, result.stderr[-5000:]
     return work
 
@@ -346,9 +346,12 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
     assert judged["judge_name"].eq("loopback").all() and judged["rubric_sha256"].str.len().eq(64).all()
     assert judged["judge_model"].notna().all()
 
-    # a third judge, the shipped local one: none of the loopback judge's jobs, and no call to its server
+    # a third judge, the shipped local one: none of the loopback judge's jobs, and no call to its server. With the
+    # prompt-only rubric it too is asked once per prompt: its own rubric on every answer, a model load and ~100
+    # generations in each of the study's judge jobs, took 18 of CI's minutes
+    local = {**shipped["smollm2"], "rubrics": {d: "loopback_rubric.txt" for d in shipped["smollm2"]["rubrics"]}}
     three = judges_study(run_dir, "three_judges.yaml", {"reference": shipped["reference"], "loopback": loopback,
-                                                        "smollm2": shipped["smollm2"]})
+                                                        "smollm2": local})
     dry = snakemake(run_dir, "-n", "--configfile", three)
     assert job_stats(dry.stdout + dry.stderr) == {"judge_other": cells, "judge_comparison": 1, "cost": 1, "all": 1, "total": cells + 3}
     assert set(re.findall(r"judge=(\w+)", dry.stdout + dry.stderr)) == {"smollm2"}
