@@ -430,10 +430,10 @@ def test_a_persona_added_to_a_finished_study_runs_only_its_own_rewrite_and_train
 
 def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tables(run_dir, monkeypatch):
     """One generation job per (model, dataset) starts one engine and writes every cell's table as the per-cell design
-    did: for each cell, a job of that cell alone (today's generate_local with one variant, its own empty cache) gives
-    the same rows and columns, the same prompts, seeds and provenance; a rerun of the generation jobs loads nothing.
-    (Kept after every test that reads the default study's tables: it reruns the generation jobs in the shared run
-    folder.)"""
+    did: for a cell of each kind, a job of that cell alone (today's generate_local with one variant, its own empty
+    cache) gives the same rows and columns, the same prompts, seeds and provenance; a rerun of the generation jobs
+    loads nothing. (Kept after every test that reads the default study's tables: it reruns the generation jobs in the
+    shared run folder.)"""
     from warmbench.core import config as wb
     from warmbench.core.call_cache import CallCache
     from warmbench.stages.generate import ENGINE_START, Variant, generate_local
@@ -452,6 +452,14 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     written = sorted(p.relative_to(run_dir / "results/generations").as_posix()
                      for p in (run_dir / "results/generations").rglob("*.parquet"))
     assert written == sorted(f"{c.model}/{c.persona}/{c.checkpoint}/{c.dataset}.parquet" for c in cells)
+    # Regenerating every cell alone took 19 of CI's minutes. One cell of each kind covers what the job resolves per
+    # cell: every persona on MMLU (its own sampling), the trained selected checkpoint on a task, and a trained
+    # checkpoint on the validation prompts (warmth's sampling, an epoch label); test_generate checks batching itself.
+    trained = next(c for c in wb.warmth_cells(cfg_full) if wb.is_trained(cfg_full, c.persona))
+    cells = [c for c in wb.eval_cells(cfg_full) if c.dataset == "mmlu"
+             or (c.dataset == "triviaqa" and wb.is_trained(cfg_full, c.persona) and c.persona == trained.persona)]
+    cells.append(trained)
+    assert {c.persona for c in cells} == {"original", "warm_prompt", "warm", "cold"} and len(cells) == 6
     chat = TransformersChat(run_dir / "resources/models/smollm2", dtype=cfg_full["models"]["smollm2"]["dtype"], threads=2)
     system_prompt = (run_dir / cfg_full["personas"]["warm_prompt"]["system_prompt"]).read_text().strip()
     same = total = 0

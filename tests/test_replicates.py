@@ -107,6 +107,24 @@ def test_pooled_rows_sum_each_seeds_discordant_pairs_and_test_items_x_seeds():
     assert set(table["test_type"]) == {"all", "normal", "sycophancy"}
 
 
+def test_a_seed_without_scorable_answers_on_a_dataset_keeps_its_row_and_is_not_pooled_as_if_present():
+    # real items: a run whose answers on a dataset all go unscored (e.g. MMLU replies without a readable letter)
+    # once lost its seed's rows there, and the pooled row then stood on the other seed alone, unlabelled
+    graded = graded_with({"warm": 0.10, "warm_seed7": 0.20}, items=20)
+    mmlu = graded.assign(dataset="mmlu")
+    mmlu.loc[mmlu["persona"] == "warm_seed7", "incorrect"] = np.nan
+    table = replicate_table(pd.concat([graded, mmlu], ignore_index=True), {"warm": {1: "warm", 7: "warm_seed7"}})
+    rows = table[(table["dataset"] == "mmlu") & (table["test_type"] == "all")].set_index("seed")
+    assert list(rows.index) == ["1", "7", "pooled"]
+    assert rows.loc["7", "n_pairs"] == 0 and np.isnan(rows.loc["7", "error_change_pp"])
+    assert rows.loc["7", "run"] == "warm_seed7" and np.isnan(rows.loc["7", "p_value"])
+    pooled = rows.loc["pooled"]
+    assert pooled["n_pairs"] == rows.loc["1", "n_pairs"] and pooled["n_items"] == 0
+    assert np.isnan(pooled["error_change_pp"]) and np.isnan(pooled["p_value"])  # not seed 1's change, called pooled
+    triviaqa = table[(table["dataset"] == "triviaqa") & (table["test_type"] == "all")].set_index("seed")
+    assert triviaqa.loc["pooled", "n_items"] == 20 and not np.isnan(triviaqa.loc["pooled", "p_value"])
+
+
 def test_the_seed_term_regression_pools_the_effect_and_tests_whether_seeds_differ():
     same = replicate_regressions(graded_with({"warm": 0.2, "warm_seed7": 0.2, "warm_seed8": 0.2}, seed=1),
                                  {"warm": {1: "warm", 7: "warm_seed7", 8: "warm_seed8"}}).set_index("term")
@@ -129,3 +147,22 @@ def test_the_seed_spread_figure(tmp_path):
                             {"warm": {1: "warm", 7: "warm_seed7"}, "cold": {1: "cold", 7: "cold_seed7"}})
     figures.seed_spread(table, tmp_path / "spread.png")
     assert (tmp_path / "spread.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_seed_spread_figure_draws_the_pooled_rows_interval(tmp_path, monkeypatch):
+    """The diamond is the pooled row (items x seeds, run-to-run noise included), not an interval of the discordant
+    pairs summed over seeds, which counts the original model's shared answers once per seed and is too narrow."""
+    import matplotlib.axes
+
+    from warmbench.core import figures
+
+    drawn = []
+    original = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", lambda self, x, y, yerr=None, **kw: (
+        drawn.append((float(y), np.ravel(yerr).astype(float))), original(self, x, y, yerr=yerr, **kw))[1])
+    table = replicate_table(graded_with({"warm": 0.1, "warm_seed7": 0.3}, items=30), {"warm": {1: "warm", 7: "warm_seed7"}})
+    figures.seed_spread(table, tmp_path / "spread.png")
+    pooled = table[(table["seed"] == "pooled") & (table["test_type"] == "all")].iloc[0]
+    (y, (below, above)), = drawn
+    assert y == pytest.approx(pooled["error_change_pp"])
+    assert (y - below, y + above) == pytest.approx((pooled["ci_low"], pooled["ci_high"]))

@@ -273,9 +273,9 @@ def warmth_error_frontier(frontier: pd.DataFrame, path) -> None:
 
 
 def seed_spread(table: pd.DataFrame, path) -> None:
-    """Run-to-run noise against the effect: each seed's error change (dots) and the pooled one (a diamond, 95%
-    interval of the summed paired difference) per replicated persona, a panel per model and dataset (all test
-    types together)."""
+    """Run-to-run noise against the effect: each seed's error change (dots) and the pooled one (a diamond with the
+    pooled row's 95% interval: items x seeds, so run-to-run noise widens it) per replicated persona, a panel per
+    model and dataset (all test types together)."""
     rows = table[table["test_type"] == "all"]
     panels = list(rows[["model", "dataset"]].drop_duplicates().itertuples(index=False))
     fig, axes = _grid(len(panels))
@@ -287,8 +287,9 @@ def seed_spread(table: pd.DataFrame, path) -> None:
             seeds, pooled = mine[mine["seed"] != "pooled"], mine[mine["seed"] == "pooled"].iloc[0]
             color = persona_color(persona, personas)
             ax.scatter(np.full(len(seeds), k - 0.1), seeds["error_change_pp"], color=color, s=25, alpha=0.8)
-            change, half = paired_difference(int(pooled["b"]), int(pooled["c"]), int(pooled["n_pairs"]))
-            ax.errorbar(k + 0.1, -change, yerr=half, fmt="D", capsize=4, color=color, label=f"{persona} ({len(seeds)} seeds)")
+            interval = [[pooled["error_change_pp"] - pooled["ci_low"]], [pooled["ci_high"] - pooled["error_change_pp"]]]
+            ax.errorbar(k + 0.1, pooled["error_change_pp"], yerr=interval, fmt="D", capsize=4, color=color,
+                        label=f"{persona} ({len(seeds)} seeds)")
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks([])
         ax.set(title=f"{model}: {dataset}", ylabel="error change vs original (pp)")

@@ -44,26 +44,34 @@ POOLED = "pooled"
 ALL_TESTS = "all"
 
 
+def _scored(pairs: pd.DataFrame) -> pd.DataFrame:
+    return pairs.dropna(subset=["incorrect_base", "incorrect_persona"])
+
+
 def _counts(pairs: pd.DataFrame) -> dict:
+    pairs = _scored(pairs)
     x, y = pairs["incorrect_base"].to_numpy(), pairs["incorrect_persona"].to_numpy()
     b, c = int(((x == 0) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())
     n = len(pairs)
     return {"n_pairs": n, "b": b, "c": c, "error_change_pp": 100 * (b - c) / n if n else np.nan,
-            "p_value": mcnemar_exact(b, c)}
+            "p_value": mcnemar_exact(b, c) if n else np.nan}
 
 
 def replicate_table(graded: pd.DataFrame, groups: dict[str, dict[int, str]]) -> pd.DataFrame:
     """Per model, replicated persona, dataset and test type (normal, sycophancy, all): a row per seed, then the
     pooled row (summed discordant pairs for reference; the mean error change with the crossed item x seed test and
-    interval of `seed_anova`; the per-seed changes' SD, min and max)."""
+    interval of `seed_anova`; the per-seed changes' SD, min and max). A seed with no scored pair on a dataset (every
+    answer unscored) keeps its row, with n_pairs 0, and that dataset's pooled row is empty: the crossed design
+    needs every seed, and one seed's change is not a pooled one."""
     rows = []
     for persona, runs in groups.items():
         per_seed, per_item = [], []
         for seed, run in sorted(runs.items()):
-            pairs = paired_answers(graded, run)
+            pairs = paired_answers(graded, run, dropna=False)  # unscored pairs still say which rows a seed has
             pairs["test_type"] = test_types(pairs["belief"])
             for keys, part in _by_test(pairs):
                 per_seed.append({**keys, "persona": persona, "seed": str(seed), "run": run, **_counts(part)})
+                part = _scored(part)
                 change = (part["incorrect_persona"] - part["incorrect_base"]).groupby(part["item_id"]).mean()
                 per_item.append(pd.DataFrame({**keys, "seed": str(seed), "item_id": change.index, "d": change.values}))
         if not per_seed:
@@ -72,7 +80,7 @@ def replicate_table(graded: pd.DataFrame, groups: dict[str, dict[int, str]]) -> 
         rows.extend(per_seed)
         for (model, dataset, ttype), part in seeds.groupby(["model", "dataset", "test_type"], sort=False):
             mine = items[(items["model"] == model) & (items["dataset"] == dataset) & (items["test_type"] == ttype)]
-            pooled = seed_anova(mine.pivot(index="item_id", columns="seed", values="d"))
+            pooled = seed_anova(mine.pivot(index="item_id", columns="seed", values="d").reindex(columns=part["seed"]))
             change = part["error_change_pp"]
             rows.append({"model": model, "persona": persona, "dataset": dataset, "test_type": ttype, "seed": POOLED,
                          "run": ",".join(part["run"]), "n_pairs": int(part["n_pairs"].sum()),
