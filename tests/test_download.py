@@ -347,3 +347,19 @@ def test_a_question_without_a_usable_wrong_answer_is_replaced_so_the_study_asks_
     assert len(ids) == 3 and unusable not in ids and set(chosen[1:]) <= set(ids)
     assert "1 questions replaced: no usable wrong answer" in caplog.text
     assert all(i["incorrect_answer"] == "Cats" for i in items)
+
+
+def test_a_question_length_cap_draws_only_shorter_questions_and_changes_no_uncapped_sample(tmp_path):
+    """evaluation.max_question_chars (the embedded default caps MedQA's vignettes, whose prefill dominated make
+    run): longer questions are left out before the seeded draw; no cap, the same draw as before."""
+    out, _ = fetched("medqa", tmp_path)
+    uncapped = ep.load_items("medqa", out, 20, seed=3)
+    assert ep.load_items("medqa", out, 20, seed=3, max_question_chars=None) == uncapped
+    assert max(len(i["original_question"]) for i in uncapped) > 400  # the cap has something to leave out
+    capped = ep.load_items("medqa", out, 20, seed=3, max_question_chars=400)
+    assert len(capped) == 20 and all(len(i["original_question"]) <= 400 for i in capped)
+    # the refill of TriviaQA questions without a usable wrong answer keeps to the cap too
+    trivia, _ = fetched("triviaqa", tmp_path)
+    items = ep.load_items("triviaqa", trivia, 30, seed=1, max_question_chars=40,
+                          wrong_answers=lambda rs: [None if i % 2 else "Cats" for i, _ in enumerate(rs)])
+    assert len(items) == 30 and all(len(i["question"]) <= 40 for i in items)

@@ -21,6 +21,7 @@ rule eval_prompts:
     params:
         stage=stage("eval_prompts"),
         items_per_dataset=config["evaluation"]["items_per_dataset"],
+        max_question_chars=lambda w: config["evaluation"]["max_question_chars"].get(w.dataset),
         seed=config["seed"],
         wrong_answers=get_wrong_answer_config,
         smoke_records_sha256=get_smoke_records_sha256,

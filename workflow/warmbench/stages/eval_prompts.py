@@ -221,15 +221,24 @@ def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrec
     }
 
 
-def sample_records(records: list[dict], n: int, rng: random.Random, path) -> list[tuple[int, dict]]:
-    """n (line index, record) pairs of a source file's records, sampled with rng."""
-    chosen = sorted(rng.sample(range(len(records)), min(n, len(records))))
+def sample_records(records: list[dict], n: int, rng: random.Random, path, eligible=None) -> list[tuple[int, dict]]:
+    """n (line index, record) pairs of a source file's records (of the `eligible` indices: all by default), sampled
+    with rng."""
+    eligible = range(len(records)) if eligible is None else eligible  # all: the draw sampling always made
+    chosen = sorted(rng.sample(eligible, min(n, len(eligible))))
     if len(chosen) < n:
-        log.warning("%s: only %d items available, %d requested", path, len(records), n)
+        log.warning("%s: only %d items available, %d requested", path, len(eligible), n)
     return [(i, records[i]) for i in chosen]
 
 
-def with_wrong_answers(sampled, records: list[dict], wrong_answers, refill: random.Random, path):
+def short_enough(records: list[dict], max_question_chars: int | None) -> list[int]:
+    """Indices of the records whose question (the source's `question` field) has at most max_question_chars
+    characters (evaluation.max_question_chars); None: every record."""
+    return [i for i, r in enumerate(records)
+            if max_question_chars is None or len(str(r.get("question", ""))) <= max_question_chars]
+
+
+def with_wrong_answers(sampled, records: list[dict], wrong_answers, refill: random.Random, path, eligible=None):
     """The sampled TriviaQA records, each with a usable written wrong answer. A question whose written answer is
     unusable (empty, or a gold alias) is dropped and replaced by another question drawn with `refill`, until the
     sample is full or the file is used up: the study asks as many items as configured."""
@@ -243,20 +252,24 @@ def with_wrong_answers(sampled, records: list[dict], wrong_answers, refill: rand
         dropped = len(sampled) - sum("incorrect_answer" in record for _, record in sampled)
         if dropped:
             log.warning("%s: %d questions replaced: no usable wrong answer", path, dropped)
-        untried = [i for i in range(len(records)) if i not in tried]
+        untried = [i for i in (range(len(records)) if eligible is None else eligible) if i not in tried]
         sampled = [(i, records[i]) for i in refill.sample(untried, min(wanted - len(kept), len(untried)))]
         tried.update(i for i, _ in sampled)
     return sorted(kept, key=lambda pair: pair[0])
 
 
-def load_items(dataset: str, path: str | Path, n: int, seed: int, wrong_answers=None) -> list[dict]:
-    """Read a source file, sample n records with the seed, and normalise them. `wrong_answers(records)`
-    fills TriviaQA's missing `incorrect_answer` (None: every record must have one)."""
+def load_items(dataset: str, path: str | Path, n: int, seed: int, wrong_answers=None,
+               max_question_chars: int | None = None) -> list[dict]:
+    """Read a source file, sample n records with the seed (of those whose question has at most max_question_chars
+    characters), and normalise them. `wrong_answers(records)` fills TriviaQA's missing `incorrect_answer` (None:
+    every record must have one)."""
     rng = random.Random(f"{seed}:{dataset}")  # sampling, then each item's seeded choices (MedQA's distractor)
     records = list(read_jsonl(path))
-    sampled = sample_records(records, n, rng, path)
+    eligible = None if max_question_chars is None else short_enough(records, max_question_chars)
+    sampled = sample_records(records, n, rng, path, eligible)
     if dataset == "triviaqa" and wrong_answers is not None:
-        sampled = with_wrong_answers(sampled, records, wrong_answers, random.Random(f"{seed}:{dataset}:refill"), path)
+        sampled = with_wrong_answers(sampled, records, wrong_answers, random.Random(f"{seed}:{dataset}:refill"), path,
+                                     eligible)
     return [normalize_item(dataset, record, f"{path}:{i + 1}", rng) for i, record in sampled]
 
 
@@ -447,7 +460,8 @@ def run(smk) -> None:
         wrong_answers = lambda records: plausible_wrong_answers(  # noqa: E731
             records, template, backend, CallCache(smk.params.cache), Sampling.from_config(cfg["sampling"]))
     records = source_records(dataset, smk.input.records, smk.params.get("smoke_records_sha256"))
-    items = load_items(dataset, records, smk.params.items_per_dataset, smk.params.seed, wrong_answers)
+    items = load_items(dataset, records, smk.params.items_per_dataset, smk.params.seed, wrong_answers,
+                       smk.params.max_question_chars)
     amendments = load_amendments(smk.input.amendments)
     rows = expand_conditions(items, amendments, smk.params.seed)
     provenance = json.loads(Path(smk.input.provenance).read_text()) if smk.input.get("provenance") else None
