@@ -90,6 +90,7 @@ def test_judge_rule_in_batch_mode_through_the_workflow(stand_in, tmp_path):
     cfg["data"] = {"source": "smoke"}  # no download or written wrong answers: test_pipeline reads the data wheels
     # the 135M stand-in judge names a verdict only now and then: no share of missing verdicts fails this plumbing test
     cfg["judge"] = {"kind": "llm", "parse_retries": 0, "batch_api": True, "batch_poll_s": 0.05, "max_missing_share": 1.0,
+                    "sampling": {"temperature": 0.0, "max_new_tokens": 8},  # a verdict's length: the stand-in is slow
                     "backend": {"kind": "openai", "model": "gpt-4o-2024-08-06", "base_url": stand_in.base_url,
                                 "api_key_env": LOOPBACK_KEY_ENV}}
     (work / "batch.yaml").write_text(yaml.safe_dump(cfg))
