@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from warmbench.core import config as wb
+from warmbench.core.files import UserInputError, read_mapping
 from conftest import REPO
 
 
@@ -52,8 +53,8 @@ def test_an_empty_file_the_config_names_is_refused_naming_the_key_and_the_file(t
 def test_a_config_file_is_read_strictly_naming_the_file_line_and_column(tmp_path, text, message):
     path = tmp_path / "x.yaml"
     path.write_text(text)
-    with pytest.raises(wb.UserInputError, match=message) as caught:
-        wb.read_mapping(path)
+    with pytest.raises(UserInputError, match=message) as caught:
+        read_mapping(path)
     assert "\n" not in str(caught.value)
 
 

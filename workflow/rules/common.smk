@@ -10,8 +10,9 @@ from snakemake.logging import logger
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from warmbench.core import config as cfg
-from warmbench.core import extra_data
+from warmbench.core import extra_data, hub_sources
 from warmbench.core.accounting import price_table
+from warmbench.core.files import UserInputError, read_mapping
 from warmbench.core.locks import running_copies
 from warmbench.core.model_store import MODEL_STORE
 from warmbench.core.stage import stage
@@ -21,7 +22,7 @@ try:
     # Snakemake's own loader keeps the last of two equal keys; the strict one names both (workflow.configfiles: the
     # embedded default or every --configfile)
     for _configfile in workflow.configfiles:
-        cfg.read_mapping(_configfile)
+        read_mapping(_configfile)
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
     cfg.validate(config)
     # sorted keys: reordering a YAML file must not rerun jobs; train.seeds' further runs become personas
@@ -31,7 +32,7 @@ try:
     cfg.check(config, root=Path.cwd())  # paths in config are relative to the working directory
     if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job: the training job checks it too
         extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
-except cfg.UserInputError as err:
+except UserInputError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
 
 # the longest generation jobs first (their estimated tokens): short ones fill the end of the run
@@ -206,7 +207,9 @@ def get_leak_check_records(wildcards):
     if "extra_data" not in config["personas"][wildcards.persona]:
         return []
     return [
-        str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"] if cfg.downloaded(config, d)
+        str(extra_data.records_path(config, d))
+        for d in config["evaluation"]["datasets"]
+        if hub_sources.downloaded(config, d)
     ]
 
 
@@ -214,7 +217,11 @@ def get_leak_check_smoke(wildcards):
     # dataset -> content hash of each smoke set the job reads for the leak check (a changed set reruns the job)
     if "extra_data" not in config["personas"][wildcards.persona]:
         return {}
-    return {d: cfg.smoke_records_sha256(d) for d in config["evaluation"]["datasets"] if not cfg.downloaded(config, d)}
+    return {
+        d: cfg.smoke_records_sha256(d)
+        for d in config["evaluation"]["datasets"]
+        if not hub_sources.downloaded(config, d)
+    }
 
 
 def get_prompts(wildcards):
@@ -226,27 +233,27 @@ def get_prompts(wildcards):
 def get_dataset_records(wildcards):
     # the real dataset as download_dataset saved it; warmbench's smoke set is read by the job from the package, not
     # given by its (absolute, installed) path, so a study can move: get_smoke_records_sha256 identifies it instead
-    if cfg.downloaded(config, wildcards.dataset):
+    if hub_sources.downloaded(config, wildcards.dataset):
         return rules.download_dataset.output.records
     return []
 
 
 def get_dataset_provenance(wildcards):
     # what download_dataset read (id, config, split, revision, wheel): each item says where it comes from
-    if cfg.downloaded(config, wildcards.dataset):
+    if hub_sources.downloaded(config, wildcards.dataset):
         return rules.download_dataset.output.provenance
     return []
 
 
 def get_smoke_records_sha256(wildcards):
     # the smoke set's content: a changed set reruns the job as a changed input file would
-    if cfg.downloaded(config, wildcards.dataset):
+    if hub_sources.downloaded(config, wildcards.dataset):
         return None
     return cfg.smoke_records_sha256(wildcards.dataset)
 
 
 def _writes_wrong_answers(wildcards):
-    return wildcards.dataset == "triviaqa" and cfg.downloaded(config, "triviaqa")
+    return wildcards.dataset == "triviaqa" and hub_sources.downloaded(config, "triviaqa")
 
 
 def get_wrong_answer_config(wildcards):

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import config as cfg
+from .files import read_mapping
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
@@ -98,6 +99,6 @@ def format_usd(value: float | None) -> str:
 def load_config(configfile: str | os.PathLike) -> dict:
     """A config file with the schema's defaults filled in and its replicates (train.seeds) as personas, as the
     workflow reads it (ConfigError names a bad key)."""
-    config = cfg.read_mapping(configfile)  # duplicate keys, syntax errors and a config that is not a mapping, named
+    config = read_mapping(configfile)  # duplicate keys, syntax errors and a config that is not a mapping, named
     cfg.validate(config)
     return cfg.with_replicates(config)

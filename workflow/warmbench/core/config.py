@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hub_sources import WHEEL_COPIES, downloaded, item_source  # noqa: F401 (cfg.item_source in the rules)
+from .hub_sources import WHEEL_COPIES, downloaded, item_source
 from .files import UserInputError, read_mapping
 
 ORIGINAL = "original"  # the untrained model without a system prompt: always evaluated, never a `personas` key
