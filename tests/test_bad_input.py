@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 from warmbench.core import config as wb
+from warmbench.core import validation
 from warmbench.core.files import UserInputError, read_mapping
 from conftest import REPO
 
 
 def default_config() -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
@@ -37,7 +38,7 @@ def test_an_empty_file_the_config_names_is_refused_naming_the_key_and_the_file(t
     cfg = default_config()
     path = empty_file(tmp_path, text=text)
     point(cfg, path)
-    with pytest.raises(wb.ConfigError, match=re.escape(f"{key}: file {path!r} is empty")):
+    with pytest.raises(validation.ConfigError, match=re.escape(f"{key}: file {path!r} is empty")):
         wb.check(cfg, root=REPO)
 
 
@@ -66,10 +67,10 @@ def test_a_config_file_is_read_strictly_naming_the_file_line_and_column(tmp_path
 def test_a_bad_amendments_file_is_refused_at_dag_build_naming_the_key(tmp_path, text, message):
     cfg = default_config()
     cfg["evaluation"]["amendments"] = empty_file(tmp_path, "amendments.yaml", text=text or "\n")
-    with pytest.raises(wb.ConfigError, match=re.escape("evaluation.amendments: ")):
+    with pytest.raises(validation.ConfigError, match=re.escape("evaluation.amendments: ")):
         wb.check(cfg, root=REPO)
     if text:
-        with pytest.raises(wb.ConfigError, match=re.escape(message)):
+        with pytest.raises(validation.ConfigError, match=re.escape(message)):
             wb.check(cfg, root=REPO)
 
 
@@ -180,6 +181,6 @@ def test_a_misspelt_model_source_is_refused_at_dag_build_naming_the_key(source, 
     cfg = default_config()
     base = {} if source.get("kind") == "path" else cfg["models"]["smollm2"]["source"]
     cfg["models"]["smollm2"]["source"] = {**base, **source}
-    wb.validate(cfg)
-    with pytest.raises(wb.ConfigError, match=re.escape(message)):
+    validation.validate(cfg)
+    with pytest.raises(validation.ConfigError, match=re.escape(message)):
         wb.check(cfg, root=REPO)

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from warmbench.core import config as wb
+from warmbench.core import validation
 from conftest import REPO, scratch_workflow
 
-validate = wb.validate  # the schema, with errors that name the field (common.smk runs the same)
+validate = validation.validate  # the schema, with errors that name the field (common.smk runs the same)
 SECRETS = ("OPENAI_API_KEY", "HF_TOKEN")
 
 
@@ -65,7 +66,7 @@ def test_semantic_error_fails_before_any_job_and_names_the_key(tmp_path):
 def test_schema_errors_name_the_offender(mutate, needle):
     cfg = default_config()
     mutate(cfg)
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert needle in str(err.value)
 
@@ -91,7 +92,7 @@ def test_semantic_checks_name_the_key(mutate, key):
     cfg = default_config()
     validate(cfg)
     mutate(cfg)
-    with pytest.raises(wb.ConfigError, match=re.escape(key.replace("\\", ""))):
+    with pytest.raises(validation.ConfigError, match=re.escape(key.replace("\\", ""))):
         wb.check(cfg, root=REPO)
 
 
@@ -128,8 +129,8 @@ def test_grid_of_jobs():
 def test_canonical_key_order_makes_params_order_insensitive():
     a = {"b": 1, "a": {"y": [{"d": 1, "c": 2}], "x": None}}
     b = {"a": {"x": None, "y": [{"c": 2, "d": 1}]}, "b": 1}
-    assert repr(wb.canonical(a)) == repr(wb.canonical(b))
-    assert list(wb.canonical(a)) == ["a", "b"]
+    assert repr(validation.canonical(a)) == repr(validation.canonical(b))
+    assert list(validation.canonical(a)) == ["a", "b"]
 
 
 def test_hub_data_downloads_on_the_submit_host_before_the_prompts(tmp_path):
@@ -207,7 +208,7 @@ def test_bad_model_settings_name_their_key(model, message):
     cfg = default_config()
     cfg["models"]["extra"] = model
     validate(cfg)
-    with pytest.raises(wb.ConfigError, match=message):
+    with pytest.raises(validation.ConfigError, match=message):
         wb.check(cfg, root=REPO)
 
 
@@ -394,7 +395,7 @@ def test_the_single_judge_block_is_one_primary_judge_whose_jobs_a_named_copy_doe
 def test_judge_list_schema_errors_name_the_judge(mutate, needle):
     cfg = judges_config()
     mutate(cfg["judge"])
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert needle in str(err.value)
 
@@ -411,7 +412,7 @@ def test_judge_list_semantic_errors_name_the_key(mutate, needle):
     cfg = judges_config()
     validate(cfg)
     mutate(cfg["judge"])
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         wb.check(cfg, root=REPO)
     assert needle in str(err.value)
 
@@ -435,14 +436,14 @@ def test_bad_contrasts_name_their_key(contrasts, message):
     cfg = default_config()
     cfg["analysis"] = {**cfg.get("analysis", {}), "contrasts": contrasts}
     validate(cfg)
-    with pytest.raises(wb.ConfigError, match=message):
+    with pytest.raises(validation.ConfigError, match=message):
         wb.check(cfg, root=REPO)
 
 
 def test_a_contrast_must_be_a_pair():
     cfg = default_config()
     cfg["analysis"] = {"contrasts": [["warm"]]}
-    with pytest.raises(wb.ConfigError, match=r"analysis\.contrasts"):
+    with pytest.raises(validation.ConfigError, match=r"analysis\.contrasts"):
         validate(cfg)
 
 
@@ -451,13 +452,13 @@ SHARED_BLOCKS = ("sampling", "openai_endpoint", "lora")
 
 
 def _schema_keys() -> set[str]:
-    return {key for block in SHARED_BLOCKS for key in wb.schema_defaults(block)}
+    return {key for block in SHARED_BLOCKS for key in validation.schema_defaults(block)}
 
 
 def test_each_shared_default_is_written_once_in_the_schema():
     # the OpenAI endpoint's max_retries, timeout_s, ... were written out twice (model source and backend), and
     # api_key_env's default three times; now each lives in one definition the others refer to
-    doc = yaml.safe_load(wb.SCHEMA.read_text())
+    doc = yaml.safe_load(validation.SCHEMA.read_text())
     written: dict[str, int] = {}
 
     def walk(node):
@@ -477,7 +478,7 @@ def test_each_shared_default_is_written_once_in_the_schema():
 
 def test_a_changed_schema_default_reaches_the_code(tmp_path):
     # in a fresh interpreter pointed at an edited schema: the code's defaults follow it (no literal of their own)
-    doc = yaml.safe_load(wb.SCHEMA.read_text())
+    doc = yaml.safe_load(validation.SCHEMA.read_text())
     doc["definitions"]["sampling"]["properties"]["temperature"]["default"] = 0.123
     doc["definitions"]["openai_endpoint"]["properties"]["max_retries"]["default"] = 2
     doc["definitions"]["openai_endpoint"]["properties"]["timeout_s"]["default"] = 7
@@ -487,13 +488,13 @@ def test_a_changed_schema_default_reaches_the_code(tmp_path):
     edited.write_text(yaml.safe_dump(doc))
     probe = (
         "import inspect, json, pathlib, yaml\n"
-        "import warmbench.core.config as wb\n"
-        f"wb.SCHEMA = pathlib.Path({str(edited)!r})\n"
+        "import warmbench.core.validation as validation\n"
+        f"validation.SCHEMA = pathlib.Path({str(edited)!r})\n"
         "from warmbench.core.llm import OpenAIChat, Sampling\n"
         "chat = inspect.signature(OpenAIChat).parameters\n"
         f"cfg = yaml.safe_load(open({str(REPO / 'config' / 'paper.yaml')!r}))\n"
         "cfg['train'].pop('lora')\n"
-        "wb.validate(cfg)\n"
+        "validation.validate(cfg)\n"
         "print(json.dumps({'temperature': Sampling().temperature, 'max_retries': chat['max_retries'].default,\n"
         "                  'timeout_s': chat['timeout_s'].default, 'api_key_env': chat['api_key_env'].default,\n"
         "                  'judge_key': cfg['judge']['backend']['api_key_env'],\n"
@@ -542,7 +543,7 @@ def test_persona_names_and_kinds_are_validated_naming_the_key(personas, message)
     cfg = default_config()
     cfg["personas"] = personas
     cfg["train"]["shared_windows"] = []
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert message in str(err.value)
 
@@ -551,7 +552,7 @@ def test_the_replaced_persona_keys_say_where_they_went():
     cfg = default_config()
     cfg["persona_rewrite"]["prompts"] = {"warm": "config/prompts/rewrite_warm.txt"}
     cfg["evaluation"]["warm_system_prompt"] = "config/prompts/system_warm.txt"
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert "persona_rewrite.prompts: replaced by personas.<name>.rewrite" in str(err.value)
     assert "evaluation.warm_system_prompt: replaced by personas.<name>.system_prompt" in str(err.value)
@@ -750,7 +751,7 @@ def test_an_effective_batch_the_gpus_cannot_keep_exactly_is_refused_naming_the_k
     cfg = paper_config()
     cfg["models"]["llama31_70b"]["resources"]["train"]["gpus"] = gpus
     cfg["train"]["gradient_accumulation_steps"] = accumulation
-    with pytest.raises(wb.ConfigError) as error:
+    with pytest.raises(validation.ConfigError) as error:
         wb.check(cfg, root=REPO)
     message = str(error.value)
     for key in ("models.llama31_70b.resources.train.gpus", "train.per_device_batch_size",
@@ -786,11 +787,11 @@ def test_the_paper_runs_its_controls_on_three_models_only():
 def test_a_persona_restricted_to_an_unknown_model_is_refused_naming_the_key():
     cfg = paper_config()
     cfg["personas"]["cold"]["models"] = ["qwen25_32b", "llama3_70b"]
-    with pytest.raises(wb.ConfigError, match=r"personas\.cold\.models\[1\]: 'llama3_70b' is not a key of models "
+    with pytest.raises(validation.ConfigError, match=r"personas\.cold\.models\[1\]: 'llama3_70b' is not a key of models "
                                              r"\(did you mean 'llama31_70b'\?\)"):
         wb.check(cfg, root=REPO)
     cfg["personas"]["cold"]["models"] = []
-    with pytest.raises(wb.ConfigError, match=r"personas\.cold\.models"):
+    with pytest.raises(validation.ConfigError, match=r"personas\.cold\.models"):
         validate(cfg)
 
 

@@ -372,11 +372,11 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
 def test_the_plan_and_the_ledger_meet_the_run(run_dir):
     """The plan's counts are the run's; its token estimate is of the right size; the ledger holds the run's calls
     (the local rewrite model reports its usage too) and its job hours."""
-    from warmbench.core import config as wb
+    from warmbench.core import validation
     from warmbench.tools import plan
 
     cfg = load_config()
-    wb.validate(cfg)
+    validation.validate(cfg)
     table = plan.plan(plan.dag_jobs(CONFIG, workdir=run_dir), cfg, root=run_dir)
     generate = [row for row in table.rows.values() if row.stage == "generate"]
     # every generation cell, the validation prompts' included
@@ -410,12 +410,13 @@ def test_a_persona_added_to_a_finished_study_runs_only_its_own_rewrite_and_train
     what reads them run again, as jobs with a new output do: their caches answer the other personas' rows (the
     checkpoint and seed tests below run such a rerun and count the rows generated)."""
     from warmbench.core import config as wb
+    from warmbench.core import validation
 
     cfg = load_config()
     cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt",
                                       "extra_data": "config/data/kind_corrections.jsonl"}
     (run_dir / "persona.yaml").write_text(yaml.safe_dump(cfg))
-    wb.validate(cfg)
+    validation.validate(cfg)
     dry = snakemake(run_dir, "-n", "--configfile", "persona.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
     text = dry.stdout + dry.stderr
@@ -435,6 +436,7 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     loads nothing. (Kept after every test that reads the default study's tables: it reruns the generation jobs in the
     shared run folder.)"""
     from warmbench.core import config as wb
+    from warmbench.core.validation import validate
     from warmbench.core.call_cache import CallCache
     from warmbench.stages.generate import ENGINE_START, Variant, generate_local
     from warmbench.core.llm import Sampling, TransformersChat
@@ -447,7 +449,7 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     assert all(text.count(ENGINE_START) == 1 for text in logs.values()), {k: v.count(ENGINE_START) for k, v in logs.items()}
 
     cfg_full = yaml.safe_load((REPO / CONFIG).read_text())
-    wb.validate(cfg_full)
+    validate(cfg_full)
     cells = wb.eval_cells(cfg_full) + wb.warmth_cells(cfg_full)
     written = sorted(p.relative_to(run_dir / "results/generations").as_posix()
                      for p in (run_dir / "results/generations").rglob("*.parquet"))
@@ -518,11 +520,12 @@ def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_
     trajectory pairs each checkpoint with the original model. (After the tests of the default study: it adds
     tables that study does not have.)"""
     from warmbench.core import config as wb
+    from warmbench.core import validation
 
     cfg = load_config()
     cfg["evaluation"]["checkpoints"] = "all"
     (run_dir / "checkpoints.yaml").write_text(yaml.safe_dump(cfg))
-    wb.validate(cfg)
+    validation.validate(cfg)
     further = wb.trajectory_cells(cfg)
     epochs = [wb.epoch_label(e) for e in wb.checkpoint_epochs(cfg, "smollm2")]
     assert {c.checkpoint for c in further} == set(epochs)
@@ -564,12 +567,13 @@ def test_a_seed_added_to_a_finished_study_trains_only_its_runs_and_pools_them(ru
     """train.seeds gains a seed: only the new runs train (on their personas' rewrites), only their rows are
     generated, and the replicates stage reads each persona's seeds per seed and pooled."""
     from warmbench.core import config as wb
+    from warmbench.core import validation
 
     cfg = load_config()
     added = cfg["seed"] + 1
     cfg["train"]["seeds"] = [cfg["seed"], added]
     (run_dir / "seeds.yaml").write_text(yaml.safe_dump(cfg))
-    wb.validate(cfg)
+    validation.validate(cfg)
     personas = wb.rewrite_personas(cfg)
     runs = [f"{p}_seed{added}" for p in personas]
     dry = snakemake(run_dir, "-n", "--configfile", "seeds.yaml")

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from warmbench.core import config as wb
+from warmbench.core import validation
 from warmbench.stages.replicates import replicate_regressions, replicate_table, seed_anova
 from warmbench.core.stats import mcnemar_exact
 from conftest import REPO, dag_jobs
@@ -12,7 +13,7 @@ from conftest import REPO, dag_jobs
 
 def default_config() -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
@@ -37,7 +38,7 @@ def test_a_persona_named_like_a_replicate_is_refused_by_name():
     cfg = default_config()
     cfg["personas"]["warm_seed7"] = {"rewrite": "config/prompts/rewrite_warm.txt"}
     cfg["train"]["seeds"] = [1, 7]
-    with pytest.raises(wb.ConfigError, match="personas.warm_seed7: the name of warm's run with seed 7"):
+    with pytest.raises(validation.ConfigError, match="personas.warm_seed7: the name of warm's run with seed 7"):
         wb.with_replicates(cfg)
 
 

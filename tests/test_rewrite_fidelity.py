@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from warmbench.core import config as wb
+from warmbench.core import validation
 from warmbench.core.call_cache import CallCache
 from warmbench.core.llm import OpenAIChat, Sampling
 from warmbench.stages.rewrite_fidelity import (SAMPLE_COLUMNS, SUMMARY_COLUMNS, VERDICT_COLUMNS, annotation_sheet,
@@ -112,7 +113,7 @@ def test_no_turns_give_empty_tables_of_the_right_shape():
 
 def config_of(name):
     cfg = yaml.safe_load((REPO / "config" / name).read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
@@ -132,10 +133,10 @@ def test_the_judge_is_the_study_judge_else_the_rewrite_model_unless_named():
 def test_a_local_fidelity_judge_must_be_a_local_model_key():
     cfg = config_of("config.yaml")
     cfg["rewrite_fidelity"]["backend"] = {"kind": "transformers", "model": "llama"}
-    with pytest.raises(wb.ConfigError, match="rewrite_fidelity.backend.model"):
+    with pytest.raises(validation.ConfigError, match="rewrite_fidelity.backend.model"):
         wb.check(cfg, root=REPO)
     cfg["rewrite_fidelity"].update(backend=None, prompt="config/prompts/nope.txt")
-    with pytest.raises(wb.ConfigError, match="rewrite_fidelity.prompt"):
+    with pytest.raises(validation.ConfigError, match="rewrite_fidelity.prompt"):
         wb.check(cfg, root=REPO)
 
 

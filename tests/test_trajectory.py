@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from warmbench.core import config as wb
+from warmbench.core import validation
 from warmbench.stages.trajectory import error_change, frontier_table, graded_checkpoints, trajectory_table
 from conftest import REPO
 
@@ -86,7 +87,7 @@ def config_with(checkpoints, selection=None):
     cfg["evaluation"]["checkpoints"] = checkpoints
     if selection:
         cfg["evaluation"]["checkpoint_selection"] = selection
-    wb.validate(cfg)
+    validation.validate(cfg)
     wb.check(cfg, root=REPO)
     return cfg
 
@@ -108,9 +109,9 @@ def test_evaluation_checkpoints_adds_trajectory_cells_and_leaves_the_evaluated_g
 
 
 def test_evaluation_checkpoints_names_epochs_without_a_checkpoint():
-    with pytest.raises(wb.ConfigError, match=r"evaluation.checkpoints: \[3.0\] are not among"):
+    with pytest.raises(validation.ConfigError, match=r"evaluation.checkpoints: \[3.0\] are not among"):
         config_with([1, 3])
-    with pytest.raises(wb.ConfigError, match="evaluation.checkpoints"):
+    with pytest.raises(validation.ConfigError, match="evaluation.checkpoints"):
         config_with("every")
 
 

@@ -10,7 +10,7 @@ from snakemake.logging import logger
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from warmbench.core import config as cfg
-from warmbench.core import extra_data, hub_sources
+from warmbench.core import extra_data, hub_sources, validation
 from warmbench.core.accounting import price_table
 from warmbench.core.files import UserInputError, read_mapping
 from warmbench.core.locks import running_copies
@@ -24,9 +24,9 @@ try:
     for _configfile in workflow.configfiles:
         read_mapping(_configfile)
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
-    cfg.validate(config)
+    validation.validate(config)
     # sorted keys: reordering a YAML file must not rerun jobs; train.seeds' further runs become personas
-    _canonical = cfg.canonical(cfg.with_replicates(config))
+    _canonical = validation.canonical(cfg.with_replicates(config))
     config.clear()
     config.update(_canonical)
     cfg.check(config, root=Path.cwd())  # paths in config are relative to the working directory

@@ -37,7 +37,7 @@ for _rule in cfg.generation_rules(config):
             # sized per model in config (models.<name>.resources); an API model needs no GPU and little memory
             gpu=lambda wc: cfg.job_resources(config, wc.model, "generate")["gpus"],
             mem_mb=lambda wc, attempt: (
-                cfg.schema_defaults("api_model_job")["mem_mb"]
+                validation.schema_defaults("api_model_job")["mem_mb"]
                 if cfg.is_api_model(config["models"][wc.model])
                 else cfg.job_resources(config, wc.model, "generate")["mem_mb"]
             )

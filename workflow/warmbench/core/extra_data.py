@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 from .conditions import disinfo_question
-from .config import ConfigError, SMOKE_DIR
+from .config import SMOKE_DIR
 from .files import DataError, read_jsonl
 from .hub_sources import downloaded
+from .validation import ConfigError
 
 HUB_RECORDS = "resources/data/{dataset}.jsonl"  # where download_dataset saves a hub dataset (download.smk)
 MIN_QUESTION_CHARS = 12  # shorter "questions" (a bare number, "Why?") would match any text

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import children
-from ..core.config import CHECKPOINT_MANIFEST, ConfigError, effective_batch_error, epoch_label, validated_section
+from ..core.config import CHECKPOINT_MANIFEST, effective_batch_error, epoch_label
 from ..core.files import DataError, read_jsonl, write_json, write_table
 from ..core.children import child_env
+from ..core.validation import ConfigError, validated_section
 
 log = logging.getLogger(__name__)
 # accelerate's settings for LoRA + FSDP across the GPUs of one node (num_processes is added per job)
