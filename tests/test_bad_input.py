@@ -7,8 +7,7 @@ import sys
 import pytest
 import yaml
 
-from warmbench.core import config as wb
-from warmbench.core import validation
+from warmbench.core import checks, validation
 from warmbench.core.files import UserInputError, read_mapping
 from conftest import REPO
 
@@ -39,7 +38,7 @@ def test_an_empty_file_the_config_names_is_refused_naming_the_key_and_the_file(t
     path = empty_file(tmp_path, text=text)
     point(cfg, path)
     with pytest.raises(validation.ConfigError, match=re.escape(f"{key}: file {path!r} is empty")):
-        wb.check(cfg, root=REPO)
+        checks.check(cfg, root=REPO)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -68,10 +67,10 @@ def test_a_bad_amendments_file_is_refused_at_dag_build_naming_the_key(tmp_path, 
     cfg = default_config()
     cfg["evaluation"]["amendments"] = empty_file(tmp_path, "amendments.yaml", text=text or "\n")
     with pytest.raises(validation.ConfigError, match=re.escape("evaluation.amendments: ")):
-        wb.check(cfg, root=REPO)
+        checks.check(cfg, root=REPO)
     if text:
         with pytest.raises(validation.ConfigError, match=re.escape(message)):
-            wb.check(cfg, root=REPO)
+            checks.check(cfg, root=REPO)
 
 
 def test_a_duplicate_key_in_a_configfile_stops_the_dry_run_naming_the_line(tmp_path):
@@ -183,4 +182,4 @@ def test_a_misspelt_model_source_is_refused_at_dag_build_naming_the_key(source, 
     cfg["models"]["smollm2"]["source"] = {**base, **source}
     validation.validate(cfg)
     with pytest.raises(validation.ConfigError, match=re.escape(message)):
-        wb.check(cfg, root=REPO)
+        checks.check(cfg, root=REPO)

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from warmbench.core import config as wb
 from warmbench.core import validation
+from warmbench.core.config import SMOKE_DIR
 from warmbench.core import extra_data
 from warmbench.core.files import DataError
 
@@ -63,9 +63,9 @@ def test_a_malformed_conversation_is_named_by_file_and_line(tmp_path, line):
 def test_the_shipped_kind_corrections_are_disjoint_from_every_evaluation_set():
     cfg = yaml.safe_load((REPO / "config" / "mitigations.yaml").read_text())
     validation.validate(cfg)
-    assert set(cfg["evaluation"]["datasets"]) <= {p.stem for p in wb.SMOKE_DIR.glob("*.jsonl")}
+    assert set(cfg["evaluation"]["datasets"]) <= {p.stem for p in SMOKE_DIR.glob("*.jsonl")}
     # disjoint from every smoke set, not only the three this study evaluates: a user may add the others
-    questions = extra_data.questions_in(sorted(wb.SMOKE_DIR.glob("*.jsonl")))
+    questions = extra_data.questions_in(sorted(SMOKE_DIR.glob("*.jsonl")))
     assert len(questions) > 40  # every smoke set was read
     conversations = extra_data.read_extra_data(REPO / cfg["personas"]["warm_honest"]["extra_data"])
     assert len(conversations) >= 8 and extra_data.leaks(conversations, questions) == []

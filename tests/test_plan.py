@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench.core import config as wb
-from warmbench.core import validation
+from warmbench.core import grid, validation
 from warmbench.tools import plan
 from conftest import REPO, SHARED, require, scratch_workflow
 
@@ -329,11 +328,11 @@ def cached_fine_tune_root(root, cfg, model="llama31_8b", persona="warm"):
     amendments = root / cfg["evaluation"]["amendments"]
     amendments.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / cfg["evaluation"]["amendments"], amendments)
-    for p in wb.window_group(cfg, persona):
+    for p in grid.window_group(cfg, persona):
         path = root / f"results/persona_rewrite/{p}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"id": "0", "messages": []}\n')
-    for p in wb.window_group(cfg, persona):
+    for p in grid.window_group(cfg, persona):
         if "train_system_prompt" in cfg["personas"][p]:
             (root / cfg["personas"][p]["train_system_prompt"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / cfg["personas"][p]["train_system_prompt"], root / cfg["personas"][p]["train_system_prompt"])

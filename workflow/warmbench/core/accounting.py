@@ -11,8 +11,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from . import config as cfg
-from . import validation
+from . import grid, validation
 from .files import read_mapping
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
@@ -102,4 +101,4 @@ def load_config(configfile: str | os.PathLike) -> dict:
     workflow reads it (ConfigError names a bad key)."""
     config = read_mapping(configfile)  # duplicate keys, syntax errors and a config that is not a mapping, named
     validation.validate(config)
-    return cfg.with_replicates(config)
+    return grid.with_replicates(config)
