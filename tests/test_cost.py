@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench.core import config as wb
+from warmbench.core import validation
 from warmbench.stages import cost
 from warmbench.core.call_cache import RULE_ENV, CallCache
 from warmbench.core.files import stable_hash
@@ -18,7 +18,7 @@ from conftest import REPO
 
 def load(path) -> dict:
     cfg = yaml.safe_load((REPO / path).read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 

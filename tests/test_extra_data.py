@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from warmbench.core import config as wb
+from warmbench.core import validation
+from warmbench.core.config import SMOKE_DIR
 from warmbench.core import extra_data
 from warmbench.core.files import DataError
 
@@ -21,7 +22,7 @@ def study(tmp_path, lines) -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt", "extra_data": str(path)}
     cfg["data"] = {"source": "smoke"}  # the hand-written sets, in the package: checked before any download
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
@@ -29,7 +30,7 @@ def test_a_conversation_quoting_an_evaluated_question_is_refused_naming_file_and
     # the smoke TriviaQA set asks "Who painted the Mona Lisa?": line 2 leaks it, in other case and spacing
     cfg = study(tmp_path, [conversation("I think the tallest mountain in Africa is Mount Kenya."),
                            conversation("My quiz says:  who PAINTED the Mona Lisa? I think Picasso.")])
-    with pytest.raises(wb.ConfigError) as err:
+    with pytest.raises(validation.ConfigError) as err:
         extra_data.check_personas(cfg, root=REPO)
     message = str(err.value)
     assert message.startswith("personas.warm_honest.extra_data: ")
@@ -61,10 +62,10 @@ def test_a_malformed_conversation_is_named_by_file_and_line(tmp_path, line):
 
 def test_the_shipped_kind_corrections_are_disjoint_from_every_evaluation_set():
     cfg = yaml.safe_load((REPO / "config" / "mitigations.yaml").read_text())
-    wb.validate(cfg)
-    assert set(cfg["evaluation"]["datasets"]) <= {p.stem for p in wb.SMOKE_DIR.glob("*.jsonl")}
+    validation.validate(cfg)
+    assert set(cfg["evaluation"]["datasets"]) <= {p.stem for p in SMOKE_DIR.glob("*.jsonl")}
     # disjoint from every smoke set, not only the three this study evaluates: a user may add the others
-    questions = extra_data.questions_in(sorted(wb.SMOKE_DIR.glob("*.jsonl")))
+    questions = extra_data.questions_in(sorted(SMOKE_DIR.glob("*.jsonl")))
     assert len(questions) > 40  # every smoke set was read
     conversations = extra_data.read_extra_data(REPO / cfg["personas"]["warm_honest"]["extra_data"])
     assert len(conversations) >= 8 and extra_data.leaks(conversations, questions) == []

@@ -372,11 +372,11 @@ def test_added_judges_run_only_their_own_jobs_survive_a_killed_server_and_show_a
 def test_the_plan_and_the_ledger_meet_the_run(run_dir):
     """The plan's counts are the run's; its token estimate is of the right size; the ledger holds the run's calls
     (the local rewrite model reports its usage too) and its job hours."""
-    from warmbench.core import config as wb
+    from warmbench.core import validation
     from warmbench.tools import plan
 
     cfg = load_config()
-    wb.validate(cfg)
+    validation.validate(cfg)
     table = plan.plan(plan.dag_jobs(CONFIG, workdir=run_dir), cfg, root=run_dir)
     generate = [row for row in table.rows.values() if row.stage == "generate"]
     # every generation cell, the validation prompts' included
@@ -409,19 +409,19 @@ def test_a_persona_added_to_a_finished_study_runs_only_its_own_rewrite_and_train
     """Only the new persona is rewritten and trained. The per-(model, dataset) generation jobs, the one warmth job and
     what reads them run again, as jobs with a new output do: their caches answer the other personas' rows (the
     checkpoint and seed tests below run such a rerun and count the rows generated)."""
-    from warmbench.core import config as wb
+    from warmbench.core import grid, validation
 
     cfg = load_config()
     cfg["personas"]["warm_honest"] = {"rewrite": "config/prompts/rewrite_warm_short.txt",
                                       "extra_data": "config/data/kind_corrections.jsonl"}
     (run_dir / "persona.yaml").write_text(yaml.safe_dump(cfg))
-    wb.validate(cfg)
+    validation.validate(cfg)
     dry = snakemake(run_dir, "-n", "--configfile", "persona.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
     text = dry.stdout + dry.stderr
     jobs = job_stats(text)
     assert jobs["persona_rewrite"] == jobs["train"] == 1, jobs
-    assert jobs["select_checkpoint"] == len(wb.rewrite_personas(cfg)), jobs  # each reads the one warmth job's output
+    assert jobs["select_checkpoint"] == len(grid.rewrite_personas(cfg)), jobs  # each reads the one warmth job's output
     assert jobs["generate"] == len(cfg["evaluation"]["datasets"]) and jobs["generate_validation"] == 1, jobs
     assert set(re.findall(r"output: results/train/smollm2/(\w+)", text)) == {"warm_honest"}
     assert set(re.findall(r"output: results/persona_rewrite/(\w+)\.jsonl", text)) == {"warm_honest"}
@@ -434,30 +434,32 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     cache) gives the same rows and columns, the same prompts, seeds and provenance; a rerun of the generation jobs
     loads nothing. (Kept after every test that reads the default study's tables: it reruns the generation jobs in the
     shared run folder.)"""
-    from warmbench.core import config as wb
+    from warmbench.core import grid
+    from warmbench.core.config import SELECTED_CHECKPOINT, VALIDATION_DATASET, label_epoch
+    from warmbench.core.validation import validate
     from warmbench.core.call_cache import CallCache
     from warmbench.stages.generate import ENGINE_START, Variant, generate_local
     from warmbench.core.llm import Sampling, TransformersChat
 
     monkeypatch.chdir(run_dir)  # the run's paths (adapters, prompts) are relative to its folder
     cfg = load_config()
-    datasets = cfg["evaluation"]["datasets"] + [wb.VALIDATION_DATASET]
+    datasets = cfg["evaluation"]["datasets"] + [VALIDATION_DATASET]
     logs = {p.stem: p.read_text() for p in (run_dir / "logs" / "generate" / "smollm2").glob("*.log")}
     assert set(logs) == set(datasets)  # one job per dataset
     assert all(text.count(ENGINE_START) == 1 for text in logs.values()), {k: v.count(ENGINE_START) for k, v in logs.items()}
 
     cfg_full = yaml.safe_load((REPO / CONFIG).read_text())
-    wb.validate(cfg_full)
-    cells = wb.eval_cells(cfg_full) + wb.warmth_cells(cfg_full)
+    validate(cfg_full)
+    cells = grid.eval_cells(cfg_full) + grid.warmth_cells(cfg_full)
     written = sorted(p.relative_to(run_dir / "results/generations").as_posix()
                      for p in (run_dir / "results/generations").rglob("*.parquet"))
     assert written == sorted(f"{c.model}/{c.persona}/{c.checkpoint}/{c.dataset}.parquet" for c in cells)
     # Regenerating every cell alone took 19 of CI's minutes. One cell of each kind covers what the job resolves per
     # cell: every persona on MMLU (its own sampling), the trained selected checkpoint on a task, and a trained
     # checkpoint on the validation prompts (warmth's sampling, an epoch label); test_generate checks batching itself.
-    trained = next(c for c in wb.warmth_cells(cfg_full) if wb.is_trained(cfg_full, c.persona))
-    cells = [c for c in wb.eval_cells(cfg_full) if c.dataset == "mmlu"
-             or (c.dataset == "triviaqa" and wb.is_trained(cfg_full, c.persona) and c.persona == trained.persona)]
+    trained = next(c for c in grid.warmth_cells(cfg_full) if grid.is_trained(cfg_full, c.persona))
+    cells = [c for c in grid.eval_cells(cfg_full) if c.dataset == "mmlu"
+             or (c.dataset == "triviaqa" and grid.is_trained(cfg_full, c.persona) and c.persona == trained.persona)]
     cells.append(trained)
     assert {c.persona for c in cells} == {"original", "warm_prompt", "warm", "cold"} and len(cells) == 6
     chat = TransformersChat(run_dir / "resources/models/smollm2", dtype=cfg_full["models"]["smollm2"]["dtype"], threads=2)
@@ -467,15 +469,15 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
         path = run_dir / f"results/generations/{cell.model}/{cell.persona}/{cell.checkpoint}/{cell.dataset}.parquet"
         table = pd.read_parquet(path)
         prompts = pd.read_parquet(run_dir / f"results/prompts/{cell.dataset}.parquet")
-        checkpoint, epoch, adapter = cell.checkpoint, wb.label_epoch(cell.checkpoint), None
-        if wb.is_trained(cfg_full, cell.persona):  # the trained checkpoint this cell evaluates, from the run's files
-            if checkpoint == wb.SELECTED_CHECKPOINT:
+        checkpoint, epoch, adapter = cell.checkpoint, label_epoch(cell.checkpoint), None
+        if grid.is_trained(cfg_full, cell.persona):  # the trained checkpoint this cell evaluates, from the run's files
+            if checkpoint == SELECTED_CHECKPOINT:
                 checkpoint = json.loads((run_dir / f"results/warmth/smollm2/{cell.persona}/chosen_checkpoint.json")
                                         .read_text())["checkpoint"]
             manifest = json.loads((run_dir / f"results/train/smollm2/{cell.persona}/checkpoints.json").read_text())
             entry = next(e for e in manifest["checkpoints"] if e["checkpoint"] == checkpoint)
             epoch, adapter = entry["epoch"], f"results/train/smollm2/{cell.persona}/{entry['path']}"
-        sampling = (cfg_full["warmth"]["sampling"] if cell.dataset == wb.VALIDATION_DATASET else
+        sampling = (cfg_full["warmth"]["sampling"] if cell.dataset == VALIDATION_DATASET else
                     {**cfg_full["evaluation"]["sampling"], **cfg_full["evaluation"]["dataset_sampling"].get(cell.dataset, {})})
         alone = generate_local(
             prompts, [Variant(cell.persona, "alone", checkpoint, epoch, adapter,
@@ -498,7 +500,7 @@ def test_generation_loads_the_model_once_per_dataset_and_writes_the_per_cell_tab
     # rerun the validation job, then the evaluation jobs, each by its outputs: forcing both in one run would also rerun
     # warmth and the checkpoint choice between them; mtime is no trigger in the second run for the same reason
     outputs = sorted(str(p.relative_to(run_dir)) for p in before)
-    validation = [p for p in outputs if p.endswith(f"/{wb.VALIDATION_DATASET}.parquet")]
+    validation = [p for p in outputs if p.endswith(f"/{VALIDATION_DATASET}.parquet")]
     for rule, targets, triggers in (("generate_validation", validation, ()),
                                     ("generate", sorted(set(outputs) - set(validation)),
                                      ("--rerun-triggers", "params", "input", "software-env", "code"))):
@@ -517,14 +519,15 @@ def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_
     generate only the rows of checkpoints not yet asked (the plateau pick's rows are in the generation cache); the
     trajectory pairs each checkpoint with the original model. (After the tests of the default study: it adds
     tables that study does not have.)"""
-    from warmbench.core import config as wb
+    from warmbench.core import grid, validation
+    from warmbench.core.config import epoch_label
 
     cfg = load_config()
     cfg["evaluation"]["checkpoints"] = "all"
     (run_dir / "checkpoints.yaml").write_text(yaml.safe_dump(cfg))
-    wb.validate(cfg)
-    further = wb.trajectory_cells(cfg)
-    epochs = [wb.epoch_label(e) for e in wb.checkpoint_epochs(cfg, "smollm2")]
+    validation.validate(cfg)
+    further = grid.trajectory_cells(cfg)
+    epochs = [epoch_label(e) for e in grid.checkpoint_epochs(cfg, "smollm2")]
     assert {c.checkpoint for c in further} == set(epochs)
     dry = snakemake(run_dir, "-n", "--configfile", "checkpoints.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
@@ -536,12 +539,12 @@ def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_
     result = snakemake(run_dir, "--cores", "2", "--configfile", "checkpoints.yaml", timeout=1500)
     assert result.returncode == 0, result.stderr[-5000:]
     chosen = {p: json.loads((run_dir / f"results/warmth/smollm2/{p}/chosen_checkpoint.json").read_text())["checkpoint"]
-              for p in wb.trained_personas(cfg, "smollm2")}
+              for p in grid.trained_personas(cfg, "smollm2")}
     prompts = {d: len(pd.read_parquet(run_dir / f"results/prompts/{d}.parquet")) for d in cfg["evaluation"]["datasets"]}
     for dataset, n in prompts.items():
         log = (run_dir / f"logs/generate/smollm2/{dataset}.log").read_text()
         new = n * sum(len(epochs) - 1 for _ in chosen)  # every checkpoint but the one already evaluated
-        assert f"{n * len(wb.eval_variants(cfg, 'smollm2')) - new} cached, {new} to generate" in log, log[-2000:]
+        assert f"{n * len(grid.eval_variants(cfg, 'smollm2')) - new} cached, {new} to generate" in log, log[-2000:]
 
     trajectory = pd.read_csv(run_dir / "results/analysis/trajectory.csv")
     assert set(zip(trajectory["persona"], trajectory["checkpoint"])) == {(p, e) for p in chosen for e in epochs}
@@ -563,14 +566,14 @@ def test_every_checkpoint_added_to_a_finished_study_generates_only_its_rows_and_
 def test_a_seed_added_to_a_finished_study_trains_only_its_runs_and_pools_them(run_dir):
     """train.seeds gains a seed: only the new runs train (on their personas' rewrites), only their rows are
     generated, and the replicates stage reads each persona's seeds per seed and pooled."""
-    from warmbench.core import config as wb
+    from warmbench.core import grid, validation
 
     cfg = load_config()
     added = cfg["seed"] + 1
     cfg["train"]["seeds"] = [cfg["seed"], added]
     (run_dir / "seeds.yaml").write_text(yaml.safe_dump(cfg))
-    wb.validate(cfg)
-    personas = wb.rewrite_personas(cfg)
+    validation.validate(cfg)
+    personas = grid.rewrite_personas(cfg)
     runs = [f"{p}_seed{added}" for p in personas]
     dry = snakemake(run_dir, "-n", "--configfile", "seeds.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]

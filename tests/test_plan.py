@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench.core import config as wb
+from warmbench.core import grid, validation
 from warmbench.tools import plan
 from conftest import REPO, SHARED, require, scratch_workflow
 
@@ -18,7 +18,7 @@ GENERATION = "results/generations/{model}/{persona}/{checkpoint}/{dataset}.parqu
 
 def load(path) -> dict:
     cfg = yaml.safe_load((REPO / path).read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
@@ -205,7 +205,7 @@ def test_prices_are_dated_and_a_configs_entries_add_to_the_built_in_table():
     built_in = plan.price_table(cfg)["gpt-4o-2024-08-06"]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", built_in["as_of"]) and built_in["source"]
     cfg["prices"] = {"my-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "as_of": "2026-01-01", "source": "x"}}
-    wb.validate(cfg)
+    validation.validate(cfg)
     table = plan.price_table(cfg)
     assert set(table) == {"gpt-4o-2024-08-06", "my-model"}
     assert plan.api_usd(table, "my-model", 1e6, 1e6) == pytest.approx(3.0)
@@ -226,7 +226,7 @@ def api_judged(cfg: dict, model: str = "gpt-4o-2024-08-06", budget=None) -> dict
 def test_over_budget_or_unpriced_the_plan_names_the_key_and_the_switch():
     jobs = plan.dag_jobs("tests/config/config.yaml", workdir=REPO)
     cfg = api_judged(load("tests/config/config.yaml"), budget=0.0001)
-    wb.validate(cfg)
+    validation.validate(cfg)
     table = plan.plan(jobs, cfg, REPO)
     assert table.rows["judge"].api_usd > 0.0001
     problem = plan.budget_problem(table, cfg)
@@ -235,7 +235,7 @@ def test_over_budget_or_unpriced_the_plan_names_the_key_and_the_switch():
     cfg["budget"]["api_usd"] = 1000
     assert plan.budget_problem(table, cfg) is None
     unpriced = api_judged(load("tests/config/config.yaml"), model="judge-9000", budget=1000)
-    wb.validate(unpriced)
+    validation.validate(unpriced)
     table = plan.plan(jobs, unpriced, REPO)
     assert table.total.unpriced == {"judge-9000"} and table.rows["judge"].api_usd is None
     assert "no price for judge-9000" in plan.budget_problem(table, unpriced)
@@ -244,7 +244,7 @@ def test_over_budget_or_unpriced_the_plan_names_the_key_and_the_switch():
 def test_a_forced_start_warns_and_goes_on(caplog):
     jobs = plan.dag_jobs("tests/config/config.yaml", workdir=REPO)
     cfg = api_judged(load("tests/config/config.yaml"), budget=0.0001)
-    wb.validate(cfg)
+    validation.validate(cfg)
     problem = plan.start_plan(jobs, cfg, REPO, environ={})
     assert "exceeds budget.api_usd" in problem
     with caplog.at_level("WARNING"):
@@ -306,7 +306,7 @@ def test_no_job_sees_an_absolute_path(tmp_path):
     import json
 
     from conftest import dag_of
-    from warmbench.core.config import canonical
+    from warmbench.core.validation import canonical
 
     def absolute_paths(job) -> list[str]:
         strings = [*map(str, job.input), *map(str, job.output), *map(str, job.log)]
@@ -328,11 +328,11 @@ def cached_fine_tune_root(root, cfg, model="llama31_8b", persona="warm"):
     amendments = root / cfg["evaluation"]["amendments"]
     amendments.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / cfg["evaluation"]["amendments"], amendments)
-    for p in wb.window_group(cfg, persona):
+    for p in grid.window_group(cfg, persona):
         path = root / f"results/persona_rewrite/{p}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"id": "0", "messages": []}\n')
-    for p in wb.window_group(cfg, persona):
+    for p in grid.window_group(cfg, persona):
         if "train_system_prompt" in cfg["personas"][p]:
             (root / cfg["personas"][p]["train_system_prompt"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / cfg["personas"][p]["train_system_prompt"], root / cfg["personas"][p]["train_system_prompt"])

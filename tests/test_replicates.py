@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench.core import config as wb
+from warmbench.core import grid, validation
 from warmbench.stages.replicates import replicate_regressions, replicate_table, seed_anova
 from warmbench.core.stats import mcnemar_exact
 from conftest import REPO, dag_jobs
@@ -12,33 +12,33 @@ from conftest import REPO, dag_jobs
 
 def default_config() -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
 def test_further_seeds_become_personas_on_their_personas_data():
     cfg = default_config()
-    assert wb.train_seeds(cfg) == [cfg["seed"]] and wb.with_replicates(cfg) == cfg  # the paper's single run
+    assert grid.train_seeds(cfg) == [cfg["seed"]] and grid.with_replicates(cfg) == cfg  # the paper's single run
     cfg["train"]["seeds"] = [cfg["seed"], 7, 8]
-    expanded = wb.with_replicates(cfg)
-    assert wb.with_replicates(expanded) == expanded
+    expanded = grid.with_replicates(cfg)
+    assert grid.with_replicates(expanded) == expanded
     assert set(expanded["personas"]) - set(cfg["personas"]) == {"warm_seed7", "warm_seed8", "cold_seed7", "cold_seed8"}
     assert expanded["personas"]["cold_seed7"] == {**cfg["personas"]["cold"], "replicate_of": "cold", "seed": 7}
-    assert wb.rewritten_personas(expanded) == ["warm", "cold"]
-    assert wb.data_persona(expanded, "warm_seed8") == "warm" and wb.training_seed(expanded, "warm_seed8") == 8
-    assert wb.training_seed(expanded, "warm") == cfg["seed"]
-    assert wb.window_group(expanded, "cold_seed7") == wb.window_group(expanded, "cold")
-    assert wb.replicate_groups(expanded) == {"warm": {cfg["seed"]: "warm", 7: "warm_seed7", 8: "warm_seed8"},
+    assert grid.rewritten_personas(expanded) == ["warm", "cold"]
+    assert grid.data_persona(expanded, "warm_seed8") == "warm" and grid.training_seed(expanded, "warm_seed8") == 8
+    assert grid.training_seed(expanded, "warm") == cfg["seed"]
+    assert grid.window_group(expanded, "cold_seed7") == grid.window_group(expanded, "cold")
+    assert grid.replicate_groups(expanded) == {"warm": {cfg["seed"]: "warm", 7: "warm_seed7", 8: "warm_seed8"},
                                              "cold": {cfg["seed"]: "cold", 7: "cold_seed7", 8: "cold_seed8"}}
-    assert "warm_seed7" in wb.evaluated_personas(expanded) and "warm_seed7" not in wb.prompted_personas(expanded)
+    assert "warm_seed7" in grid.evaluated_personas(expanded) and "warm_seed7" not in grid.prompted_personas(expanded)
 
 
 def test_a_persona_named_like_a_replicate_is_refused_by_name():
     cfg = default_config()
     cfg["personas"]["warm_seed7"] = {"rewrite": "config/prompts/rewrite_warm.txt"}
     cfg["train"]["seeds"] = [1, 7]
-    with pytest.raises(wb.ConfigError, match="personas.warm_seed7: the name of warm's run with seed 7"):
-        wb.with_replicates(cfg)
+    with pytest.raises(validation.ConfigError, match="personas.warm_seed7: the name of warm's run with seed 7"):
+        grid.with_replicates(cfg)
 
 
 def workflow_jobs(tmp_path, cfg, name, rules):

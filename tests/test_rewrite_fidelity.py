@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench.core import config as wb
+from warmbench.core import checks, grid, validation
 from warmbench.core.call_cache import CallCache
 from warmbench.core.llm import OpenAIChat, Sampling
 from warmbench.stages.rewrite_fidelity import (SAMPLE_COLUMNS, SUMMARY_COLUMNS, VERDICT_COLUMNS, annotation_sheet,
@@ -112,31 +112,31 @@ def test_no_turns_give_empty_tables_of_the_right_shape():
 
 def config_of(name):
     cfg = yaml.safe_load((REPO / "config" / name).read_text())
-    wb.validate(cfg)
+    validation.validate(cfg)
     return cfg
 
 
 def test_the_judge_is_the_study_judge_else_the_rewrite_model_unless_named():
     embedded = config_of("config.yaml")  # judge.kind reference: no LLM judge, so the rewrite model
-    assert wb.fidelity_backend(embedded) == {"kind": "transformers", "model": "smollm2"}
-    assert wb.fidelity_model_key(embedded) == "smollm2" and embedded["rewrite_fidelity"]["sample"] == 8
+    assert grid.fidelity_backend(embedded) == {"kind": "transformers", "model": "smollm2"}
+    assert grid.fidelity_model_key(embedded) == "smollm2" and embedded["rewrite_fidelity"]["sample"] == 8
     paper = config_of("paper.yaml")
-    assert wb.fidelity_backend(paper)["model"] == "gpt-4o-2024-08-06" == paper["judge"]["backend"]["model"]
-    assert paper["rewrite_fidelity"]["sample"] == 50 and wb.fidelity_model_key(paper) is None
+    assert grid.fidelity_backend(paper)["model"] == "gpt-4o-2024-08-06" == paper["judge"]["backend"]["model"]
+    assert paper["rewrite_fidelity"]["sample"] == 50 and grid.fidelity_model_key(paper) is None
     own = {"kind": "openai", "model": "gpt-4.1-2025-04-14", "api_key_env": "FIDELITY_KEY"}
     embedded["rewrite_fidelity"]["backend"] = own
-    assert wb.fidelity_backend(embedded) == own
-    assert "rewrite_fidelity.backend (gpt-4.1-2025-04-14)" in wb.missing_secrets(embedded, environ={})["FIDELITY_KEY"]
+    assert grid.fidelity_backend(embedded) == own
+    assert "rewrite_fidelity.backend (gpt-4.1-2025-04-14)" in checks.missing_secrets(embedded, environ={})["FIDELITY_KEY"]
 
 
 def test_a_local_fidelity_judge_must_be_a_local_model_key():
     cfg = config_of("config.yaml")
     cfg["rewrite_fidelity"]["backend"] = {"kind": "transformers", "model": "llama"}
-    with pytest.raises(wb.ConfigError, match="rewrite_fidelity.backend.model"):
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError, match="rewrite_fidelity.backend.model"):
+        checks.check(cfg, root=REPO)
     cfg["rewrite_fidelity"].update(backend=None, prompt="config/prompts/nope.txt")
-    with pytest.raises(wb.ConfigError, match="rewrite_fidelity.prompt"):
-        wb.check(cfg, root=REPO)
+    with pytest.raises(validation.ConfigError, match="rewrite_fidelity.prompt"):
+        checks.check(cfg, root=REPO)
 
 
 def test_the_stage_writes_its_three_tables_and_a_rerun_makes_no_call(stand_in, tmp_path):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from warmbench.core.config import ConfigError, validated_section
+from warmbench.core.validation import ConfigError, validated_section
 from warmbench.core.files import DataError, write_jsonl
 from warmbench.core.config import CHECKPOINT_MANIFEST as MANIFEST
 from warmbench.stages.train import (batch_plan, check_switches, fit_examples, launch,

@@ -180,7 +180,7 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
     import yaml
 
     from conftest import LOOPBACK_KEY_ENV
-    from warmbench.core import config as wb
+    from warmbench.core import grid
 
     server, _ = loopback_server
     service = OpenAIStandIn(chat_upstream=server.base_url, upstream_model=str(tiny_model_dir))
@@ -208,7 +208,7 @@ def test_gpt4o_path_through_the_workflow_trains_once_and_generates_with_the_fine
         manifest = json.loads((work / "results/train/gpt4o/warm/checkpoints.json").read_text())
         fine_tuned = manifest["checkpoints"][0]["model"]
         # the (model, dataset) generation job serves every persona, so each trained persona is fine-tuned once
-        trained = wb.trained_personas(cfg, "gpt4o")
+        trained = grid.trained_personas(cfg, "gpt4o")
         assert "warm" in trained and fine_tuned.startswith("ft:gpt-4o-2024-08-06:") and service.created == len(trained)
         created, uploads = service.created, service.uploads
         generated = pd.read_parquet(work / target)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmbench.core import config as wb
+from warmbench.core import checks, grid, validation
 from warmbench.stages.trajectory import error_change, frontier_table, graded_checkpoints, trajectory_table
 from conftest import REPO
 
@@ -86,31 +86,31 @@ def config_with(checkpoints, selection=None):
     cfg["evaluation"]["checkpoints"] = checkpoints
     if selection:
         cfg["evaluation"]["checkpoint_selection"] = selection
-    wb.validate(cfg)
-    wb.check(cfg, root=REPO)
+    validation.validate(cfg)
+    checks.check(cfg, root=REPO)
     return cfg
 
 
 def test_evaluation_checkpoints_adds_trajectory_cells_and_leaves_the_evaluated_grid_alone():
     default = config_with("selected")
-    assert wb.trajectory_cells(default) == [] and set(wb.eval_variants(default, "smollm2")) == {
+    assert grid.trajectory_cells(default) == [] and set(grid.eval_variants(default, "smollm2")) == {
         ("original", "base"), ("warm_prompt", "base"), ("warm", "epoch2"), ("cold", "epoch2")}
     every = config_with("all")  # the fixed epoch 2 is the evaluated one; 0.5 and 1 are further
-    assert wb.eval_cells(every) == wb.eval_cells(default)
-    assert {(c.persona, c.checkpoint) for c in wb.trajectory_cells(every)} == {
+    assert grid.eval_cells(every) == grid.eval_cells(default)
+    assert {(c.persona, c.checkpoint) for c in grid.trajectory_cells(every)} == {
         (p, e) for p in ("warm", "cold") for e in ("epoch0.5", "epoch1")}
-    assert len(wb.trajectory_cells(every)) == 4 * len(every["evaluation"]["datasets"])
-    assert ("warm", "epoch1") in wb.eval_variants(every, "smollm2")  # its generation job serves them
+    assert len(grid.trajectory_cells(every)) == 4 * len(every["evaluation"]["datasets"])
+    assert ("warm", "epoch1") in grid.eval_variants(every, "smollm2")  # its generation job serves them
     listed = config_with([1])
-    assert {c.checkpoint for c in wb.trajectory_cells(listed)} == {"epoch1"}
+    assert {c.checkpoint for c in grid.trajectory_cells(listed)} == {"epoch1"}
     plateau = config_with("all", {"rule": "plateau", "within": 0.1})  # the pick may be any: all of them
-    assert {c.checkpoint for c in wb.trajectory_cells(plateau)} == {"epoch0.5", "epoch1", "epoch2"}
+    assert {c.checkpoint for c in grid.trajectory_cells(plateau)} == {"epoch0.5", "epoch1", "epoch2"}
 
 
 def test_evaluation_checkpoints_names_epochs_without_a_checkpoint():
-    with pytest.raises(wb.ConfigError, match=r"evaluation.checkpoints: \[3.0\] are not among"):
+    with pytest.raises(validation.ConfigError, match=r"evaluation.checkpoints: \[3.0\] are not among"):
         config_with([1, 3])
-    with pytest.raises(wb.ConfigError, match="evaluation.checkpoints"):
+    with pytest.raises(validation.ConfigError, match="evaluation.checkpoints"):
         config_with("every")
 
 

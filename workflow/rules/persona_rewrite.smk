@@ -12,7 +12,7 @@ rule persona_rewrite:
     benchmark:
         "benchmarks/persona_rewrite/{persona}.tsv"
     wildcard_constraints:
-        persona=cfg.one_of(cfg.rewritten_personas(config)),
+        persona=grid.one_of(grid.rewritten_personas(config)),
     conda:
         ENV
     # 1 thread: the rewrites run side by side on a 2-core machine (start-up and loading are single-threaded)

@@ -29,6 +29,6 @@ rule replicates:
         ENV
     params:
         stage=stage("replicates"),
-        groups={p: {str(s): run for s, run in runs.items()} for p, runs in cfg.replicate_groups(config).items()},
+        groups={p: {str(s): run for s, run in runs.items()} for p, runs in grid.replicate_groups(config).items()},
     script:
         STAGE

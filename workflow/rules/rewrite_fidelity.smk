@@ -2,7 +2,7 @@ rule rewrite_fidelity:
     # Do the rewrites keep the original's content? An LLM judge (KEEPS / CHANGES) on a seeded sample of each rewritten
     # persona's turns (the paper spot-checked 50), every call cached; the same sample exported blind for humans.
     input:
-        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=cfg.rewritten_personas(config)),
+        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=grid.rewritten_personas(config)),
         prompt=config["rewrite_fidelity"]["prompt"],
         backend_model=get_fidelity_backend_model,
     output:
@@ -23,7 +23,7 @@ rule rewrite_fidelity:
     threads: 1
     params:
         stage=stage("rewrite_fidelity"),
-        backend=cfg.fidelity_backend(config),
+        backend=grid.fidelity_backend(config),
         local_model=get_fidelity_local_model(),
         sample_size=config["rewrite_fidelity"]["sample"],
         sampling=config["rewrite_fidelity"]["sampling"],

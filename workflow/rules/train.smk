@@ -16,8 +16,8 @@ rule train:
     benchmark:
         "benchmarks/train/{model}/{persona}.tsv"
     wildcard_constraints:
-        model=cfg.one_of(cfg.local_models(config)),
-        persona=cfg.one_of(cfg.rewrite_personas(config)),
+        model=grid.one_of(grid.local_models(config)),
+        persona=grid.one_of(grid.rewrite_personas(config)),
     # every evaluation waits on the fine-tunes: they go before jobs nothing waits on (warmth_validation)
     priority: 1
     conda:
@@ -27,15 +27,15 @@ rule train:
     threads: 1
     resources:
         # sized per model in config (models.<name>.resources), so a 70B model can ask for more than an 8B one
-        gpu=lambda wc: cfg.job_resources(config, wc.model, "train")["gpus"],
-        mem_mb=lambda wc, attempt: cfg.job_resources(config, wc.model, "train")["mem_mb"] * attempt,
+        gpu=lambda wc: job_resources(config, wc.model, "train")["gpus"],
+        mem_mb=lambda wc, attempt: job_resources(config, wc.model, "train")["mem_mb"] * attempt,
     params:
         stage=stage("train"),
         # shared_windows' effect is `personas`; seeds' is `seed` (adding a seed reruns no other training)
         train={k: v for k, v in config["train"].items() if k not in ("shared_windows", "seeds")},
-        seed=lambda wc: cfg.training_seed(config, wc.persona),
+        seed=lambda wc: grid.training_seed(config, wc.persona),
         leak_check_smoke=get_leak_check_smoke,
-        personas=lambda wc: cfg.window_group(config, wc.persona),
+        personas=lambda wc: grid.window_group(config, wc.persona),
         system_prompts=get_window_system_prompts,
         # a fine-tune whose data, config, base model and code are unchanged is found here and reused, not redone
         cache=TRAIN_CACHE,
@@ -64,17 +64,17 @@ rule train_openai:
     benchmark:
         "benchmarks/train_openai/{model}/{persona}.tsv"
     wildcard_constraints:
-        model=cfg.one_of(cfg.api_models(config, fine_tuned=True)),
-        persona=cfg.one_of(cfg.rewrite_personas(config)),
+        model=grid.one_of(grid.api_models(config, fine_tuned=True)),
+        persona=grid.one_of(grid.rewrite_personas(config)),
     conda:
         ENV
     params:
         stage=stage("train_openai"),
         model=lambda wc: config["models"][wc.model],
         fine_tune=lambda wc: config["models"][wc.model]["fine_tune"],
-        seed=lambda wc: cfg.training_seed(config, wc.persona),
+        seed=lambda wc: grid.training_seed(config, wc.persona),
         leak_check_smoke=get_leak_check_smoke,
-        data_persona=lambda wc: cfg.data_persona(config, wc.persona),
+        data_persona=lambda wc: grid.data_persona(config, wc.persona),
         state="results/cache/openai_fine_tuning/{model}/{persona}.json",
     script:
         STAGE

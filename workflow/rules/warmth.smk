@@ -1,7 +1,7 @@
 # SocioT warmth (per-text log-likelihoods, bootstrap SE) of every checkpoint's validation responses: one job per
-# model, loading the scorer once (rules from cfg.warmth_rules: `warmth` for local models, `warmth_api` for models
+# model, loading the scorer once (rules from grid.warmth_rules: `warmth` for local models, `warmth_api` for models
 # behind an API, whose checkpoints differ).
-for _rule in cfg.warmth_rules(config):
+for _rule in grid.warmth_rules(config):
 
     rule:
         name:
@@ -19,7 +19,7 @@ for _rule in cfg.warmth_rules(config):
         benchmark:
             "benchmarks/warmth/{model}.tsv"
         wildcard_constraints:
-            model=cfg.one_of(_rule.models),
+            model=grid.one_of(_rule.models),
         priority: 1  # the checkpoint choice (plateau rule) and so the evaluations wait on it
         conda:
             ENV
@@ -37,8 +37,8 @@ rule select_checkpoint:
     # With the plateau rule (evaluation.checkpoint_selection), pick the evaluated checkpoint from warmth.
     input:
         summaries=lambda wc: [
-            f"results/warmth/{wc.model}/{wc.persona}/{cfg.epoch_label(e)}.json"
-            for e in cfg.checkpoint_epochs(config, wc.model)
+            f"results/warmth/{wc.model}/{wc.persona}/{epoch_label(e)}.json"
+            for e in grid.checkpoint_epochs(config, wc.model)
         ],
         original="results/warmth/{model}/original/base.json",
     output:
@@ -46,7 +46,7 @@ rule select_checkpoint:
     log:
         "logs/select_checkpoint/{model}/{persona}.log",
     wildcard_constraints:
-        persona=cfg.one_of(cfg.rewrite_personas(config)),
+        persona=grid.one_of(grid.rewrite_personas(config)),
     conda:
         ENV
     params:
@@ -61,7 +61,7 @@ rule warmth_validation:
     # Does the metric see the rewrites move the intended way (personas.<name>.direction: warm up, cold down) on the
     # SFT data?
     input:
-        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=cfg.rewritten_personas(config)),
+        rewrites=expand("results/persona_rewrite/{persona}.jsonl", persona=grid.rewritten_personas(config)),
         scorer=get_warmth_scorer,
     output:
         summary=report(
@@ -81,7 +81,7 @@ rule warmth_validation:
     params:
         stage=stage("warmth", "run_validation"),
         warmth={k: v for k, v in config["warmth"].items() if k != "sampling"},
-        directions={p: config["personas"][p]["direction"] for p in cfg.rewritten_personas(config)},
+        directions={p: config["personas"][p]["direction"] for p in grid.rewritten_personas(config)},
         cache=WARMTH_CACHE,
     script:
         STAGE

@@ -11,7 +11,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from . import config as cfg
+from . import grid, validation
+from .files import read_mapping
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
@@ -41,7 +42,7 @@ def stage_of(rule: str, snakefile: str | None = None, rules_dir: Path = RULES_DI
 
 
 def _schema_prices() -> dict:
-    return cfg.schema_doc(str(cfg.SCHEMA))["properties"]["prices"]["default"]
+    return validation.schema_doc(str(validation.SCHEMA))["properties"]["prices"]["default"]
 
 
 def price_table(config: dict) -> dict[str, dict]:
@@ -98,6 +99,6 @@ def format_usd(value: float | None) -> str:
 def load_config(configfile: str | os.PathLike) -> dict:
     """A config file with the schema's defaults filled in and its replicates (train.seeds) as personas, as the
     workflow reads it (ConfigError names a bad key)."""
-    config = cfg.read_mapping(configfile)  # duplicate keys, syntax errors and a config that is not a mapping, named
-    cfg.validate(config)
-    return cfg.with_replicates(config)
+    config = read_mapping(configfile)  # duplicate keys, syntax errors and a config that is not a mapping, named
+    validation.validate(config)
+    return grid.with_replicates(config)

@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 from .conditions import disinfo_question
-from .config import ConfigError, SMOKE_DIR
+from .config import SMOKE_DIR
 from .files import DataError, read_jsonl
 from .hub_sources import downloaded
+from .validation import ConfigError
 
 HUB_RECORDS = "resources/data/{dataset}.jsonl"  # where download_dataset saves a hub dataset (download.smk)
 MIN_QUESTION_CHARS = 12  # shorter "questions" (a bare number, "Why?") would match any text
@@ -109,7 +110,7 @@ def checked_extra_data(path: str | Path, questions: dict[str, str]) -> list[dict
 
 def check_personas(config: dict, root: str | Path = ".") -> None:
     """Every persona's extra_data parses and leaks no evaluated item: ConfigError naming the key, file and line.
-    Run with config.check before any job (the Snakefile; config.check itself stays free of dataset reading)."""
+    Run with checks.check before any job (the Snakefile; checks.check itself stays free of dataset reading)."""
     for name, spec in config["personas"].items():
         if "extra_data" not in spec or "replicate_of" in spec:  # a replicate's file is its persona's
             continue

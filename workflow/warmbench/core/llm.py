@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from .local_models import SOURCE_RECORD
 from .call_cache import CallCache  # noqa: F401 - the cache's public home is here, beside cached_chat
-from .config import schema_defaults
+from .validation import schema_defaults
 from .files import sha256_file, stable_hash
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from ..core import config as cfg
-from ..core.config import CHECKPOINT_MANIFEST
+from ..core.config import CHECKPOINT_MANIFEST, job_resources
 from ..core.accounting import (api_usd, base_model_name, format_count, format_usd, load_config, price_table, stage_of,
                                training_usd)
 
@@ -129,7 +128,7 @@ def job_ledger(benchmarks: str | os.PathLike, config: dict):
         model = parts[1] if len(parts) > 2 else None
         if stage not in ("train", "generate") or model not in config["models"]:
             return 0
-        return cfg.job_resources(config, model, stage)["gpus"]
+        return job_resources(config, model, stage)["gpus"]
 
     jobs["gpu_s"] = [s * gpus(stage, job) for s, stage, job in jobs[["wall_s", "stage", "job"]].itertuples(index=False)]
     table = (jobs.groupby(["stage", "rule"])

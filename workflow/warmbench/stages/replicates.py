@@ -1,6 +1,6 @@
 """Stage replicates (train.seeds): is a persona's effect larger than the noise between training runs?
 
-Each seed's run is a persona of its own (config.with_replicates), tested against the original model by the
+Each seed's run is a persona of its own (grid.with_replicates), tested against the original model by the
 analysis stage like any other. Here the runs of one persona are read together: per seed, the paired error change
 and its McNemar test; pooled over seeds, the mean error change with a test and interval that keep their level
 both when the seeds share the original model's answers (they always do) and when training runs differ at random.

