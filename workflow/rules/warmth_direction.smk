@@ -1,0 +1,57 @@
+# A warmth direction per open model (optional section warmth_direction; absent: no job): the base model reads the
+# warm and the cold rewrites of the same training conversations, and the mean difference of its residual stream over
+# the response tokens, per decoder layer, is saved with its provenance and a held-out check.
+from warmbench.stages import warmth_direction as _warmth_direction
+
+try:
+    # the models it runs for; a model behind an API or a persona without rewrites is refused here, naming the key
+    WARMTH_DIRECTION_MODELS = _warmth_direction.direction_models(config)
+except cfg.UserInputError as err:
+    raise WorkflowError(f"Invalid config:\n{err}")
+
+
+def get_warmth_direction_output():
+    return expand(
+        "results/warmth_direction/{model}.{ext}",
+        model=WARMTH_DIRECTION_MODELS,
+        ext=["pt", "json", "csv"],
+    )
+
+
+def warmth_direction_rewrites(k):
+    # the k-th persona of warmth_direction.personas: its rewrites (0: positive, 1: negative)
+    return f"results/persona_rewrite/{config[_warmth_direction.SECTION]['personas'][k]}.jsonl"
+
+
+if WARMTH_DIRECTION_MODELS:
+
+    rule warmth_direction:
+        input:
+            positive=warmth_direction_rewrites(0),
+            negative=warmth_direction_rewrites(1),
+            base_model="resources/models/{model}",
+        output:
+            direction="results/warmth_direction/{model}.pt",
+            provenance="results/warmth_direction/{model}.json",
+            layers="results/warmth_direction/{model}.csv",
+        log:
+            "logs/warmth_direction/{model}.log",
+        benchmark:
+            "benchmarks/warmth_direction/{model}.tsv"
+        wildcard_constraints:
+            model=cfg.one_of(WARMTH_DIRECTION_MODELS),
+        conda:
+            ENV
+        threads: 1
+        resources:
+            # forward passes only: sized as the model's generation jobs (models.<name>.resources.generate)
+            gpu=lambda wc: cfg.job_resources(config, wc.model, "generate")["gpus"],
+            mem_mb=lambda wc, attempt: cfg.job_resources(config, wc.model, "generate")["mem_mb"] * attempt,
+        params:
+            stage=stage("warmth_direction"),
+            # its own settings (not which models: adding one reruns no other model's direction)
+            settings={k: v for k, v in config[_warmth_direction.SECTION].items() if k != "models"},
+            dtype=lambda wc: config["models"][wc.model]["dtype"],
+            seed=config["seed"],
+        script:
+            STAGE
