@@ -123,7 +123,7 @@ def get_final_output():
         *get_judge_comparison_output(),
         *(rules.trajectory.output if TRAJECTORY_CELLS else []),
         *(rules.replicates.output if cfg.replicate_groups(config) else []),
-        *get_warmth_direction_output(),  # warmth_direction.smk: none unless the config asks for it
+        *WARMTH_DIRECTION_OUTPUT,  # warmth_direction.smk: none unless the config asks for it
     ]
 
 

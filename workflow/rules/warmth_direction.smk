@@ -10,25 +10,23 @@ except cfg.UserInputError as err:
     raise WorkflowError(f"Invalid config:\n{err}")
 
 
-def get_warmth_direction_output():
-    return expand(
-        "results/warmth_direction/{model}.{ext}",
-        model=WARMTH_DIRECTION_MODELS,
-        ext=["pt", "json", "csv"],
-    )
-
-
-def warmth_direction_rewrites(k):
-    # the k-th persona of warmth_direction.personas: its rewrites (0: positive, 1: negative)
-    return f"results/persona_rewrite/{config[_warmth_direction.SECTION]['personas'][k]}.jsonl"
+# the final outputs (common.smk's get_final_output): none unless configured
+WARMTH_DIRECTION_OUTPUT = expand(
+    "results/warmth_direction/{model}.{ext}",
+    model=WARMTH_DIRECTION_MODELS,
+    ext=["pt", "json", "csv"],
+)
 
 
 if WARMTH_DIRECTION_MODELS:
 
+    # warmth_direction.personas: [positive, negative], each persona's rewrites
+    _positive, _negative = config[_warmth_direction.SECTION]["personas"]
+
     rule warmth_direction:
         input:
-            positive=warmth_direction_rewrites(0),
-            negative=warmth_direction_rewrites(1),
+            positive=f"results/persona_rewrite/{_positive}.jsonl",
+            negative=f"results/persona_rewrite/{_negative}.jsonl",
             base_model="resources/models/{model}",
         output:
             direction="results/warmth_direction/{model}.pt",
