@@ -122,6 +122,23 @@ def test_gpu_hours_scale_with_the_models_parameters_and_its_gpus_start():
     assert on_cpu.total.gpu_hours == 0 and on_cpu.total.tokens_in == small.tokens_in
 
 
+def test_a_warmth_direction_reads_both_rewrites_of_its_pairs_at_half_a_training_tokens_gpu_time():
+    cfg = load("config/paper.yaml")
+    job = [plan.PlannedJob("warmth_direction", "warmth_direction", ("results/warmth_direction/llama31_8b.pt",
+                                                                    "results/warmth_direction/llama31_8b.json"), gpus=1)]
+    assert plan.plan(job, cfg, REPO).total.tokens_in == 0  # no section: no such job, nothing to estimate
+    cfg["warmth_direction"] = {"max_pairs": 100, "max_length": 512}
+    validation.validate(cfg)
+    estimate = plan.plan(job, cfg, REPO).total
+    assert estimate.tokens_in == 2 * 100 * 512 and estimate.requests == 0 and not estimate.unestimated
+    speed = cfg["plan"]["throughput"]
+    forward_s = estimate.tokens_in / 2 / speed["train_tokens_per_gpu_s"]  # llama31_8b: the reference size
+    assert estimate.gpu_hours == pytest.approx((forward_s + speed["job_start_s"]) / 3600)
+    cfg["warmth_direction"]["max_pairs"] = None  # every conversation of the split, each cut to the typical length
+    conversations = 6 * cfg["sft_data"]["train_per_type"]
+    assert plan.plan(job, cfg, REPO).total.tokens_in == 2 * conversations * 512
+
+
 @pytest.mark.parametrize("name, size", [("meta-llama/Llama-3.1-8B-Instruct", 8), ("Qwen/Qwen2.5-32B-Instruct", 32),
                                         ("SmolLM2-135M-Instruct.Q4_1.gguf", 0.135), ("mistralai/Mistral-Small-Instruct-2409", None),
                                         ("meta-llama/Llama-3.1-70B-Instruct", 70)])

@@ -131,6 +131,7 @@ def get_final_output():
         *get_judge_comparison_output(),
         *(rules.trajectory.output if TRAJECTORY_CELLS else []),
         *(rules.replicates.output if grid.replicate_groups(config) else []),
+        *WARMTH_DIRECTION_OUTPUT,  # warmth_direction.smk: none unless the config asks for it
     ]
 
 

@@ -47,6 +47,7 @@ OUTPUTS = {
     "rewrite": re.compile(r"(?:^|/)results/persona_rewrite/(?P<persona>[^/]+)\.jsonl$"),
     "fine_tune": re.compile(r"(?:^|/)results/train/(?P<model>[^/]+)/(?P<persona>[^/]+)/?$"),
     "prompts": re.compile(r"(?:^|/)results/prompts/(?P<dataset>[^/]+)\.parquet$"),
+    "direction": re.compile(r"(?:^|/)results/warmth_direction/(?P<model>[^/]+)\.pt$"),
 }
 
 
@@ -339,6 +340,21 @@ class Planner:
         estimate = Estimate(tokens_in=per_epoch * self.config["train"]["epochs"])
         return estimate, self._local(estimate, job, model, estimate.tokens_in, "train")
 
+    def _direction(self, job, model) -> tuple[Estimate, bool]:
+        """warmth_direction: forward passes of the base model over both rewrites of up to max_pairs conversations
+        (each cut to max_length tokens), no generation. A forward pass is taken as half a LoRA training token (a LoRA
+        step is a forward and a backward pass through the frozen weights, whose weight gradients it skips): an
+        estimate, not a measurement."""
+        from ..stages.warmth_direction import SECTION
+
+        spec, section = self.config["models"].get(model), self.config.get(SECTION)
+        if spec is None or section is None:
+            return Estimate(), False
+        pairs = self.conversations if section["max_pairs"] is None else min(section["max_pairs"], self.conversations)
+        per_conversation = min(self.assume["sharegpt"]["train_tokens_per_conversation"], section["max_length"])
+        estimate = Estimate(tokens_in=2 * pairs * per_conversation)
+        return estimate, self._local(estimate, job, model, estimate.tokens_in / 2, "train")
+
     def _prompts(self, job, dataset) -> tuple[Estimate, bool]:
         if dataset != "triviaqa" or not grid.writes_wrong_answers(self.config):
             return Estimate(), False
@@ -437,7 +453,8 @@ def format_plan(table: Plan, config: dict, title: str = "") -> str:
     speed = config["plan"]["throughput"]
     table_end = len(lines)  # the notes below are wrapped, the table is not
     lines += ["",
-              "requests: LLM prompts sent; tokens in: prompt tokens sent (train, train_openai: tokens trained, x epochs); "
+              "requests: LLM prompts sent; tokens in: prompt tokens sent (train, train_openai: tokens trained, x epochs; "
+              "warmth_direction: tokens read, at half a training token's GPU time); "
               "an upper bound: calls already in the call cache are not paid again. cached: jobs to run whose work "
               f"is already done (a fine-tune of the same content key in {TRAIN_CACHE}/): they link it into place; "
               "new GPU-h: the GPU-hours the jobs to run will really spend (budget.gpu_hours).",
