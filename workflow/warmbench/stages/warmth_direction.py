@@ -158,13 +158,6 @@ def held_out_separation(positive, negative, direction) -> dict:
             "held_out_over_fit": (mean / norms.clamp(min=1e-12)).tolist(), "n_held_out": n}
 
 
-def cosine(a, b) -> float:
-    """Cosine similarity of two vectors."""
-    import torch
-
-    return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
-
-
 # --- the job -------------------------------------------------------------------------------------------------------
 
 def _means(model, tokenizer, conversations, settings):
