@@ -221,10 +221,8 @@ def _item(dataset, item_id, question, correct, incorrect, correct_refs, incorrec
     }
 
 
-def sample_records(records: list[dict], n: int, rng: random.Random, path, eligible=None) -> list[tuple[int, dict]]:
-    """n (line index, record) pairs of a source file's records (of the `eligible` indices: all by default), sampled
-    with rng."""
-    eligible = range(len(records)) if eligible is None else eligible  # all: the draw sampling always made
+def sample_records(records: list[dict], n: int, rng: random.Random, path, eligible: list[int]) -> list[tuple[int, dict]]:
+    """n (line index, record) pairs of a source file's records, of the `eligible` indices, sampled with rng."""
     chosen = sorted(rng.sample(eligible, min(n, len(eligible))))
     if len(chosen) < n:
         log.warning("%s: only %d items available, %d requested", path, len(eligible), n)
@@ -233,12 +231,13 @@ def sample_records(records: list[dict], n: int, rng: random.Random, path, eligib
 
 def short_enough(records: list[dict], max_question_chars: int | None) -> list[int]:
     """Indices of the records whose question (the source's `question` field) has at most max_question_chars
-    characters (evaluation.max_question_chars); None: every record."""
+    characters (evaluation.max_question_chars); None: every record (sampled from them, the draw is the one sampling
+    always made: random.sample picks positions)."""
     return [i for i, r in enumerate(records)
             if max_question_chars is None or len(str(r.get("question", ""))) <= max_question_chars]
 
 
-def with_wrong_answers(sampled, records: list[dict], wrong_answers, refill: random.Random, path, eligible=None):
+def with_wrong_answers(sampled, records: list[dict], wrong_answers, refill: random.Random, path, eligible: list[int]):
     """The sampled TriviaQA records, each with a usable written wrong answer. A question whose written answer is
     unusable (empty, or a gold alias) is dropped and replaced by another question drawn with `refill`, until the
     sample is full or the file is used up: the study asks as many items as configured."""
@@ -252,7 +251,7 @@ def with_wrong_answers(sampled, records: list[dict], wrong_answers, refill: rand
         dropped = len(sampled) - sum("incorrect_answer" in record for _, record in sampled)
         if dropped:
             log.warning("%s: %d questions replaced: no usable wrong answer", path, dropped)
-        untried = [i for i in (range(len(records)) if eligible is None else eligible) if i not in tried]
+        untried = [i for i in eligible if i not in tried]
         sampled = [(i, records[i]) for i in refill.sample(untried, min(wanted - len(kept), len(untried)))]
         tried.update(i for i, _ in sampled)
     return sorted(kept, key=lambda pair: pair[0])
@@ -265,7 +264,7 @@ def load_items(dataset: str, path: str | Path, n: int, seed: int, wrong_answers=
     every record must have one)."""
     rng = random.Random(f"{seed}:{dataset}")  # sampling, then each item's seeded choices (MedQA's distractor)
     records = list(read_jsonl(path))
-    eligible = None if max_question_chars is None else short_enough(records, max_question_chars)
+    eligible = short_enough(records, max_question_chars)
     sampled = sample_records(records, n, rng, path, eligible)
     if dataset == "triviaqa" and wrong_answers is not None:
         sampled = with_wrong_answers(sampled, records, wrong_answers, random.Random(f"{seed}:{dataset}:refill"), path,

@@ -44,12 +44,7 @@ POOLED = "pooled"
 ALL_TESTS = "all"
 
 
-def _scored(pairs: pd.DataFrame) -> pd.DataFrame:
-    return pairs.dropna(subset=["incorrect_base", "incorrect_persona"])
-
-
 def _counts(pairs: pd.DataFrame) -> dict:
-    pairs = _scored(pairs)
     x, y = pairs["incorrect_base"].to_numpy(), pairs["incorrect_persona"].to_numpy()
     b, c = int(((x == 0) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())
     n = len(pairs)
@@ -70,8 +65,8 @@ def replicate_table(graded: pd.DataFrame, groups: dict[str, dict[int, str]]) -> 
             pairs = paired_answers(graded, run, dropna=False)  # unscored pairs still say which rows a seed has
             pairs["test_type"] = test_types(pairs["belief"])
             for keys, part in _by_test(pairs):
+                part = part.dropna(subset=["incorrect_base", "incorrect_persona"])  # the scored pairs
                 per_seed.append({**keys, "persona": persona, "seed": str(seed), "run": run, **_counts(part)})
-                part = _scored(part)
                 change = (part["incorrect_persona"] - part["incorrect_base"]).groupby(part["item_id"]).mean()
                 per_item.append(pd.DataFrame({**keys, "seed": str(seed), "item_id": change.index, "d": change.values}))
         if not per_seed:
